@@ -1,0 +1,46 @@
+# fedge: `make demo` runs the simulation preset, `make test` runs lint, types and tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fedge-installed
+export FLWR_TELEMETRY_ENABLED := 0
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: demo test lint typecheck pytest bench bench-simulate bench-security system-deps clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fedge simulate --preset demo --name demo
+
+system-deps:
+	@bash deploy/system-deps.sh
+
+test: $(STAMP) system-deps lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy .
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+bench: bench-simulate bench-security
+
+bench-simulate: $(STAMP)
+	$(BIN)/python -m bench.simulate
+
+bench-security: $(STAMP)
+	$(BIN)/python -m bench.security
+
+clean:
+	rm -rf runs .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,55 @@
+"""The ``fedge`` command.
+
+Sub-commands are imported lazily inside their callbacks so that ``fedge agent`` never
+pays for (or imports) torch, ray or fastapi.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from fedge import FedgeError, __version__
+
+app = typer.Typer(
+    name="fedge",
+    help="Federated learning at the radio edge.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fedge {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Federated learning at the radio edge."""
+
+
+def _register() -> None:
+    from simulation._cli import register as register_simulate
+
+    register_simulate(app)
+
+
+def main() -> None:
+    """Console-script entry point: typed fedge errors become one clear line, exit 2."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    _register()
+    try:
+        app()
+    except FedgeError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
