@@ -1,0 +1,1 @@
+"""fedge benchmarks: each writes ``bench/results/<name>.json`` with machine and commit."""
