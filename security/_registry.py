@@ -1,0 +1,171 @@
+"""Who is enrolled: a storage interface, an in-memory store, and the rules on top.
+
+Storage is a small Protocol so the coordinator can back it with its database; the rules
+(revocation, rotation grace, token expiry) live in ``KeyDirectory`` and stay the same.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Final, Protocol
+
+from security._composite import SIGNATURE_SIZE
+from security._errors import InvalidEnvelope, InvalidKey, RevokedSender, UnknownSender
+from security._identity import PUBLIC_KEYS_SIZE, ROTATION_CONTEXT, SitePublicKeys
+from security._provider import Provider
+
+DEFAULT_GRACE_SECONDS: Final = 7 * 24 * 3600.0
+
+
+class SiteStatus(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    """One enrolled site: its current keys, status, and the previous keys during grace."""
+
+    keys: SitePublicKeys
+    status: SiteStatus
+    enrolled_at: float
+    previous: SitePublicKeys | None = None
+    previous_until: float = 0.0
+
+    @property
+    def site_id(self) -> bytes:
+        return self.keys.site_id
+
+
+class Registry(Protocol):
+    """Storage only; every method must be atomic with respect to the others."""
+
+    def get_site(self, site_id: bytes) -> SiteRecord | None: ...
+
+    def put_site(self, record: SiteRecord) -> None: ...
+
+    def put_token(self, token_hash: bytes, expires_at: float) -> None: ...
+
+    def take_token(self, token_hash: bytes) -> float | None:
+        """Remove the token and return its expiry, or None when absent (one-time use)."""
+        ...
+
+
+class MemoryRegistry:
+    """A dict-backed ``Registry`` for tests, the simulator and single-process use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sites: dict[bytes, SiteRecord] = {}
+        self._tokens: dict[bytes, float] = {}
+
+    def get_site(self, site_id: bytes) -> SiteRecord | None:
+        with self._lock:
+            return self._sites.get(site_id)
+
+    def put_site(self, record: SiteRecord) -> None:
+        with self._lock:
+            self._sites[record.site_id] = record
+
+    def put_token(self, token_hash: bytes, expires_at: float) -> None:
+        with self._lock:
+            self._tokens[token_hash] = expires_at
+
+    def take_token(self, token_hash: bytes) -> float | None:
+        with self._lock:
+            return self._tokens.pop(token_hash, None)
+
+
+class KeyDirectory:
+    """The registry's rules: who may talk, with which key generation, until when."""
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        provider: Provider | None = None,
+    ) -> None:
+        self.registry: Registry = registry if registry is not None else MemoryRegistry()
+        self.grace_seconds = grace_seconds
+        self._provider = provider
+        self._parsed: dict[bytes, SitePublicKeys] = {}
+
+    def _cached(self, keys: SitePublicKeys) -> SitePublicKeys:
+        """Reuse parsed key objects across lookups (parsing ML-KEM keys costs ~20 µs)."""
+        raw = keys.to_bytes()
+        hit = self._parsed.get(raw)
+        if hit is None:
+            if len(self._parsed) > 4096:
+                self._parsed.clear()
+            hit = self._parsed[raw] = SitePublicKeys.from_bytes(raw, self._provider)
+        return hit
+
+    def record(self, site_id: bytes) -> SiteRecord:
+        """The active record of ``site_id``; unknown and revoked sites raise."""
+        record = self.registry.get_site(site_id)
+        if record is None:
+            raise UnknownSender(f"site {site_id.hex()} is not enrolled")
+        if record.status is not SiteStatus.ACTIVE:
+            raise RevokedSender(f"site {site_id.hex()} is revoked")
+        return record
+
+    def keys(
+        self, site_id: bytes, generation: int | None = None, now: float | None = None
+    ) -> SitePublicKeys:
+        """Keys of ``site_id`` for ``generation`` (None: current), honouring the grace."""
+        record = self.record(site_id)
+        if generation is None or generation == record.keys.generation:
+            return self._cached(record.keys)
+        now = time.time() if now is None else now
+        previous = record.previous
+        if (
+            previous is not None
+            and generation == previous.generation
+            and now < record.previous_until
+        ):
+            return self._cached(previous)
+        raise RevokedSender(f"key generation {generation} of site {site_id.hex()} is not accepted")
+
+    def register(self, keys: SitePublicKeys, now: float | None = None) -> SiteRecord:
+        """Record a newly enrolled site (enrollment checks possession first)."""
+        if self.registry.get_site(keys.site_id) is not None:
+            raise InvalidEnvelope(f"site {keys.site_id.hex()} is already enrolled")
+        record = SiteRecord(keys, SiteStatus.ACTIVE, time.time() if now is None else now)
+        self.registry.put_site(record)
+        return record
+
+    def revoke(self, site_id: bytes) -> None:
+        """New sessions and envelopes from the site are refused from now on."""
+        record = self.registry.get_site(site_id)
+        if record is None:
+            raise UnknownSender(f"site {site_id.hex()} is not enrolled")
+        self.registry.put_site(replace(record, status=SiteStatus.REVOKED))
+
+    def rotate(self, statement: bytes, now: float | None = None) -> SiteRecord:
+        """Accept a rotation statement; the old keys stay valid for the grace period."""
+        if len(statement) != PUBLIC_KEYS_SIZE + 2 * SIGNATURE_SIZE:
+            raise InvalidEnvelope("rotation statement has the wrong size")
+        body = statement[:PUBLIC_KEYS_SIZE]
+        try:
+            new = SitePublicKeys.from_bytes(body, self._provider)
+        except InvalidKey as exc:
+            raise InvalidEnvelope("rotation statement holds malformed keys") from exc
+        record = self.record(new.site_id)
+        if new.generation != record.keys.generation + 1:
+            raise InvalidEnvelope(
+                f"rotation to generation {new.generation}, expected {record.keys.generation + 1}"
+            )
+        old_sig = statement[PUBLIC_KEYS_SIZE : PUBLIC_KEYS_SIZE + SIGNATURE_SIZE]
+        new_sig = statement[PUBLIC_KEYS_SIZE + SIGNATURE_SIZE :]
+        self._cached(record.keys).verify_key().verify(old_sig, body, ROTATION_CONTEXT)
+        new.verify_key().verify(new_sig, body, ROTATION_CONTEXT)
+        now = time.time() if now is None else now
+        updated = replace(
+            record, keys=new, previous=record.keys, previous_until=now + self.grace_seconds
+        )
+        self.registry.put_site(updated)
+        return updated
