@@ -41,6 +41,9 @@ def _register() -> None:
     from simulation._cli import register as register_simulate
 
     register_simulate(app)
+    from security._cli import register as register_keys
+
+    register_keys(app)
 
 
 def main() -> None:

@@ -1,3 +1,95 @@
-"""Post-quantum identities, hybrid-KEM sessions and sealed envelopes."""
+"""Post-quantum identities, hybrid-KEM sessions and sealed envelopes.
 
-__all__: list[str] = []
+Importing this package never imports liboqs-python (``oqs``): the optional provider loads
+it only when asked for, after checking that its native library exists.
+"""
+
+from security._composite import CompositeSigningKey, CompositeVerifyKey
+from security._enrollment import (
+    EnrollmentAuthority,
+    enrollment_request,
+    prove_possession,
+    token_hash,
+)
+from security._envelope import OVERHEAD as ONESHOT_OVERHEAD
+from security._envelope import OneShotOpener, OneShotSealer
+from security._errors import (
+    AlreadyUsed,
+    DecryptionFailed,
+    InvalidEnvelope,
+    InvalidKey,
+    InvalidSignature,
+    InvalidToken,
+    KeyStoreError,
+    ProviderUnavailable,
+    ReplayDetected,
+    RevokedSender,
+    SecurityError,
+    UnknownSender,
+    UnsupportedSuite,
+)
+from security._handshake import Initiator, Responder
+from security._identity import SiteIdentity, SitePublicKeys, fingerprint
+from security._keystore import load_identity, read_kek, save_identity
+from security._provider import CryptographyProvider, OqsProvider, Provider, get_provider
+from security._registry import KeyDirectory, MemoryRegistry, Registry, SiteRecord, SiteStatus
+from security._session import OVERHEAD as SESSION_OVERHEAD
+from security._session import Session, SessionPolicy
+from security._wire import ContentType, Opened, Suite
+from security._xwing import XWingPrivateKey, XWingPublicKey
+
+__all__ = [
+    # errors
+    "SecurityError",
+    "AlreadyUsed",
+    "DecryptionFailed",
+    "InvalidEnvelope",
+    "InvalidKey",
+    "InvalidSignature",
+    "InvalidToken",
+    "KeyStoreError",
+    "ProviderUnavailable",
+    "ReplayDetected",
+    "RevokedSender",
+    "UnknownSender",
+    "UnsupportedSuite",
+    # providers
+    "Provider",
+    "CryptographyProvider",
+    "OqsProvider",
+    "get_provider",
+    # primitives
+    "XWingPrivateKey",
+    "XWingPublicKey",
+    "CompositeSigningKey",
+    "CompositeVerifyKey",
+    # identities and key files
+    "SiteIdentity",
+    "SitePublicKeys",
+    "fingerprint",
+    "load_identity",
+    "read_kek",
+    "save_identity",
+    # registry and enrollment
+    "Registry",
+    "MemoryRegistry",
+    "KeyDirectory",
+    "SiteRecord",
+    "SiteStatus",
+    "EnrollmentAuthority",
+    "enrollment_request",
+    "prove_possession",
+    "token_hash",
+    # sessions and envelopes
+    "Initiator",
+    "Responder",
+    "Session",
+    "SessionPolicy",
+    "OneShotSealer",
+    "OneShotOpener",
+    "ContentType",
+    "Opened",
+    "Suite",
+    "SESSION_OVERHEAD",
+    "ONESHOT_OVERHEAD",
+]

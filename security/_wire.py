@@ -17,6 +17,7 @@ class Mode(IntEnum):
     ONESHOT = 2
     HANDSHAKE_INIT = 0x10
     HANDSHAKE_RESPONSE = 0x11
+    ENROLLMENT = 0x20
 
 
 class Suite(IntEnum):

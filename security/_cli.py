@@ -1,0 +1,88 @@
+"""``fedge keys init|show|rotate``: a site's key file, encrypted at rest.
+
+Typed errors propagate; ``fedge._cli.main`` turns them into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from security._identity import SiteIdentity
+
+DEFAULT_KEY_FILE = Path("fedge-site.key")
+
+_KEY_FILE = typer.Option(DEFAULT_KEY_FILE, "--key-file", help="Encrypted site key file.")
+_KEK_FILE = typer.Option(
+    None, "--kek-file", help="File holding the key-encryption key (default: $FEDGE_KEK)."
+)
+
+
+def _print(identity: SiteIdentity, path: Path) -> None:
+    keys = identity.public_keys()
+    typer.echo(f"site id:         {identity.site_id.hex()}")
+    typer.echo(f"key generation:  {identity.generation}")
+    typer.echo(f"key fingerprint: {keys.key_fingerprint().hex()}")
+    typer.echo("suite:           MLDSA65-Ed25519-SHA512 + X-Wing (ML-KEM-768 + X25519)")
+    if identity.previous is not None:
+        typer.echo(f"previous key:    generation {identity.previous.generation} (kept for grace)")
+    typer.echo(f"key file:        {path}")
+
+
+_FORCE = typer.Option(False, "--force", help="Replace an existing key file.")
+_STATEMENT = typer.Option(
+    None, "--statement", help="Where to write the rotation statement for the registry."
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``keys`` sub-command to the ``fedge`` application."""
+    keys = typer.Typer(help="Site identity keys (post-quantum, encrypted at rest).")
+
+    @keys.command("init")
+    def init(
+        key_file: Path = _KEY_FILE,
+        kek_file: Path | None = _KEK_FILE,
+        force: bool = _FORCE,
+    ) -> None:
+        """Create a new site identity and write it encrypted (mode 0600)."""
+        from security._errors import KeyStoreError
+        from security._identity import SiteIdentity
+        from security._keystore import read_kek, save_identity
+
+        kek = read_kek(kek_file)
+        if key_file.exists() and not force:
+            raise KeyStoreError(f"{key_file} exists; pass --force to replace it")
+        identity = SiteIdentity.generate()
+        save_identity(key_file, identity, kek, overwrite=force)
+        _print(identity, key_file)
+
+    @keys.command("show")
+    def show(key_file: Path = _KEY_FILE, kek_file: Path | None = _KEK_FILE) -> None:
+        """Print the site id and key fingerprint (never the private keys)."""
+        from security._keystore import load_identity, read_kek
+
+        _print(load_identity(key_file, read_kek(kek_file)), key_file)
+
+    @keys.command("rotate")
+    def rotate(
+        key_file: Path = _KEY_FILE,
+        kek_file: Path | None = _KEK_FILE,
+        statement: Path | None = _STATEMENT,
+    ) -> None:
+        """Replace the keys, keep the site id; the old keys stay for the grace period."""
+        from security._keystore import load_identity, read_kek, save_identity
+
+        kek = read_kek(kek_file)
+        identity = load_identity(key_file, kek)
+        rotated, proof = identity.rotate()
+        save_identity(key_file, rotated, kek, overwrite=True)
+        out = statement or key_file.with_name(f"{key_file.name}.rotation-{rotated.generation}")
+        out.write_bytes(proof)
+        _print(rotated, key_file)
+        typer.echo(f"rotation statement: {out} (send it to the coordinator)")
+
+    app.add_typer(keys, name="keys")

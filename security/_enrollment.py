@@ -1,0 +1,167 @@
+"""Enrollment: an operator-issued one-time token admits one site, which proves it holds
+both its keys (signs the request; decapsulates a challenge) before it is registered.
+
+Only the SHA3-256 of each token is stored. The request travels sealed to the authority's
+static X-Wing key, so an eavesdropper never sees the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import struct
+import time
+from typing import Final
+
+from security._composite import SIGNATURE_SIZE
+from security._errors import (
+    InvalidEnvelope,
+    InvalidKey,
+    InvalidSignature,
+    InvalidToken,
+)
+from security._identity import PUBLIC_KEYS_SIZE, SiteIdentity, SitePublicKeys, fingerprint
+from security._provider import Provider, get_provider
+from security._registry import KeyDirectory, SiteRecord
+from security._wire import AEAD_OF_SUITE, TAG_SIZE, VERSION, Mode, Suite, check_prefix
+from security._xwing import CIPHERTEXT_SIZE
+
+TOKEN_PREFIX: Final = "fedge-enroll-v1."
+TOKEN_SIZE: Final = 32
+REQUEST_CONTEXT: Final = b"fedge-enroll-v1"
+#: version, mode, suite, authority key generation.
+REQUEST_HEADER: Final = struct.Struct(">BBBI")
+_INNER_SIZE: Final = TOKEN_SIZE + PUBLIC_KEYS_SIZE + SIGNATURE_SIZE
+REQUEST_SIZE: Final = REQUEST_HEADER.size + CIPHERTEXT_SIZE + _INNER_SIZE + TAG_SIZE
+_KEY_INFO: Final = b"fedge v1 enrollment key"
+_PROOF_LABEL: Final = b"fedge v1 kem possession"
+
+
+def _token_bytes(token: str) -> bytes:
+    if not token.startswith(TOKEN_PREFIX):
+        raise InvalidToken("not a fedge enrollment token")
+    try:
+        raw = base64.urlsafe_b64decode(token[len(TOKEN_PREFIX) :] + "==")
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidToken("enrollment token is not base64url") from exc
+    if len(raw) != TOKEN_SIZE:
+        raise InvalidToken("enrollment token has the wrong length")
+    return raw
+
+
+def token_hash(token: str) -> bytes:
+    """What the registry stores instead of the token."""
+    return hashlib.sha3_256(_token_bytes(token)).digest()
+
+
+def _signed_part(raw_token: bytes, keys: bytes) -> bytes:
+    return hashlib.sha3_256(raw_token).digest() + keys
+
+
+def _proof(secret: bytes, site_id: bytes, challenge: bytes) -> bytes:
+    return hmac.digest(secret, _PROOF_LABEL + site_id + challenge, "sha256")
+
+
+def enrollment_request(
+    identity: SiteIdentity,
+    token: str,
+    authority: SitePublicKeys,
+    *,
+    suite: Suite = Suite.XWING_AES256GCM,
+    provider: Provider | None = None,
+) -> bytes:
+    """The site's request: token and public keys, signed, sealed to the authority."""
+    provider = provider or get_provider()
+    raw = _token_bytes(token)
+    keys = identity.public_keys().to_bytes()
+    inner = raw + keys + identity.signing_key.sign(_signed_part(raw, keys), REQUEST_CONTEXT)
+    header = REQUEST_HEADER.pack(VERSION, Mode.ENROLLMENT, suite, authority.generation)
+    secret, kem_ct = authority.kem_key().encapsulate()
+    okm = provider.hkdf(secret, b"", _KEY_INFO + header, 44)
+    aad = header + kem_ct
+    return aad + provider.aead(AEAD_OF_SUITE[suite], okm[:32]).encrypt(okm[32:], inner, aad)
+
+
+def prove_possession(identity: SiteIdentity, challenge: bytes) -> bytes:
+    """Answer the authority's KEM challenge: only the KEM key's holder can."""
+    return _proof(identity.kem_key.decapsulate(challenge), identity.site_id, challenge)
+
+
+class EnrollmentAuthority:
+    """The operator/coordinator side of enrollment, on top of a ``KeyDirectory``."""
+
+    def __init__(
+        self,
+        identity: SiteIdentity,
+        directory: KeyDirectory,
+        *,
+        challenge_seconds: float = 300.0,
+        provider: Provider | None = None,
+    ) -> None:
+        self._identity = identity
+        self._directory = directory
+        self._challenge_seconds = challenge_seconds
+        self._provider = provider or get_provider()
+        self._pending: dict[bytes, tuple[SitePublicKeys, bytes, float]] = {}
+
+    def issue_token(self, ttl_seconds: float = 86400.0, now: float | None = None) -> str:
+        """A new one-time token; hand it to the site operator out of band."""
+        if ttl_seconds <= 0:
+            raise InvalidToken("token lifetime must be positive")
+        raw = os.urandom(TOKEN_SIZE)
+        now = time.time() if now is None else now
+        self._directory.registry.put_token(hashlib.sha3_256(raw).digest(), now + ttl_seconds)
+        return TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def begin(self, request: bytes, now: float | None = None) -> bytes:
+        """Check the request and spend its token; return a KEM challenge for the site."""
+        if len(request) != REQUEST_SIZE:
+            raise InvalidEnvelope(f"enrollment request must be {REQUEST_SIZE} bytes")
+        suite = check_prefix(request, Mode.ENROLLMENT, REQUEST_SIZE)
+        _, _, _, generation = REQUEST_HEADER.unpack_from(request)
+        kem_key = self._identity.kem_key_for(generation)
+        if kem_key is None:
+            raise InvalidEnvelope(f"request is sealed to key generation {generation}")
+        aad_end = REQUEST_HEADER.size + CIPHERTEXT_SIZE
+        secret = kem_key.decapsulate(request[REQUEST_HEADER.size : aad_end])
+        okm = self._provider.hkdf(secret, b"", _KEY_INFO + request[: REQUEST_HEADER.size], 44)
+        aead = self._provider.aead(AEAD_OF_SUITE[suite], okm[:32])
+        inner = aead.decrypt(okm[32:], request[aad_end:], request[:aad_end])
+        raw, keys_bytes = inner[:TOKEN_SIZE], inner[TOKEN_SIZE:-SIGNATURE_SIZE]
+        try:
+            keys = SitePublicKeys.from_bytes(keys_bytes, self._provider)
+        except InvalidKey as exc:
+            raise InvalidEnvelope("enrollment request holds malformed keys") from exc
+        keys.verify_key().verify(
+            inner[-SIGNATURE_SIZE:], _signed_part(raw, keys_bytes), REQUEST_CONTEXT
+        )
+        if keys.generation != 0 or keys.site_id != fingerprint(keys.sig_public):
+            raise InvalidEnvelope("a new site's id must be the fingerprint of its first key")
+        expires_at = self._directory.registry.take_token(hashlib.sha3_256(raw).digest())
+        now = time.time() if now is None else now
+        if expires_at is None:
+            raise InvalidToken("enrollment token is unknown or already used")
+        if now >= expires_at:
+            raise InvalidToken("enrollment token has expired")
+        if self._directory.registry.get_site(keys.site_id) is not None:
+            raise InvalidEnvelope(f"site {keys.site_id.hex()} is already enrolled")
+        secret, challenge = keys.kem_key().encapsulate()
+        expected = _proof(secret, keys.site_id, challenge)
+        self._pending[keys.site_id] = (keys, expected, now + self._challenge_seconds)
+        return challenge
+
+    def complete(self, site_id: bytes, proof: bytes, now: float | None = None) -> SiteRecord:
+        """Register the site once it has proved it holds its KEM key."""
+        pending = self._pending.pop(site_id, None)
+        if pending is None:
+            raise InvalidToken(f"no enrollment in progress for site {site_id.hex()}")
+        keys, expected, deadline = pending
+        now = time.time() if now is None else now
+        if now >= deadline:
+            raise InvalidToken("enrollment challenge has expired")
+        if not hmac.compare_digest(expected, proof):
+            raise InvalidSignature("KEM key possession proof failed")
+        return self._directory.register(keys, now)
