@@ -324,8 +324,9 @@ def _import_oqs() -> Any:
 class OqsProvider(CryptographyProvider):
     """ML-KEM and ML-DSA from liboqs; classical and symmetric parts from ``cryptography``.
 
-    liboqs keeps expanded ML-DSA private keys, so ``sig_from_private`` takes the
-    expanded form and signature keys do not move between providers (public keys do).
+    liboqs keeps expanded ML-DSA private keys and has no seeded key generation, so keys
+    generated here (``sig_generate``) stay here; seed-form keys load through
+    ``cryptography``. Public keys, ciphertexts and signatures move freely.
     """
 
     name = "oqs"
@@ -352,9 +353,9 @@ class OqsProvider(CryptographyProvider):
         return _OqsSigPrivate(signer, bytes(public))
 
     def sig_from_private(self, alg: str, private: bytes) -> SigPrivateKey:
-        raise UnsupportedSuite(
-            "liboqs has no seeded ML-DSA key generation; keep signature keys per provider"
-        )
+        """Seed-form keys (the composite draft's private format) load through
+        ``cryptography``: liboqs cannot expand an ML-DSA seed."""
+        return super().sig_from_private(alg, private)
 
     def sig_verify(
         self, alg: str, public: bytes, signature: bytes, data: bytes, context: bytes
