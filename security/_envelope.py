@@ -83,8 +83,8 @@ class OneShotSealer:
         )
         secret, kem_ct = recipient.kem_key().encapsulate()
         aead, nonce = _aead_for(self._provider, self._suite, secret, header)
-        body = header + kem_ct
-        body += aead.encrypt(nonce, plaintext, body)
+        aad = header + kem_ct
+        body = aead.encrypt_after(aad, nonce, plaintext, aad)
         return body + me.signing_key.sign(body, SIGNATURE_CONTEXT)
 
 
@@ -125,7 +125,7 @@ class OneShotOpener:
         sender_keys.verify_key().verify(envelope[signed_end:], body, SIGNATURE_CONTEXT)
         secret = kem_key.decapsulate(envelope[ONESHOT_HEADER.size : _AAD_END])
         aead, nonce = _aead_for(self._provider, suite, secret, envelope[: ONESHOT_HEADER.size])
-        plaintext: bytes = aead.decrypt(nonce, body[_AAD_END:], body[:_AAD_END])
+        plaintext = aead.decrypt(nonce, memoryview(body)[_AAD_END:], body[:_AAD_END])
         if window is None:
             window = self._windows[sender] = ReplayWindow(self._window)
         window.accept(seq)

@@ -113,7 +113,7 @@ class Session:
             VERSION, Mode.SESSION, self.suite, ContentType(content_type), round_id,
             self.session_id, seq,
         )  # fmt: skip
-        return header + self._send.aead.encrypt(self._send.nonce(seq), plaintext, header)
+        return self._send.aead.encrypt_after(header, self._send.nonce(seq), plaintext, header)
 
     def _epoch_for(self, number: int) -> _Epoch:
         current = self._receive
@@ -145,7 +145,8 @@ class Session:
         self._window.check(seq)
         epoch = self._epoch_for(seq // self._policy.rekey_messages)
         header = envelope[: SESSION_HEADER.size]
-        plaintext = epoch.aead.decrypt(epoch.nonce(seq), envelope[SESSION_HEADER.size :], header)
+        body = memoryview(envelope)[SESSION_HEADER.size :]  # no copy of a large payload
+        plaintext = epoch.aead.decrypt(epoch.nonce(seq), body, header)
         if epoch.number > self._receive.number:
             self._receive_previous = (
                 self._receive if epoch.number == self._receive.number + 1 else None
