@@ -19,7 +19,6 @@ from typing import Final
 from security._composite import SIGNATURE_SIZE
 from security._errors import (
     InvalidEnvelope,
-    InvalidKey,
     InvalidSignature,
     InvalidToken,
 )
@@ -131,10 +130,7 @@ class EnrollmentAuthority:
         aead = self._provider.aead(AEAD_OF_SUITE[suite], okm[:32])
         inner = aead.decrypt(okm[32:], request[aad_end:], request[:aad_end])
         raw, keys_bytes = inner[:TOKEN_SIZE], inner[TOKEN_SIZE:-SIGNATURE_SIZE]
-        try:
-            keys = SitePublicKeys.from_bytes(keys_bytes, self._provider)
-        except InvalidKey as exc:
-            raise InvalidEnvelope("enrollment request holds malformed keys") from exc
+        keys = SitePublicKeys.from_bytes(keys_bytes, self._provider)  # sizes fixed above
         keys.verify_key().verify(
             inner[-SIGNATURE_SIZE:], _signed_part(raw, keys_bytes), REQUEST_CONTEXT
         )

@@ -83,8 +83,12 @@ def test_unknown_and_malformed_tokens(
     forged = "fedge-enroll-v1." + "A" * 43
     with pytest.raises(InvalidToken, match="unknown"):
         authority.begin(enrollment_request(newcomer, forged, coordinator.public_keys()))
-    for bad in ("nonsense", "fedge-enroll-v1.!!!", "fedge-enroll-v1.AAAA"):
-        with pytest.raises(InvalidToken):
+    for bad, reason in (
+        ("nonsense", "not a fedge"),
+        ("fedge-enroll-v1.A", "base64url"),
+        ("fedge-enroll-v1.AAAA", "wrong length"),
+    ):
+        with pytest.raises(InvalidToken, match=reason):
             enrollment_request(newcomer, bad, coordinator.public_keys())
     with pytest.raises(InvalidToken):
         authority.issue_token(ttl_seconds=0)

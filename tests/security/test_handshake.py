@@ -181,3 +181,21 @@ def test_responder_rotation_keeps_old_generation_reachable(
     stale = Initiator(site, old.public_keys()).start()
     with pytest.raises(InvalidEnvelope, match="generation"):
         Responder(new.forget_previous(), directory).respond(stale)
+
+
+def test_response_may_not_change_the_suite(
+    site: SiteIdentity, coordinator: SiteIdentity, directory: KeyDirectory
+) -> None:
+    initiator = Initiator(site, coordinator.public_keys())
+    response, _ = Responder(coordinator, directory).respond(initiator.start())
+    with pytest.raises(InvalidEnvelope, match="changed the suite"):
+        initiator.finish(response[:2] + b"\x02" + response[3:])
+
+
+def test_unparsable_ephemeral_key(
+    site: SiteIdentity, coordinator: SiteIdentity, directory: KeyDirectory
+) -> None:
+    init = Initiator(site, coordinator.public_keys()).start()
+    bad = init[: INIT_SIZE - 1216] + b"\xff" * 1216
+    with pytest.raises(InvalidEnvelope, match="ephemeral"):
+        Responder(coordinator, directory).respond(bad)

@@ -107,3 +107,15 @@ def test_read_kek(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FEDGE_KEK")
     with pytest.raises(KeyStoreError, match="no usable key-encryption key"):
         read_kek()
+
+
+def test_out_of_range_scrypt_parameters(tmp_path: Path, site: SiteIdentity) -> None:
+    path = tmp_path / "site.key"
+    save_identity(path, site, KEK, log2_n=FAST)
+    blob = bytearray(path.read_bytes())
+    blob[10] = 40  # log2(N): 2**40 would exhaust memory; refused before scrypt runs
+    path.write_bytes(bytes(blob))
+    with pytest.raises(KeyStoreError, match="out-of-range"):
+        load_identity(path, KEK)
+    with pytest.raises(KeyStoreError, match="out-of-range"):
+        save_identity(tmp_path / "other.key", site, KEK, log2_n=5)
