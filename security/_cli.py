@@ -74,14 +74,18 @@ def register(app: typer.Typer) -> None:
         statement: Path | None = _STATEMENT,
     ) -> None:
         """Replace the keys, keep the site id; the old keys stay for the grace period."""
+        from security._errors import KeyStoreError
         from security._keystore import load_identity, read_kek, save_identity
 
         kek = read_kek(kek_file)
         identity = load_identity(key_file, kek)
         rotated, proof = identity.rotate()
-        save_identity(key_file, rotated, kek, overwrite=True)
         out = statement or key_file.with_name(f"{key_file.name}.rotation-{rotated.generation}")
-        out.write_bytes(proof)
+        try:  # the statement first: new keys nobody can register would strand the site
+            out.write_bytes(proof)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot write rotation statement {out}: {exc.strerror}") from exc
+        save_identity(key_file, rotated, kek, overwrite=True)
         _print(rotated, key_file)
         typer.echo(f"rotation statement: {out} (send it to the coordinator)")
 

@@ -122,3 +122,23 @@ def test_show_never_prints_private_keys(app: typer.Typer, tmp_path: Path) -> Non
     shown = runner.invoke(app, ["keys", "show", "--key-file", str(key)])
     assert identity.signing_key.private_bytes().hex() not in shown.output
     assert identity.kem_key.seed_bytes().hex() not in shown.output
+
+
+def test_rotate_with_unwritable_statement_keeps_the_old_keys(
+    app: typer.Typer, tmp_path: Path
+) -> None:
+    key = tmp_path / "site.key"
+    assert runner.invoke(app, ["keys", "init", "--key-file", str(key)]).exit_code == 0
+    before = key.read_bytes()
+    bad = tmp_path / "missing-dir" / "statement.bin"
+    result = runner.invoke(app, ["keys", "rotate", "--key-file", str(key), "--statement", str(bad)])
+    assert isinstance(result.exception, KeyStoreError)
+    assert "rotation statement" in str(result.exception)
+    assert key.read_bytes() == before
+
+
+def test_rotate_default_statement_path(app: typer.Typer, tmp_path: Path) -> None:
+    key = tmp_path / "site.key"
+    runner.invoke(app, ["keys", "init", "--key-file", str(key)])
+    assert runner.invoke(app, ["keys", "rotate", "--key-file", str(key)]).exit_code == 0
+    assert (tmp_path / "site.key.rotation-1").stat().st_size == 9966
