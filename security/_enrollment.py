@@ -25,7 +25,7 @@ from security._errors import (
 from security._identity import PUBLIC_KEYS_SIZE, SiteIdentity, SitePublicKeys, fingerprint
 from security._provider import Provider, get_provider
 from security._registry import KeyDirectory, SiteRecord
-from security._wire import AEAD_OF_SUITE, TAG_SIZE, VERSION, Mode, Suite, check_prefix
+from security._wire import AEAD_OF_SUITE, TAG_SIZE, VERSION, Mode, Suite, check_prefix, suite_of
 from security._xwing import CIPHERTEXT_SIZE
 
 TOKEN_PREFIX: Final = "fedge-enroll-v1."
@@ -77,6 +77,7 @@ def enrollment_request(
     raw = _token_bytes(token)
     keys = identity.public_keys().to_bytes()
     inner = raw + keys + identity.signing_key.sign(_signed_part(raw, keys), REQUEST_CONTEXT)
+    suite = suite_of(suite)
     header = REQUEST_HEADER.pack(VERSION, Mode.ENROLLMENT, suite, authority.generation)
     secret, kem_ct = authority.kem_key().encapsulate()
     okm = provider.hkdf(secret, b"", _KEY_INFO + header, 44)

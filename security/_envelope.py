@@ -27,7 +27,9 @@ from security._wire import (
     Suite,
     check_prefix,
     check_round,
+    content_type_for_sealing,
     content_type_of,
+    suite_of,
 )
 from security._xwing import CIPHERTEXT_SIZE
 
@@ -55,7 +57,7 @@ class OneShotSealer:
         first_sequence: int | None = None,
     ) -> None:
         self._identity = identity
-        self._suite = suite
+        self._suite = suite_of(suite)
         self._provider = provider or get_provider()
         self._next = time.time_ns() // 1000 if first_sequence is None else first_sequence
 
@@ -73,7 +75,7 @@ class OneShotSealer:
             VERSION,
             Mode.ONESHOT,
             self._suite,
-            ContentType(content_type),
+            content_type_for_sealing(content_type),
             round_id,
             me.site_id,
             me.generation,

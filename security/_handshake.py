@@ -19,7 +19,7 @@ from security._identity import SiteIdentity, SitePublicKeys
 from security._provider import Provider, get_provider
 from security._registry import KeyDirectory
 from security._session import Session, SessionPolicy
-from security._wire import VERSION, Mode, Suite, check_prefix
+from security._wire import VERSION, Mode, Suite, check_prefix, suite_of
 from security._xwing import CIPHERTEXT_SIZE, PUBLIC_KEY_SIZE, XWingPrivateKey, XWingPublicKey
 
 #: version, mode, suite, initiator id, initiator generation, responder id, responder generation.
@@ -63,7 +63,7 @@ class Initiator:
     ) -> None:
         self._identity = identity
         self._responder = responder
-        self._suite = Suite(suite)
+        self._suite = suite_of(suite)
         self._provider = provider or get_provider()
         self._directory = directory
         self._policy = policy

@@ -27,6 +27,7 @@ from security._wire import (
     Suite,
     check_prefix,
     check_round,
+    content_type_for_sealing,
     content_type_of,
 )
 
@@ -110,7 +111,7 @@ class Session:
             self._send_started = self._clock()
         self._seq = seq + 1
         header = SESSION_HEADER.pack(
-            VERSION, Mode.SESSION, self.suite, ContentType(content_type), round_id,
+            VERSION, Mode.SESSION, self.suite, content_type_for_sealing(content_type), round_id,
             self.session_id, seq,
         )  # fmt: skip
         return self._send.aead.encrypt_after(header, self._send.nonce(seq), plaintext, header)

@@ -83,6 +83,21 @@ def content_type_of(data: bytes) -> ContentType:
         raise InvalidEnvelope(f"unknown content type {data[3]}") from None
 
 
+def suite_of(value: int) -> Suite:
+    """A caller-supplied suite, as a typed error when it is not one we speak."""
+    try:
+        return Suite(value)
+    except ValueError:
+        raise UnsupportedSuite(f"unsupported suite {value!r}") from None
+
+
+def content_type_for_sealing(value: int) -> ContentType:
+    try:
+        return ContentType(value)
+    except ValueError:
+        raise InvalidEnvelope(f"unknown content type {value!r}") from None
+
+
 def check_round(round_id: int) -> None:
     if not 0 <= round_id < 2**32:
         raise InvalidEnvelope("round id must fit in 32 bits")

@@ -170,3 +170,11 @@ def test_request_sealed_to_unknown_authority_generation(
     request = enrollment_request(SiteIdentity.generate(), token, rotated.public_keys())
     with pytest.raises(InvalidEnvelope, match="generation 1"):
         authority.begin(request)
+
+
+def test_enrollment_request_with_unknown_suite(coordinator: SiteIdentity) -> None:
+    from security import UnsupportedSuite
+
+    token = "fedge-enroll-v1." + "A" * 43
+    with pytest.raises(UnsupportedSuite):
+        enrollment_request(SiteIdentity.generate(), token, coordinator.public_keys(), suite=3)  # type: ignore[arg-type]

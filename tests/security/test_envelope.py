@@ -156,3 +156,10 @@ def test_short_and_wrong_mode(
         opener.open(envelope[:1] + b"\x01" + envelope[2:])
     with pytest.raises(InvalidEnvelope, match="round id"):
         OneShotSealer(site).seal(coordinator.public_keys(), b"", ContentType.CONTROL, -1)
+
+
+def test_sealing_validates_caller_input(site: SiteIdentity, coordinator: SiteIdentity) -> None:
+    with pytest.raises(UnsupportedSuite):
+        OneShotSealer(site, suite=9)  # type: ignore[arg-type]
+    with pytest.raises(InvalidEnvelope, match="content type"):
+        OneShotSealer(site).seal(coordinator.public_keys(), b"", 0)  # type: ignore[arg-type]

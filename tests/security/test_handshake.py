@@ -199,3 +199,8 @@ def test_unparsable_ephemeral_key(
     bad = init[: INIT_SIZE - 1216] + b"\xff" * 1216
     with pytest.raises(InvalidEnvelope, match="ephemeral"):
         Responder(coordinator, directory).respond(bad)
+
+
+def test_unknown_suite_is_refused_up_front(site: SiteIdentity, coordinator: SiteIdentity) -> None:
+    with pytest.raises(UnsupportedSuite):
+        Initiator(site, coordinator.public_keys(), suite=7)  # type: ignore[arg-type]

@@ -71,7 +71,7 @@ def test_truncation_and_unknown_content_type(
         theirs.open(envelope[:3] + b"\xee" + envelope[4:])
     with pytest.raises(InvalidEnvelope, match="round id"):
         mine.seal(b"", ContentType.CONTROL, round_id=2**32)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidEnvelope, match="content type"):
         mine.seal(b"", 99)  # type: ignore[arg-type]
 
 
