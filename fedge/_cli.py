@@ -37,7 +37,13 @@ def _root(
     """Federated learning at the radio edge."""
 
 
+_registered: list[bool] = []
+
+
 def _register() -> None:
+    if _registered:
+        return
+    _registered.append(True)
     from simulation._cli import register as register_simulate
 
     register_simulate(app)

@@ -1,0 +1,87 @@
+"""What a federated run does, in one record that travels to every site with each round."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from federation._errors import FederationError
+from models import ForecastSpec
+
+STRATEGIES = ("fedavg", "fedprox")
+
+
+@dataclass(frozen=True)
+class FederationPlan:
+    data_spec: str  # JSON: how each worker opens the sites (see simulation.open_sites)
+    strategy: str = "fedavg"
+    num_rounds: int = 10
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    local_epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    proximal_mu: float = 0.01
+    seed: int = 0
+    val_days: int = 2
+    test_days: int = 3
+    forecast: ForecastSpec = field(default_factory=ForecastSpec)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise FederationError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.num_rounds < 1:
+            raise FederationError(f"num_rounds must be >= 1, got {self.num_rounds}")
+        for name in ("fraction_train", "fraction_evaluate"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise FederationError(f"{name} must be in (0, 1], got {v}")
+        if self.local_epochs < 1 or self.batch_size < 1:
+            raise FederationError("local_epochs and batch_size must be >= 1")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise FederationError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.proximal_mu < 0:
+            raise FederationError("proximal_mu must be >= 0")
+        if self.val_days < 1 or self.test_days < 1:
+            raise FederationError("val_days and test_days must be >= 1")
+        try:
+            json.loads(self.data_spec)
+        except json.JSONDecodeError as exc:
+            raise FederationError(f"data_spec is not JSON: {exc}") from exc
+
+    def learning_rate_at(self, server_round: int) -> float:
+        """Cosine decay to a tenth over the run: the same schedule the baselines get."""
+        return cosine_lr(self.learning_rate, server_round - 1, self.num_rounds)
+
+    def to_config(self) -> dict[str, Any]:
+        """Flat, Flower-ConfigRecord-friendly view sent to sites each round."""
+        out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k not in ("forecast",)}
+        out["forecast"] = json.dumps(self.forecast.to_dict())
+        return {k.replace("_", "-"): v for k, v in out.items()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FederationPlan:
+        """Inverse of :meth:`to_config`; also reads a ``flwr run`` run-config."""
+        known = {f.replace("_", "-") for f in cls.__dataclass_fields__}
+        kwargs: dict[str, Any] = {}
+        for key, value in config.items():
+            if key not in known:
+                continue
+            name = key.replace("-", "_")
+            if name == "forecast":
+                kwargs[name] = ForecastSpec.from_dict(json.loads(str(value)))
+            else:
+                kwargs[name] = value
+        try:
+            plan = cls(**kwargs)
+        except TypeError as exc:
+            raise FederationError(f"bad federation config: {exc}") from exc
+        # Coerce numeric types that arrive as int/float interchangeably.
+        return plan
+
+
+def cosine_lr(base: float, step: int, total: int) -> float:
+    frac = step / max(total - 1, 1)
+    return base * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac)))

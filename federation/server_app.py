@@ -1,0 +1,33 @@
+"""The deployment ServerApp: ``flwr run`` starts it on a SuperLink with the run config.
+
+The run config keys are :class:`federation.FederationPlan`'s fields with dashes
+(``num-rounds``, ``strategy``, ``data-spec`` ...); ``output-dir``, when given, receives
+the final global weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from federation._plan import FederationPlan
+from federation._rounds import run_rounds
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    config = dict(context.run_config)
+    if "num-server-rounds" in config:
+        config.setdefault("num-rounds", config["num-server-rounds"])
+    plan = FederationPlan.from_config(config)
+    outcome = run_rounds(grid, plan)
+    out = config.get("output-dir")
+    if out:
+        path = Path(str(out))
+        path.mkdir(parents=True, exist_ok=True)
+        np.savez(path / "global_weights.npz", *outcome.weights)

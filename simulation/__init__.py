@@ -1,0 +1,35 @@
+"""The simulation harness: synthetic or imported site telemetry, runs and reports.
+
+Only the data pieces import eagerly (numpy/pandas); the harness itself (torch, Flower,
+Ray) loads when a run starts.
+"""
+
+from simulation._archetypes import ARCHETYPE_NAMES, ARCHETYPES
+from simulation._errors import DataError, SimulationError
+from simulation._generator import GeneratorConfig, SiteGenerator
+from simulation._kpi_file import export_kpi_csv, read_kpi_file
+from simulation._kpis import ANOMALY_NAMES, KPI_NAMES, KPIS, TARGET_INDEX, TARGET_KPIS
+from simulation._series import SiteSeries
+from simulation._source import ArchivedSites, GeneratedSites, SiteSource, archive_sites, open_sites
+
+__all__ = [
+    "ANOMALY_NAMES",
+    "ARCHETYPES",
+    "ARCHETYPE_NAMES",
+    "KPIS",
+    "KPI_NAMES",
+    "TARGET_INDEX",
+    "TARGET_KPIS",
+    "ArchivedSites",
+    "DataError",
+    "GeneratedSites",
+    "GeneratorConfig",
+    "SimulationError",
+    "SiteGenerator",
+    "SiteSeries",
+    "SiteSource",
+    "archive_sites",
+    "export_kpi_csv",
+    "open_sites",
+    "read_kpi_file",
+]

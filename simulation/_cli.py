@@ -1,0 +1,111 @@
+"""``fedge simulate`` and ``fedge data``: thin typer wrappers over the harness."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from simulation._config import ALL_METHODS, PRESETS, preset
+from simulation._errors import SimulationError
+
+
+def simulate(
+    preset_name: Annotated[
+        str, typer.Option("--preset", help=f"One of: {', '.join(PRESETS)}.")
+    ] = "demo",
+    name: Annotated[
+        str | None, typer.Option(help="Run name: writes runs/<name>/ (default: the preset).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Operator KPI export (CSV/Parquet) instead of the generator."),
+    ] = None,
+    step_minutes: Annotated[
+        int | None, typer.Option(help="Step of --data in minutes (default: inferred).")
+    ] = None,
+    sites: Annotated[int | None, typer.Option(help="Number of generated sites.")] = None,
+    days: Annotated[int | None, typer.Option(help="Days of generated telemetry per site.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
+    fraction_train: Annotated[
+        float | None, typer.Option(help="Share of sites sampled per round.")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help=f"Comma-separated subset of: {', '.join(ALL_METHODS)}.")
+    ] = None,
+    horizon: Annotated[int | None, typer.Option(help="Forecast horizon in steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for data, sampling and training.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Parallel site workers (default: CPU count).")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+) -> None:
+    """Federated load forecasting over many simulated sites, against the baselines."""
+    from rich.console import Console
+
+    from simulation._progress import RichProgress
+    from simulation._report import console_summary, write_report
+    from simulation._run import run
+
+    config = preset(preset_name)
+    gen = config.generator
+    if sites is not None:
+        gen = replace(gen, num_sites=sites)
+    if days is not None:
+        gen = replace(gen, days=days)
+    if seed is not None:
+        gen = replace(gen, seed=seed)
+    changes: dict[str, Any] = {
+        "name": name,
+        "data_path": str(data) if data is not None else None,
+        "step_minutes": step_minutes,
+        "num_rounds": rounds,
+        "fraction_train": fraction_train,
+        "methods": tuple(m.strip() for m in methods.split(",") if m.strip())
+        if methods is not None
+        else None,
+        "horizon": horizon,
+        "seed": seed,
+        "workers": workers,
+    }
+    try:
+        config = replace(
+            config, generator=gen, **{k: v for k, v in changes.items() if v is not None}
+        )
+    except TypeError as exc:
+        raise SimulationError(str(exc)) from exc
+    console = Console()
+    with RichProgress(console) as progress:
+        result = run(config, runs_dir, progress)
+    json_path, html_path = write_report(result.report, result.run_dir, result.plot_series)
+    console.print(console_summary(result.report))
+    console.print(f"report: {json_path}  {html_path}")
+
+
+def export(
+    path: Annotated[Path, typer.Argument(help="CSV file to write.")],
+    preset_name: Annotated[
+        str, typer.Option("--preset", help="Generator settings of this preset.")
+    ] = "demo",
+    sites: Annotated[int | None, typer.Option(help="Number of sites.")] = None,
+    days: Annotated[int | None, typer.Option(help="Days per site.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Generator seed.")] = None,
+) -> None:
+    """Write generated telemetry in the operator import format (see docs/data-format.md)."""
+    from simulation._generator import SiteGenerator
+    from simulation._kpi_file import export_kpi_csv
+
+    gen = preset(preset_name).generator
+    overrides: dict[str, Any] = {"num_sites": sites, "days": days, "seed": seed}
+    gen = replace(gen, **{k: v for k, v in overrides.items() if v is not None})
+    export_kpi_csv(SiteGenerator(gen), path)
+    typer.echo(f"wrote {gen.num_sites} sites x {gen.days} days to {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate)
+    data_app = typer.Typer(help="Site telemetry: the import format.", no_args_is_help=True)
+    data_app.command("export")(export)
+    app.add_typer(data_app, name="data")

@@ -1,0 +1,105 @@
+"""Forecast error figures, per site and pooled per method.
+
+Per-KPI figures are in original units. The method-level ``rmse``/``mae`` average the three
+target KPIs after dividing each error by the site's training range of that KPI (else
+Mbit/s would drown UE counts); ``r2`` averages per-site, per-KPI R² (pooling sites of very
+different sizes would inflate it); the under-provisioning rate counts forecasts below the
+actual by more than 5% of the site's KPI range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from simulation._kpis import TARGET_KPIS
+
+UNDERPROVISION_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class SiteScore:
+    """Sufficient statistics of one site's errors on one split, per target KPI."""
+
+    site_id: str
+    archetype: str
+    n: int
+    sse: NDArray[np.float64]
+    sae: NDArray[np.float64]
+    nsse: NDArray[np.float64]
+    nsae: NDArray[np.float64]
+    under: NDArray[np.float64]
+    r2: NDArray[np.float64]
+
+    @property
+    def nrmse(self) -> float:
+        """Range-normalised RMSE averaged over KPIs: the site's headline error."""
+        return float(np.mean(np.sqrt(self.nsse / max(self.n, 1))))
+
+
+def score_site(
+    site_id: str,
+    archetype: str,
+    actual: NDArray[np.floating[Any]],
+    forecast: NDArray[np.floating[Any]],
+    kpi_range: NDArray[np.floating[Any]],
+) -> SiteScore:
+    """``actual``/``forecast``: (windows, horizon, targets) in original units."""
+    if actual.shape != forecast.shape:
+        raise ValueError(f"actual {actual.shape} and forecast {forecast.shape} differ")
+    a = actual.reshape(-1, actual.shape[-1]).astype(np.float64)
+    f = forecast.reshape(-1, forecast.shape[-1]).astype(np.float64)
+    err = f - a
+    rng = np.asarray(kpi_range, dtype=np.float64)
+    sst = ((a - a.mean(axis=0)) ** 2).sum(axis=0)
+    sse = (err**2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(sst > 0, 1.0 - sse / sst, 0.0)
+    return SiteScore(
+        site_id=site_id,
+        archetype=archetype,
+        n=len(a),
+        sse=sse,
+        sae=np.abs(err).sum(axis=0),
+        nsse=(err**2 / rng**2).sum(axis=0),
+        nsae=(np.abs(err) / rng).sum(axis=0),
+        under=(err < -UNDERPROVISION_MARGIN * rng).sum(axis=0).astype(np.float64),
+        r2=r2,
+    )
+
+
+def pool_scores(scores: Iterable[SiteScore]) -> dict[str, Any]:
+    """Method-level figures from its sites' scores (see module docstring)."""
+    s = list(scores)
+    if not s:
+        raise ValueError("no site scores to pool")
+    n = float(sum(x.n for x in s))
+    sse = np.sum([x.sse for x in s], axis=0)
+    sae = np.sum([x.sae for x in s], axis=0)
+    nsse = np.sum([x.nsse for x in s], axis=0)
+    nsae = np.sum([x.nsae for x in s], axis=0)
+    under = np.sum([x.under for x in s], axis=0)
+    r2 = np.mean([x.r2 for x in s], axis=0)
+    per_kpi = {
+        k: {
+            "rmse": float(np.sqrt(sse[i] / n)),
+            "mae": float(sae[i] / n),
+            "r2": float(r2[i]),
+            "underprovision_rate": float(under[i] / n),
+            "nrmse": float(np.sqrt(nsse[i] / n)),
+        }
+        for i, k in enumerate(TARGET_KPIS)
+    }
+    return {
+        "rmse": float(np.mean(np.sqrt(nsse / n))),
+        "mae": float(np.mean(nsae / n)),
+        "r2": float(np.mean(r2)),
+        "underprovision_rate": float(np.mean(under / n)),
+        "per_kpi": per_kpi,
+        "sites": len(s),
+        "points": int(n),
+    }

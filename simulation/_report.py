@@ -1,0 +1,175 @@
+"""The run's outputs: ``report.json`` for machines, a self-contained ``report.html`` for people."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from simulation._kpis import KPI_BY_NAME, TARGET_KPIS
+
+METHOD_ORDER = ("fedavg", "fedprox", "local", "centralized", "seasonal_naive", "persistence")
+
+
+def write_report(
+    report: dict[str, Any], run_dir: Path, plot_series: dict[str, dict[str, NDArray[np.float64]]]
+) -> tuple[Path, Path]:
+    json_path = run_dir / "report.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    html_path = run_dir / "report.html"
+    html_path.write_text(_html(report, plot_series))
+    return json_path, html_path
+
+
+def _figure_png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plots(
+    report: dict[str, Any], series: dict[str, dict[str, NDArray[np.float64]]]
+) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: list[tuple[str, str]] = []
+    fc = report["forecast"]
+    methods = [m for m in METHOD_ORDER if m in fc["methods"]]
+
+    if fc["rounds_by_method"]:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
+        for m, rounds in fc["rounds_by_method"].items():
+            r = [x["round"] for x in rounds]
+            a1.plot(r, [x["train_loss"] for x in rounds], marker="o", label=m)
+            a2.plot(r, [x["eval_rmse"] for x in rounds], marker="o", label=m)
+        a1.set(title="training loss (asymmetric, scaled)", xlabel="round")
+        a2.set(title="validation RMSE (fraction of KPI range)", xlabel="round")
+        a1.legend()
+        out.append(("Loss per round", _figure_png(fig)))
+        plt.close(fig)
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
+    a1.bar(methods, [fc["methods"][m]["rmse"] for m in methods], color="tab:blue")
+    a1.set(title="test RMSE (fraction of KPI range)")
+    a2.bar(methods, [fc["methods"][m]["underprovision_rate"] for m in methods], color="tab:red")
+    a2.set(title="under-provisioning rate")
+    for ax in (a1, a2):
+        ax.tick_params(axis="x", rotation=30)
+    out.append(("RMSE per method", _figure_png(fig)))
+    plt.close(fig)
+
+    if series:
+        names = list(series)
+        fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.2 * len(names)), squeeze=False)
+        kpi = TARGET_KPIS[0]
+        for ax, name in zip(axes[:, 0], names, strict=True):
+            for label, values in series[name].items():
+                ax.plot(values[:, 0], label=label, lw=1.2 if label == "actual" else 1.0)
+            ax.set_title(
+                f"{name}: {KPI_BY_NAME[kpi].description} ({KPI_BY_NAME[kpi].unit})", fontsize=9
+            )
+        axes[0, 0].legend(loc="upper left", fontsize=8)
+        axes[-1, 0].set_xlabel(
+            f"test step (forecast {report['forecast']['horizon_steps']} steps ahead)"
+        )
+        out.append(("Forecast vs actual, one site per archetype", _figure_png(fig)))
+        plt.close(fig)
+
+    sites = fc["sites"]
+    if sites:
+        fig, ax = plt.subplots(figsize=(10, 3.2))
+        ax.boxplot([[s["nrmse"][m] for s in sites] for m in methods], tick_labels=methods)
+        ax.set(title="per-site test RMSE (fraction of KPI range) across sites")
+        out.append(("Error distribution across sites", _figure_png(fig)))
+        plt.close(fig)
+    return out
+
+
+def _table(report: dict[str, Any]) -> str:
+    fc = report["forecast"]["methods"]
+    rows = []
+    for m in (m for m in METHOD_ORDER if m in fc):
+        r = fc[m]
+        rows.append(
+            f"<tr><td>{m}</td><td>{r['rmse']:.4f}</td><td>{r['mae']:.4f}</td>"
+            f"<td>{r['r2']:.3f}</td><td>{100 * r['underprovision_rate']:.2f}%</td></tr>"
+        )
+    per_kpi = []
+    for m in (m for m in METHOD_ORDER if m in fc):
+        cells = "".join(f"<td>{fc[m]['per_kpi'][k]['rmse']:.2f}</td>" for k in TARGET_KPIS)
+        per_kpi.append(f"<tr><td>{m}</td>{cells}</tr>")
+    heads = "".join(f"<th>{k} RMSE ({KPI_BY_NAME[k].unit})</th>" for k in TARGET_KPIS)
+    return (
+        "<table><tr><th>method</th><th>RMSE</th><th>MAE</th><th>R²</th><th>under-prov.</th></tr>"
+        + "".join(rows)
+        + "</table><h3>Per KPI, original units</h3><table><tr><th>method</th>"
+        + heads
+        + "</tr>"
+        + "".join(per_kpi)
+        + "</table>"
+    )
+
+
+def _html(report: dict[str, Any], series: dict[str, dict[str, NDArray[np.float64]]]) -> str:
+    cfg = report["config"]
+    timing = report["timing"]
+    figs = "".join(
+        f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{png}'/>"
+        for t, png in _plots(report, series)
+    )
+    data = report["data"]
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>fedge simulate: {html.escape(cfg["name"])}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}code{{background:#f4f4f4}}</style></head>
+<body><h1>fedge simulate: {html.escape(cfg["name"])}</h1>
+<p>{data.get("evaluated_sites")} sites evaluated ({html.escape(", ".join(f"{k}: {v}" for k, v in data["archetypes"].items()))}),
+source <code>{html.escape(str(data["source"]))}</code>; {cfg["num_rounds"]} rounds, sampling {cfg["fraction_train"]:.0%},
+forecast {report["forecast"]["horizon_steps"]} steps ahead from {report["forecast"]["lookback_steps"]} steps.
+Wall time {timing["wall_s"]:.0f} s; {timing["site_rounds_per_min"]} site-rounds per minute.</p>
+<p>RMSE and MAE are fractions of each site's KPI range averaged over the three targets; R² is the
+mean per-site R²; under-provisioning counts forecasts below the actual by more than 5% of the range.</p>
+<h2>Methods on the held-out days</h2>{_table(report)}
+{figs}
+<h2>Configuration</h2><pre>{html.escape(json.dumps(cfg, indent=2))}</pre>
+</body></html>
+"""
+
+
+def console_summary(report: dict[str, Any]) -> Any:
+    """A rich table of the methods, with the comparisons an engineer looks at first."""
+    from rich.table import Table
+
+    fc = report["forecast"]["methods"]
+    table = Table(
+        title=f"fedge simulate: {report['config']['name']}  (test days, {report['data']['evaluated_sites']} sites)"
+    )
+    for col in ("method", "RMSE", "MAE", "R²", "under-prov.", "s"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for m in (m for m in METHOD_ORDER if m in fc):
+        r = fc[m]
+        table.add_row(
+            m,
+            f"{r['rmse']:.4f}",
+            f"{r['mae']:.4f}",
+            f"{r['r2']:.3f}",
+            f"{100 * r['underprovision_rate']:.2f}%",
+            f"{r['seconds']:.0f}",
+        )
+    ratios = []
+    if "fedavg" in fc:
+        for ref in ("centralized", "seasonal_naive", "local"):
+            if ref in fc and fc[ref]["rmse"] > 0:
+                ratios.append(f"fedavg/{ref} RMSE = {fc['fedavg']['rmse'] / fc[ref]['rmse']:.3f}")
+    table.caption = "  ".join(ratios)
+    return table

@@ -1,0 +1,298 @@
+"""``fedge simulate``: every method on the same sites, scored on the same held-out days."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from federation import FederationPlan, RoundRecord
+from federation._site_task import SiteTask, site_task
+from models import ForecastSpec, LoadForecaster, Weights, predict, set_weights
+from simulation._baselines import actuals, persistence, seasonal
+from simulation._config import FEDERATED_METHODS, SimulationConfig
+from simulation._errors import SimulationError
+from simulation._kpi_file import read_kpi_file
+from simulation._kpis import TARGET_INDEX
+from simulation._metrics import SiteScore, pool_scores, score_site
+from simulation._source import GeneratedSites, SiteSource, archive_sites
+
+PLOT_DAYS = 1
+
+
+class RunProgress:
+    """What the harness reports while it works; the CLI draws it with rich."""
+
+    def start(self, task: str, total: int) -> None: ...
+
+    def advance(self, task: str) -> None: ...
+
+
+@dataclass
+class MethodResult:
+    scores: list[SiteScore] = field(default_factory=list)
+    rounds: list[RoundRecord] = field(default_factory=list)
+    seconds: float = 0.0
+    site_rounds: int = 0
+
+
+@dataclass
+class RunResult:
+    report: dict[str, Any]
+    run_dir: Path
+    plot_series: dict[str, dict[str, NDArray[np.float64]]]
+
+
+def open_source(config: SimulationConfig, run_dir: Path) -> tuple[SiteSource, dict[str, Any]]:
+    if config.data_path is None:
+        return GeneratedSites(config.generator), {
+            "source": "generator",
+            **config.generator.to_dict(),
+        }
+    sites = read_kpi_file(Path(config.data_path), config.step_minutes)
+    archive = archive_sites(sites, run_dir / "sites")
+    return archive, {
+        "source": "file",
+        "path": str(Path(config.data_path).resolve()),
+        "num_sites": len(sites),
+        "step_minutes": sites[0].step_minutes,
+    }
+
+
+def make_plan(config: SimulationConfig, source: SiteSource, strategy: str) -> FederationPlan:
+    return FederationPlan(
+        data_spec=json.dumps(source.spec(), sort_keys=True),
+        strategy=strategy,
+        num_rounds=config.num_rounds,
+        fraction_train=config.fraction_train,
+        fraction_evaluate=config.fraction_evaluate,
+        local_epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        proximal_mu=config.proximal_mu,
+        seed=config.seed,
+        val_days=config.val_days,
+        test_days=config.test_days,
+        forecast=ForecastSpec(lookback=config.lookback, horizon=config.horizon),
+    )
+
+
+def eval_indices(num_sites: int, eval_sites: int | None) -> list[int]:
+    if eval_sites is None or eval_sites >= num_sites:
+        return list(range(num_sites))
+    return sorted({int(i) for i in np.linspace(0, num_sites - 1, eval_sites)})
+
+
+def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None = None) -> RunResult:
+    progress = progress or RunProgress()
+    started = time.perf_counter()
+    run_dir = runs_dir / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    source, data_info = open_source(config, run_dir)
+    plan = make_plan(config, source, "fedavg")
+    indices = eval_indices(source.num_sites, config.eval_sites)
+    tasks = {i: _task(plan, i) for i in indices}
+    results: dict[str, MethodResult] = {}
+    weights: dict[str, Weights] = {}
+
+    for method in config.methods:
+        t0 = time.perf_counter()
+        res = MethodResult()
+        if method in FEDERATED_METHODS:
+            from simulation._federated import run_federated
+
+            fplan = make_plan(config, source, method)
+            progress.start(method, fplan.num_rounds)
+            fed = run_federated(fplan, source.num_sites, config.workers, _ticker(progress, method))
+            weights[method] = fed.outcome.weights
+            res.rounds, res.site_rounds = fed.outcome.rounds, fed.site_rounds
+            res.scores = _score_model(fed.outcome.weights, plan, tasks)
+        elif method == "local":
+            from simulation._methods import train_local
+
+            progress.start(method, len(indices))
+            forecasts = train_local(
+                plan, indices, config.workers, lambda: progress.advance("local")
+            )
+            res.scores = [_score(tasks[i], forecasts[i], scaled=True) for i in indices]
+        elif method == "centralized":
+            from simulation._methods import train_centralized
+
+            progress.start(method, plan.num_rounds * plan.local_epochs)
+            weights[method] = train_centralized(
+                plan, source.num_sites, config.workers, lambda: progress.advance("centralized")
+            )
+            res.scores = _score_model(weights[method], plan, tasks)
+        elif method == "persistence":
+            res.scores = [
+                _score(
+                    t,
+                    persistence(
+                        t.series.values, t.prepared.test_ends, config.horizon, TARGET_INDEX
+                    ),
+                )
+                for t in tasks.values()
+            ]
+        else:  # seasonal_naive
+            res.scores = [_score(t, _seasonal_naive(t, config.horizon)) for t in tasks.values()]
+        res.seconds = time.perf_counter() - t0
+        results[method] = res
+
+    artifacts: dict[str, str] = {}
+    if config.export_onnx and "fedavg" in weights:
+        from models import export_onnx
+
+        model = LoadForecaster(plan.forecast)
+        set_weights(model, weights["fedavg"])
+        artifacts["fedavg_onnx"] = str(export_onnx(model, run_dir / "fedavg.onnx"))
+
+    wall = time.perf_counter() - started
+    report = _report(config, data_info, source, results, indices, wall, artifacts)
+    plot_series = _plot_series(tasks, weights, plan, config)
+    return RunResult(report, run_dir, plot_series)
+
+
+def _ticker(progress: RunProgress, task: str) -> Callable[[int], None]:
+    return lambda _round: progress.advance(task)
+
+
+def _task(plan: FederationPlan, index: int) -> SiteTask:
+    try:
+        return site_task(plan.data_spec, index, plan.forecast, plan.val_days, plan.test_days)
+    except Exception as exc:
+        from fedge import FedgeError
+
+        if isinstance(exc, FedgeError):
+            raise SimulationError(f"site {index}: {exc}") from exc
+        raise
+
+
+def _score(task: SiteTask, forecast: NDArray[np.floating[Any]], scaled: bool = False) -> SiteScore:
+    p = task.prepared
+    fc = p.scaler.inverse(forecast, TARGET_INDEX) if scaled else forecast
+    actual = actuals(task.series.values, p.test_ends, p.y_test.shape[1], TARGET_INDEX)
+    return score_site(
+        task.series.site_id, task.series.archetype, actual, fc, p.scaler.range[list(TARGET_INDEX)]
+    )
+
+
+def _score_model(
+    weights: Weights, plan: FederationPlan, tasks: dict[int, SiteTask]
+) -> list[SiteScore]:
+    torch.set_num_threads(1)
+    model = LoadForecaster(plan.forecast)
+    set_weights(model, weights)
+    return [_score(t, predict(model, t.prepared.x_test), scaled=True) for t in tasks.values()]
+
+
+def _seasonal_naive(task: SiteTask, horizon: int) -> NDArray[np.float64]:
+    """Same time a day or a week earlier, whichever scored better on the site's validation days."""
+    values, p = task.series.values, task.prepared
+    spd = task.series.steps_per_day
+    best, best_err = spd, np.inf
+    for period in (spd, 7 * spd):
+        if p.val_ends.min() + 1 - period < 0:
+            continue
+        val_fc = seasonal(values, p.val_ends, horizon, TARGET_INDEX, period)
+        val_act = actuals(values, p.val_ends, horizon, TARGET_INDEX)
+        err = float(np.mean(((val_fc - val_act) / p.scaler.range[list(TARGET_INDEX)]) ** 2))
+        if err < best_err:
+            best, best_err = period, err
+    return seasonal(values, p.test_ends, horizon, TARGET_INDEX, best)
+
+
+def _report(
+    config: SimulationConfig,
+    data_info: dict[str, Any],
+    source: SiteSource,
+    results: dict[str, MethodResult],
+    indices: list[int],
+    wall: float,
+    artifacts: dict[str, str],
+) -> dict[str, Any]:
+    methods: dict[str, Any] = {}
+    for name, res in results.items():
+        pooled = pool_scores(res.scores)
+        by_arch: dict[str, Any] = {}
+        for arch in sorted({s.archetype for s in res.scores}):
+            sub = pool_scores([s for s in res.scores if s.archetype == arch])
+            by_arch[arch] = {
+                k: sub[k] for k in ("rmse", "mae", "r2", "underprovision_rate", "sites")
+            }
+        methods[name] = {**pooled, "by_archetype": by_arch, "seconds": round(res.seconds, 2)}
+    fed_rounds = {m: [r.__dict__ for r in res.rounds] for m, res in results.items() if res.rounds}
+    primary = next(iter(fed_rounds.values()), [])
+    fed_seconds = sum(results[m].seconds for m in fed_rounds)
+    site_rounds = sum(results[m].site_rounds for m in fed_rounds)
+    archetypes: dict[str, int] = {}
+    for res in results.values():
+        for s in res.scores:
+            archetypes[s.archetype] = archetypes.get(s.archetype, 0) + 1
+        break
+    from fedge import __version__
+
+    return {
+        "fedge_version": __version__,
+        "config": config.to_dict(),
+        "data": {**data_info, "evaluated_sites": len(indices), "archetypes": archetypes},
+        "forecast": {
+            "horizon_steps": config.horizon,
+            "lookback_steps": config.lookback,
+            "methods": methods,
+            "rounds": primary,
+            "rounds_by_method": fed_rounds,
+            "sites": [
+                {
+                    "site_id": s.site_id,
+                    "archetype": s.archetype,
+                    "nrmse": {m: results[m].scores[k].nrmse for m in results},
+                }
+                for k, s in enumerate(next(iter(results.values())).scores)
+            ],
+        },
+        "timing": {
+            "wall_s": round(wall, 2),
+            "federated_s": round(fed_seconds, 2),
+            "site_rounds": site_rounds,
+            "site_rounds_per_min": round(site_rounds / (fed_seconds / 60.0), 2)
+            if fed_seconds
+            else None,
+            "per_method_s": {m: round(r.seconds, 2) for m, r in results.items()},
+        },
+        "artifacts": artifacts,
+    }
+
+
+def _plot_series(
+    tasks: dict[int, SiteTask],
+    weights: dict[str, Weights],
+    plan: FederationPlan,
+    config: SimulationConfig,
+) -> dict[str, dict[str, NDArray[np.float64]]]:
+    """First test day of one site per archetype: actual vs the federated forecast."""
+    chosen: dict[str, SiteTask] = {}
+    for t in tasks.values():
+        chosen.setdefault(t.series.archetype, t)
+    method = next((m for m in ("fedavg", "fedprox", "centralized") if m in weights), None)
+    model = None
+    if method is not None:
+        model = LoadForecaster(plan.forecast)
+        set_weights(model, weights[method])
+    out: dict[str, dict[str, NDArray[np.float64]]] = {}
+    for arch, t in chosen.items():
+        p = t.prepared
+        n = min(len(p.test_ends), PLOT_DAYS * t.series.steps_per_day)
+        act = actuals(t.series.values, p.test_ends[:n], config.horizon, TARGET_INDEX)[:, -1, :]
+        entry = {"actual": act}
+        if model is not None and method is not None:
+            fc = p.scaler.inverse(predict(model, p.x_test[:n]), TARGET_INDEX)[:, -1, :]
+            entry[method] = fc
+        out[f"{arch} ({t.series.site_id})"] = entry
+    return out

@@ -1,0 +1,50 @@
+"""One site's telemetry: the unit every loader, model and evaluation works on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from simulation._kpis import KPI_NAMES
+
+
+@dataclass(frozen=True)
+class SiteSeries:
+    """A site's KPIs on a regular time grid.
+
+    ``values`` is (steps, len(KPI_NAMES)) in original units; a KPI the site does not report
+    is all-NaN. ``anomalies`` holds the labelled anomaly code per step (0 where unlabelled).
+    """
+
+    site_id: str
+    archetype: str
+    start: np.datetime64
+    step_minutes: int
+    values: NDArray[np.float32]
+    anomalies: NDArray[np.int8]
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 2 or self.values.shape[1] != len(KPI_NAMES):
+            raise ValueError(f"values must be (steps, {len(KPI_NAMES)}), got {self.values.shape}")
+        if self.anomalies.shape != (self.values.shape[0],):
+            raise ValueError("anomalies must have one label per step")
+
+    @property
+    def steps(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def steps_per_day(self) -> int:
+        return 1440 // self.step_minutes
+
+    def timestamps(self) -> NDArray[np.datetime64]:
+        step = np.timedelta64(self.step_minutes, "m")
+        return self.start + np.arange(self.steps) * step
+
+    def minute_of_week(self) -> NDArray[np.int64]:
+        """Minutes since Monday 00:00, the basis of the time-of-day/day-of-week encodings."""
+        minutes = self.timestamps().astype("datetime64[m]").astype(np.int64)
+        # 1970-01-01 was a Thursday: shift so that 0 is a Monday.
+        return (minutes + 3 * 1440) % (7 * 1440)

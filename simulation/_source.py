@@ -1,0 +1,119 @@
+"""Where a run's sites come from, described so another process can open the same sites.
+
+Flower runs each ClientApp in a worker process (a Ray actor, or a SuperNode on a gNB
+host), so a site's data is never shipped over the wire: every worker rebuilds it from a
+small JSON spec: a generator config, or a directory of per-site archives.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from simulation._errors import DataError
+from simulation._generator import GeneratorConfig, SiteGenerator
+from simulation._series import SiteSeries
+
+
+class SiteSource(Protocol):
+    @property
+    def num_sites(self) -> int: ...
+
+    def site(self, index: int) -> SiteSeries: ...
+
+    def spec(self) -> dict[str, Any]: ...
+
+
+class GeneratedSites:
+    """Sites from the synthetic generator."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        self.generator = SiteGenerator(config)
+
+    @property
+    def num_sites(self) -> int:
+        return self.generator.num_sites
+
+    def site(self, index: int) -> SiteSeries:
+        return self.generator.site(index)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "generator", **self.generator.config.to_dict()}
+
+
+class ArchivedSites:
+    """Sites stored one ``.npz`` per site, as written by :func:`archive_sites`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        index = directory / "index.json"
+        if not index.is_file():
+            raise DataError(f"{directory}: not a site archive (no index.json)")
+        self._files: list[str] = json.loads(index.read_text())["sites"]
+
+    @property
+    def num_sites(self) -> int:
+        return len(self._files)
+
+    def site(self, index: int) -> SiteSeries:
+        if not 0 <= index < len(self._files):
+            raise DataError(f"site index {index} outside 0..{len(self._files) - 1}")
+        with np.load(self.directory / self._files[index], allow_pickle=False) as z:
+            return SiteSeries(
+                site_id=str(z["site_id"]),
+                archetype=str(z["archetype"]),
+                start=np.datetime64(int(z["start"]), "m"),
+                step_minutes=int(z["step_minutes"]),
+                values=z["values"],
+                anomalies=z["anomalies"],
+            )
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "archive", "path": str(self.directory.resolve())}
+
+
+def archive_sites(sites: Iterable[SiteSeries], directory: Path) -> ArchivedSites:
+    directory.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    for i, s in enumerate(sites):
+        name = f"{i:05d}.npz"
+        np.savez(
+            directory / name,
+            site_id=np.str_(s.site_id),
+            archetype=np.str_(s.archetype),
+            start=np.int64(s.start.astype("datetime64[m]").astype(np.int64)),
+            step_minutes=np.int64(s.step_minutes),
+            values=s.values,
+            anomalies=s.anomalies,
+        )
+        names.append(name)
+    (directory / "index.json").write_text(json.dumps({"sites": names}))
+    return ArchivedSites(directory)
+
+
+@lru_cache(maxsize=8)
+def _open_spec(spec_json: str) -> SiteSource:
+    spec = json.loads(spec_json)
+    kind = spec.pop("kind", None)
+    if kind == "generator":
+        try:
+            return GeneratedSites(GeneratorConfig(**spec))
+        except TypeError as exc:
+            raise DataError(f"bad generator spec: {exc}") from exc
+    if kind == "archive":
+        return ArchivedSites(Path(spec["path"]))
+    raise DataError(f"unknown site source kind {kind!r}")
+
+
+def open_sites(spec: dict[str, Any] | str) -> SiteSource:
+    """Open (and cache per process) the sites a spec describes."""
+    text = spec if isinstance(spec, str) else json.dumps(spec, sort_keys=True)
+    try:
+        return _open_spec(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"site source spec is not JSON: {exc}") from exc
