@@ -10,7 +10,7 @@ from typing import Any
 from federation._errors import FederationError
 from models import ForecastSpec
 
-STRATEGIES = ("fedavg", "fedprox")
+STRATEGIES = ("fedavg", "fedprox", "fedtrimmedavg", "fedmedian", "krum")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,13 @@ class FederationPlan:
     val_days: int = 2
     test_days: int = 3
     forecast: ForecastSpec = field(default_factory=ForecastSpec)
+    # Compressed, sealed updates (docs/compression.md); "none": plain Flower messages.
+    codec: str = "none"
+    residual_decay: float = 1.0  # error-feedback residual x decay**missed_rounds
+    attacks: str = ""  # simulation only: AdversaryPlan JSON
+    state_dir: str = ""  # simulation only: where each site keeps its state
+    trim_beta: float = 0.2  # fedtrimmedavg: fraction cut at each end
+    krum_malicious: int = 2  # krum: assumed number of malicious sites
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -50,6 +57,16 @@ class FederationPlan:
             json.loads(self.data_spec)
         except json.JSONDecodeError as exc:
             raise FederationError(f"data_spec is not JSON: {exc}") from exc
+        if self.codec != "none":
+            from federation._codec import CodecSpec
+
+            CodecSpec.parse(self.codec)
+        if not 0.0 < self.residual_decay <= 1.0:
+            raise FederationError(f"residual_decay must be in (0, 1], got {self.residual_decay}")
+        if not 0.0 <= self.trim_beta < 0.5:
+            raise FederationError(f"trim_beta must be in [0, 0.5), got {self.trim_beta}")
+        if self.krum_malicious < 0:
+            raise FederationError("krum_malicious must be >= 0")
 
     def learning_rate_at(self, server_round: int) -> float:
         """Cosine decay to a tenth over the run: the same schedule the baselines get."""
@@ -71,14 +88,16 @@ class FederationPlan:
                 continue
             name = key.replace("-", "_")
             if name == "forecast":
-                kwargs[name] = ForecastSpec.from_dict(json.loads(str(value)))
+                try:
+                    kwargs[name] = ForecastSpec.from_dict(json.loads(str(value)))
+                except json.JSONDecodeError as exc:
+                    raise FederationError(f"forecast is not JSON: {exc}") from exc
             else:
                 kwargs[name] = value
         try:
             plan = cls(**kwargs)
         except TypeError as exc:
             raise FederationError(f"bad federation config: {exc}") from exc
-        # Coerce numeric types that arrive as int/float interchangeably.
         return plan
 
 

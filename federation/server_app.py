@@ -22,8 +22,6 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config = dict(context.run_config)
-    if "num-server-rounds" in config:
-        config.setdefault("num-rounds", config["num-server-rounds"])
     plan = FederationPlan.from_config(config)
     outcome = run_rounds(grid, plan)
     out = config.get("output-dir")

@@ -45,3 +45,8 @@ def test_bad_plans_are_refused(kwargs: dict[str, object], message: str) -> None:
 def test_unknown_config_types_are_refused() -> None:
     with pytest.raises(FederationError, match=r"bad federation config|num_rounds"):
         FederationPlan.from_config({"data-spec": SPEC, "num-rounds": "ten"})
+
+
+def test_bad_forecast_json_is_refused() -> None:
+    with pytest.raises(FederationError, match="forecast is not JSON"):
+        FederationPlan.from_config({"data-spec": SPEC, "forecast": "{"})
