@@ -5,13 +5,43 @@ components; :func:`run_rounds` is the round loop both the simulation and a deplo
 run.
 """
 
-from federation._errors import FederationError
+from federation._accounting import Ledger, wire_size
+from federation._adversary import ATTACKS, AdversaryPlan
+from federation._codec import CODECS, CodecId, CodecSpec, decode, encode, error_bound
+from federation._errors import (
+    CodecError,
+    CorruptPayloadError,
+    FederationError,
+    TruncatedPayloadError,
+    UpdateRejectedError,
+)
 from federation._plan import STRATEGIES, FederationPlan, cosine_lr
+from federation._residual import ResidualStore, compress_with_feedback
 from federation._rounds import FederationOutcome, RoundRecord, initial_weights, run_rounds
+from federation._sealed_strategy import SealedStrategy
+from federation._site_mod import sealed_update_mod
 
 __all__ = [
+    "ATTACKS",
+    "CODECS",
     "STRATEGIES",
+    "AdversaryPlan",
+    "CodecError",
+    "CodecId",
+    "CodecSpec",
+    "CorruptPayloadError",
     "FederationError",
+    "Ledger",
+    "ResidualStore",
+    "SealedStrategy",
+    "TruncatedPayloadError",
+    "UpdateRejectedError",
+    "compress_with_feedback",
+    "decode",
+    "encode",
+    "error_bound",
+    "sealed_update_mod",
+    "wire_size",
     "FederationOutcome",
     "FederationPlan",
     "RoundRecord",

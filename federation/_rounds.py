@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, Strategy
 
 from federation._plan import FederationPlan
 from models import LoadForecaster, Weights, get_weights
@@ -37,6 +37,7 @@ class RoundRecord:
 class FederationOutcome:
     weights: Weights
     rounds: list[RoundRecord] = field(default_factory=list)
+    comm: dict[str, Any] | None = None  # bytes and rejections of a sealed run (Ledger.summary)
 
 
 def initial_weights(plan: FederationPlan) -> Weights:
@@ -57,11 +58,12 @@ def run_rounds(
         "min_evaluate_nodes": 1,
         "min_available_nodes": 1,
     }
-    strategy = (
-        FedProx(proximal_mu=plan.proximal_mu, **kwargs)
-        if plan.strategy == "fedprox"
-        else FedAvg(**kwargs)
-    )
+    strategy = build_strategy(plan, kwargs)
+    ledger = None
+    if plan.codec != "none":
+        from federation._compressed import seal_strategy
+
+        strategy, ledger = seal_strategy(grid, plan, strategy)
     config = ConfigRecord(plan.to_config())
 
     def round_done(server_round: int, _arrays: ArrayRecord) -> MetricRecord | None:
@@ -89,7 +91,21 @@ def run_rounds(
             )
         )
     weights = [np.asarray(a, dtype=np.float32) for a in result.arrays.to_numpy_ndarrays()]
-    return FederationOutcome(weights=weights, rounds=rounds)
+    comm = ledger.summary() if ledger is not None else None
+    return FederationOutcome(weights=weights, rounds=rounds, comm=comm)
+
+
+def build_strategy(plan: FederationPlan, kwargs: dict[str, Any]) -> Strategy:
+    """One of :data:`STRATEGIES` from Flower's own implementations."""
+    if plan.strategy == "fedprox":
+        return FedProx(proximal_mu=plan.proximal_mu, **kwargs)
+    if plan.strategy == "fedtrimmedavg":
+        return FedTrimmedAvg(beta=plan.trim_beta, **kwargs)
+    if plan.strategy == "fedmedian":
+        return FedMedian(**kwargs)
+    if plan.strategy == "krum":
+        return Krum(num_malicious_nodes=plan.krum_malicious, **kwargs)
+    return FedAvg(**kwargs)
 
 
 def _number(metrics: MetricRecord | None, key: str) -> float | None:

@@ -14,11 +14,19 @@ from flwr.clientapp import ClientApp
 
 from federation._errors import FederationError
 from federation._plan import FederationPlan
+from federation._site_mod import hello_reply, sealed_update_mod
 from federation._site_task import SiteTask, site_task
 from models import LoadForecaster, get_weights, predict, set_weights, train_epochs
 from simulation._kpis import TARGET_INDEX, TARGET_KPIS
 
-app = ClientApp()
+# The mod compresses and seals train/evaluate replies when the server asks for it.
+app = ClientApp(mods=[sealed_update_mod])
+
+
+@app.query()
+def hello(msg: Message, context: Context) -> Message:
+    """The server's hello before a sealed run: which site is this node."""
+    return hello_reply(msg, context)
 
 
 @app.train()

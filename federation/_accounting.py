@@ -1,0 +1,83 @@
+"""Bytes on the Flower transport, measured by serialising the very messages sent and received.
+
+Each :class:`flwr.app.Message` is turned into Flower's own protobuf (``message_to_proto``)
+and its encoded length counted: that is what the gRPC transport carries (framing aside).
+Nothing is estimated from tensor sizes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import Message
+from flwr.common.serde import message_to_proto
+
+
+def wire_size(msg: Message) -> int:
+    return len(message_to_proto(msg).SerializeToString())
+
+
+@dataclass
+class Ledger:
+    """Per-round, per-site byte counts and the security outcome of every reply."""
+
+    codec: str = ""
+    up: dict[int, dict[int, int]] = field(default_factory=dict)  # round -> node -> bytes
+    down: dict[int, dict[int, int]] = field(default_factory=dict)
+    update_bytes: list[int] = field(default_factory=list)  # sealed train replies
+    plain_update_bytes: list[int] = field(default_factory=list)  # same replies, fp32 unsealed
+    hello_up: int = 0
+    hello_down: int = 0
+    updates_sealed: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    rejected_nodes: dict[int, dict[int, str]] = field(default_factory=dict)
+
+    def add_down(self, server_round: int, node: int, n: int) -> None:
+        per = self.down.setdefault(server_round, {})
+        per[node] = per.get(node, 0) + n
+
+    def add_up(self, server_round: int, node: int, n: int) -> None:
+        per = self.up.setdefault(server_round, {})
+        per[node] = per.get(node, 0) + n
+
+    def reject(self, server_round: int, node: int, reason: str) -> None:
+        self.rejected[reason] += 1
+        self.rejected_nodes.setdefault(server_round, {})[node] = reason
+
+    def summary(self) -> dict[str, Any]:
+        up = self.hello_up + sum(sum(v.values()) for v in self.up.values())
+        down = self.hello_down + sum(sum(v.values()) for v in self.down.values())
+        mean = sum(self.update_bytes) / len(self.update_bytes) if self.update_bytes else None
+        plain = (
+            sum(self.plain_update_bytes) / len(self.plain_update_bytes)
+            if self.plain_update_bytes
+            else None
+        )
+        return {
+            "comm": {
+                "codec": self.codec,
+                "bytes_up_total": up,
+                "bytes_down_total": down,
+                "bytes_per_update_mean": round(mean, 1) if mean is not None else None,
+                "fp32_update_bytes": round(plain, 1) if plain is not None else None,
+                "compression_ratio": round(plain / mean, 3) if mean and plain else None,
+                "handshake_bytes": {"up": self.hello_up, "down": self.hello_down},
+                "per_round": [
+                    {
+                        "round": r,
+                        "up": sum(self.up.get(r, {}).values()),
+                        "down": sum(self.down.get(r, {}).values()),
+                        "sites_up": len(self.up.get(r, {})),
+                    }
+                    for r in sorted(set(self.up) | set(self.down))
+                ],
+            },
+            "security": {
+                "updates_sealed": self.updates_sealed,
+                "accepted": self.accepted,
+                "rejected": dict(sorted(self.rejected.items())),
+            },
+        }

@@ -1,0 +1,298 @@
+"""Update codecs and their versioned binary format (docs/compression.md, byte by byte).
+
+A payload is self-describing: it names its codec and every tensor's shape, so the server
+checks it against the model it sent before anything is aggregated. Parsing is strict:
+short input raises :class:`TruncatedPayloadError`, anything inconsistent :class:`CorruptPayloadError`.
+All integers are big-endian; float fields are IEEE-754 little-endian (numpy's native
+layout on every platform fedge runs on, so bodies are read without a copy).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from federation._errors import CodecError, CorruptPayloadError, TruncatedPayloadError
+from federation._sparse import decode_indices, encode_indices
+
+MAGIC: Final = b"FU"
+VERSION: Final = 1
+HEADER: Final = struct.Struct(">2sBBBH")  # magic, version, codec, flags, tensor count
+FLAG_STOCHASTIC: Final = 0x01
+MAX_NDIM: Final = 8
+FP16_MAX: Final = 65504.0
+_AFFINE: Final = struct.Struct("<ff")  # lo, scale
+_TOPK_HEAD: Final = struct.Struct(">IBI")  # k, index coding, index bytes
+
+Arrays = list[NDArray[np.float32]]
+
+
+class CodecId(IntEnum):
+    FP32 = 0
+    FP16 = 1
+    INT8 = 2
+    INT8_CHANNEL = 3
+    INT4 = 4
+    TOPK_INT8 = 5
+    SIGN = 6
+
+
+_NAMES: Final = {
+    "fp32": CodecId.FP32,
+    "fp16": CodecId.FP16,
+    "int8": CodecId.INT8,
+    "int8-channel": CodecId.INT8_CHANNEL,
+    "int4": CodecId.INT4,
+    "topk": CodecId.TOPK_INT8,
+    "sign": CodecId.SIGN,
+}
+CODECS: Final = tuple(_NAMES)
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """``fp32``, ``fp16``, ``int8[-channel][+sr]``, ``int4[+sr]``, ``topk:<fraction>``, ``sign``."""
+
+    codec: CodecId
+    fraction: float = 1.0  # top-k only
+    stochastic: bool = False  # stochastic rounding for int8 / int4
+
+    @classmethod
+    def parse(cls, text: str) -> CodecSpec:
+        name, _, arg = text.strip().partition(":")
+        name, plus, extra = name.partition("+")
+        stochastic = plus == "+" and extra == "sr"
+        if (plus and not stochastic) or name not in _NAMES:
+            raise CodecError(f"unknown codec {text!r}; choose from {', '.join(CODECS)}")
+        codec = _NAMES[name]
+        if stochastic and codec not in (CodecId.INT8, CodecId.INT8_CHANNEL, CodecId.INT4):
+            raise CodecError(f"stochastic rounding applies to int8/int4, not {name}")
+        if codec is CodecId.TOPK_INT8:
+            try:
+                fraction = float(arg) if arg else 0.03
+            except ValueError:
+                raise CodecError(f"top-k fraction {arg!r} is not a number") from None
+            if not 0.0 < fraction <= 1.0:
+                raise CodecError(f"top-k fraction must be in (0, 1], got {fraction}")
+            return cls(codec, fraction=fraction)
+        if arg:
+            raise CodecError(f"codec {name} takes no argument")
+        return cls(codec, stochastic=stochastic)
+
+    def __str__(self) -> str:
+        name = next(k for k, v in _NAMES.items() if v is self.codec)
+        if self.codec is CodecId.TOPK_INT8:
+            return f"{name}:{self.fraction:g}"
+        return name + ("+sr" if self.stochastic else "")
+
+    @property
+    def lossless(self) -> bool:
+        return self.codec is CodecId.FP32
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+
+def _affine(
+    x: NDArray[np.float32], levels: int, rng: np.random.Generator | None
+) -> tuple[float, float, NDArray[np.uint8]]:
+    lo = float(x.min()) if x.size else 0.0
+    hi = float(x.max()) if x.size else 0.0
+    scale = (hi - lo) / levels if hi > lo else 0.0
+    if scale == 0.0:
+        return lo, 0.0, np.zeros(x.shape, dtype=np.uint8)
+    t = (x.astype(np.float64) - lo) / scale
+    t = np.floor(t + rng.random(t.shape)) if rng is not None else np.rint(t)
+    return lo, scale, np.clip(t, 0, levels).astype(np.uint8)
+
+
+def _check_finite(x: NDArray[np.float32]) -> None:
+    if not np.isfinite(x).all():
+        raise CodecError("update holds NaN or Inf; refusing to encode it")
+
+
+def encode(arrays: Arrays, spec: CodecSpec, rng: np.random.Generator | None = None) -> bytes:
+    """One update (a list of tensors) as a payload; ``rng`` drives stochastic rounding."""
+    if len(arrays) > 0xFFFF:
+        raise CodecError("too many tensors")
+    if spec.stochastic and rng is None:
+        raise CodecError("stochastic rounding needs a random generator")
+    sr = rng if spec.stochastic else None
+    flags = FLAG_STOCHASTIC if spec.stochastic else 0
+    parts = [HEADER.pack(MAGIC, VERSION, spec.codec, flags, len(arrays))]
+    for raw in arrays:
+        x = np.ascontiguousarray(raw, dtype=np.float32)
+        if x.ndim > MAX_NDIM:
+            raise CodecError(f"tensor of {x.ndim} dimensions")
+        parts.append(struct.pack(f">B{x.ndim}I", x.ndim, *x.shape))
+        flat = x.reshape(-1)
+        c = spec.codec
+        if c is CodecId.FP32:
+            parts.append(flat.astype("<f4").tobytes())  # NaN passes: the server rejects it
+            continue
+        _check_finite(flat)
+        if c is CodecId.FP16:
+            if flat.size and float(np.abs(flat).max()) > FP16_MAX:
+                raise CodecError("value outside the fp16 range")
+            parts.append(flat.astype("<f2").tobytes())
+        elif c in (CodecId.INT8, CodecId.INT8_CHANNEL):
+            rows = (
+                x.reshape(x.shape[0], -1) if c is CodecId.INT8_CHANNEL and x.ndim >= 2 else [flat]
+            )
+            heads, bodies = [], []
+            for row in rows:
+                lo, scale, q = _affine(row, 255, sr)
+                heads.append(_AFFINE.pack(lo, scale))
+                bodies.append(q.tobytes())
+            parts.extend(heads)
+            parts.extend(bodies)
+        elif c is CodecId.INT4:
+            lo, scale, q = _affine(flat, 15, sr)
+            if q.size % 2:
+                q = np.append(q, np.uint8(0))
+            parts.append(_AFFINE.pack(lo, scale))
+            parts.append((q[0::2] | (q[1::2] << 4)).astype(np.uint8).tobytes())
+        elif c is CodecId.TOPK_INT8:
+            k = min(flat.size, max(1, round(spec.fraction * flat.size))) if flat.size else 0
+            if k == flat.size:
+                idx = np.arange(flat.size, dtype=np.int64)
+            else:
+                idx = np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :])
+                idx = idx.astype(np.int64)
+            coding, index_bytes = encode_indices(idx, flat.size)
+            lo, scale, q = _affine(flat[idx], 255, None)
+            parts.append(_TOPK_HEAD.pack(k, coding, len(index_bytes)))
+            parts.append(index_bytes)
+            parts.append(_AFFINE.pack(lo, scale))
+            parts.append(q.tobytes())
+        else:  # SIGN
+            scale = float(np.abs(flat).mean()) if flat.size else 0.0
+            parts.append(struct.pack("<f", scale))
+            parts.append(np.packbits(flat >= 0, bitorder="little").tobytes())
+    return b"".join(parts)
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+class _Reader:
+    __slots__ = ("at", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.at = 0
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or self.at + n > len(self.data):
+            raise TruncatedPayloadError(
+                f"payload ends at byte {len(self.data)}, needed {self.at + n}"
+            )
+        out = self.data[self.at : self.at + n]
+        self.at += n
+        return out
+
+    def unpack(self, fmt: struct.Struct) -> tuple[int | float | bytes, ...]:
+        return fmt.unpack(self.take(fmt.size))
+
+
+def _dequant(q: NDArray[np.uint8], lo: float, scale: float) -> NDArray[np.float32]:
+    return (q.astype(np.float32) * np.float32(scale) + np.float32(lo)).astype(np.float32)
+
+
+def payload_codec(data: bytes) -> CodecId:
+    """The codec a payload declares (header only)."""
+    if len(data) < HEADER.size:
+        raise TruncatedPayloadError(f"payload of {len(data)} bytes has no header")
+    magic, version, codec, _, _ = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CorruptPayloadError("not an update payload (bad magic)")
+    if version != VERSION:
+        raise CorruptPayloadError(f"unsupported payload version {version}")
+    try:
+        return CodecId(codec)
+    except ValueError:
+        raise CorruptPayloadError(f"unknown codec id {codec}") from None
+
+
+def decode(data: bytes) -> Arrays:
+    """Strict inverse of :func:`encode`: every byte accounted for, or a typed error."""
+    codec = payload_codec(data)
+    r = _Reader(data)
+    _, _, _, flags, count = r.unpack(HEADER)
+    if int(flags) & ~FLAG_STOCHASTIC:
+        raise CorruptPayloadError(f"unknown flags {int(flags):#x}")
+    out: Arrays = []
+    for _ in range(int(count)):
+        (ndim,) = r.take(1)
+        if ndim > MAX_NDIM:
+            raise CorruptPayloadError(f"tensor of {ndim} dimensions")
+        shape = tuple(int(d) for d in struct.unpack(f">{ndim}I", r.take(4 * ndim)))
+        n = int(np.prod(shape, dtype=np.int64))
+        flat: NDArray[np.float32]
+        if codec is CodecId.FP32:
+            flat = np.frombuffer(r.take(4 * n), dtype="<f4").astype(np.float32)
+        elif codec is CodecId.FP16:
+            flat = np.frombuffer(r.take(2 * n), dtype="<f2").astype(np.float32)
+        elif codec in (CodecId.INT8, CodecId.INT8_CHANNEL):
+            rows = shape[0] if codec is CodecId.INT8_CHANNEL and ndim >= 2 else 1
+            per_row = n // rows if rows else 0
+            heads = np.frombuffer(r.take(8 * rows), dtype="<f4").reshape(rows, 2)
+            q = np.frombuffer(r.take(n), dtype=np.uint8).reshape(rows, per_row)
+            flat = (q * heads[:, 1:2] + heads[:, 0:1]).astype(np.float32).reshape(-1)
+        elif codec is CodecId.INT4:
+            lo, scale = r.unpack(_AFFINE)
+            packed = np.frombuffer(r.take((n + 1) // 2), dtype=np.uint8)
+            nib = np.empty(packed.size * 2, dtype=np.uint8)
+            nib[0::2], nib[1::2] = packed & 0x0F, packed >> 4
+            if n % 2 and nib[-1]:
+                raise CorruptPayloadError("int4 padding nibble is not zero")
+            flat = _dequant(nib[:n], float(lo), float(scale))
+        elif codec is CodecId.TOPK_INT8:
+            k, coding, nbytes = (int(v) for v in r.unpack(_TOPK_HEAD))
+            if k > n:
+                raise CorruptPayloadError(f"top-k of {k} from {n} elements")
+            idx = decode_indices(coding, r.take(nbytes), k, n)
+            lo, scale = r.unpack(_AFFINE)
+            values = _dequant(np.frombuffer(r.take(k), dtype=np.uint8), float(lo), float(scale))
+            flat = np.zeros(n, dtype=np.float32)
+            flat[idx] = values
+        else:  # SIGN
+            (scale,) = r.unpack(struct.Struct("<f"))
+            nb = (n + 7) // 8
+            bits = np.unpackbits(np.frombuffer(r.take(nb), dtype=np.uint8), bitorder="little")
+            if bits[n:].any():
+                raise CorruptPayloadError("sign padding bits are not zero")
+            flat = np.where(bits[:n], np.float32(scale), np.float32(-float(scale)))
+            flat = flat.astype(np.float32)
+        out.append(flat.reshape(shape))
+    if r.at != len(r.data):
+        raise CorruptPayloadError(f"{len(r.data) - r.at} trailing bytes after the last tensor")
+    return out
+
+
+def error_bound(x: NDArray[np.float32], spec: CodecSpec) -> float:
+    """Largest elementwise error ``decode(encode(x))`` may show (sign: none, see docs)."""
+    flat = x.reshape(-1).astype(np.float64)
+    if flat.size == 0 or spec.codec is CodecId.FP32:
+        return 0.0
+    span = float(flat.max() - flat.min())
+    if spec.codec is CodecId.FP16:
+        return float(np.abs(flat).max()) * 2.0**-11 + 2.0**-24
+    if spec.codec in (CodecId.INT8, CodecId.INT8_CHANNEL):
+        step = span / 255
+    elif spec.codec is CodecId.INT4:
+        step = span / 15
+    elif spec.codec is CodecId.TOPK_INT8:
+        k = min(flat.size, max(1, round(spec.fraction * flat.size)))
+        mags = np.sort(np.abs(flat))
+        dropped = float(mags[flat.size - k]) if k < flat.size else 0.0
+        return max(dropped, span / 255 / 2 * 1.001 + 1e-6 * max(1.0, span))
+    else:
+        return float("inf")
+    slack = 1e-6 * max(1.0, float(np.abs(flat).max()))  # float32 arithmetic
+    return (step if spec.stochastic else step / 2) + slack

@@ -1,0 +1,234 @@
+"""The server side of compressed, sealed rounds: a Flower ``Strategy`` around any other.
+
+Its hooks only build and aggregate messages (the Grid does the I/O): ``configure_*`` seals
+the inner strategy's messages per site, ``aggregate_*`` opens, verifies and decodes the
+replies and hands the inner strategy plain ``arrays`` + ``metrics`` replies, so FedAvg,
+FedProx, FedTrimmedAvg, FedMedian or Krum aggregate exactly as they would unsealed. A reply
+that fails anywhere is excluded from the round, logged by node and counted by reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.message_type import MessageType
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from federation._accounting import Ledger, wire_size
+from federation._channel import EVALUATE, TRAIN, ServerChannel
+from federation._codec import Arrays, CodecId, CodecSpec, encode
+from federation._errors import CodecError, UpdateRejectedError
+from federation._site_mod import HELLO, SEALED, envelope_fields
+from federation._update import apply_update, frame, unframe
+from security import SecurityError
+
+log = logging.getLogger(__name__)
+
+CodecChooser = Callable[[int, int], str]  # (node id, round) -> codec spec
+
+
+class SealedStrategy(Strategy):
+    def __init__(
+        self,
+        inner: Strategy,
+        channel: ServerChannel,
+        codec_for: CodecChooser,
+        *,
+        key_seed: int,
+        state_dir: str,
+        residual_decay: float = 1.0,
+        ledger: Ledger | None = None,
+    ) -> None:
+        self.inner = inner
+        self.channel = channel
+        self.codec_for = codec_for
+        self.key_seed = key_seed
+        self.state_dir = state_dir
+        self.residual_decay = residual_decay
+        self.ledger = ledger or Ledger()
+        self._global: dict[int, Arrays] = {}
+        self._plain_measured: set[int] = set()
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+    # --- downlink ---
+
+    def _seal_all(
+        self, server_round: int, kind: int, arrays: ArrayRecord, messages: Iterable[Message]
+    ) -> list[Message]:
+        weights = [np.asarray(a, np.float32) for a in arrays.to_numpy_ndarrays()]
+        self._global[server_round] = weights
+        payload = encode(weights, CodecSpec(CodecId.FP32))
+        out = []
+        for m in messages:
+            node = m.metadata.dst_node_id
+            if not self.channel.knows(node):
+                log.warning("round %d: node %d has no channel; not sent", server_round, node)
+                if kind == TRAIN:
+                    self.ledger.reject(server_round, node, "unknown_node")
+                continue
+            codec = self.codec_for(node, server_round)
+            CodecSpec.parse(codec)
+            control = {"codec": codec, "decay": self.residual_decay}
+            fields = self.channel.seal_down(node, server_round, kind, frame(control, payload))
+            config = ConfigRecord(dict(m.content.config_records["config"]))
+            sealed = ConfigRecord(
+                {**fields, "sim-key-seed": self.key_seed, "state-dir": self.state_dir}
+            )
+            msg = Message(
+                content=RecordDict({"config": config, SEALED: sealed}),
+                dst_node_id=node,
+                message_type=m.metadata.message_type,
+            )
+            self.ledger.add_down(server_round, node, wire_size(msg))
+            out.append(msg)
+        return out
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        inner = self.inner.configure_train(server_round, arrays, config, grid)
+        return self._seal_all(server_round, TRAIN, arrays, inner)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        inner = self.inner.configure_evaluate(server_round, arrays, config, grid)
+        return self._seal_all(server_round, EVALUATE, arrays, inner)
+
+    # --- uplink ---
+
+    def _open(self, server_round: int, kind: int, reply: Message) -> tuple[dict[str, Any], bytes]:
+        if reply.has_error():
+            raise UpdateRejectedError("client_error", str(reply.error.reason))
+        record = reply.content.config_records.get(SEALED)
+        if record is None:
+            raise UpdateRejectedError("unsealed", "reply is not sealed")
+        if kind == TRAIN:
+            self.ledger.updates_sealed += 1
+        plaintext = self.channel.open_up(
+            reply.metadata.src_node_id, server_round, kind, envelope_fields(record)
+        )
+        try:
+            return unframe(plaintext)
+        except CodecError as exc:
+            raise UpdateRejectedError("corrupt_payload", str(exc)) from exc
+
+    def _split(self, server_round: int, kind: int, replies: Iterable[Message]) -> list[Message]:
+        """Valid replies, rewritten to plain arrays/metrics; the others logged and counted."""
+        valid: list[Message] = []
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            size = wire_size(reply)
+            self.ledger.add_up(server_round, node, size)
+            if kind == TRAIN and not reply.has_error() and SEALED in reply.content.config_records:
+                self.ledger.update_bytes.append(size)
+            try:
+                meta, payload = self._open(server_round, kind, reply)
+                metrics = MetricRecord(_metrics(meta))
+                if kind == TRAIN:
+                    arrays = apply_update(self._global[server_round], payload)
+                    reply.content = RecordDict(
+                        {"arrays": ArrayRecord.from_numpy_ndarrays(arrays), "metrics": metrics}
+                    )
+                    if server_round not in self._plain_measured:  # the unsealed fp32 reply
+                        self._plain_measured.add(server_round)
+                        self.ledger.plain_update_bytes.append(wire_size(reply))
+                    self.ledger.accepted += 1
+                else:
+                    reply.content = RecordDict({"metrics": metrics})
+            except UpdateRejectedError as exc:
+                log.warning(
+                    "round %d: %s reply of node %d rejected (%s)",
+                    server_round,
+                    "train" if kind == TRAIN else "evaluate",
+                    node,
+                    exc,
+                )
+                if kind == TRAIN:
+                    self.ledger.reject(server_round, node, exc.reason)
+                continue
+            valid.append(reply)
+        return valid
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid = self._split(server_round, TRAIN, replies)
+        return self.inner.aggregate_train(server_round, valid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        valid = self._split(server_round, EVALUATE, replies)
+        self._global.pop(server_round, None)
+        return self.inner.aggregate_evaluate(server_round, valid)
+
+
+def _metrics(meta: dict[str, Any]) -> dict[str, int | float | list[int] | list[float]]:
+    out: dict[str, int | float | list[int] | list[float]] = {}
+    for k, v in meta.items():
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise UpdateRejectedError("corrupt_payload", f"metric {k!r} is not a number")
+        out[str(k)] = v
+    n = out.get("num-examples")
+    if not isinstance(n, int) or n < 0:
+        raise UpdateRejectedError("corrupt_payload", "num-examples missing or negative")
+    return out
+
+
+def introduce(
+    grid: Grid,
+    channel: ServerChannel,
+    key_seed: int,
+    ledger: Ledger,
+    enroll: Callable[[int], None] | None = None,
+) -> int:
+    """Ask every node which site it is (one QUERY each); binds node ids to enrolled sites.
+
+    ``enroll(site_index)`` lets the simulation register the simulated site's keys first;
+    the site id the node claims must still match the enrolled keys' id.
+    """
+    nodes: list[int] = []
+    for _ in range(600):  # nodes register with the simulation engine asynchronously
+        nodes = list(grid.get_node_ids())
+        if nodes:
+            break
+        time.sleep(0.1)
+    msgs = [
+        Message(
+            content=RecordDict({HELLO: ConfigRecord({"sim-key-seed": key_seed})}),
+            dst_node_id=n,
+            message_type=MessageType.QUERY,
+        )
+        for n in nodes
+    ]
+    ledger.hello_down += sum(wire_size(m) for m in msgs)
+    bound = 0
+    for reply in grid.send_and_receive(msgs):
+        ledger.hello_up += wire_size(reply)
+        if reply.has_error():
+            log.warning("hello: node %d failed: %s", reply.metadata.src_node_id, reply.error.reason)
+            continue
+        record = reply.content.config_records.get(HELLO)
+        site_id = record.get("site-id") if record is not None else None
+        index = record.get("site-index") if record is not None else None
+        if not isinstance(site_id, bytes) or not isinstance(index, int):
+            log.warning("hello: node %d sent no site id", reply.metadata.src_node_id)
+            continue
+        try:
+            if enroll is not None:
+                enroll(index)
+            channel.bind(reply.metadata.src_node_id, site_id)
+        except SecurityError as exc:  # unknown or revoked site
+            log.warning("hello: node %d: %s", reply.metadata.src_node_id, exc)
+            continue
+        bound += 1
+    return bound
