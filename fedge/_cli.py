@@ -40,10 +40,17 @@ def _root(
 _registered: list[bool] = []
 
 
-def _register() -> None:
+def _register(only: str | None = None) -> None:
+    """Add the sub-commands; ``only="agent"`` adds just the agent's, so that
+    ``fedge agent ...`` never imports the simulation (pandas) stack."""
     if _registered:
         return
     _registered.append(True)
+    from edge_agent._cli import register as register_agent
+
+    register_agent(app)
+    if only == "agent":
+        return
     from simulation._cli import register as register_simulate
 
     register_simulate(app)
@@ -56,7 +63,8 @@ def main() -> None:
     """Console-script entry point: typed fedge errors become one clear line, exit 2."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    _register()
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    _register("agent" if command == "agent" else None)
     try:
         app()
     except FedgeError as exc:

@@ -8,6 +8,7 @@ small JSON spec: a generator config, or a directory of per-site archives.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -77,6 +78,49 @@ class ArchivedSites:
         return {"kind": "archive", "path": str(self.directory.resolve())}
 
 
+class AgentStoreSites:
+    """The cells an edge agent has stored (its SQLite file), one site per cell.
+
+    This is how a SuperNode on a gNB host trains from the agent's own data. Without a
+    ``path`` in the spec the store comes from ``$FEDGE_AGENT_STORE``, which the agent
+    sets for the SuperNode it supervises: the server's plan stays the same for every site.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from edge_agent._errors import StoreError
+        from edge_agent._store import stored_cells
+
+        self.path = path
+        try:
+            self._cells = stored_cells(path)
+        except StoreError as exc:
+            raise DataError(str(exc)) from exc
+
+    @property
+    def num_sites(self) -> int:
+        return len(self._cells)
+
+    def site(self, index: int) -> SiteSeries:
+        from edge_agent._errors import StoreError
+        from edge_agent._store import read_cell_series
+
+        try:
+            cell, step_seconds, steps, values = read_cell_series(self.path, index)
+        except StoreError as exc:
+            raise DataError(str(exc)) from exc
+        return SiteSeries(
+            site_id=cell,
+            archetype="agent",
+            start=np.datetime64(int(steps[0]) * step_seconds, "s").astype("datetime64[m]"),
+            step_minutes=step_seconds // 60,
+            values=values.astype(np.float32),
+            anomalies=np.zeros(len(steps), dtype=np.int8),
+        )
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "agent_store", "path": str(self.path.resolve())}
+
+
 def archive_sites(sites: Iterable[SiteSeries], directory: Path) -> ArchivedSites:
     directory.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
@@ -107,6 +151,11 @@ def _open_spec(spec_json: str) -> SiteSource:
             raise DataError(f"bad generator spec: {exc}") from exc
     if kind == "archive":
         return ArchivedSites(Path(spec["path"]))
+    if kind == "agent_store":
+        path = spec.get("path") or os.environ.get("FEDGE_AGENT_STORE")
+        if not path:
+            raise DataError("agent_store source needs a path or $FEDGE_AGENT_STORE")
+        return AgentStoreSites(Path(path))
     raise DataError(f"unknown site source kind {kind!r}")
 
 

@@ -1,0 +1,395 @@
+"""The agent: one worker thread turns broker batches into stored samples, forecasts and alerts.
+
+Per batch: validate every message (bad ones go to the dead-letter topic), run one
+batched inference for the cells whose step completed, commit samples and forecasts in
+one transaction, then acknowledge to the broker and publish. Acknowledging only after
+the commit is what makes "acknowledged" mean "durable".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edge_agent._anomaly import Alert
+from edge_agent._broker import Inbound, MqttLink
+from edge_agent._config import AgentConfig
+from edge_agent._errors import AgentError, KpiRejected, ModelRejected
+from edge_agent._forecast import ForecastEngine
+from edge_agent._kpi import TARGET_NAMES, KpiSample, OrderGuard, Reason, parse_kpi
+from edge_agent._lifecycle import Decision, ModelBundle, ModelManager
+from edge_agent._metrics import AgentMetrics, HealthServer, Heartbeat
+from edge_agent._store import ForecastRow, Store
+from edge_agent._supernode import SupernodeSupervisor
+
+log = logging.getLogger("fedge.agent")
+
+DEADLETTER_PAYLOAD_CHARS = 256
+_TICK_S = 1.0
+
+
+class ModelOpener:
+    """Opens sealed model envelopes from the coordinator (security one-shot envelopes)."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        from security import (
+            KeyDirectory,
+            OneShotOpener,
+            SecurityError,
+            SitePublicKeys,
+            load_identity,
+            read_kek,
+        )
+
+        sec = config.security
+        assert sec is not None
+        try:
+            identity = load_identity(sec.key_file, read_kek(sec.kek_file))
+            coordinator = SitePublicKeys.from_bytes(sec.coordinator_keys.read_bytes())
+        except (SecurityError, OSError) as exc:
+            raise AgentError(f"security: {exc}") from exc
+        directory = KeyDirectory()
+        directory.register(coordinator)
+        self.coordinator_id = coordinator.site_id
+        self._opener = OneShotOpener(identity, directory)
+
+    def open(self, envelope: bytes) -> ModelBundle:
+        from security import ContentType, SecurityError
+
+        try:
+            opened = self._opener.open(envelope)
+        except SecurityError as exc:
+            raise ModelRejected(f"sealed model envelope refused: {exc}") from exc
+        if opened.sender != self.coordinator_id:
+            raise ModelRejected("sealed model is not from the coordinator")
+        if opened.content_type != ContentType.GLOBAL_MODEL:
+            raise ModelRejected(f"envelope carries {opened.content_type!r}, not a global model")
+        return ModelBundle.decode(opened.plaintext)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = AgentMetrics()
+        self.store = Store(
+            config.store.path,
+            synchronous=config.store.synchronous,
+            step_seconds=config.step_seconds,
+        )
+        self.models = ModelManager(self.store, config.model)
+        self.models.load_serving()
+        self.metrics.set_model(self.version)
+        self.engine = ForecastEngine(
+            self.store, config.step_seconds, config.anomaly, min_history=config.model.min_history
+        )
+        self.guard = OrderGuard(config.ingest.reorder_tolerance_steps)
+        self.opener = ModelOpener(config) if config.security is not None else None
+        self.inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self.heartbeat = Heartbeat()
+        self.kpi_topic = config.topic("kpi")
+        self.model_topic = config.topic("model")
+        subs = [self.kpi_topic] + ([self.model_topic] if self.opener is not None else [])
+        self.link = MqttLink(
+            config,
+            self.inbox.put,
+            subscriptions=subs,
+            online_status=lambda: self._status("online"),
+            offline_status=self._status("offline"),
+            on_state=self._on_link_state,
+            password=_read_password(config),
+        )
+        self.http: HealthServer | None = None
+        self.supervisor: SupernodeSupervisor | None = None
+        if config.federation is not None:
+            self.supervisor = SupernodeSupervisor(
+                config.federation,
+                config.store.path,
+                config.store.path.parent / "supernode.log",
+                on_state=lambda up: self.metrics.supernode_up.set(int(up)),
+                on_restart=self.metrics.supernode_restarts.inc,
+            )
+        self._last_tick = 0.0
+        self._last_retention = 0.0
+
+    @property
+    def version(self) -> str | None:
+        return None if self.models.serving is None else self.models.serving.version
+
+    def _status(self, state: str) -> bytes:
+        return json.dumps(
+            {
+                "v": 1,
+                "state": state,
+                "site": self.config.site,
+                "model_version": self.version,
+                "pid": os.getpid(),
+                "ts": round(self.clock(), 3),
+            }
+        ).encode()
+
+    def _on_link_state(self, up: bool) -> None:
+        self.metrics.connected.set(int(up))
+        if up:
+            self.metrics.connects.inc()
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        ok = self.heartbeat.alive()
+        return ok, {
+            "status": "ok" if ok else "stalled",
+            "broker_connected": self.link.connected,
+            "model_version": self.version,
+            "supernode_pid": None if self.supervisor is None else self.supervisor.pid,
+        }
+
+    # the loop ---------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; store errors end the run (nothing unsafe gets acked)."""
+        if self.config.metrics is not None:
+            self.http = HealthServer(
+                self.config.metrics.host, self.config.metrics.port, self.metrics, self.health
+            )
+            self.http.start()
+        self.link.start()
+        if self.supervisor is not None:
+            self.supervisor.start()
+        try:
+            while not stop.is_set():
+                batch = self._drain(0.2)
+                if batch:
+                    self.process(batch)
+                self._tick()
+        finally:
+            self.link.stop()
+            if self.supervisor is not None:
+                self.supervisor.stop()
+            if self.http is not None:
+                self.http.stop()
+            self.store.close()
+
+    def _drain(self, timeout: float) -> list[Inbound]:
+        try:
+            first = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < self.config.ingest.max_batch:
+            try:
+                batch.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_tick < _TICK_S:
+            return
+        self._last_tick = now
+        self.heartbeat.beat()
+        serving = self.store.serving()
+        if serving is not None and serving.version != self.version:
+            log.warning("serving model changed in the store (rollback?): now %s", serving.version)
+            self.models.load_serving()
+            self.metrics.set_model(self.version)
+        if now - self._last_retention >= self.config.store.housekeeping_s:
+            self._last_retention = now
+            cfg = self.config.store
+            self.store.enforce_retention(
+                self.clock(), cfg.max_age_days * 86_400, int(cfg.max_mb * 1e6)
+            )
+        self.metrics.store_bytes.set(self.store.size_bytes())
+
+    # one batch --------------------------------------------------------------------------------
+
+    def process(self, batch: list[Inbound]) -> None:
+        started = time.perf_counter()
+        now = self.clock()
+        samples: list[KpiSample] = []
+        forecasts: list[ForecastRow] = []
+        alerts: list[Alert] = []
+        dead: list[bytes] = []
+        models: list[Inbound] = []
+        pending: list[str] = []
+        for msg in batch:
+            if msg.topic == self.model_topic:
+                self.metrics.messages_in.labels("model").inc()
+                models.append(msg)
+                continue
+            self.metrics.messages_in.labels("kpi").inc()
+            accepted = self._accept(msg, now, dead)
+            if accepted is None:
+                continue
+            sample, newest = accepted
+            if newest and sample.cell in pending:
+                forecasts += self._forecast(pending)
+                pending = []
+            self.guard.accept(sample)
+            samples.append(sample)
+            alert = self.engine.observe(sample, newest)
+            if alert is not None:
+                alerts.append(alert)
+            if newest:
+                pending.append(sample.cell)
+        if pending:
+            forecasts += self._forecast(pending)
+        if samples or forecasts:
+            self.store.commit_batch(samples, forecasts, now)
+        for msg in batch:
+            if msg.topic != self.model_topic:
+                self.link.ack(msg)
+        self._publish(forecasts, alerts, dead)
+        self.metrics.batch.observe(time.perf_counter() - started)
+        for msg in models:
+            self._handle_model(msg)
+            self.link.ack(msg)
+
+    def _accept(self, msg: Inbound, now: float, dead: list[bytes]) -> tuple[KpiSample, bool] | None:
+        ingest = self.config.ingest
+        try:
+            sample = parse_kpi(
+                msg.payload,
+                max_bytes=ingest.max_payload_bytes,
+                step_seconds=self.config.step_seconds,
+                now=now,
+                max_future_s=ingest.max_future_s,
+            )
+        except KpiRejected as exc:
+            dead.append(self._dead_letter(msg, exc, now))
+            return None
+        if not self.guard.knows(sample.cell):
+            self.guard.seed(
+                sample.cell, self.store.recent_steps(sample.cell, self.guard.tolerance + 1)
+            )
+        try:
+            newest = self.guard.check(sample)
+        except KpiRejected as exc:
+            if (
+                exc.reason == Reason.DUPLICATE
+                and self.store.sample(sample.cell, sample.step) == sample.values
+            ):
+                self.metrics.redelivered.inc()  # a redelivery of what we already committed
+                return None
+            dead.append(self._dead_letter(msg, exc, now))
+            return None
+        return sample, newest
+
+    def _dead_letter(self, msg: Inbound, exc: KpiRejected, now: float) -> bytes:
+        self.metrics.rejected.labels(exc.reason).inc()
+        text = msg.payload[: DEADLETTER_PAYLOAD_CHARS * 4].decode("utf-8", errors="replace")
+        return json.dumps(
+            {
+                "v": 1,
+                "reason": str(exc.reason),
+                "detail": exc.detail,
+                "topic": msg.topic,
+                "received_at": round(now, 3),
+                "payload": text[:DEADLETTER_PAYLOAD_CHARS],
+                "payload_bytes": len(msg.payload),
+                "truncated": len(text) > DEADLETTER_PAYLOAD_CHARS
+                or len(msg.payload) > DEADLETTER_PAYLOAD_CHARS * 4,
+            }
+        ).encode()
+
+    def _forecast(self, cells: list[str]) -> list[ForecastRow]:
+        serving = self.models.serving
+        if serving is None:
+            return []
+        started = time.perf_counter()
+        rows = self.engine.forecast(cells, serving)
+        self.metrics.inference.observe(time.perf_counter() - started)
+        return rows
+
+    def _publish(
+        self, forecasts: list[ForecastRow], alerts: list[Alert], dead: list[bytes]
+    ) -> None:
+        step_s = self.config.step_seconds
+        by_cell: dict[tuple[str, int], list[ForecastRow]] = {}
+        for row in forecasts:
+            by_cell.setdefault((row.cell, row.made_step), []).append(row)
+        topic = self.config.topic("forecast")
+        for (cell, made), rows in by_cell.items():
+            body: dict[str, Any] = {
+                "v": 1,
+                "cell": cell,
+                "step_ts": made * step_s,
+                "model_version": rows[0].model_version,
+                "forecast": [
+                    {
+                        "ts": r.step * step_s,
+                        **dict(zip(TARGET_NAMES, (round(v, 4) for v in r.values), strict=True)),
+                    }
+                    for r in rows
+                ],
+            }
+            self.link.publish(topic, json.dumps(body).encode())
+        self.metrics.messages_out.labels("forecast").inc(len(by_cell))
+        topic = self.config.topic("alert")
+        for a in alerts:
+            body = {
+                "v": 1,
+                "cell": a.cell,
+                "ts": a.ts,
+                "severity": a.severity,
+                "model_version": self.version,
+                "kpis": [
+                    {
+                        "name": k.name,
+                        "actual": k.actual,
+                        "forecast": round(k.forecast, 4),
+                        "z": round(k.z, 2),
+                    }
+                    for k in a.kpis
+                ],
+            }
+            self.link.publish(topic, json.dumps(body).encode())
+            self.metrics.alerts.labels(a.severity).inc()
+        self.metrics.messages_out.labels("alert").inc(len(alerts))
+        topic = self.config.topic("deadletter")
+        for payload in dead:
+            self.link.publish(topic, payload)
+        self.metrics.messages_out.labels("deadletter").inc(len(dead))
+
+    def _handle_model(self, msg: Inbound) -> Decision | None:
+        assert self.opener is not None
+        try:
+            bundle = self.opener.open(msg.payload)
+        except ModelRejected as exc:
+            self.metrics.decisions.labels("refused").inc()
+            self._publish_decision({"v": 1, "version": None, "accepted": False, "reason": str(exc)})
+            return None
+        decision = self.models.consider(
+            bundle, self.engine.recent_features(self.config.model.shadow_days)
+        )
+        self.metrics.decisions.labels("accepted" if decision.accepted else "rejected").inc()
+        self.metrics.set_model(self.version)
+        self._publish_decision(decision.to_json())
+        log.warning(
+            "model %s %s: %s",
+            decision.version,
+            "accepted" if decision.accepted else "rejected",
+            decision.reason,
+        )
+        if decision.accepted:
+            self.link.publish(self.config.topic("status"), self._status("online"), retain=True)
+        return decision
+
+    def _publish_decision(self, body: dict[str, object]) -> None:
+        self.link.publish(self.config.topic("decision"), json.dumps(body).encode())
+        self.metrics.messages_out.labels("decision").inc()
+
+
+def _read_password(config: AgentConfig) -> str | None:
+    path = config.broker.password_file
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgentError(f"broker.password_file: cannot read {path}: {exc}") from exc

@@ -1,0 +1,94 @@
+"""Anomalies from forecast residuals: a rolling robust z-score per cell and KPI.
+
+The residual (actual minus one-step forecast, in the cell's standard deviations) is
+compared with the median and MAD of the cell's recent residuals, so a model that is
+biased for a cell does not alert on every step, and a few outliers do not hide the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_agent._config import AnomalyConfig
+from edge_agent._kpi import KPI_NAMES, TARGET_INDEX, TARGET_NAMES, KpiSample
+
+_MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
+_MAD_FLOOR = 0.05  # in cell standard deviations: a near-perfect model must not alert on noise
+
+
+@dataclass(frozen=True)
+class KpiDeviation:
+    name: str
+    actual: float
+    forecast: float
+    z: float
+
+
+@dataclass(frozen=True)
+class Alert:
+    cell: str
+    step: int
+    ts: float
+    severity: str  # "warning" | "critical"
+    kpis: tuple[KpiDeviation, ...]
+
+
+class _Ring:
+    __slots__ = ("count", "data", "pos")
+
+    def __init__(self, size: int) -> None:
+        self.data = np.full((size, len(TARGET_INDEX)), np.nan)
+        self.pos = 0
+        self.count = 0
+
+    def push(self, row: NDArray[np.float64]) -> None:
+        self.data[self.pos] = row
+        self.pos = (self.pos + 1) % len(self.data)
+        self.count = min(self.count + 1, len(self.data))
+
+
+class ResidualDetector:
+    def __init__(self, config: AnomalyConfig) -> None:
+        self.config = config
+        self._rings: dict[str, _Ring] = {}
+
+    def residual(self, cell: str, residual: NDArray[np.float64]) -> None:
+        ring = self._rings.get(cell)
+        if ring is None:
+            ring = self._rings[cell] = _Ring(self.config.window)
+        ring.push(residual)
+
+    def zscores(self, cell: str, residual: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        """z of ``residual`` against the cell's history (before adding it); None if too short."""
+        ring = self._rings.get(cell)
+        if ring is None or ring.count < self.config.min_history:
+            return None
+        hist = ring.data[: ring.count] if ring.count < len(ring.data) else ring.data
+        med = np.nanmedian(hist, axis=0)
+        mad = np.nanmedian(np.abs(hist - med), axis=0)
+        scale = np.maximum(_MAD_SCALE * np.nan_to_num(mad, nan=1.0), _MAD_FLOOR)
+        return np.asarray((residual - np.nan_to_num(med)) / scale, dtype=np.float64)
+
+    def score(
+        self, sample: KpiSample, residual: NDArray[np.float64], forecast: tuple[float, ...]
+    ) -> Alert | None:
+        z = self.zscores(sample.cell, residual)
+        self.residual(sample.cell, residual)
+        if z is None:
+            return None
+        cfg = self.config
+        hits = [
+            KpiDeviation(
+                name, float(sample.values[KPI_NAMES.index(name)] or 0.0), forecast[j], float(z[j])
+            )
+            for j, name in enumerate(TARGET_NAMES)
+            if np.isfinite(z[j]) and abs(z[j]) >= cfg.z_warning
+        ]
+        if not hits:
+            return None
+        top = max(abs(h.z) for h in hits)
+        severity = "critical" if top >= cfg.z_critical else "warning"
+        return Alert(sample.cell, sample.step, sample.ts, severity, tuple(hits))

@@ -1,0 +1,104 @@
+"""``fedge agent run|check|rollback``: thin typer wrappers; typed errors exit 2 via fedge._cli."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_CONFIG = Annotated[Path, typer.Option("--config", "-c", help="The agent's agent.toml.")]
+
+
+def run(config: _CONFIG = Path("agent.toml")) -> None:
+    """Run the agent until SIGTERM/SIGINT."""
+    import logging
+    import signal
+    import threading
+
+    from edge_agent._agent import Agent
+    from edge_agent._config import load_config
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cfg = load_config(config)
+    agent = Agent(cfg)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    typer.echo(f"fedge agent {cfg.site}: serving model {agent.version or '(none yet)'}", err=True)
+    agent.run(stop)
+
+
+def check(config: _CONFIG = Path("agent.toml")) -> None:
+    """Validate the config, the store, the model, the keys and the broker connection."""
+    from edge_agent._agent import ModelOpener, _read_password
+    from edge_agent._broker import probe
+    from edge_agent._config import load_config
+    from edge_agent._errors import AgentError
+    from edge_agent._lifecycle import ModelManager
+    from edge_agent._store import Store
+    from edge_agent._supernode import resolve_binary
+
+    cfg = load_config(config)
+    typer.echo(f"ok    config {config} (site {cfg.site})")
+    failures: list[str] = []
+
+    def step(name: str, action: object) -> None:
+        try:
+            detail = action() if callable(action) else ""
+            typer.echo(f"ok    {name}{': ' + detail if detail else ''}")
+        except AgentError as exc:
+            failures.append(name)
+            typer.secho(f"FAIL  {name}: {exc}", fg=typer.colors.RED)
+
+    def store_and_model() -> str:
+        store = Store(
+            cfg.store.path, synchronous=cfg.store.synchronous, step_seconds=cfg.step_seconds
+        )
+        try:
+            serving = ModelManager(store, cfg.model).load_serving()
+            return (
+                f"{cfg.store.path} ({store.sample_count()} samples), model "
+                f"{serving.version if serving else '(none yet: forecasts start when one arrives)'}"
+            )
+        finally:
+            store.close()
+
+    step("store and model", store_and_model)
+    if cfg.security is not None:
+        step("site keys and coordinator keys", lambda: (ModelOpener(cfg), "")[1])
+    step(
+        "broker",
+        lambda: f"{cfg.broker.host}:{cfg.broker.port} accepted " + probe(cfg, _read_password(cfg)),
+    )
+    if cfg.federation is not None:
+        fed = cfg.federation
+        step("flower-supernode", lambda: f"{resolve_binary(fed.supernode)} -> {fed.superlink}")
+    if failures:
+        raise AgentError(f"agent check failed: {', '.join(failures)}")
+
+
+def rollback(config: _CONFIG = Path("agent.toml")) -> None:
+    """Serve the previously served model again (a running agent picks it up within 1 s)."""
+    from edge_agent._config import load_config
+    from edge_agent._lifecycle import rollback as do_rollback
+    from edge_agent._store import Store
+
+    cfg = load_config(config)
+    store = Store(cfg.store.path, synchronous=cfg.store.synchronous, step_seconds=cfg.step_seconds)
+    try:
+        record = do_rollback(store)
+    finally:
+        store.close()
+    typer.echo(f"now serving {record.version}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``agent`` sub-command to the ``fedge`` application."""
+    agent = typer.Typer(help="The gNB edge agent: MQTT KPIs in, forecasts and alerts out.")
+    agent.command("run")(run)
+    agent.command("check")(check)
+    agent.command("rollback")(rollback)
+    app.add_typer(agent, name="agent")

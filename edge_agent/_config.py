@@ -1,0 +1,427 @@
+"""``agent.toml``: read with tomllib into frozen dataclasses, every value checked.
+
+No pydantic: the agent must start fast and small. Every failure is a ``ConfigError``
+whose message starts with the dotted key, so an operator sees exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from edge_agent._errors import ConfigError
+
+T = TypeVar("T")
+
+_SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+PROTOCOLS = ("auto", "5", "3.1.1")
+SYNCHRONOUS = ("normal", "full")
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: TlsConfig | None = None
+    protocol: str = "auto"
+    client_id: str = ""
+    username: str | None = None
+    password_file: Path | None = None
+    keepalive_s: int = 30
+    session_expiry_s: int = 86_400
+    receive_maximum: int = 1000
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    topic_prefix: str = "fedge/v1"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path = Path("fedge-agent.db")
+    synchronous: str = "normal"
+    max_age_days: float = 30.0
+    max_mb: float = 512.0
+    housekeeping_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_payload_bytes: int = 4096
+    max_future_s: float = 60.0
+    reorder_tolerance_steps: int = 2
+    max_batch: int = 256
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    dir: Path = Path("fedge-models")
+    initial: Path | None = None
+    shadow_margin: float = 0.02
+    shadow_days: float = 2.0
+    min_shadow_windows: int = 50
+    max_model_bytes: int = 64 * 1024 * 1024
+    min_history: int = 0  # samples a cell needs before forecasts; 0 = the model's lookback
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class AnomalyConfig:
+    window: int = 288
+    min_history: int = 24
+    z_warning: float = 4.0
+    z_critical: float = 6.0
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    key_file: Path
+    coordinator_keys: Path
+    kek_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    superlink: str
+    supernode: str = "flower-supernode"
+    site_index: int = 0
+    restart_min_s: float = 1.0
+    restart_max_s: float = 60.0
+    stable_after_s: float = 60.0
+    extra_node_config: str = ""
+    runtime_port: int = 9094  # the SuperNode's ClientApp-facing API (its --port)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    site: str
+    step_seconds: int = 300
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
+    security: SecurityConfig | None = None
+    federation: FederationConfig | None = None
+    metrics: MetricsConfig | None = field(default_factory=MetricsConfig)
+
+    @property
+    def client_id(self) -> str:
+        return self.broker.client_id or f"fedge-agent-{self.site}"
+
+    def topic(self, kind: str) -> str:
+        return f"{self.broker.topic_prefix}/{self.site}/{kind}"
+
+
+class _Section:
+    """Typed access to one TOML table; remembers which keys were read to reject the rest."""
+
+    def __init__(self, data: dict[str, Any], name: str, base: Path) -> None:
+        self.data, self.name, self.base = data, name, base
+        self.used: set[str] = set()
+
+    def key(self, key: str) -> str:
+        return f"{self.name}.{key}" if self.name else key
+
+    def get(self, key: str, kind: type[T], default: T) -> T:
+        self.used.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise ConfigError(
+                f"{self.key(key)}: expected {kind.__name__}, got {type(value).__name__}"
+            )
+        return value
+
+    def require(self, key: str, kind: type[T]) -> T:
+        if key not in self.data:
+            raise ConfigError(f"{self.key(key)}: required")
+        return self.get(key, kind, kind())
+
+    def path(self, key: str, default: Path | None = None) -> Path | None:
+        text = self.get(key, str, "")
+        if not text:
+            return default
+        p = Path(text).expanduser()
+        return p if p.is_absolute() else self.base / p
+
+    def positive(self, key: str, kind: type[T], default: T, *, zero: bool = False) -> T:
+        value = self.get(key, kind, default)
+        if not (value >= 0 if zero else value > 0):  # type: ignore[operator]
+            raise ConfigError(f"{self.key(key)}: must be {'>= 0' if zero else '> 0'}, got {value}")
+        return value
+
+    def table(self, key: str) -> _Section | None:
+        self.used.add(key)
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.key(key)}: expected a table")
+        return _Section(value, self.key(key), self.base)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(f"{self.key(unknown[0])}: unknown setting")
+
+
+def _section(root: _Section, name: str) -> _Section:
+    return root.table(name) or _Section({}, name, root.base)
+
+
+def _broker(s: _Section) -> BrokerConfig:
+    url = s.get("url", str, "mqtt://127.0.0.1:1883")
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(
+            f"broker.url: must look like mqtt://host:port or mqtts://host:port, got {url!r}"
+        )
+    if parts.path not in ("", "/") or parts.username or parts.query:
+        raise ConfigError(
+            "broker.url: only scheme, host and port (credentials go in username/password_file)"
+        )
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError as exc:
+        raise ConfigError(f"broker.url: bad port: {exc}") from exc
+    tls_section = s.table("tls")
+    tls: TlsConfig | None = None
+    if parts.scheme == "mqtts":
+        t = tls_section or _Section({}, "broker.tls", s.base)
+        tls = TlsConfig(t.path("ca_file"), t.path("cert_file"), t.path("key_file"))
+        t.done()
+        if (tls.cert_file is None) != (tls.key_file is None):
+            raise ConfigError("broker.tls: cert_file and key_file go together")
+        for name in ("ca_file", "cert_file", "key_file"):
+            p = getattr(tls, name)
+            if p is not None and not p.is_file():
+                raise ConfigError(f"broker.tls.{name}: no such file {p}")
+    elif tls_section is not None:
+        raise ConfigError("broker.tls: TLS settings need an mqtts:// url")
+    protocol = s.get("protocol", str, "auto")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"broker.protocol: one of {PROTOCOLS}, got {protocol!r}")
+    username = s.get("username", str, "") or None
+    password_file = s.path("password_file")
+    if password_file is not None and username is None:
+        raise ConfigError("broker.password_file: needs broker.username")
+    if password_file is not None and not password_file.is_file():
+        raise ConfigError(f"broker.password_file: no such file {password_file}")
+    prefix = s.get("topic_prefix", str, "fedge/v1")
+    if not _PREFIX_RE.match(prefix):
+        raise ConfigError(
+            f"broker.topic_prefix: plain topic levels without wildcards, got {prefix!r}"
+        )
+    client_id = s.get("client_id", str, "")
+    if len(client_id) > 64:
+        raise ConfigError("broker.client_id: at most 64 characters")
+    rmin = s.positive("reconnect_min_s", float, 0.5)
+    rmax = s.positive("reconnect_max_s", float, 30.0)
+    if rmax < rmin:
+        raise ConfigError("broker.reconnect_max_s: must be >= reconnect_min_s")
+    receive_max = s.positive("receive_maximum", int, 1000)
+    if receive_max > 65535:
+        raise ConfigError("broker.receive_maximum: at most 65535")
+    cfg = BrokerConfig(
+        host=parts.hostname,
+        port=port,
+        tls=tls,
+        protocol=protocol,
+        client_id=client_id,
+        username=username,
+        password_file=password_file,
+        keepalive_s=s.positive("keepalive_s", int, 30),
+        session_expiry_s=s.positive("session_expiry_s", int, 86_400, zero=True),
+        receive_maximum=receive_max,
+        reconnect_min_s=rmin,
+        reconnect_max_s=rmax,
+        topic_prefix=prefix,
+    )
+    s.done()
+    return cfg
+
+
+def _store(s: _Section) -> StoreConfig:
+    path = s.path("path")
+    if path is None:
+        raise ConfigError("store.path: required")
+    sync = s.get("synchronous", str, "normal")
+    if sync not in SYNCHRONOUS:
+        raise ConfigError(f"store.synchronous: one of {SYNCHRONOUS}, got {sync!r}")
+    cfg = StoreConfig(
+        path=path,
+        synchronous=sync,
+        max_age_days=s.positive("max_age_days", float, 30.0),
+        max_mb=s.positive("max_mb", float, 512.0),
+        housekeeping_s=s.positive("housekeeping_s", float, 60.0),
+    )
+    s.done()
+    return cfg
+
+
+def _ingest(s: _Section) -> IngestConfig:
+    cfg = IngestConfig(
+        max_payload_bytes=s.positive("max_payload_bytes", int, 4096),
+        max_future_s=s.positive("max_future_s", float, 60.0, zero=True),
+        reorder_tolerance_steps=s.positive("reorder_tolerance_steps", int, 2, zero=True),
+        max_batch=s.positive("max_batch", int, 256),
+    )
+    if cfg.max_payload_bytes > 1_048_576:
+        raise ConfigError("ingest.max_payload_bytes: at most 1 MiB")
+    s.done()
+    return cfg
+
+
+def _model(s: _Section) -> ModelConfig:
+    directory = s.path("dir")
+    if directory is None:
+        raise ConfigError("model.dir: required")
+    initial = s.path("initial")
+    if initial is not None and not initial.is_file():
+        raise ConfigError(f"model.initial: no such file {initial}")
+    margin = s.positive("shadow_margin", float, 0.02, zero=True)
+    if margin > 1.0:
+        raise ConfigError("model.shadow_margin: a fraction between 0 and 1")
+    cfg = ModelConfig(
+        dir=directory,
+        initial=initial,
+        shadow_margin=margin,
+        shadow_days=s.positive("shadow_days", float, 2.0),
+        min_shadow_windows=s.positive("min_shadow_windows", int, 50),
+        max_model_bytes=s.positive("max_model_bytes", int, 64 * 1024 * 1024),
+        min_history=s.positive("min_history", int, 0, zero=True),
+        threads=s.positive("threads", int, 1),
+    )
+    s.done()
+    return cfg
+
+
+def _anomaly(s: _Section) -> AnomalyConfig:
+    cfg = AnomalyConfig(
+        window=s.positive("window", int, 288),
+        min_history=s.positive("min_history", int, 24),
+        z_warning=s.positive("z_warning", float, 4.0),
+        z_critical=s.positive("z_critical", float, 6.0),
+    )
+    if cfg.z_critical < cfg.z_warning:
+        raise ConfigError("anomaly.z_critical: must be >= z_warning")
+    if cfg.min_history > cfg.window:
+        raise ConfigError("anomaly.min_history: must be <= window")
+    s.done()
+    return cfg
+
+
+def _security(s: _Section) -> SecurityConfig:
+    key_file = s.path("key_file")
+    coordinator = s.path("coordinator_keys")
+    if key_file is None:
+        raise ConfigError("security.key_file: required")
+    if coordinator is None:
+        raise ConfigError("security.coordinator_keys: required")
+    cfg = SecurityConfig(key_file, coordinator, s.path("kek_file"))
+    s.done()
+    return cfg
+
+
+def _federation(s: _Section) -> FederationConfig:
+    superlink = s.require("superlink", str)
+    host, sep, port = superlink.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"federation.superlink: host:port, got {superlink!r}")
+    rmin = s.positive("restart_min_s", float, 1.0)
+    rmax = s.positive("restart_max_s", float, 60.0)
+    if rmax < rmin:
+        raise ConfigError("federation.restart_max_s: must be >= restart_min_s")
+    cfg = FederationConfig(
+        superlink=superlink,
+        supernode=s.get("supernode", str, "flower-supernode"),
+        site_index=s.positive("site_index", int, 0, zero=True),
+        restart_min_s=rmin,
+        restart_max_s=rmax,
+        stable_after_s=s.positive("stable_after_s", float, 60.0),
+        extra_node_config=s.get("extra_node_config", str, ""),
+        runtime_port=s.positive("runtime_port", int, 9094),
+    )
+    if cfg.runtime_port > 65535:
+        raise ConfigError("federation.runtime_port: at most 65535")
+    s.done()
+    return cfg
+
+
+def _metrics(s: _Section) -> MetricsConfig | None:
+    if not s.get("enabled", bool, True):
+        s.get("host", str, "")
+        s.get("port", int, 0)
+        s.done()
+        return None
+    port = s.positive("port", int, 9464, zero=True)
+    if port > 65535:
+        raise ConfigError("metrics.port: at most 65535")
+    cfg = MetricsConfig(host=s.get("host", str, "127.0.0.1"), port=port)
+    s.done()
+    return cfg
+
+
+def parse_config(data: dict[str, Any], base: Path) -> AgentConfig:
+    """Validate a parsed TOML document; relative paths resolve against ``base``."""
+    root = _Section(data, "", base)
+    agent = _section(root, "agent")
+    site = agent.require("site", str)
+    if not _SITE_RE.match(site):
+        raise ConfigError(f"agent.site: letters, digits, '.', '_', '-' (max 64), got {site!r}")
+    step = agent.positive("step_seconds", int, 300)
+    if 86_400 % step:
+        raise ConfigError(f"agent.step_seconds: must divide a day, got {step}")
+    agent.done()
+    security = root.table("security")
+    federation = root.table("federation")
+    cfg = AgentConfig(
+        site=site,
+        step_seconds=step,
+        broker=_broker(_section(root, "broker")),
+        store=_store(_section(root, "store")),
+        ingest=_ingest(_section(root, "ingest")),
+        model=_model(_section(root, "model")),
+        anomaly=_anomaly(_section(root, "anomaly")),
+        security=_security(security) if security is not None else None,
+        federation=_federation(federation) if federation is not None else None,
+        metrics=_metrics(_section(root, "metrics")),
+    )
+    root.done()
+    return cfg
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate ``agent.toml``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: config is not UTF-8") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(data, path.parent.resolve())

@@ -1,0 +1,257 @@
+"""Per-cell forecasting state: the lookback window, the cell's scaler, residual anomalies.
+
+Inference is batched across cells: every sample in a broker batch that completes a step
+joins one ONNX Runtime call. Scalers are fitted on the cell's own stored history (like
+``models.prepare_site`` does on a training split) and refitted as history grows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_agent._anomaly import Alert, ResidualDetector
+from edge_agent._config import AnomalyConfig
+from edge_agent._kpi import KPI_NAMES, TARGET_INDEX, KpiSample
+from edge_agent._store import ForecastRow, Store
+from models import ForecastSpec, SiteScaler, site_features
+
+_N = len(KPI_NAMES)
+_MAX_SCALER_DAYS = 7
+
+
+class Predictor(Protocol):
+    """What the agent needs of a model (``models.OnnxForecaster`` is one)."""
+
+    spec: ForecastSpec
+
+    def predict(self, x: NDArray[np.floating[Any]]) -> NDArray[np.float32]: ...
+
+
+@dataclass
+class Serving:
+    version: str
+    model: Predictor
+
+
+def minute_of_week(steps: NDArray[np.int64], step_seconds: int) -> NDArray[np.int64]:
+    """Same encoding as ``SiteSeries.minute_of_week``: 0 is Monday 00:00 UTC."""
+    minutes = steps * step_seconds // 60
+    return np.asarray((minutes + 3 * 1440) % (7 * 1440), dtype=np.int64)
+
+
+@dataclass
+class CellState:
+    window: NDArray[np.float64]  # (capacity, kpis), row -1 is ``newest``
+    newest: int
+    count: int
+    scaler: SiteScaler | None = None
+    scaler_samples: int = 0
+    pending: dict[int, tuple[float, ...]] = field(default_factory=dict)  # step -> forecast
+
+
+@dataclass(frozen=True)
+class Features:
+    """Model inputs for shadow evaluation: scaled features and horizon-1 targets."""
+
+    features: NDArray[np.float32]
+    targets: NDArray[np.float32]
+    valid_ends: NDArray[np.int64]
+
+
+class ForecastEngine:
+    def __init__(
+        self,
+        store: Store,
+        step_seconds: int,
+        anomaly: AnomalyConfig,
+        *,
+        min_history: int = 0,
+        capacity: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.step_seconds = step_seconds
+        self.steps_per_day = 86_400 // step_seconds
+        self.min_history = min_history
+        self.capacity = capacity
+        self.detector = ResidualDetector(anomaly)
+        self.cells: dict[str, CellState] = {}
+        self._clock = clock
+
+    # cell state ---------------------------------------------------------------------------
+
+    def cell(self, cell: str) -> CellState | None:
+        """The cell's state, loaded from the store the first time it is asked for."""
+        state = self.cells.get(cell)
+        if state is not None:
+            return state
+        steps = self.store.recent_steps(cell, 1)
+        if not steps:
+            return None
+        newest = steps[0]
+        state = CellState(
+            self._window_from_store(cell, newest), newest, self.store.sample_count(cell)
+        )
+        saved = self.store.scaler(cell)
+        if saved is not None:
+            state.scaler = SiteScaler.from_dict(saved[0])
+            state.scaler_samples = saved[1]
+        for row in self.store.forecasts_for(cell, newest):
+            if row.step == newest + 1:
+                state.pending[row.step] = row.values
+        self.cells[cell] = state
+        self._rebuild_residuals(cell, state)
+        return state
+
+    def _window_from_store(self, cell: str, newest: int) -> NDArray[np.float64]:
+        window = np.full((self.capacity, _N), np.nan)
+        steps, values = self.store.history(cell, newest - self.capacity + 1, newest)
+        window[steps - newest + self.capacity - 1] = values
+        return window
+
+    def _rebuild_residuals(self, cell: str, state: CellState) -> None:
+        if state.scaler is None:
+            return
+        for _, actual, forecast in self.store.residual_pairs(cell, self.detector.config.window):
+            self.detector.residual(cell, self._residual(state.scaler, actual, forecast))
+
+    def _residual(
+        self, scaler: SiteScaler, actual: tuple[float | None, ...], forecast: tuple[float, ...]
+    ) -> NDArray[np.float64]:
+        cols = list(TARGET_INDEX)
+        act = np.array([np.nan if actual[i] is None else actual[i] for i in cols], dtype=np.float64)
+        return (act - np.asarray(forecast[: len(cols)], dtype=np.float64)) / scaler.std[cols]
+
+    def _maybe_refit(self, cell: str, state: CellState, lookback: int) -> None:
+        """Fit at lookback, 2x, 4x ... samples until a week, then once a day."""
+        need = max(self.min_history, lookback, 2)
+        if state.count < need:
+            return
+        cap = _MAX_SCALER_DAYS * self.steps_per_day
+        if state.scaler is not None:
+            due = (
+                state.count >= 2 * state.scaler_samples
+                if state.scaler_samples < cap
+                else state.count >= state.scaler_samples + self.steps_per_day
+            )
+            if not due:
+                return
+        _, values = self.store.history(cell, state.newest - cap + 1, state.newest)
+        if len(values) < 2:
+            return
+        scaler = SiteScaler.fit(values)
+        state.scaler, state.scaler_samples = scaler, state.count
+        self.store.put_scaler(cell, scaler.to_dict(), state.count)
+
+    # the hot path -------------------------------------------------------------------------
+
+    def observe(self, sample: KpiSample, newest: bool) -> Alert | None:
+        """Add an accepted sample to its cell; score it against the forecast made for it."""
+        state = self.cells.get(sample.cell) or self.cell(sample.cell)
+        row = np.array([np.nan if v is None else v for v in sample.values], dtype=np.float64)
+        if state is None:
+            window = np.full((self.capacity, _N), np.nan)
+            window[-1] = row
+            self.cells[sample.cell] = CellState(window, sample.step, 1)
+            return None
+        state.count += 1
+        if newest:
+            shift = sample.step - state.newest
+            if shift >= self.capacity:
+                state.window[:] = np.nan
+            else:
+                state.window[:-shift] = state.window[shift:]
+                state.window[-shift:] = np.nan
+            state.window[-1] = row
+            state.newest = sample.step
+        else:
+            pos = self.capacity - 1 - (state.newest - sample.step)
+            if pos >= 0:
+                state.window[pos] = row
+        forecast = state.pending.pop(sample.step, None)
+        if forecast is None or state.scaler is None:
+            return None
+        residual = self._residual(state.scaler, sample.values, forecast)
+        return self.detector.score(sample, residual, forecast)
+
+    def forecast(self, cells: list[str], serving: Serving) -> list[ForecastRow]:
+        """One batched inference for the cells whose newest step just completed."""
+        spec = serving.model.spec
+        lb = spec.lookback
+        ready: list[tuple[str, CellState, NDArray[np.float32]]] = []
+        for cell in cells:
+            state = self.cells[cell]
+            self._maybe_refit(cell, state, lb)
+            if state.scaler is None:
+                continue
+            steps = np.arange(state.newest - lb + 1, state.newest + 1, dtype=np.int64)
+            feats = site_features(
+                state.window[-lb:], minute_of_week(steps, self.step_seconds), state.scaler
+            )
+            ready.append((cell, state, feats))
+        if not ready:
+            return []
+        pred = serving.model.predict(np.stack([f for _, _, f in ready]))
+        rows: list[ForecastRow] = []
+        for (cell, state, _), out in zip(ready, pred, strict=True):
+            values = np.maximum(state.scaler.inverse(out, TARGET_INDEX), 0.0)  # type: ignore[union-attr]
+            for h in range(spec.horizon):
+                vals = tuple(float(v) for v in values[h])
+                rows.append(
+                    ForecastRow(cell, state.newest + 1 + h, state.newest, serving.version, vals)
+                )
+            state.pending = {state.newest + 1: tuple(float(v) for v in values[0])}
+        return rows
+
+    # shadow evaluation data ---------------------------------------------------------------
+
+    def recent_features(self, days: float, max_cells: int = 32) -> list[Features]:
+        """The newest ``days`` of each cell with a scaler, as features and targets."""
+        out: list[Features] = []
+        span = max(int(days * self.steps_per_day), 2)
+        for cell in self.store.cells()[:max_cells]:
+            state = self.cell(cell)
+            if state is None or state.scaler is None:
+                continue
+            first = state.newest - span + 1
+            steps, values = self.store.history(cell, first, state.newest)
+            if len(steps) < 2:
+                continue
+            grid = np.arange(steps[0], state.newest + 1, dtype=np.int64)
+            full = np.full((len(grid), _N), np.nan)
+            full[steps - steps[0]] = values
+            feats = site_features(full, minute_of_week(grid, self.step_seconds), state.scaler)
+            targets = feats[:, list(TARGET_INDEX)]
+            observed = ~np.isnan(full[:, list(TARGET_INDEX)]).any(axis=1)
+            ends = np.flatnonzero(observed[1:]).astype(np.int64)  # end e predicts e+1
+            out.append(Features(feats, targets, ends))
+        return out
+
+
+def shadow_score(
+    model: Predictor, data: list[Features], beta_under: float, beta_over: float
+) -> tuple[float, int]:
+    """Mean asymmetric squared error (scaled units) of one-step forecasts; and the count."""
+    lb = model.spec.lookback
+    total, count = 0.0, 0
+    for d in data:
+        ends = d.valid_ends[d.valid_ends >= lb - 1]
+        if not len(ends):
+            continue
+        offs = np.arange(-lb + 1, 1)
+        x = d.features[ends[:, None] + offs[None, :]]
+        pred = model.predict(x)[:, 0, :]
+        err = d.targets[ends + 1] - pred
+        weight = np.where(err > 0, beta_under, beta_over)
+        total += float((weight * err.astype(np.float64) ** 2).sum())
+        count += len(ends)
+    if count == 0:
+        return math.nan, 0
+    return total / (count * len(TARGET_INDEX)), count

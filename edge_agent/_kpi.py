@@ -1,0 +1,189 @@
+"""The KPI message schema (v1) and its strict validator.
+
+The wire contract lives here, not in ``simulation``: the agent must not import pandas, and
+a test keeps these names and ranges equal to ``simulation.KPIS``. Validation is split in
+two: :func:`parse_kpi` checks one payload on its own; :class:`OrderGuard` checks it
+against what the cell already sent (duplicates, reordering).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from edge_agent._errors import KpiRejected
+
+SCHEMA_VERSION: Final = 1
+#: (name, low, high); None: unbounded above. Same order as ``simulation.KPI_NAMES``.
+KPI_FIELDS: Final[tuple[tuple[str, float, float | None], ...]] = (
+    ("dl_prb_util", 0.0, 100.0),
+    ("ul_prb_util", 0.0, 100.0),
+    ("dl_throughput_mbps", 0.0, None),
+    ("active_ues", 0.0, None),
+    ("cpu_util", 0.0, 100.0),
+)
+KPI_NAMES: Final = tuple(name for name, _, _ in KPI_FIELDS)
+#: What the forecaster predicts (indices into KPI_NAMES), as in ``simulation.TARGET_INDEX``.
+TARGET_INDEX: Final = (0, 2, 3)
+TARGET_NAMES: Final = tuple(KPI_NAMES[i] for i in TARGET_INDEX)
+#: Sanity ceiling for unbounded KPIs: a value above this is a unit or encoding error.
+UNBOUNDED_CEILING: Final = 1e6
+_TOP_FIELDS: Final = ("v", "cell", "ts", "kpis")
+_CELL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_MIN_TS: Final = 946_684_800.0  # 2000-01-01: earlier is a broken clock
+
+
+class Reason(StrEnum):
+    """Dead-letter reason codes (the ``reason`` label of the rejected-messages counter)."""
+
+    OVERSIZE = "oversize"
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    WRONG_TYPE = "wrong_type"
+    NON_FINITE = "non_finite"
+    OUT_OF_RANGE = "out_of_range"
+    BAD_VERSION = "bad_version"
+    BAD_CELL = "bad_cell"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    DUPLICATE = "duplicate"
+    OUT_OF_ORDER = "out_of_order"
+
+
+@dataclass(frozen=True, slots=True)
+class KpiSample:
+    """One accepted sample: a cell's KPIs (None: not reported) at a grid step."""
+
+    cell: str
+    ts: float
+    step: int
+    values: tuple[float | None, ...]
+
+
+def _reject_constant(name: str) -> float:
+    raise KpiRejected(Reason.NON_FINITE, f"{name} is not a finite number")
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise KpiRejected(
+            Reason.WRONG_TYPE, f"{where} must be a number, got {type(value).__name__}"
+        )
+    out = float(value)
+    if not math.isfinite(out):
+        raise KpiRejected(Reason.NON_FINITE, f"{where} is not finite")
+    return out
+
+
+def parse_kpi(
+    payload: bytes, *, max_bytes: int, step_seconds: int, now: float, max_future_s: float
+) -> KpiSample:
+    """Check one payload against the v1 schema; raises ``KpiRejected`` with a reason."""
+    if len(payload) > max_bytes:
+        raise KpiRejected(Reason.OVERSIZE, f"{len(payload)} bytes > limit {max_bytes}")
+    try:
+        doc = json.loads(payload, parse_constant=_reject_constant)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both
+        raise KpiRejected(Reason.NOT_JSON, str(exc)[:120]) from exc
+    if not isinstance(doc, dict):
+        raise KpiRejected(Reason.NOT_OBJECT, f"top level is {type(doc).__name__}, not an object")
+    _exact_fields(doc, _TOP_FIELDS, "")
+    version = doc["v"]
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        raise KpiRejected(Reason.BAD_VERSION, f"schema version {version!r}, expected 1")
+    cell = doc["cell"]
+    if not isinstance(cell, str):
+        raise KpiRejected(Reason.WRONG_TYPE, f"cell must be a string, got {type(cell).__name__}")
+    if not _CELL_RE.match(cell):
+        raise KpiRejected(Reason.BAD_CELL, f"cell id {cell[:70]!r} is not [A-Za-z0-9._-]{{1,64}}")
+    ts = _number(doc["ts"], "ts")
+    if ts < _MIN_TS:
+        raise KpiRejected(Reason.OUT_OF_RANGE, f"ts {ts} is before 2000-01-01")
+    if ts > now + max_future_s:
+        raise KpiRejected(
+            Reason.FUTURE_TIMESTAMP, f"ts is {ts - now:.0f} s ahead of the agent clock"
+        )
+    kpis = doc["kpis"]
+    if not isinstance(kpis, dict):
+        raise KpiRejected(Reason.WRONG_TYPE, f"kpis must be an object, got {type(kpis).__name__}")
+    _exact_fields(kpis, KPI_NAMES, "kpis.")
+    values: list[float | None] = []
+    for name, low, high in KPI_FIELDS:
+        raw = kpis[name]
+        if raw is None:
+            values.append(None)
+            continue
+        value = _number(raw, f"kpis.{name}")
+        top = UNBOUNDED_CEILING if high is None else high
+        if not low <= value <= top:
+            raise KpiRejected(Reason.OUT_OF_RANGE, f"kpis.{name}={value} outside [{low}, {top}]")
+        values.append(value)
+    return KpiSample(cell, ts, int(ts // step_seconds), tuple(values))
+
+
+def _exact_fields(doc: dict[str, Any], names: tuple[str, ...], where: str) -> None:
+    for name in names:
+        if name not in doc:
+            raise KpiRejected(Reason.MISSING_FIELD, f"missing field {where}{name}")
+    for name in doc:
+        if name not in names:
+            raise KpiRejected(Reason.UNKNOWN_FIELD, f"unknown field {where}{str(name)[:40]}")
+
+
+class OrderGuard:
+    """Per-cell newest step plus the steps seen within the tolerance window.
+
+    A sample for a step already seen is a duplicate; one older than ``newest - tolerance``
+    is out of order. Within the tolerance a late sample fills its gap. The durable
+    store's primary key backs this up across restarts (see ``Store.recent_steps``).
+    """
+
+    def __init__(self, tolerance_steps: int) -> None:
+        self.tolerance = tolerance_steps
+        self._newest: dict[str, int] = {}
+        self._recent: dict[str, set[int]] = {}
+
+    def seed(self, cell: str, steps: list[int]) -> None:
+        if steps:
+            newest = max(steps)
+            self._newest[cell] = newest
+            self._recent[cell] = {s for s in steps if s >= newest - self.tolerance}
+
+    def knows(self, cell: str) -> bool:
+        return cell in self._newest
+
+    def newest(self, cell: str) -> int | None:
+        return self._newest.get(cell)
+
+    def check(self, sample: KpiSample) -> bool:
+        """Raise for a duplicate or a too-late sample; True when it is the cell's newest."""
+        newest = self._newest.get(sample.cell)
+        if newest is None:
+            return True
+        recent = self._recent[sample.cell]
+        if sample.step in recent or sample.step == newest:
+            raise KpiRejected(
+                Reason.DUPLICATE, f"cell {sample.cell} already has step {sample.step}"
+            )
+        if sample.step < newest - self.tolerance:
+            raise KpiRejected(
+                Reason.OUT_OF_ORDER,
+                f"step {sample.step} is {newest - sample.step} steps behind the newest "
+                f"(tolerance {self.tolerance})",
+            )
+        return sample.step > newest
+
+    def accept(self, sample: KpiSample) -> None:
+        newest = self._newest.get(sample.cell)
+        recent = self._recent.setdefault(sample.cell, set())
+        recent.add(sample.step)
+        if newest is None or sample.step > newest:
+            newest = self._newest[sample.cell] = sample.step
+            floor = newest - self.tolerance
+            if len(recent) > self.tolerance + 1:
+                self._recent[sample.cell] = {s for s in recent if s >= floor}

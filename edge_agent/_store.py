@@ -1,0 +1,408 @@
+"""The agent's durable state: one SQLite file in WAL mode.
+
+Everything the agent acknowledges to the broker is committed here first, so a crash
+(kill -9, power loss with ``synchronous = "full"``) never loses an acknowledged sample.
+One writer (the agent's worker thread); readers (``fedge agent rollback``, the
+SuperNode's ClientApp) open their own connections, which WAL allows concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_agent._errors import StoreError
+from edge_agent._kpi import KPI_NAMES, KpiSample
+
+SCHEMA_VERSION: Final = 1
+_N = len(KPI_NAMES)
+_SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    cell TEXT NOT NULL, step INTEGER NOT NULL, ts REAL NOT NULL, received REAL NOT NULL,
+    {", ".join(f"{k} REAL" for k in KPI_NAMES)},
+    PRIMARY KEY (cell, step)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS samples_received ON samples (received);
+CREATE TABLE IF NOT EXISTS forecasts (
+    cell TEXT NOT NULL, step INTEGER NOT NULL, made_step INTEGER NOT NULL,
+    model_version TEXT NOT NULL, created REAL NOT NULL, values_json TEXT NOT NULL,
+    PRIMARY KEY (cell, step, made_step)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS forecasts_created ON forecasts (created);
+CREATE TABLE IF NOT EXISTS scalers (
+    cell TEXT PRIMARY KEY, scaler_json TEXT NOT NULL, samples INTEGER NOT NULL, fitted REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    version TEXT PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL, state TEXT NOT NULL,
+    received REAL NOT NULL, decided REAL, serving_since REAL,
+    serving_score REAL, candidate_score REAL, reason TEXT
+);
+CREATE TABLE IF NOT EXISTS federation_state (
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, updated REAL NOT NULL
+);
+"""
+MODEL_STATES: Final = ("serving", "retired", "rejected", "rolled_back")
+
+
+@dataclass(frozen=True)
+class ForecastRow:
+    cell: str
+    step: int  # the step forecast
+    made_step: int  # the newest step the model saw
+    model_version: str
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    version: str
+    path: Path
+    sha256: str
+    state: str
+    received: float
+    serving_since: float | None
+    serving_score: float | None
+    candidate_score: float | None
+    reason: str | None
+
+
+class Store:
+    """SQLite in WAL mode; every public method is one transaction."""
+
+    def __init__(
+        self, path: Path, *, synchronous: str = "normal", step_seconds: int | None = None
+    ) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(path), timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path}: store schema {row[0]}, this agent reads {SCHEMA_VERSION}"
+                )
+            if step_seconds is not None:
+                self._check_step(step_seconds)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open store: {exc}") from exc
+
+    def _check_step(self, step_seconds: int) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='step_seconds'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('step_seconds', ?)", (str(step_seconds),))
+        elif int(row[0]) != step_seconds:
+            raise StoreError(
+                f"{self.path}: store was written with step_seconds={row[0]}, config says {step_seconds}"
+            )
+
+    @property
+    def step_seconds(self) -> int | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='step_seconds'").fetchone()
+        return None if row is None else int(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    # samples and forecasts ------------------------------------------------------------
+
+    def commit_batch(
+        self, samples: Iterable[KpiSample], forecasts: Iterable[ForecastRow], now: float
+    ) -> None:
+        """Samples and the forecasts made from them, atomically (then it is safe to ack)."""
+        marks = ", ".join("?" * (4 + _N))
+        with self._tx() as db:
+            db.executemany(
+                f"INSERT INTO samples VALUES ({marks})",
+                [(s.cell, s.step, s.ts, now, *s.values) for s in samples],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO forecasts VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (f.cell, f.step, f.made_step, f.model_version, now, json.dumps(f.values))
+                    for f in forecasts
+                ],
+            )
+
+    def sample(self, cell: str, step: int) -> tuple[float | None, ...] | None:
+        rows = self._query(
+            f"SELECT {', '.join(KPI_NAMES)} FROM samples WHERE cell=? AND step=?", (cell, step)
+        )
+        return None if not rows else tuple(rows[0])
+
+    def cells(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT DISTINCT cell FROM samples ORDER BY cell")]
+
+    def recent_steps(self, cell: str, count: int) -> list[int]:
+        rows = self._query(
+            "SELECT step FROM samples WHERE cell=? ORDER BY step DESC LIMIT ?", (cell, count)
+        )
+        return [int(r[0]) for r in rows]
+
+    def sample_count(self, cell: str | None = None) -> int:
+        if cell is None:
+            return int(self._query("SELECT count(*) FROM samples")[0][0])
+        return int(self._query("SELECT count(*) FROM samples WHERE cell=?", (cell,))[0][0])
+
+    def history(
+        self, cell: str, first_step: int, last_step: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Stored steps in ``[first_step, last_step]`` and their KPIs (NaN: not reported)."""
+        rows = self._query(
+            f"SELECT step, {', '.join(KPI_NAMES)} FROM samples "
+            "WHERE cell=? AND step BETWEEN ? AND ? ORDER BY step",
+            (cell, first_step, last_step),
+        )
+        steps = np.array([r[0] for r in rows], dtype=np.int64)
+        values = np.array(
+            [[np.nan if v is None else v for v in r[1:]] for r in rows], dtype=np.float64
+        ).reshape(len(rows), _N)
+        return steps, values
+
+    def forecasts_for(self, cell: str, made_step: int) -> list[ForecastRow]:
+        rows = self._query(
+            "SELECT step, model_version, values_json FROM forecasts "
+            "WHERE cell=? AND made_step=? ORDER BY step",
+            (cell, made_step),
+        )
+        return [
+            ForecastRow(cell, int(r[0]), made_step, r[1], tuple(json.loads(r[2]))) for r in rows
+        ]
+
+    def residual_pairs(
+        self, cell: str, limit: int
+    ) -> list[tuple[int, tuple[float | None, ...], tuple[float, ...]]]:
+        """(step, actual KPIs, one-step-ahead forecast) for the newest ``limit`` steps."""
+        rows = self._query(
+            f"SELECT s.step, {', '.join('s.' + k for k in KPI_NAMES)}, f.values_json "
+            "FROM samples s JOIN forecasts f ON f.cell=s.cell AND f.step=s.step "
+            "AND f.made_step=s.step-1 WHERE s.cell=? ORDER BY s.step DESC LIMIT ?",
+            (cell, limit),
+        )
+        return [(int(r[0]), tuple(r[1 : 1 + _N]), tuple(json.loads(r[-1]))) for r in rows[::-1]]
+
+    # scalers ----------------------------------------------------------------------------
+
+    def scaler(self, cell: str) -> tuple[dict[str, list[float]], int] | None:
+        rows = self._query("SELECT scaler_json, samples FROM scalers WHERE cell=?", (cell,))
+        return None if not rows else (json.loads(rows[0][0]), int(rows[0][1]))
+
+    def put_scaler(self, cell: str, scaler: dict[str, list[float]], samples: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO scalers VALUES (?, ?, ?, ?)",
+                (cell, json.dumps(scaler), samples, time.time()),
+            )
+
+    # models -----------------------------------------------------------------------------
+
+    def _model(self, row: Sequence[Any]) -> ModelRecord:
+        return ModelRecord(
+            row[0], Path(row[1]), row[2], row[3], row[4], row[6], row[7], row[8], row[9]
+        )
+
+    def models(self) -> list[ModelRecord]:
+        return [self._model(r) for r in self._query("SELECT * FROM models ORDER BY received")]
+
+    def model(self, version: str) -> ModelRecord | None:
+        rows = self._query("SELECT * FROM models WHERE version=?", (version,))
+        return self._model(rows[0]) if rows else None
+
+    def serving(self) -> ModelRecord | None:
+        rows = self._query("SELECT * FROM models WHERE state='serving'")
+        return self._model(rows[0]) if rows else None
+
+    def record_model(
+        self,
+        version: str,
+        path: Path,
+        sha256: str,
+        *,
+        serve: bool,
+        serving_score: float | None = None,
+        candidate_score: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Record a decided model; serving it retires the current one in the same commit."""
+        now = time.time()
+        with self._tx() as db:
+            if serve:
+                db.execute("UPDATE models SET state='retired' WHERE state='serving'")
+            db.execute(
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    version,
+                    str(path),
+                    sha256,
+                    "serving" if serve else "rejected",
+                    now,
+                    now,
+                    now if serve else None,
+                    serving_score,
+                    candidate_score,
+                    reason,
+                ),
+            )
+
+    def rollback(self) -> ModelRecord:
+        """Serve the most recently retired model again; the current one is marked rolled back."""
+        with self._tx() as db:
+            current = db.execute("SELECT version FROM models WHERE state='serving'").fetchone()
+            if current is None:
+                raise StoreError("no model is serving; nothing to roll back")
+            previous = db.execute(
+                "SELECT version FROM models WHERE state='retired' "
+                "ORDER BY serving_since DESC LIMIT 1"
+            ).fetchone()
+            if previous is None:
+                raise StoreError(f"model {current[0]} is the only one ever served; nothing earlier")
+            db.execute("UPDATE models SET state='rolled_back' WHERE version=?", (current[0],))
+            db.execute(
+                "UPDATE models SET state='serving', serving_since=? WHERE version=?",
+                (time.time(), previous[0]),
+            )
+        record = self.model(previous[0])
+        assert record is not None
+        return record
+
+    # federation state -------------------------------------------------------------------
+
+    def put_state(self, key: str, value: bytes) -> None:
+        """Opaque federation state (e.g. the error-feedback residual of compressed updates)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO federation_state VALUES (?, ?, ?)",
+                (key, value, time.time()),
+            )
+
+    def get_state(self, key: str) -> bytes | None:
+        rows = self._query("SELECT value FROM federation_state WHERE key=?", (key,))
+        return None if not rows else bytes(rows[0][0])
+
+    # retention --------------------------------------------------------------------------
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+    def used_bytes(self) -> int:
+        pages = self._query("PRAGMA page_count")[0][0] - self._query("PRAGMA freelist_count")[0][0]
+        return int(pages) * int(self._query("PRAGMA page_size")[0][0])
+
+    def enforce_retention(self, now: float, max_age_s: float, max_bytes: int) -> int:
+        """Drop samples and forecasts older than ``max_age_s``, then oldest-first until the
+        data fits ``max_bytes``; returns the samples removed."""
+        removed = 0
+        cutoff = now - max_age_s
+        with self._tx() as db:
+            removed += db.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount
+            db.execute("DELETE FROM forecasts WHERE created < ?", (cutoff,))
+        while self.used_bytes() > max_bytes:
+            with self._tx() as db:
+                total = db.execute("SELECT count(*) FROM samples").fetchone()[0]
+                if total == 0:
+                    db.execute("DELETE FROM forecasts")
+                    break
+                chunk = max(total // 10, 1)
+                edge = db.execute(
+                    "SELECT received FROM samples ORDER BY received LIMIT 1 OFFSET ?", (chunk - 1,)
+                ).fetchone()[0]
+                removed += db.execute("DELETE FROM samples WHERE received <= ?", (edge,)).rowcount
+                db.execute("DELETE FROM forecasts WHERE created <= ?", (edge,))
+        try:
+            self._db.execute("PRAGMA incremental_vacuum")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        return removed
+
+
+def stored_cells(path: Path) -> list[str]:
+    """Cell ids in a store (sorted), read-only: the sites a SuperNode can train on."""
+    if not path.is_file():
+        raise StoreError(f"{path}: no agent store")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        try:
+            return [r[0] for r in db.execute("SELECT DISTINCT cell FROM samples ORDER BY cell")]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: {exc}") from exc
+
+
+def read_cell_series(
+    path: Path, index: int
+) -> tuple[str, int, NDArray[np.int64], NDArray[np.float64]]:
+    """The ``index``-th cell (sorted by id) of a store, read-only, on a regular grid.
+
+    Returns the cell id, step seconds, the grid's steps and its KPIs (NaN where no sample
+    arrived). Used by the SuperNode's ClientApp through ``simulation.open_sites``.
+    """
+    if not path.is_file():
+        raise StoreError(f"{path}: no agent store")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open store read-only: {exc}") from exc
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='step_seconds'").fetchone()
+        cells = [r[0] for r in db.execute("SELECT DISTINCT cell FROM samples ORDER BY cell")]
+        if row is None or not cells:
+            raise StoreError(f"{path}: the store holds no samples yet")
+        if not 0 <= index < len(cells):
+            raise StoreError(f"{path}: cell index {index} outside 0..{len(cells) - 1}")
+        rows = db.execute(
+            f"SELECT step, {', '.join(KPI_NAMES)} FROM samples WHERE cell=? ORDER BY step",
+            (cells[index],),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: {exc}") from exc
+    finally:
+        db.close()
+    first, last = int(rows[0][0]), int(rows[-1][0])
+    grid = np.arange(first, last + 1, dtype=np.int64)
+    values = np.full((len(grid), _N), np.nan)
+    for r in rows:
+        values[int(r[0]) - first] = [np.nan if v is None else v for v in r[1:]]
+    return cells[index], int(row[0]), grid, values

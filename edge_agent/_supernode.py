@@ -1,0 +1,164 @@
+"""Supervise a ``flower-supernode`` that trains the shared ClientApp from this agent's store.
+
+The SuperNode is a separate process (the agent never imports flwr or torch). It runs
+``federation.client_app:app`` in an isolated subprocess; that app opens its data through
+``simulation.open_sites({"kind": "agent_store"})``, which reads the store named by
+``$FEDGE_AGENT_STORE``. If the SuperNode exits, it is restarted after an exponential
+backoff that resets once a run has lasted ``stable_after_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_agent._broker import backoff_delay
+from edge_agent._config import FederationConfig
+from edge_agent._errors import SupervisorError
+
+log = logging.getLogger("fedge.agent.supernode")
+
+
+def resolve_binary(name: str) -> Path:
+    """An explicit path, else PATH, else next to this interpreter (a venv's bin/)."""
+    if "/" in name:
+        path = Path(name)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise SupervisorError(f"federation.supernode: {name} is not an executable file")
+        return path
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        raise SupervisorError(
+            f"federation.supernode: {name!r} not found on PATH or next to {sys.executable}"
+        )
+    return Path(found)
+
+
+def supernode_command(config: FederationConfig, binary: Path) -> list[str]:
+    node_config = f"site-index={config.site_index}"
+    if config.extra_node_config:
+        node_config += " " + config.extra_node_config
+    return [
+        str(binary),
+        "--insecure",
+        "--superlink",
+        config.superlink,
+        "--isolation",
+        "subprocess",
+        "--node-config",
+        node_config,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(config.runtime_port),
+    ]
+
+
+class SupernodeSupervisor:
+    def __init__(
+        self,
+        config: FederationConfig,
+        store_path: Path,
+        log_path: Path,
+        *,
+        on_state: Callable[[bool], None] = lambda _: None,
+        on_restart: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        self.command = supernode_command(config, resolve_binary(config.supernode))
+        self.store_path = store_path
+        self.log_path = log_path
+        self._on_state = on_state
+        self._on_restart = on_restart
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._rng = random.Random()
+        self.restarts = 0
+        self.started = threading.Event()
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return None if self._proc is None else self._proc.pid
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.update(
+            FEDGE_AGENT_STORE=str(self.store_path.resolve()),
+            FLWR_TELEMETRY_ENABLED="0",
+            RAY_USAGE_STATS_ENABLED="0",
+        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            try:
+                return subprocess.Popen(
+                    self.command,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise SupervisorError(f"cannot start {self.command[0]}: {exc}") from exc
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fedge-supernode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                proc = self._spawn()
+            except SupervisorError as exc:
+                log.error("%s", exc)
+                proc = None
+            if proc is not None:
+                with self._lock:
+                    self._proc = proc
+                self._on_state(True)
+                self.started.set()
+                code = proc.wait()
+                self._on_state(False)
+                if self._stop.is_set():
+                    break
+                log.warning("flower-supernode exited with %s; restarting", code)
+            if time.monotonic() - began >= self.config.stable_after_s:
+                attempt = 0
+            delay = backoff_delay(
+                attempt, self.config.restart_min_s, self.config.restart_max_s, self._rng
+            )
+            attempt += 1
+            if self._stop.wait(delay):
+                break
+            self.restarts += 1
+            self._on_restart()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the SuperNode's process group, SIGKILL it if it lingers."""
+        self._stop.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
