@@ -271,7 +271,8 @@ class Agent:
             newest = self.guard.check(sample)
         except KpiRejected as exc:
             if (
-                exc.reason == Reason.DUPLICATE
+                msg.dup
+                and exc.reason in (Reason.DUPLICATE, Reason.OUT_OF_ORDER)
                 and self.store.sample(sample.cell, sample.step) == sample.values
             ):
                 self.metrics.redelivered.inc()  # a redelivery of what we already committed

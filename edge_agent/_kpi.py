@@ -165,16 +165,15 @@ class OrderGuard:
         newest = self._newest.get(sample.cell)
         if newest is None:
             return True
-        recent = self._recent[sample.cell]
-        if sample.step in recent or sample.step == newest:
-            raise KpiRejected(
-                Reason.DUPLICATE, f"cell {sample.cell} already has step {sample.step}"
-            )
         if sample.step < newest - self.tolerance:
             raise KpiRejected(
                 Reason.OUT_OF_ORDER,
                 f"step {sample.step} is {newest - sample.step} steps behind the newest "
                 f"(tolerance {self.tolerance})",
+            )
+        if sample.step == newest or sample.step in self._recent[sample.cell]:
+            raise KpiRejected(
+                Reason.DUPLICATE, f"cell {sample.cell} already has step {sample.step}"
             )
         return sample.step > newest
 
