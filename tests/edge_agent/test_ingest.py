@@ -82,7 +82,8 @@ def test_every_malformed_class_is_dead_lettered_and_the_loop_survives(
     cfg = write_config(tmp_path, broker.url, model={"initial": str(tiny_models.good)})
     good = [kpi_payload("c", (last + k) * STEP, values[-5]) for k in (1, 2, 3)]
     bad: list[tuple[bytes, str]] = []
-    for payload, reason, _ in CASES:
+    for case, reason, _ in CASES:
+        payload = case
         if isinstance(payload, dict) and payload.get("ts") == NOW - 5:  # the clock is real here
             payload = {**payload, "ts": (last + 2) * STEP}
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

@@ -125,8 +125,9 @@ def test_order_guard_seeded_from_the_store_after_a_restart() -> None:
 
 
 def test_wire_schema_matches_the_simulation_kpis() -> None:
-    from simulation import KPIS, TARGET_INDEX as SIM_TARGETS
+    from simulation import KPIS
+    from simulation import TARGET_INDEX as SIM_TARGETS
 
-    assert KPI_NAMES == tuple(k.name for k in KPIS)
+    assert tuple(k.name for k in KPIS) == KPI_NAMES
     assert tuple((k.name, k.low, k.high) for k in KPIS) == KPI_FIELDS
     assert TARGET_INDEX == SIM_TARGETS
