@@ -41,6 +41,28 @@ def simulate(
         int | None, typer.Option(help="Parallel site workers (default: CPU count).")
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    codec: Annotated[
+        str | None,
+        typer.Option(
+            help="Compress and seal updates: fp32, fp16, int8, int8-channel, int8+sr, int4, "
+            "topk:<fraction>, sign; none = plain Flower messages (docs/compression.md)."
+        ),
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated codecs: one extra FedAvg run each, RMSE-vs-bytes plot."),
+    ] = None,
+    attacks: Annotated[
+        str | None,
+        typer.Option(
+            help="Misbehaving sites, e.g. 'boosted=0.1,tampered=0.05' (tampered, replayed, "
+            "nonfinite, misshaped, boosted; boost=<factor>). Needs --codec."
+        ),
+    ] = None,
+    residual_decay: Annotated[
+        float | None,
+        typer.Option(help="Error-feedback residual x decay^missed rounds (1 keeps it whole)."),
+    ] = None,
 ) -> None:
     """Federated load forecasting over many simulated sites, against the baselines."""
     from rich.console import Console
@@ -69,6 +91,12 @@ def simulate(
         "horizon": horizon,
         "seed": seed,
         "workers": workers,
+        "codec": codec,
+        "sweep": tuple(c.strip() for c in sweep.split(",") if c.strip())
+        if sweep is not None
+        else None,
+        "attacks": attacks,
+        "residual_decay": residual_decay,
     }
     try:
         config = replace(

@@ -9,9 +9,11 @@ from typing import Any
 from simulation._errors import SimulationError
 from simulation._generator import GeneratorConfig
 
-FEDERATED_METHODS = ("fedavg", "fedprox")
-TRAINED_METHODS = (*FEDERATED_METHODS, "local", "centralized")
+ROBUST_METHODS = ("fedtrimmedavg", "fedmedian", "krum")  # opt-in: not in the default set
+FEDERATED_METHODS = ("fedavg", "fedprox", *ROBUST_METHODS)
+TRAINED_METHODS = ("fedavg", "fedprox", "local", "centralized")
 ALL_METHODS = (*TRAINED_METHODS, "seasonal_naive", "persistence")
+KNOWN_METHODS = (*ALL_METHODS, *ROBUST_METHODS)
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,22 @@ class SimulationConfig:
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     eval_sites: int | None = None  # score the test days of this many sites (None: all)
     export_onnx: bool = True
+    # Compressed, sealed updates (docs/compression.md).
+    codec: str = "none"  # "none": plain Flower messages
+    residual_decay: float = 1.0
+    attacks: str = ""  # e.g. "boosted=0.1"; needs a codec (attacks act on sealed updates)
+    attack_baseline: bool = True  # with attacks: rerun each federated method clean
+    sweep: tuple[str, ...] = ()  # one extra FedAvg run per codec: the RMSE-vs-bytes plot
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in ALL_METHODS]
+        unknown = [m for m in self.methods if m not in KNOWN_METHODS]
         if unknown or not self.methods:
             raise SimulationError(
-                f"unknown method(s) {unknown or '(none given)'}; choose from {', '.join(ALL_METHODS)}"
+                f"unknown method(s) {unknown or '(none given)'}; choose from {', '.join(KNOWN_METHODS)}"
             )
+        from simulation._comm import check_comm_config
+
+        check_comm_config(self)
         if len(set(self.methods)) != len(self.methods):
             raise SimulationError("a method is listed twice")
         if self.workers < 1:
@@ -55,6 +66,7 @@ class SimulationConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["methods"] = list(self.methods)
+        out["sweep"] = list(self.sweep)
         return out
 
 
@@ -70,6 +82,22 @@ PRESETS: dict[str, SimulationConfig] = {
         fraction_train=0.05,
         fraction_evaluate=0.02,
         eval_sites=50,
+        export_onnx=False,
+    ),
+    # The demo's sites, FedAvg with sealed updates per codec: the RMSE-vs-bytes plot.
+    "codec_sweep": SimulationConfig(
+        name="codec_sweep",
+        methods=("fedavg",),
+        codec="int8",
+        sweep=("fp32", "fp16", "int8", "int8-channel", "int4", "topk:0.03", "topk:0.01", "sign"),
+        export_onnx=False,
+    ),
+    # The demo's sites with 10% poisoning (boosted) sites: robust aggregation vs FedAvg.
+    "poisoning": SimulationConfig(
+        name="poisoning",
+        methods=("fedavg", "fedtrimmedavg", "fedmedian", "krum"),
+        codec="int8",
+        attacks="boosted=0.1",
         export_onnx=False,
     ),
     # A minute-long end-to-end run for tests and first contact.

@@ -14,7 +14,17 @@ from numpy.typing import NDArray
 
 from simulation._kpis import KPI_BY_NAME, TARGET_KPIS
 
-METHOD_ORDER = ("fedavg", "fedprox", "local", "centralized", "seasonal_naive", "persistence")
+METHOD_ORDER = (
+    "fedavg",
+    "fedprox",
+    "fedtrimmedavg",
+    "fedmedian",
+    "krum",
+    "local",
+    "centralized",
+    "seasonal_naive",
+    "persistence",
+)
 
 
 def write_report(
@@ -91,6 +101,9 @@ def _plots(
         ax.set(title="per-site test RMSE (fraction of KPI range) across sites")
         out.append(("Error distribution across sites", _figure_png(fig)))
         plt.close(fig)
+    from simulation._comm import comm_plots
+
+    out.extend(comm_plots(report, _figure_png))
     return out
 
 
@@ -140,10 +153,17 @@ Wall time {timing["wall_s"]:.0f} s; {timing["site_rounds_per_min"]} site-rounds 
 <p>RMSE and MAE are fractions of each site's KPI range averaged over the three targets; R² is the
 mean per-site R²; under-provisioning counts forecasts below the actual by more than 5% of the range.</p>
 <h2>Methods on the held-out days</h2>{_table(report)}
+{_comm_html(report)}
 {figs}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(cfg, indent=2))}</pre>
 </body></html>
 """
+
+
+def _comm_html(report: dict[str, Any]) -> str:
+    from simulation._comm import comm_html
+
+    return comm_html(report)
 
 
 def console_summary(report: dict[str, Any]) -> Any:

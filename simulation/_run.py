@@ -17,6 +17,7 @@ from federation import FederationPlan, RoundRecord
 from federation._site_task import SiteTask, site_task
 from models import ForecastSpec, LoadForecaster, Weights, predict, set_weights
 from simulation._baselines import actuals, persistence, seasonal
+from simulation._comm import attacks_json, comm_plan
 from simulation._config import FEDERATED_METHODS, SimulationConfig
 from simulation._errors import SimulationError
 from simulation._kpi_file import read_kpi_file
@@ -41,6 +42,7 @@ class MethodResult:
     rounds: list[RoundRecord] = field(default_factory=list)
     seconds: float = 0.0
     site_rounds: int = 0
+    comm: dict[str, Any] | None = None  # bytes and rejections of a sealed run
 
 
 @dataclass
@@ -81,6 +83,9 @@ def make_plan(config: SimulationConfig, source: SiteSource, strategy: str) -> Fe
         val_days=config.val_days,
         test_days=config.test_days,
         forecast=ForecastSpec(lookback=config.lookback, horizon=config.horizon),
+        codec=config.codec,
+        residual_decay=config.residual_decay,
+        attacks=attacks_json(config, source.num_sites),
     )
 
 
@@ -108,10 +113,11 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
         if method in FEDERATED_METHODS:
             from simulation._federated import run_federated
 
-            fplan = make_plan(config, source, method)
+            fplan = comm_plan(make_plan(config, source, method), run_dir, method)
             progress.start(method, fplan.num_rounds)
             fed = run_federated(fplan, source.num_sites, config.workers, _ticker(progress, method))
             weights[method] = fed.outcome.weights
+            res.comm = fed.outcome.comm
             res.rounds, res.site_rounds = fed.outcome.rounds, fed.site_rounds
             res.scores = _score_model(fed.outcome.weights, plan, tasks)
         elif method == "local":
@@ -153,10 +159,41 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
         set_weights(model, weights["fedavg"])
         artifacts["fedavg_onnx"] = str(export_onnx(model, run_dir / "fedavg.onnx"))
 
+    comm = _comm_sections(config, source, run_dir, results, plan, tasks, progress)
     wall = time.perf_counter() - started
     report = _report(config, data_info, source, results, indices, wall, artifacts)
+    report.update(comm)
     plot_series = _plot_series(tasks, weights, plan, config)
     return RunResult(report, run_dir, plot_series)
+
+
+def _comm_sections(
+    config: SimulationConfig,
+    source: SiteSource,
+    run_dir: Path,
+    results: dict[str, MethodResult],
+    plan: FederationPlan,
+    tasks: dict[int, SiteTask],
+    progress: RunProgress,
+) -> dict[str, Any]:
+    from simulation._comm import comm_sections
+    from simulation._federated import run_federated
+
+    outcomes = {
+        m: (pool_scores(r.scores)["rmse"], r.comm)
+        for m, r in results.items()
+        if m in FEDERATED_METHODS
+    }
+    return comm_sections(
+        config,
+        source.num_sites,
+        lambda m: make_plan(config, source, m),
+        run_dir,
+        outcomes,
+        lambda p: run_federated(p, source.num_sites, config.workers).outcome,
+        lambda o: pool_scores(_score_model(o.weights, plan, tasks)),
+        progress,
+    )
 
 
 def _ticker(progress: RunProgress, task: str) -> Callable[[int], None]:
