@@ -1,6 +1,9 @@
 """The central service (registry, rounds on a SuperLink, decisions API).
 
-Empty until its issue lands: nothing here is advertised by the ``fedge`` command yet.
+Only the decision serving has landed: :class:`DecisionService` answers strategic power
+modes and tactical slice shares from ONNX policies, without importing torch.
 """
 
-__all__: list[str] = []
+from coordinator._decisions import DecisionService, StrategicDecision, TacticalDecision
+
+__all__ = ["DecisionService", "StrategicDecision", "TacticalDecision"]

@@ -57,6 +57,9 @@ def _register(only: str | None = None) -> None:
     from security._cli import register as register_keys
 
     register_keys(app)
+    from simulation._decisions_cli import register as register_decisions
+
+    register_decisions(app)
 
 
 def main() -> None:

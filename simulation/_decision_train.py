@@ -1,0 +1,349 @@
+"""Training the decision agents: DQN on the energy cluster, PPO on the slice allocation.
+
+The order matters: the DQN is trained first, then run over the training days, and the
+PPO learns under the modes and offloaded load that plan produces (the tactical state
+carries the strategic context). Both policies are exported to ONNX with a manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from simulation._decision_data import DecisionData, build_data
+from simulation._energy_env import (
+    ENERGY_OBS_DIM,
+    ENERGY_OBS_NAMES,
+    MODES,
+    EnergySavingEnv,
+    rollout,
+)
+from simulation._errors import DecisionError
+from simulation._generator import GeneratorConfig
+from simulation._slice_env import (
+    ACTION_BOUND,
+    SLICE_OBS_DIM,
+    SLICE_OBS_NAMES,
+    SLICES,
+    SliceAllocationEnv,
+    context,
+)
+from simulation._source import GeneratedSites, SiteSource
+
+ENERGY_ONNX = "energy_policy.onnx"
+SLICE_ONNX = "slice_policy.onnx"
+MANIFEST = "manifest.json"
+OBS_INPUT = "obs"
+
+
+class DecisionProgress(Protocol):
+    def start(self, task: str, total: int) -> None: ...
+
+    def advance(self, task: str) -> None: ...
+
+
+class _NoProgress:
+    def start(self, task: str, total: int) -> None:
+        pass
+
+    def advance(self, task: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """What ``fedge decisions train`` trains on, and for how long."""
+
+    name: str = "default"
+    generator: GeneratorConfig = field(
+        default_factory=lambda: GeneratorConfig(num_sites=20, days=21)
+    )
+    cluster_size: int = 4
+    val_days: int = 2
+    test_days: int = 3
+    forecast_epochs: int = 3
+    dqn_timesteps: int = 150_000
+    ppo_timesteps: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cluster_size < 2:
+            raise DecisionError(f"cluster_size must be >= 2, got {self.cluster_size}")
+        if self.forecast_epochs < 1:
+            raise DecisionError("forecast_epochs must be >= 1")
+        if self.dqn_timesteps < 100 or self.ppo_timesteps < 64:
+            raise DecisionError("need at least 100 DQN and 64 PPO timesteps")
+        if self.val_days < 1 or self.test_days < 1:
+            raise DecisionError("val_days and test_days must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DECISION_PRESETS: dict[str, DecisionConfig] = {
+    # The demo's sites (20 sites, 21 days: 16 train, 2 validation, 3 held-out days).
+    "default": DecisionConfig(),
+    # Seconds, for tests and first contact: the numbers mean nothing.
+    "smoke": DecisionConfig(
+        name="smoke",
+        generator=GeneratorConfig(num_sites=8, days=6),
+        val_days=1,
+        test_days=1,
+        forecast_epochs=1,
+        dqn_timesteps=600,
+        ppo_timesteps=256,
+    ),
+}
+
+
+def decision_preset(name: str) -> DecisionConfig:
+    try:
+        return DECISION_PRESETS[name]
+    except KeyError:
+        raise DecisionError(
+            f"unknown decision preset {name!r}; choose from {', '.join(DECISION_PRESETS)}"
+        ) from None
+
+
+@dataclass
+class Trained:
+    config: DecisionConfig
+    data: DecisionData
+    out_dir: Path
+    manifest: dict[str, Any]
+    seconds: dict[str, float]
+    dqn: Any  # stable_baselines3.DQN
+    ppo: Any  # stable_baselines3.PPO
+
+
+def train(
+    config: DecisionConfig,
+    out_dir: Path,
+    source: SiteSource | None = None,
+    progress: DecisionProgress | None = None,
+    threads: int = 2,
+) -> Trained:
+    """Forecaster, then DQN, then PPO; writes SB3 zips, ONNX policies and the manifest."""
+    import torch
+    from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    progress = progress or _NoProgress()
+    torch.set_num_threads(threads)
+    source = source or GeneratedSites(config.generator)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    progress.start("hour-ahead forecaster", config.forecast_epochs)
+    data = build_data(
+        source,
+        config.cluster_size,
+        config.val_days,
+        config.test_days,
+        config.forecast_epochs,
+        config.seed,
+        lambda: progress.advance("hour-ahead forecaster"),
+    )
+    seconds["forecaster"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed)
+    energy_env = EnergySavingEnv(data, "train")
+    energy_env.reset(seed=config.seed)
+    dqn = DQN(
+        "MlpPolicy",
+        energy_env,
+        learning_rate=5e-4,
+        buffer_size=100_000,
+        learning_starts=min(5_000, config.dqn_timesteps // 10),
+        batch_size=128,
+        gamma=0.98,
+        train_freq=4,
+        target_update_interval=2_000,
+        exploration_fraction=0.3,
+        exploration_final_eps=0.02,
+        policy_kwargs={"net_arch": [64, 64]},
+        seed=config.seed,
+        device="cpu",
+        verbose=0,
+    )
+    dqn.learn(config.dqn_timesteps, callback=_ticks(progress, "DQN energy", config.dqn_timesteps))
+    seconds["dqn"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    plan = rollout(data, data.block_starts("train"), torch_energy_policy(dqn))
+    ctx = context(data, plan, config.seed)
+    lo = int(plan.starts[0])
+    hi = int(plan.starts[-1]) + 3
+
+    def make(rank: int) -> Any:
+        def build() -> SliceAllocationEnv:
+            env = SliceAllocationEnv(ctx, lo, hi)
+            env.reset(seed=config.seed * 100 + rank)
+            return env
+
+        return build
+
+    vec = DummyVecEnv([make(r) for r in range(4)])
+    vec.seed(config.seed)
+    ppo = PPO(
+        "MlpPolicy",
+        vec,
+        learning_rate=3e-4,
+        n_steps=256,
+        batch_size=256,
+        n_epochs=5,
+        gamma=0.0,
+        gae_lambda=1.0,
+        ent_coef=0.0,
+        policy_kwargs={"net_arch": [64, 64]},
+        seed=config.seed,
+        device="cpu",
+        verbose=0,
+    )
+    ppo.learn(config.ppo_timesteps, callback=_ticks(progress, "PPO slices", config.ppo_timesteps))
+    seconds["ppo"] = time.perf_counter() - t0
+
+    dqn.save(out_dir / "energy_dqn.zip")
+    ppo.save(out_dir / "slice_ppo.zip")
+    export_energy_onnx(dqn, out_dir / ENERGY_ONNX)
+    export_slice_onnx(ppo, out_dir / SLICE_ONNX)
+    manifest = write_manifest(out_dir, config, data, seconds)
+    return Trained(config, data, out_dir, manifest, seconds, dqn, ppo)
+
+
+def _ticks(progress: DecisionProgress, task: str, total: int) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    every = max(1, total // 100)
+    progress.start(task, -(-total // every))
+
+    class Ticks(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % every == 0:
+                progress.advance(task)
+            return True
+
+    return Ticks()
+
+
+def torch_energy_policy(dqn: Any) -> Any:
+    """Greedy modes from the SB3 Q-network, batched."""
+    import torch
+
+    def policy(obs: NDArray[np.float32], sites: NDArray[np.int64]) -> NDArray[np.int64]:
+        with torch.no_grad():
+            q = dqn.q_net(torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)))
+        modes: NDArray[np.int64] = q.argmax(dim=1).numpy().astype(np.int64)
+        return modes
+
+    return policy
+
+
+def _export(module: Any, dim: int, outputs: list[str], path: Path) -> None:
+    import torch
+
+    module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (torch.zeros(1, dim),),
+                str(path),
+                input_names=[OBS_INPUT],
+                output_names=outputs,
+                dynamic_axes={OBS_INPUT: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                opset_version=17,
+                dynamo=False,
+            )
+    except Exception as exc:  # torch raises many unrelated types from its exporters
+        raise DecisionError(f"ONNX export of {path.name} failed: {exc}") from exc
+
+
+def export_energy_onnx(dqn: Any, path: Path) -> Path:
+    """obs (batch, 17) -> mode (batch,) int64 and q_values (batch, 3)."""
+    import torch
+
+    class Greedy(torch.nn.Module):
+        def __init__(self, q_net: torch.nn.Module) -> None:
+            super().__init__()
+            self.q_net = q_net
+
+        def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            q = self.q_net(obs)
+            return q.argmax(dim=1), q
+
+    _export(Greedy(dqn.q_net), ENERGY_OBS_DIM, ["mode", "q_values"], path)
+    return path
+
+
+def export_slice_onnx(ppo: Any, path: Path) -> Path:
+    """obs (batch, 14) -> shares (batch, 4): the deterministic action through the softmax."""
+    import torch
+
+    class Shares(torch.nn.Module):
+        def __init__(self, policy: Any) -> None:
+            super().__init__()
+            self.extractor = policy.mlp_extractor
+            self.action_net = policy.action_net
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            mean = self.action_net(self.extractor.forward_actor(obs))
+            return torch.softmax(torch.clamp(mean, -ACTION_BOUND, ACTION_BOUND), dim=1)
+
+    _export(Shares(ppo.policy), SLICE_OBS_DIM, ["shares"], path)
+    return path
+
+
+def write_manifest(
+    out_dir: Path, config: DecisionConfig, data: DecisionData, seconds: dict[str, float]
+) -> dict[str, Any]:
+    """The policy version is a digest of both ONNX files: same bytes, same version."""
+    import stable_baselines3
+
+    digest = hashlib.sha256()
+    files = {}
+    for name in (ENERGY_ONNX, SLICE_ONNX):
+        blob = (out_dir / name).read_bytes()
+        digest.update(blob)
+        files[name] = hashlib.sha256(blob).hexdigest()
+    manifest = {
+        "format": 1,
+        "version": digest.hexdigest()[:16],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "energy": {
+            "file": ENERGY_ONNX,
+            "sha256": files[ENERGY_ONNX],
+            "obs": list(ENERGY_OBS_NAMES),
+            "modes": list(MODES),
+        },
+        "slices": {
+            "file": SLICE_ONNX,
+            "sha256": files[SLICE_ONNX],
+            "obs": list(SLICE_OBS_NAMES),
+            "shares": [*SLICES, "unreserved"],
+        },
+        "sites": list(data.site_ids),
+        "cluster_size": int(data.clusters.shape[1]),
+        "config": config.to_dict(),
+        "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "stable_baselines3": stable_baselines3.__version__,
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def config_for_run(preset_name: str, generator: GeneratorConfig, seed: int) -> DecisionConfig:
+    """The decision preset's budgets on a simulation run's own sites and seed."""
+    return replace(decision_preset(preset_name), generator=generator, seed=seed)

@@ -1,0 +1,108 @@
+"""``fedge decisions train``: train, export and evaluate the energy and slice agents."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+decisions_app = typer.Typer(
+    help="Central decisions: DQN energy saving and PPO slice allocation.", no_args_is_help=True
+)
+
+
+class _Bars:
+    """Rich progress bars, one per training stage."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def start(self, task: str, total: int) -> None:
+        self.tasks[task] = self.progress.add_task(task, total=total)
+
+    def advance(self, task: str) -> None:
+        if task in self.tasks:
+            self.progress.advance(self.tasks[task])
+
+
+@decisions_app.command("train")
+def train_command(
+    preset_name: Annotated[
+        str, typer.Option("--preset", help="default (the demo's 20 sites) or smoke.")
+    ] = "default",
+    out: Annotated[Path, typer.Option(help="Policy directory to write.")] = Path("runs/decisions"),
+    seed: Annotated[int | None, typer.Option(help="Seed for data, forecaster and agents.")] = None,
+    dqn_steps: Annotated[int | None, typer.Option(help="DQN timesteps.")] = None,
+    ppo_steps: Annotated[int | None, typer.Option(help="PPO timesteps.")] = None,
+) -> None:
+    """Train the hour-ahead forecaster, the DQN and the PPO; export ONNX; score held-out days."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from simulation._decision_eval import held_out
+    from simulation._decision_train import decision_preset, train
+
+    config = decision_preset(preset_name)
+    changes: dict[str, Any] = {
+        "seed": seed,
+        "dqn_timesteps": dqn_steps,
+        "ppo_timesteps": ppo_steps,
+    }
+    config = replace(config, **{k: v for k, v in changes.items() if v is not None})
+    if seed is not None:
+        config = replace(config, generator=replace(config.generator, seed=seed))
+    console = Console()
+    bars = _Bars(console)
+    with bars.progress:
+        trained = train(config, out, progress=bars)
+    section, _ = held_out(trained)
+    (out / "evaluation.json").write_text(json.dumps(section, indent=2) + "\n")
+    table = Table(
+        title=f"held-out days ({trained.config.test_days}), policy {section['policy_version']}"
+    )
+    for col in ("method", "energy saved", "QoS viol.", "reward"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for m, r in section["energy"].items():
+        table.add_row(
+            m,
+            f"{r['energy_saved_pct']:.1f}%",
+            f"{100 * r['qos_violation_rate']:.2f}%",
+            f"{r['reward']:.4f}",
+        )
+    console.print(table)
+    table = Table()
+    for col in ("slice method", "SLA met", "PRBs reserved", "reward"):
+        table.add_column(col, justify="left" if col == "slice method" else "right")
+    for m, r in section["slices"].items():
+        table.add_row(
+            m,
+            f"{100 * r['sla_satisfaction']:.2f}%",
+            f"{r['reserved_prb_pct']:.1f}%",
+            f"{r['reward']:.4f}",
+        )
+    console.print(table)
+    lat = section["latency_us"]
+    console.print(f"decision latency p50 {lat['p50']} µs, p99 {lat['p99']} µs")
+    console.print(f"policies: {out}  evaluation: {out / 'evaluation.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(decisions_app, name="decisions")

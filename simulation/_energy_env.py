@@ -1,0 +1,354 @@
+"""Strategic energy saving: a cluster of overlapping cells, each choosing a power mode.
+
+Every 15 minutes each site of a cluster is ``active`` (coverage and capacity carriers),
+``capacity_off`` (capacity carrier asleep: half the radio capacity) or ``deep_sleep`` (both
+carriers asleep). Demand a site cannot carry goes to the cluster's other sites, which
+take it up to their spare capacity at a cell-edge efficiency penalty; whatever is left
+is unserved, a QoS violation. Power per carrier follows the EARTH model (Auer et al.,
+"How much energy is needed to run a wireless network?", IEEE Wireless Commun. 18(5),
+2011, table of macro-cell parameters): P = P0 + Δp·load·Pmax, P_sleep when asleep.
+
+Decisions inside a cluster are sequential (site 0 first): each site sees what the sites
+before it chose, which lets one shared per-site policy coordinate a cluster of any size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from numpy.typing import NDArray
+
+from simulation._decision_data import DECISION_STEPS, HOUR_STEPS, DecisionData
+from simulation._errors import DecisionError, DecisionInputError
+
+MODES: tuple[str, ...] = ("active", "capacity_off", "deep_sleep")
+ACTIVE, CAP_OFF, SLEEP = 0, 1, 2
+CAPACITY = np.array([1.0, 0.5, 0.0])  # share of the site's radio capacity per mode
+
+# EARTH macro-cell parameters per carrier (Auer et al. 2011, Table 2).
+P0_W = 130.0
+DELTA_P = 4.7
+PMAX_W = 20.0
+SLEEP_W = 75.0
+CARRIERS = 2
+P_FULL_W = CARRIERS * (P0_W + DELTA_P * PMAX_W)  # a fully loaded active site: 448 W
+# Waking a carrier: it draws full-load power for this long before it serves (see docs).
+WAKE_MINUTES = 1.0
+# Traffic served by a neighbour comes from cell-edge users: 1/0.8 PRBs per unit of demand.
+OFFLOAD_EFFICIENCY = 0.8
+# Cost weights, fixed before any training: one unit = a fully loaded site for 15 minutes.
+UNSERVED_WEIGHT = 10.0  # per unit of unserved demand (fraction of a site's capacity)
+VIOLATION_WEIGHT = 1.0  # per site-step with any unserved demand
+_EPS = 1e-6
+
+ENERGY_OBS_NAMES: tuple[str, ...] = (
+    "load_now",
+    "fc_peak_0_15min",
+    "fc_peak_15_30min",
+    "fc_peak_30_45min",
+    "fc_peak_45_60min",
+    "fc_peak_hour",
+    "neighbour_spare_15min",
+    "neighbour_spare_hour",
+    "neighbours_asleep",
+    "neighbours_undecided",
+    "prev_active",
+    "prev_capacity_off",
+    "prev_deep_sleep",
+    "tod_sin",
+    "tod_cos",
+    "dow_sin",
+    "dow_cos",
+)
+ENERGY_OBS_DIM = len(ENERGY_OBS_NAMES)
+
+# (observations, site indices) -> modes; baselines ignore the sites.
+EnergyPolicy = Callable[[NDArray[np.float32], NDArray[np.int64]], NDArray[np.int64]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One 15-minute block of a batch of clusters; arrays are (clusters, K[, substeps])."""
+
+    demand: NDArray[np.float64]
+    own_served: NDArray[np.float64]
+    absorbed: NDArray[np.float64]  # capacity a site spends on neighbours' offloaded demand
+    offloaded_served: NDArray[np.float64]  # a site's own demand carried by neighbours
+    unserved: NDArray[np.float64]
+    spare_before: NDArray[np.float64]  # capacity left after own demand, before offload
+    power_w: NDArray[np.float64]  # (clusters, K): mean power over the block, wake-up included
+
+
+def carrier_power(load: NDArray[np.float64]) -> NDArray[np.float64]:
+    """EARTH: P = P0 + Δp·load·Pmax for a carrier at ``load`` ∈ [0, 1] of its capacity."""
+    return P0_W + DELTA_P * np.clip(load, 0.0, 1.0) * PMAX_W
+
+
+def site_power(modes: NDArray[np.int64], used: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Power of sites in ``modes`` carrying ``used`` (fraction of full site capacity)."""
+    m = modes if used.ndim == modes.ndim else modes[..., None]
+    active = CARRIERS * carrier_power(used)
+    cap_off = carrier_power(used / CAPACITY[CAP_OFF]) + SLEEP_W
+    asleep = np.full_like(used, CARRIERS * SLEEP_W)
+    return np.where(m == ACTIVE, active, np.where(m == CAP_OFF, cap_off, asleep))
+
+
+def wake_power(prev: NDArray[np.int64], modes: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Extra mean power over a block for carriers that wake up at its start."""
+    awake = np.array([CARRIERS, 1, 0])
+    woken = np.clip(awake[modes] - awake[prev], 0, None)
+    extra: NDArray[np.float64] = (
+        woken * (P0_W + DELTA_P * PMAX_W - SLEEP_W) * WAKE_MINUTES / (5.0 * DECISION_STEPS)
+    ).astype(np.float64)
+    return extra
+
+
+def resolve(
+    modes: NDArray[np.int64], demand: NDArray[np.float64], prev: NDArray[np.int64]
+) -> Outcome:
+    """Serve ``demand`` (clusters, K, substeps) under ``modes`` (clusters, K)."""
+    cap = CAPACITY[modes][..., None]
+    own = np.minimum(demand, cap)
+    excess = demand - own
+    spare = cap - own
+    pool = excess.sum(axis=1, keepdims=True)
+    spare_tot = spare.sum(axis=1, keepdims=True)
+    servable = np.minimum(pool, spare_tot * OFFLOAD_EFFICIENCY)
+    frac = np.divide(servable, pool, out=np.ones_like(pool), where=pool > 0)
+    off_served = excess * frac
+    share = np.divide(spare, spare_tot, out=np.zeros_like(spare), where=spare_tot > 0)
+    absorbed = share * servable / OFFLOAD_EFFICIENCY
+    used = own + absorbed
+    power = site_power(modes, used).mean(axis=-1) + wake_power(prev, modes)
+    return Outcome(demand, own, absorbed, off_served, excess - off_served, spare, power)
+
+
+def site_costs(out: Outcome) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """(cost, mean unserved, violated) per site for one block; reward is -cost."""
+    unserved = out.unserved.mean(axis=-1)
+    violated: NDArray[np.bool_] = np.asarray((out.unserved > _EPS).any(axis=-1))
+    cost: NDArray[np.float64] = (
+        out.power_w / P_FULL_W + UNSERVED_WEIGHT * unserved + VIOLATION_WEIGHT * violated
+    )
+    return cost, unserved, violated
+
+
+def energy_obs(
+    data: DecisionData,
+    sites: NDArray[np.int64],
+    t: int,
+    position: int,
+    modes: NDArray[np.int64],
+    prev: NDArray[np.int64],
+) -> NDArray[np.float32]:
+    """Observation of the site at ``position`` of each cluster (rows of ``sites``) at block ``t``.
+
+    Sites before ``position`` have chosen ``modes`` for this block; the ones after it are
+    counted as active (what they are unless they choose otherwise).
+    """
+    n, k = sites.shape
+    fc = data.fc_load[sites, t - 1].reshape(n, k, HOUR_STEPS // DECISION_STEPS, DECISION_STEPS)
+    peaks = fc.max(axis=-1)  # (n, K, 4)
+    now = data.load[sites, t - DECISION_STEPS : t].mean(axis=-1)
+    assumed = np.where(np.arange(k)[None, :] < position, modes, ACTIVE)
+    cap = CAPACITY[assumed][..., None]
+    net = np.clip(cap - peaks, 0.0, None) * OFFLOAD_EFFICIENCY - np.clip(peaks - cap, 0.0, None)
+    others = np.arange(k) != position
+    net_n = net[:, others].sum(axis=1)  # (n, 4)
+    decided = others & (np.arange(k) < position)
+    asleep = (assumed[:, decided] != ACTIVE).sum(axis=1) / max(1, k - 1)
+    undecided = np.full(n, (k - 1 - position) / max(1, k - 1))
+    prev_onehot = np.eye(3)[prev[:, position]]
+    mow = data.minute_of_week[t]
+    tod, dow = 2 * np.pi * (mow % 1440) / 1440.0, 2 * np.pi * mow / (7 * 1440.0)
+    time = np.tile([np.sin(tod), np.cos(tod), np.sin(dow), np.cos(dow)], (n, 1))
+    own = peaks[:, position]
+    cols = [
+        now[:, position, None],
+        own,
+        own.max(axis=1, keepdims=True),
+        net_n[:, :1],
+        net_n.min(axis=1, keepdims=True),
+        asleep[:, None],
+        undecided[:, None],
+        prev_onehot,
+        time,
+    ]
+    return np.concatenate(cols, axis=1).astype(np.float32)
+
+
+@dataclass
+class EnergyTrace:
+    """A method's blocks over a split: arrays are (blocks, clusters, K)."""
+
+    starts: NDArray[np.int64]
+    modes: NDArray[np.int64]
+    power_w: NDArray[np.float64]
+    cost: NDArray[np.float64]
+    unserved: NDArray[np.float64]
+    violated: NDArray[np.bool_]
+    served_load: NDArray[np.float64]  # (blocks, clusters, K, substeps): own + absorbed
+    absorbed: NDArray[np.float64]  # (blocks, clusters, K, substeps)
+
+    def summary(self, baseline_energy: float | None = None) -> dict[str, float]:
+        energy = float(self.power_w.sum())
+        out = {
+            "energy_kwh": round(energy * 0.25 / 1000.0, 3),
+            "qos_violation_rate": round(float(self.violated.mean()), 5),
+            "reward": round(-float(self.cost.mean()), 5),
+            "unserved_demand_pct": round(100.0 * float(self.unserved.mean()), 4),
+            "mode_share": {
+                m: round(float((self.modes == i).mean()), 4) for i, m in enumerate(MODES)
+            },
+        }
+        ref = baseline_energy if baseline_energy is not None else energy
+        out["energy_saved_pct"] = round(100.0 * (1.0 - energy / ref), 3) if ref > 0 else 0.0
+        return out  # type: ignore[return-value]
+
+
+def rollout(data: DecisionData, starts: NDArray[np.int64], policy: EnergyPolicy) -> EnergyTrace:
+    """Run ``policy`` over consecutive blocks of every cluster at once (batched by cluster)."""
+    sites = data.clusters
+    n, k = sites.shape
+    prev = np.full((n, k), ACTIVE, dtype=np.int64)
+    b = len(starts)
+    modes_h = np.zeros((b, n, k), dtype=np.int64)
+    power, cost, unserved = (np.zeros((b, n, k)) for _ in range(3))
+    violated = np.zeros((b, n, k), dtype=bool)
+    served = np.zeros((b, n, k, DECISION_STEPS))
+    absorbed = np.zeros((b, n, k, DECISION_STEPS))
+    for j, t in enumerate(starts):
+        modes = np.full((n, k), ACTIVE, dtype=np.int64)
+        for pos in range(k):
+            obs = energy_obs(data, sites, int(t), pos, modes, prev)
+            modes[:, pos] = policy(obs, sites[:, pos])
+        out = resolve(modes, data.load[sites, t : t + DECISION_STEPS], prev)
+        c, u, v = site_costs(out)
+        modes_h[j], power[j], cost[j], unserved[j], violated[j] = modes, out.power_w, c, u, v
+        served[j] = out.own_served + out.absorbed
+        absorbed[j] = out.absorbed
+        prev = modes
+    return EnergyTrace(starts, modes_h, power, cost, unserved, violated, served, absorbed)
+
+
+def always_on(obs: NDArray[np.float32], sites: NDArray[np.int64]) -> NDArray[np.int64]:
+    return np.full(len(obs), ACTIVE, dtype=np.int64)
+
+
+def random_policy(seed: int) -> EnergyPolicy:
+    rng = np.random.default_rng(seed)
+    return lambda obs, sites: rng.integers(0, len(MODES), size=len(obs)).astype(np.int64)
+
+
+def threshold_policy(sleep_below: float, off_below: float) -> EnergyPolicy:
+    """Sleep when the hour's forecast peak is below ``sleep_below`` and the neighbours can
+    take it, switch the capacity carrier off below ``off_below``, else stay active."""
+    i_peak = ENERGY_OBS_NAMES.index("fc_peak_hour")
+    i_spare = ENERGY_OBS_NAMES.index("neighbour_spare_hour")
+
+    def policy(obs: NDArray[np.float32], sites: NDArray[np.int64]) -> NDArray[np.int64]:
+        peak, spare = obs[:, i_peak], obs[:, i_spare]
+        sleep = (peak < sleep_below) & (spare >= peak)
+        off = peak < off_below
+        return np.where(sleep, SLEEP, np.where(off, CAP_OFF, ACTIVE)).astype(np.int64)
+
+    return policy
+
+
+THRESHOLD_GRID_SLEEP = tuple(round(x, 2) for x in np.arange(0.0, 0.41, 0.05))
+THRESHOLD_GRID_OFF = tuple(round(x, 2) for x in np.arange(0.0, 0.51, 0.05))
+
+
+def best_threshold(data: DecisionData) -> tuple[float, float, float]:
+    """Grid search on the validation days by reward: (sleep_below, off_below, reward)."""
+    starts = data.block_starts("val")
+    best = (0.0, 0.0, -np.inf)
+    for s in THRESHOLD_GRID_SLEEP:
+        for o in THRESHOLD_GRID_OFF:
+            r = -float(rollout(data, starts, threshold_policy(s, o)).cost.mean())
+            if r > best[2]:
+                best = (s, o, r)
+    return best
+
+
+class EnergySavingEnv(gym.Env[NDArray[np.float32], np.int64]):
+    """Gymnasium environment of one cluster; one ``step`` is one site's decision.
+
+    The reward of a site's decision is its marginal effect on the cluster's cost for the
+    block (sites after it counted as active, without wake-up), so the rewards of a block
+    sum to the always-on cost minus the block's true cost: maximising the return
+    minimises the cluster's energy, unserved demand and violations together.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+
+    def __init__(self, data: DecisionData, split: str = "train", episode_blocks: int = 96) -> None:
+        self.data = data
+        self.starts = data.block_starts(split)
+        if len(self.starts) < 2:
+            raise DecisionError(f"the {split} split has no room for an episode")
+        # One block is kept after every episode so its final observation is a real one.
+        self.episode_blocks = min(episode_blocks, len(self.starts) - 1)
+        self.k = data.clusters.shape[1]
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (ENERGY_OBS_DIM,), np.float32)
+        self.action_space = gym.spaces.Discrete(len(MODES))
+        self._rng = np.random.default_rng(0)
+        self._cluster = data.clusters[:1]
+        self._block = 0
+        self._end = 0
+        self._pos = 0
+        self._modes = np.zeros((1, self.k), dtype=np.int64)
+        self._prev = np.zeros((1, self.k), dtype=np.int64)
+        self._partial = 0.0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[NDArray[np.float32], dict[str, Any]]:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        c = int(self._rng.integers(0, len(self.data.clusters)))
+        self._cluster = self.data.clusters[c : c + 1]
+        self._block = int(self._rng.integers(0, len(self.starts) - self.episode_blocks))
+        self._end = self._block + self.episode_blocks
+        self._prev = np.full((1, self.k), ACTIVE, dtype=np.int64)
+        self._new_block()
+        return self._obs(), {"cluster": c}
+
+    def _new_block(self) -> None:
+        self._pos = 0
+        self._modes = np.full((1, self.k), ACTIVE, dtype=np.int64)
+        self._partial = self._cost(self._modes, upto=-1)
+
+    def _cost(self, modes: NDArray[np.int64], upto: int) -> float:
+        t = int(self.starts[self._block])
+        prev = np.where(np.arange(self.k) <= upto, self._prev, modes)  # no wake after upto
+        out = resolve(modes, self.data.load[self._cluster, t : t + DECISION_STEPS], prev)
+        return float(site_costs(out)[0].sum())
+
+    def _obs(self) -> NDArray[np.float32]:
+        t = int(self.starts[self._block])
+        obs = energy_obs(self.data, self._cluster, t, self._pos, self._modes, self._prev)
+        return np.asarray(obs[0], dtype=np.float32)
+
+    def step(
+        self, action: int | np.integer[Any] | NDArray[Any]
+    ) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        a = int(np.asarray(action).reshape(-1)[0])
+        if not 0 <= a < len(MODES):
+            raise DecisionInputError(f"mode {a} is not one of 0..{len(MODES) - 1}")
+        self._modes[0, self._pos] = a
+        cost = self._cost(self._modes, upto=self._pos)
+        reward = self._partial - cost
+        self._partial = cost
+        self._pos += 1
+        truncated = False
+        if self._pos == self.k:
+            self._prev = self._modes.copy()
+            self._block += 1
+            truncated = self._block == self._end
+            self._new_block()
+        return self._obs(), reward, False, truncated, {}
