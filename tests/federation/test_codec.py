@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from numpy.typing import NDArray
 
 from federation import (
     CodecError,
@@ -28,7 +29,18 @@ from federation._sparse import (
     encode_varints,
 )
 
-BOUNDED = ["fp32", "fp16", "int8", "int8-channel", "int8+sr", "int4", "int4+sr", "topk:0.03", "topk:0.5", "topk:1"]
+BOUNDED = [
+    "fp32",
+    "fp16",
+    "int8",
+    "int8-channel",
+    "int8+sr",
+    "int4",
+    "int4+sr",
+    "topk:0.03",
+    "topk:0.5",
+    "topk:1",
+]
 
 tensors = hnp.arrays(
     np.float32,
@@ -39,7 +51,9 @@ tensors = hnp.arrays(
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(tensors, min_size=1, max_size=4), st.sampled_from(BOUNDED), st.integers(0, 2**32))
-def test_every_codec_round_trips_within_its_bound(arrays, codec, seed):
+def test_every_codec_round_trips_within_its_bound(
+    arrays: list[NDArray[np.float32]], codec: str, seed: int
+) -> None:
     spec = CodecSpec.parse(codec)
     out = decode(encode(arrays, spec, np.random.default_rng(seed)))
     assert [o.shape for o in out] == [a.shape for a in arrays]
@@ -50,14 +64,14 @@ def test_every_codec_round_trips_within_its_bound(arrays, codec, seed):
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(tensors, min_size=1, max_size=3))
-def test_sign_keeps_signs_and_the_mean_magnitude(arrays):
+def test_sign_keeps_signs_and_the_mean_magnitude(arrays: list[NDArray[np.float32]]) -> None:
     out = decode(encode(arrays, CodecSpec.parse("sign")))
     for a, o in zip(arrays, out, strict=True):
         assert np.array_equal(o >= 0, a >= 0)
         assert np.allclose(np.abs(o).mean(), np.abs(a).mean(), rtol=1e-5, atol=1e-6)
 
 
-def test_int8_is_unbiased_with_stochastic_rounding():
+def test_int8_is_unbiased_with_stochastic_rounding() -> None:
     x = np.full((20000,), 0.3, dtype=np.float32)
     x[0], x[1] = 0.0, 1.0  # range 1: grid step 1/255, 0.3 sits between two levels
     spec = CodecSpec.parse("int8+sr")
@@ -66,7 +80,7 @@ def test_int8_is_unbiased_with_stochastic_rounding():
     assert abs(mean - 0.3) < 2e-4 < abs(det - 0.3)
 
 
-def test_topk_keeps_the_largest_and_picks_the_smaller_index_coding():
+def test_topk_keeps_the_largest_and_picks_the_smaller_index_coding() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal(10000).astype(np.float32)
     out = decode(encode([x], CodecSpec.parse("topk:0.03")))[0]
@@ -82,12 +96,12 @@ def test_topk_keeps_the_largest_and_picks_the_smaller_index_coding():
 
 
 @given(st.lists(st.integers(0, 2**32 - 1), max_size=50))
-def test_varints_round_trip(values):
+def test_varints_round_trip(values: list[int]) -> None:
     v = np.array(values, dtype=np.int64)
     assert np.array_equal(decode_varints(encode_varints(v), len(values)), v)
 
 
-def test_reference_model_sizes():
+def test_reference_model_sizes() -> None:
     from models import ForecastSpec, LoadForecaster, get_weights
 
     w = get_weights(LoadForecaster(ForecastSpec()))
@@ -101,12 +115,17 @@ def test_reference_model_sizes():
 
 def _payload(codec: str = "topk:0.1") -> bytes:
     rng = np.random.default_rng(3)
-    arrays = [rng.standard_normal((16, 8)).astype(np.float32), rng.standard_normal(5).astype(np.float32)]
+    arrays = [
+        rng.standard_normal((16, 8)).astype(np.float32),
+        rng.standard_normal(5).astype(np.float32),
+    ]
     return encode(arrays, CodecSpec.parse(codec), rng)
 
 
-@pytest.mark.parametrize("codec", ["fp32", "fp16", "int8", "int8-channel", "int4", "topk:0.1", "sign"])
-def test_every_truncation_is_rejected(codec):
+@pytest.mark.parametrize(
+    "codec", ["fp32", "fp16", "int8", "int8-channel", "int4", "topk:0.1", "sign"]
+)
+def test_every_truncation_is_rejected(codec: str) -> None:
     data = _payload(codec)
     for n in range(len(data)):
         with pytest.raises(CodecError):
@@ -115,7 +134,7 @@ def test_every_truncation_is_rejected(codec):
         decode(data[: len(data) - 1])
 
 
-def test_trailing_bytes_bad_magic_version_codec_flags_are_corrupt():
+def test_trailing_bytes_bad_magic_version_codec_flags_are_corrupt() -> None:
     data = _payload()
     with pytest.raises(CorruptPayloadError, match="trailing"):
         decode(data + b"\x00")
@@ -131,12 +150,12 @@ def test_trailing_bytes_bad_magic_version_codec_flags_are_corrupt():
         decode(data[:7] + b"\x09" + data[8:])
 
 
-def test_corrupt_sparse_indices_are_rejected():
+def test_corrupt_sparse_indices_are_rejected() -> None:
     x = np.zeros(1000, dtype=np.float32)
     x[[3, 500, 999]] = 1.0
     data = bytearray(encode([x], CodecSpec.parse("topk:0.003")))
     head = 7 + 1 + 4  # header, ndim, one dim
-    k, coding, nbytes = struct.unpack_from(">IBI", data, head)
+    k, coding, _nbytes = struct.unpack_from(">IBI", data, head)
     assert (k, coding) == (3, IndexCoding.DELTA_VARINT)
     bad_k = bytearray(data)
     struct.pack_into(">I", bad_k, head, 2000)  # k > n
@@ -166,7 +185,7 @@ def test_corrupt_sparse_indices_are_rejected():
         decode_varints(b"\x01", 0)
 
 
-def test_padding_bits_must_be_zero():
+def test_padding_bits_must_be_zero() -> None:
     x = np.array([1.0, -1.0, 0.5], dtype=np.float32)
     sign = bytearray(encode([x], CodecSpec.parse("sign")))
     sign[-1] |= 0x80
@@ -181,12 +200,12 @@ def test_padding_bits_must_be_zero():
 @pytest.mark.parametrize(
     "text", ["int9", "topk:0", "topk:2", "topk:x", "sign+sr", "int8+foo", "fp16:3", ""]
 )
-def test_bad_codec_specs_are_rejected(text):
+def test_bad_codec_specs_are_rejected(text: str) -> None:
     with pytest.raises(CodecError):
         CodecSpec.parse(text)
 
 
-def test_spec_text_round_trips_and_encoder_refuses_bad_input():
+def test_spec_text_round_trips_and_encoder_refuses_bad_input() -> None:
     for text in ("fp16", "int8+sr", "topk:0.03", "int4", "sign", "int8-channel"):
         assert str(CodecSpec.parse(text)) == text
     assert CodecSpec.parse("topk").fraction == 0.03

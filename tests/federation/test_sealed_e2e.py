@@ -1,0 +1,65 @@
+"""End to end on Flower's real simulation engine: sealed int8 updates, one site tampered with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from simulation._comm import comm_plots, pareto
+from simulation._config import preset
+from simulation._report import _figure_png, write_report
+from simulation._run import run
+
+
+@pytest.mark.slow
+def test_sealed_int8_run_excludes_the_tampered_site_and_completes(tmp_path: Path) -> None:
+    config = replace(
+        preset("smoke"),
+        name="sealed",
+        generator=replace(preset("smoke").generator, num_sites=3),
+        methods=("fedavg",),
+        codec="int8",
+        attacks="tampered=0.34",  # one of three sites: its envelopes are altered in transit
+        attack_baseline=False,
+        export_onnx=False,
+        workers=2,
+    )
+    result = run(config, tmp_path)
+    report = result.report
+    comm, security = report["comm"], report["security"]
+    assert security["updates_sealed"] == 3 * 2
+    assert security["accepted"] == 2 * 2  # both rounds completed with the two honest sites
+    assert security["rejected"] == {"decryption_failed": 2}
+    assert comm["codec"] == "int8"
+    assert comm["compression_ratio"] > 3.9
+    assert comm["fp32_update_bytes"] > 121_027 * 4 > comm["bytes_per_update_mean"] > 121_027
+    assert [r["sites_up"] for r in comm["per_round"]] == [3, 3]
+    assert comm["bytes_down_total"] > 3 * 2 * 121_027 * 4  # sealed fp32 global model, train+eval
+    rounds = report["forecast"]["rounds"]
+    assert all(0 < r["eval_rmse"] < 1 for r in rounds)
+    assert np.isfinite(report["forecast"]["methods"]["fedavg"]["rmse"])
+    assert report["adversarial"]["sites_by_attack"] == {"tampered": 1}
+    state = tmp_path / "sealed" / "site-state" / "fedavg"
+    assert len(list(state.glob("site-*/residual.npz"))) == 3  # tampering happens in transit
+    json_path, html_path = write_report(report, result.run_dir, result.plot_series)
+    page = html_path.read_text()
+    assert "Updates on the wire" in page and "decryption_failed" in page
+    assert json.loads(json_path.read_text())["security"]["rejected"] == {"decryption_failed": 2}
+
+
+def test_pareto_front_and_plot() -> None:
+    points: list[dict[str, Any]] = [
+        {"codec": "fp32", "rmse": 0.10, "bytes_per_update_mean": 480_000.0},
+        {"codec": "int8", "rmse": 0.10, "bytes_per_update_mean": 120_000.0},
+        {"codec": "int4", "rmse": 0.12, "bytes_per_update_mean": 130_000.0},
+        {"codec": "topk", "rmse": 0.11, "bytes_per_update_mean": 8_000.0},
+    ]
+    assert pareto(points) == ["int8", "topk"]
+    plots = comm_plots({"comm_sweep": points}, _figure_png)
+    assert len(plots) == 1 and len(plots[0][1]) > 1000
+    assert comm_plots({}, _figure_png) == []
