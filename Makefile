@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-simulate bench-security system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-simulate bench-security bench-codecs system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -34,13 +34,16 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: bench-simulate bench-security
+bench: bench-simulate bench-security bench-codecs
 
 bench-simulate: $(STAMP)
 	$(BIN)/python -m bench.simulate
 
 bench-security: $(STAMP)
 	$(BIN)/python -m bench.security
+
+bench-codecs: $(STAMP)
+	$(BIN)/python -m bench.codecs
 
 clean:
 	rm -rf runs .mypy_cache .ruff_cache .pytest_cache

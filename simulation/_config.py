@@ -44,6 +44,9 @@ class SimulationConfig:
     attacks: str = ""  # e.g. "boosted=0.1"; needs a codec (attacks act on sealed updates)
     attack_baseline: bool = True  # with attacks: rerun each federated method clean
     sweep: tuple[str, ...] = ()  # one extra FedAvg run per codec: the RMSE-vs-bytes plot
+    # Central decisions (docs/decisions.md): train and score the DQN/PPO hierarchy too.
+    decisions: bool = False
+    decision_preset: str = "default"  # training budgets: simulation._decision_train
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in KNOWN_METHODS]
@@ -107,6 +110,7 @@ PRESETS: dict[str, SimulationConfig] = {
         num_rounds=2,
         val_days=1,
         test_days=1,
+        decision_preset="smoke",
     ),
 }
 

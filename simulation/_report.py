@@ -104,6 +104,9 @@ def _plots(
     from simulation._comm import comm_plots
 
     out.extend(comm_plots(report, _figure_png))
+    from simulation._decision_report import decision_plots
+
+    out.extend(decision_plots(report, _figure_png))
     return out
 
 
@@ -154,10 +157,17 @@ Wall time {timing["wall_s"]:.0f} s; {timing["site_rounds_per_min"]} site-rounds 
 mean per-site R²; under-provisioning counts forecasts below the actual by more than 5% of the range.</p>
 <h2>Methods on the held-out days</h2>{_table(report)}
 {_comm_html(report)}
+{_decision_html(report)}
 {figs}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(cfg, indent=2))}</pre>
 </body></html>
 """
+
+
+def _decision_html(report: dict[str, Any]) -> str:
+    from simulation._decision_report import decision_html
+
+    return decision_html(report)
 
 
 def _comm_html(report: dict[str, Any]) -> str:

@@ -160,6 +160,10 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
         artifacts["fedavg_onnx"] = str(export_onnx(model, run_dir / "fedavg.onnx"))
 
     comm = _comm_sections(config, source, run_dir, results, plan, tasks, progress)
+    if config.decisions:
+        from simulation._decision_eval import run_decisions
+
+        comm["decisions"] = run_decisions(config, source, run_dir, progress)
     wall = time.perf_counter() - started
     report = _report(config, data_info, source, results, indices, wall, artifacts)
     report.update(comm)
