@@ -20,7 +20,7 @@ class FederationPlan:
     num_rounds: int = 10
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
-    local_epochs: int = 1
+    local_epochs: float = 1.0  # passes over the site's windows per round; may be fractional
     batch_size: int = 64
     learning_rate: float = 1e-3
     proximal_mu: float = 0.01
@@ -45,8 +45,10 @@ class FederationPlan:
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:
                 raise FederationError(f"{name} must be in (0, 1], got {v}")
-        if self.local_epochs < 1 or self.batch_size < 1:
-            raise FederationError("local_epochs and batch_size must be >= 1")
+        if not (self.local_epochs > 0 and math.isfinite(self.local_epochs)):
+            raise FederationError(f"local_epochs must be positive, got {self.local_epochs}")
+        if self.batch_size < 1:
+            raise FederationError(f"batch_size must be >= 1, got {self.batch_size}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise FederationError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.proximal_mu < 0:

@@ -37,31 +37,34 @@ def train_epochs(
     x: NDArray[np.float32],
     y: NDArray[np.float32],
     *,
-    epochs: int,
+    epochs: float,
     batch_size: int,
     learning_rate: float,
     seed: int,
     proximal_mu: float = 0.0,
 ) -> float:
-    """Run ``epochs`` passes of Adam; returns the mean loss of the last pass.
+    """Adam over ``epochs`` passes of the data; returns the mean loss of the samples seen.
 
-    With ``proximal_mu`` > 0 the FedProx term (mu/2)·||w - w_global||² keeps the site near
-    the global model it started from.
+    A fractional ``epochs`` visits that share of the windows (a fresh random subset), so
+    a federated round can be shorter than a pass. With ``proximal_mu`` > 0 the FedProx
+    term (mu/2)·||w - w_global||² keeps the site near the global model it started from.
     """
     if len(x) == 0:
         raise ModelError("no training windows")
     if len(x) != len(y):
         raise ModelError("inputs and targets differ in length")
+    if not epochs > 0:
+        raise ModelError(f"epochs must be positive, got {epochs}")
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     spec = model.spec
     model.train()
-    last = 0.0
-    for _ in range(epochs):
-        order = torch.randperm(len(xt), generator=gen)
-        total, count = 0.0, 0
+    budget = max(1, round(epochs * len(xt)))
+    total, count = 0.0, 0
+    while count < budget:
+        order = torch.randperm(len(xt), generator=gen)[: budget - count]
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             opt.zero_grad()
@@ -75,8 +78,7 @@ def train_epochs(
                 loss = loss + 0.5 * proximal_mu * prox
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
-        last = total / count
-    return last
+    return total / count
 
 
 @torch.no_grad()

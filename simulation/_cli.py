@@ -63,6 +63,13 @@ def simulate(
         float | None,
         typer.Option(help="Error-feedback residual x decay^missed rounds (1 keeps it whole)."),
     ] = None,
+    decisions: Annotated[
+        bool,
+        typer.Option(
+            "--decisions",
+            help="Also train the DQN/PPO decision agents and run them on the held-out days.",
+        ),
+    ] = False,
 ) -> None:
     """Federated load forecasting over many simulated sites, against the baselines."""
     from rich.console import Console
@@ -97,6 +104,7 @@ def simulate(
         else None,
         "attacks": attacks,
         "residual_decay": residual_decay,
+        "decisions": decisions or None,
     }
     try:
         config = replace(

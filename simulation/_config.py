@@ -26,7 +26,7 @@ class SimulationConfig:
     num_rounds: int = 10
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
-    local_epochs: int = 1
+    local_epochs: float = 1.0
     batch_size: int = 64
     learning_rate: float = 1e-3
     proximal_mu: float = 0.01

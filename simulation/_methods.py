@@ -1,8 +1,9 @@
 """Training the non-federated reference methods with the federated runs' compute budget.
 
-``local`` gives each site the same number of passes over its own data that a federated
-site makes (rounds x local epochs, same learning-rate schedule); ``centralized`` makes
-as many passes over the pooled data, so both see as many gradient samples as FedAvg.
+``local`` gives each site exactly what a federated site gets: per round, ``local_epochs``
+passes over its own windows with a fresh optimiser and the same learning-rate schedule;
+``centralized`` makes as many passes over the pooled windows, so both see as many
+gradient samples as FedAvg with full participation.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from federation import FederationPlan, cosine_lr
+from federation import FederationPlan
 from federation._site_task import site_task
 from models import LoadForecaster, Weights, get_weights, predict, train_epochs
 
@@ -28,22 +29,21 @@ def _passes(
     y: NDArray[np.float32],
     plan: FederationPlan,
     seed: int,
-    on_epoch: Tick = None,
+    on_round: Tick = None,
 ) -> None:
-    for epoch in range(plan.num_rounds * plan.local_epochs):
+    for r in range(plan.num_rounds):
         # One optimiser per round, as a federated site gets: Adam state does not carry over.
-        lr = cosine_lr(plan.learning_rate, epoch // plan.local_epochs, plan.num_rounds)
         train_epochs(
             model,
             x,
             y,
-            epochs=1,
+            epochs=plan.local_epochs,
             batch_size=plan.batch_size,
-            learning_rate=lr,
-            seed=seed * 1_000_003 + epoch,
+            learning_rate=plan.learning_rate_at(r + 1),
+            seed=seed * 1_000_003 + r,
         )
-        if on_epoch is not None:
-            on_epoch()
+        if on_round is not None:
+            on_round()
 
 
 def _train_local_site(args: tuple[FederationPlan, int]) -> tuple[int, NDArray[np.float32]]:
@@ -78,7 +78,7 @@ def train_local(
 
 
 def train_centralized(
-    plan: FederationPlan, num_sites: int, workers: int, on_epoch: Tick = None
+    plan: FederationPlan, num_sites: int, workers: int, on_round: Tick = None
 ) -> Weights:
     """One model on every site's training windows pooled (each scaled by its own site)."""
     torch.set_num_threads(workers)
@@ -89,5 +89,5 @@ def train_centralized(
         xs.append(p.x_train)
         ys.append(p.y_train)
     model = LoadForecaster(plan.forecast)
-    _passes(model, np.concatenate(xs), np.concatenate(ys), plan, plan.seed, on_epoch)
+    _passes(model, np.concatenate(xs), np.concatenate(ys), plan, plan.seed, on_round)
     return get_weights(model)

@@ -16,7 +16,7 @@ from rich.progress import (
 
 from simulation._run import RunProgress
 
-_UNITS = {"fedavg": "rounds", "fedprox": "rounds", "local": "sites", "centralized": "epochs"}
+_UNITS = {"fedavg": "rounds", "fedprox": "rounds", "local": "sites", "centralized": "rounds"}
 
 
 class RichProgress(RunProgress):

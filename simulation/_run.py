@@ -131,7 +131,7 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
         elif method == "centralized":
             from simulation._methods import train_centralized
 
-            progress.start(method, plan.num_rounds * plan.local_epochs)
+            progress.start(method, plan.num_rounds)
             weights[method] = train_centralized(
                 plan, source.num_sites, config.workers, lambda: progress.advance("centralized")
             )

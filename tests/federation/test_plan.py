@@ -29,6 +29,8 @@ def test_learning_rate_decays_to_a_tenth() -> None:
         ({"fraction_train": 0.0}, "fraction_train"),
         ({"fraction_evaluate": 1.5}, "fraction_evaluate"),
         ({"local_epochs": 0}, "local_epochs"),
+        ({"local_epochs": float("inf")}, "local_epochs"),
+        ({"batch_size": 0}, "batch_size"),
         ({"learning_rate": -1.0}, "learning_rate"),
         ({"learning_rate": float("nan")}, "learning_rate"),
         ({"proximal_mu": -0.1}, "proximal_mu"),

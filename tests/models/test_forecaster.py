@@ -77,6 +77,16 @@ def test_training_refuses_empty_or_mismatched_data() -> None:
     with pytest.raises(ModelError, match="no training windows"):
         train_epochs(model, x, x, epochs=1, batch_size=8, learning_rate=1e-3, seed=0)
     x = np.zeros((4, 12, 9), dtype=np.float32)
+    with pytest.raises(ModelError, match="epochs must be positive"):
+        train_epochs(
+            model,
+            np.zeros((4, 12, 9), dtype=np.float32),
+            np.zeros((4, 1, 3), dtype=np.float32),
+            epochs=0,
+            batch_size=8,
+            learning_rate=1e-3,
+            seed=0,
+        )
     with pytest.raises(ModelError, match="differ"):
         train_epochs(
             model,
