@@ -8,12 +8,14 @@ heuristic's thresholds are chosen on the validation days.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from simulation._config import SimulationConfig
 from simulation._decision_data import DecisionData
 from simulation._decision_train import DecisionProgress, Trained, config_for_run, train
 from simulation._energy_env import (
@@ -27,7 +29,6 @@ from simulation._energy_env import (
     threshold_policy,
 )
 from simulation._slice_env import (
-    SLICES,
     SliceContext,
     SlicePolicy,
     SliceTrace,
@@ -39,8 +40,6 @@ from simulation._slice_env import (
     static_shares,
 )
 from simulation._source import SiteSource
-
-Figures = list[tuple[str, str]]
 
 
 def service_policies(trained: Trained) -> tuple[Any, EnergyPolicy, SlicePolicy]:
@@ -60,7 +59,7 @@ def service_policies(trained: Trained) -> tuple[Any, EnergyPolicy, SlicePolicy]:
     return service, energy, slices
 
 
-def held_out(trained: Trained) -> tuple[dict[str, Any], Figures]:
+def held_out(trained: Trained) -> dict[str, Any]:
     """Every method on the test days; returns the report section and its figures."""
     data = trained.data
     seed = trained.config.seed
@@ -107,7 +106,8 @@ def held_out(trained: Trained) -> tuple[dict[str, Any], Figures]:
         "policy_dir": str(trained.out_dir),
         "train_seconds": {k: round(v, 1) for k, v in trained.seconds.items()},
     }
-    return section, figures(section, data, traces, ctx, slice_traces)
+    section["plot_data"] = plot_data(data, traces, slice_traces)
+    return section
 
 
 def _latency(service: Any, data: DecisionData, ctx: SliceContext) -> dict[str, Any]:
@@ -136,107 +136,58 @@ def _latency(service: Any, data: DecisionData, ctx: SliceContext) -> dict[str, A
     }
 
 
-def figures(
-    section: dict[str, Any],
+def plot_data(
     data: DecisionData,
     traces: dict[str, EnergyTrace],
-    ctx: SliceContext,
     slice_traces: dict[str, SliceTrace],
-) -> Figures:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
-    from simulation._report import _figure_png
-
-    out: Figures = []
+) -> dict[str, Any]:
+    """The first held-out day, compact: what the report's decision plots draw."""
     dqn = traces["dqn"]
-    per_day = data.steps_per_day // 3
-    day = slice(0, min(per_day, len(dqn.starts)))
-    n = len(data.clusters)
-    fig, axes = plt.subplots(n, 1, figsize=(10, 1.3 + 1.1 * n), squeeze=False)
-    cmap = ListedColormap(["tab:green", "tab:orange", "tab:gray"])
-    hours = (data.minute_of_week[dqn.starts[day]] % 1440) / 60.0
-    for c, ax in enumerate(axes[:, 0]):
-        modes = dqn.modes[day, c].T
-        ax.imshow(
-            modes,
-            aspect="auto",
-            cmap=cmap,
-            vmin=0,
-            vmax=2,
-            interpolation="nearest",
-            extent=(float(hours[0]), float(hours[-1]) + 0.25, modes.shape[0] - 0.5, -0.5),
-        )
-        ax.set_yticks(range(modes.shape[0]))
-        ax.set_yticklabels([data.site_ids[int(s)] for s in data.clusters[c]], fontsize=7)
-        twin = ax.twinx()
-        demand = data.load[data.clusters[c]][:, dqn.starts[day]].sum(axis=0)
-        twin.plot(hours + 0.125, demand, color="k", lw=1)
-        twin.set_ylabel("demand", fontsize=7)
-        ax.set_title(
-            f"cluster {c}: DQN modes (green active, orange capacity off, grey sleep)", fontsize=8
-        )
-    axes[-1, 0].set_xlabel("hour of the first held-out day")
-    out.append(("Strategic modes over a held-out day, per cluster", _figure_png(fig)))
-    plt.close(fig)
-
-    energy = section["energy"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m, r in energy.items():
-        ax.scatter(100 * r["qos_violation_rate"], r["energy_saved_pct"], s=60)
-        ax.annotate(
-            f"{m} (reward {r['reward']:.3f})",
-            (100 * r["qos_violation_rate"], r["energy_saved_pct"]),
-            fontsize=8,
-        )
-    ax.set(xlabel="site-steps with QoS violation (%)", ylabel="energy saved vs always-on (%)")
-    ax.set_xscale("symlog", linthresh=0.1)
-    out.append(("Energy saved vs QoS violations, per method", _figure_png(fig)))
-    plt.close(fig)
-
+    day = slice(0, min(data.steps_per_day // 3, len(dqn.starts)))
+    starts = dqn.starts[day]
+    clusters = [
+        {
+            "sites": [data.site_ids[int(s)] for s in data.clusters[c]],
+            "modes": dqn.modes[day, c].T.tolist(),
+            "demand": np.round(data.load[data.clusters[c]][:, starts].sum(axis=0), 4).tolist(),
+        }
+        for c in range(len(data.clusters))
+    ]
     ppo = slice_traces["ppo"]
     site = int(ppo.sites[0])
-    mask = ppo.sites == site
-    steps = ppo.steps[mask][: data.steps_per_day]
-    idx = np.nonzero(mask)[0][: len(steps)]
-    x = (data.minute_of_week[steps] % 1440) / 60.0
-    fig, axes = plt.subplots(len(SLICES), 1, figsize=(10, 6), sharex=True)
-    for k, (ax, name) in enumerate(zip(axes, SLICES, strict=True)):
-        ax.plot(x, ppo.demand[idx, k], color="k", lw=1, label="requirement")
-        for m, style in (("ppo", "-"), ("proportional_forecast", ":"), ("static", "--")):
-            tr = slice_traces[m]
-            ax.plot(x, tr.shares[idx, k], style, lw=1, label=m)
-        ax.set_ylabel(f"{name} share", fontsize=8)
-    axes[0].legend(fontsize=7, loc="upper left")
-    axes[0].set_title(
-        f"{data.site_ids[site]}: PRB share reserved vs needed (first held-out day)", fontsize=9
-    )
-    axes[-1].set_xlabel("hour")
-    out.append(("Slice shares vs demand", _figure_png(fig)))
-    plt.close(fig)
-    return out
+    idx = np.nonzero(ppo.sites == site)[0][: data.steps_per_day]
+
+    def hours(steps: NDArray[np.int64]) -> list[float]:
+        out: list[float] = np.round((data.minute_of_week[steps] % 1440) / 60.0, 4).tolist()
+        return out
+
+    return {
+        "modes_day": {"hours": hours(starts), "clusters": clusters},
+        "slice_day": {
+            "site": data.site_ids[site],
+            "hours": hours(ppo.steps[idx]),
+            "requirement": np.round(ppo.demand[idx].T, 4).tolist(),
+            "shares": {
+                m: np.round(slice_traces[m].shares[idx, :3].T, 4).tolist()
+                for m in ("ppo", "proportional_forecast", "static")
+            },
+        },
+    }
 
 
 def run_decisions(
-    preset_name: str,
+    config: SimulationConfig,
     source: SiteSource,
-    generator: Any,
-    val_days: int,
-    test_days: int,
-    seed: int,
     run_dir: Path,
     progress: DecisionProgress | None = None,
-) -> tuple[dict[str, Any], Figures]:
-    """``fedge simulate --decisions``: train on the run's sites, evaluate on its test days."""
-    from dataclasses import replace
-
-    config = replace(
-        config_for_run(preset_name, generator, seed), val_days=val_days, test_days=test_days
+) -> dict[str, Any]:
+    """``fedge simulate --decisions``: train on the run's sites, score its held-out days."""
+    dconfig = replace(
+        config_for_run(config.decision_preset, config.generator, config.seed),
+        val_days=config.val_days,
+        test_days=config.test_days,
     )
-    trained = train(config, run_dir / "decisions", source=source, progress=progress)
-    section, figs = held_out(trained)
-    section["preset"] = preset_name
-    return section, figs
+    trained = train(dconfig, run_dir / "decisions", source=source, progress=progress)
+    section = held_out(trained)
+    section["preset"] = config.decision_preset
+    return section

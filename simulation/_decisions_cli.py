@@ -73,7 +73,8 @@ def train_command(
     bars = _Bars(console)
     with bars.progress:
         trained = train(config, out, progress=bars)
-    section, _ = held_out(trained)
+    section = held_out(trained)
+    section.pop("plot_data")
     (out / "evaluation.json").write_text(json.dumps(section, indent=2) + "\n")
     table = Table(
         title=f"held-out days ({trained.config.test_days}), policy {section['policy_version']}"

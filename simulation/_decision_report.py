@@ -1,0 +1,117 @@
+"""The decisions part of ``report.html``: a table and three plots, drawn from ``report.json``."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+ENERGY_ORDER = ("dqn", "threshold", "always_on", "random")
+SLICE_ORDER = ("ppo", "proportional_forecast", "proportional_current", "static")
+
+
+def decision_html(report: dict[str, Any]) -> str:
+    dec = report.get("decisions")
+    if not dec:
+        return ""
+    e, s, lat = dec["energy"], dec["slices"], dec["latency_us"]
+    th = e["threshold"].get("thresholds", {})
+    rows_e = "".join(
+        f"<tr><td>{m}</td><td>{e[m]['energy_saved_pct']:.1f}%</td>"
+        f"<td>{100 * e[m]['qos_violation_rate']:.2f}%</td><td>{e[m]['reward']:.4f}</td></tr>"
+        for m in ENERGY_ORDER
+        if m in e
+    )
+    rows_s = "".join(
+        f"<tr><td>{m}</td><td>{100 * s[m]['sla_satisfaction']:.2f}%</td>"
+        f"<td>{s[m]['reserved_prb_pct']:.1f}%</td><td>{s[m]['reward']:.4f}</td></tr>"
+        for m in SLICE_ORDER
+        if m in s
+    )
+    held = dec.get("held_out", {})
+    return f"""<h2>Central decisions on the held-out days</h2>
+<p>{held.get("clusters")} clusters of {held.get("cluster_size")} sites over {held.get("days")} held-out
+days; policy version <code>{html.escape(str(dec.get("policy_version")))}</code>. Energy is EARTH
+macro-cell power (docs/decisions.md); the threshold heuristic's thresholds (sleep below
+{th.get("sleep_below")}, capacity carrier off below {th.get("off_below")}) were chosen on the
+validation days. Slices run under the DQN's modes.</p>
+<table><tr><th>energy method</th><th>energy saved</th><th>site-steps with QoS violation</th><th>reward</th></tr>{rows_e}</table>
+<table><tr><th>slice method</th><th>SLA met (site-steps)</th><th>PRBs reserved</th><th>reward</th></tr>{rows_s}</table>
+<p>One site's decision (mode, then shares) through the DecisionService: p50 {lat["p50"]} µs,
+p99 {lat["p99"]} µs.</p>"""
+
+
+def decision_plots(
+    report: dict[str, Any], figure_png: Callable[[Any], str]
+) -> list[tuple[str, str]]:
+    dec = report.get("decisions")
+    if not dec or "plot_data" not in dec:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    out: list[tuple[str, str]] = []
+    day = dec["plot_data"]["modes_day"]
+    hours = np.array(day["hours"])
+    clusters = day["clusters"]
+    fig, axes = plt.subplots(
+        len(clusters), 1, figsize=(10, 1.3 + 1.1 * len(clusters)), squeeze=False
+    )
+    cmap = ListedColormap(["tab:green", "tab:orange", "tab:gray"])
+    for c, (ax, cl) in enumerate(zip(axes[:, 0], clusters, strict=True)):
+        modes = np.array(cl["modes"])
+        ax.imshow(
+            modes,
+            aspect="auto",
+            cmap=cmap,
+            vmin=0,
+            vmax=2,
+            interpolation="nearest",
+            extent=(0.0, 24.0, modes.shape[0] - 0.5, -0.5),
+        )
+        ax.set_yticks(range(modes.shape[0]))
+        ax.set_yticklabels(cl["sites"], fontsize=7)
+        twin = ax.twinx()
+        twin.plot(np.arange(len(hours)) * 0.25 + 0.125, cl["demand"], color="k", lw=1)
+        twin.set_ylabel("cluster demand", fontsize=7)
+        ax.set_title(
+            f"cluster {c}: green active, orange capacity carrier off, grey deep sleep", fontsize=8
+        )
+    axes[-1, 0].set_xlabel(f"hours from {hours[0]:.2f} h on the first held-out day")
+    out.append(("Strategic (DQN) modes over a held-out day, per cluster", figure_png(fig)))
+    plt.close(fig)
+
+    energy = dec["energy"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for m in (m for m in ENERGY_ORDER if m in energy):
+        r = energy[m]
+        x, y = 100 * r["qos_violation_rate"], r["energy_saved_pct"]
+        ax.scatter(x, y, s=60)
+        ax.annotate(f"{m} (reward {r['reward']:.3f})", (x, y), fontsize=8)
+    ax.set(xlabel="site-steps with a QoS violation (%)", ylabel="energy saved vs always-on (%)")
+    ax.set_xscale("symlog", linthresh=0.1)
+    out.append(("Energy saved vs QoS violations, per method", figure_png(fig)))
+    plt.close(fig)
+
+    sd = dec["plot_data"]["slice_day"]
+    x = np.arange(len(sd["hours"])) / 12.0
+    fig, axes = plt.subplots(3, 1, figsize=(10, 6), sharex=True)
+    for k, (ax, name) in enumerate(zip(axes, ("eMBB", "URLLC", "mMTC"), strict=True)):
+        ax.plot(x, sd["requirement"][k], color="k", lw=1.2, label="needed")
+        for m, style in (("ppo", "-"), ("proportional_forecast", ":"), ("static", "--")):
+            ax.plot(x, sd["shares"][m][k], style, lw=1, label=m)
+        ax.set_ylabel(f"{name} share", fontsize=8)
+    axes[0].legend(fontsize=7, loc="upper left")
+    axes[0].set_title(
+        f"{sd['site']}: share of available PRBs reserved vs needed (URLLC with headroom)",
+        fontsize=9,
+    )
+    axes[-1].set_xlabel(f"hours of awake steps from {sd['hours'][0]:.2f} h")
+    out.append(("Slice shares vs demand", figure_png(fig)))
+    plt.close(fig)
+    return out
