@@ -4,7 +4,9 @@ Per-KPI figures are in original units. The method-level ``rmse``/``mae`` average
 target KPIs after dividing each error by the site's training range of that KPI (else
 Mbit/s would drown UE counts); ``r2`` averages per-site, per-KPI R² (pooling sites of very
 different sizes would inflate it); the under-provisioning rate counts forecasts below the
-actual by more than 5% of the site's KPI range.
+actual by more than 5% of the site's KPI range; ``asymmetric_cost`` is the mean
+range-normalised squared error with under-forecasts weighted 5, the loss the forecaster
+is trained on, so methods that trade RMSE for fewer missed peaks compare fairly.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from numpy.typing import NDArray
 from simulation._kpis import TARGET_KPIS
 
 UNDERPROVISION_MARGIN = 0.05
+# The forecaster's own objective: a missed peak costs BETA_UNDER, an overestimate 1.
+BETA_UNDER, BETA_OVER = 5.0, 1.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class SiteScore:
     nsae: NDArray[np.float64]
     under: NDArray[np.float64]
     r2: NDArray[np.float64]
+    ncost: NDArray[np.float64]  # asymmetric squared error, range-normalised
 
     @property
     def nrmse(self) -> float:
@@ -69,6 +74,7 @@ def score_site(
         nsae=(np.abs(err) / rng).sum(axis=0),
         under=(err < -UNDERPROVISION_MARGIN * rng).sum(axis=0).astype(np.float64),
         r2=r2,
+        ncost=(np.where(err < 0, BETA_UNDER, BETA_OVER) * err**2 / rng**2).sum(axis=0),
     )
 
 
@@ -84,6 +90,7 @@ def pool_scores(scores: Iterable[SiteScore]) -> dict[str, Any]:
     nsae = np.sum([x.nsae for x in s], axis=0)
     under = np.sum([x.under for x in s], axis=0)
     r2 = np.mean([x.r2 for x in s], axis=0)
+    ncost = np.sum([x.ncost for x in s], axis=0)
     per_kpi = {
         k: {
             "rmse": float(np.sqrt(sse[i] / n)),
@@ -99,6 +106,7 @@ def pool_scores(scores: Iterable[SiteScore]) -> dict[str, Any]:
         "mae": float(np.mean(nsae / n)),
         "r2": float(np.mean(r2)),
         "underprovision_rate": float(np.mean(under / n)),
+        "asymmetric_cost": float(np.mean(ncost / n)),
         "per_kpi": per_kpi,
         "sites": len(s),
         "points": int(n),

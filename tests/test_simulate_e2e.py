@@ -14,7 +14,15 @@ from simulation._run import run
 
 pytestmark = pytest.mark.slow
 
-METHOD_KEYS = {"rmse", "mae", "r2", "underprovision_rate", "per_kpi", "by_archetype"}
+METHOD_KEYS = {
+    "rmse",
+    "mae",
+    "r2",
+    "underprovision_rate",
+    "asymmetric_cost",
+    "per_kpi",
+    "by_archetype",
+}
 
 
 @pytest.fixture(scope="module")
