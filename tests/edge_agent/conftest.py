@@ -3,6 +3,7 @@ models (torch runs in the test process only), simulated history, an MQTT test cl
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import queue
@@ -38,6 +39,7 @@ class Mosquitto:
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            f"user {getpass.getuser()}\n"  # as root it would drop to 'mosquitto' and not persist
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
