@@ -111,6 +111,22 @@ def _affine(
     return lo, scale, np.clip(t, 0, levels).astype(np.uint8)
 
 
+def _affine_rows(
+    rows: NDArray[np.float32], levels: int, rng: np.random.Generator | None
+) -> tuple[bytes, NDArray[np.uint8]]:
+    """Per-row affine quantisation, vectorised: (lo, scale) pairs as bytes, and the codes."""
+    if rows.size == 0:
+        return np.zeros((rows.shape[0], 2), "<f4").tobytes(), np.zeros(rows.shape, np.uint8)
+    lo = rows.min(axis=1).astype(np.float64)
+    scale = (rows.max(axis=1).astype(np.float64) - lo) / levels
+    safe = np.where(scale > 0, scale, 1.0)
+    t = (rows.astype(np.float64) - lo[:, None]) / safe[:, None]
+    t = np.floor(t + rng.random(t.shape)) if rng is not None else np.rint(t)
+    q = np.where(scale[:, None] > 0, np.clip(t, 0, levels), 0).astype(np.uint8)
+    heads = np.stack([lo, scale], axis=1).astype("<f4")
+    return heads.tobytes(), q
+
+
 def _check_finite(x: NDArray[np.float32]) -> None:
     if not np.isfinite(x).all():
         raise CodecError("update holds NaN or Inf; refusing to encode it")
@@ -141,16 +157,11 @@ def encode(arrays: Arrays, spec: CodecSpec, rng: np.random.Generator | None = No
                 raise CodecError("value outside the fp16 range")
             parts.append(flat.astype("<f2").tobytes())
         elif c in (CodecId.INT8, CodecId.INT8_CHANNEL):
-            rows = (
-                x.reshape(x.shape[0], -1) if c is CodecId.INT8_CHANNEL and x.ndim >= 2 else [flat]
-            )
-            heads, bodies = [], []
-            for row in rows:
-                lo, scale, q = _affine(row, 255, sr)
-                heads.append(_AFFINE.pack(lo, scale))
-                bodies.append(q.tobytes())
-            parts.extend(heads)
-            parts.extend(bodies)
+            channel = c is CodecId.INT8_CHANNEL and x.ndim >= 2
+            rows = x.reshape(x.shape[0], -1) if channel else flat.reshape(1, -1)
+            heads, q8 = _affine_rows(rows, 255, sr)
+            parts.append(heads)
+            parts.append(q8.tobytes())
         elif c is CodecId.INT4:
             lo, scale, q = _affine(flat, 15, sr)
             if q.size % 2:
