@@ -218,7 +218,11 @@ class ForecastEngine:
         span = max(int(days * self.steps_per_day), 2)
         for cell in self.store.cells()[:max_cells]:
             state = self.cell(cell)
-            if state is None or state.scaler is None:
+            if state is None:
+                continue
+            if state.scaler is None:
+                self._maybe_refit(cell, state, 2)
+            if state.scaler is None:
                 continue
             first = state.newest - span + 1
             steps, values = self.store.history(cell, first, state.newest)

@@ -1,0 +1,167 @@
+"""Model lifecycle: sealed models over MQTT, the shadow gate, atomic swap, rollback."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_agent import ModelBundle, ModelManager, ModelRejected, Store, rollback
+from edge_agent._config import ModelConfig
+from security import ContentType, OneShotSealer, SiteIdentity, save_identity
+from tests.edge_agent.conftest import (
+    STEP,
+    Client,
+    Models,
+    Mosquitto,
+    RunningAgent,
+    now_step,
+    seed_history,
+    site_values,
+    write_config,
+)
+
+KEK = b"test key-encryption key"
+
+
+def seal(sender: SiteIdentity, site: SiteIdentity, payload: bytes, ctype: ContentType) -> bytes:
+    return OneShotSealer(sender).seal(site.public_keys(), payload, ctype)
+
+
+def bundle(version: str, path: Path) -> bytes:
+    return ModelBundle(version, path.read_bytes()).encode()
+
+
+def test_sealed_models_shadow_gate_swap_and_rollback(
+    tmp_path: Path,
+    broker: Mosquitto,
+    client: Client,
+    tiny_models: Models,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    site, coordinator, stranger = (SiteIdentity.generate() for _ in range(3))
+    save_identity(tmp_path / "site.key", site, KEK, log2_n=10)
+    (tmp_path / "kek").write_bytes(KEK)
+    (tmp_path / "coordinator.pub").write_bytes(coordinator.public_keys().to_bytes())
+    values, _ = site_values(days=4)
+    last = now_step() - 40
+    seed_history(tmp_path / "agent.db", ["a", "b"], values[:-30], last)
+    cfg = write_config(
+        tmp_path,
+        broker.url,
+        model={"initial": str(tiny_models.good), "shadow_margin": 0.05},
+        security={
+            "key_file": str(tmp_path / "site.key"),
+            "kek_file": str(tmp_path / "kek"),
+            "coordinator_keys": str(tmp_path / "coordinator.pub"),
+        },
+    )
+    step = iter(range(last + 1, last + 30))
+
+    def forecast_version() -> str:
+        s = next(step)
+        client.kpi("a", s * STEP, values[s - last - 30])
+        return str(client.get("forecast")["model_version"])
+
+    with RunningAgent(cfg) as agent:
+        initial = forecast_version()
+        # refused before any evaluation: tampered, wrong content type, unknown sender
+        good = bundle("v-good", tiny_models.good)
+        tampered = bytearray(seal(coordinator, site, good, ContentType.GLOBAL_MODEL))
+        tampered[-100] ^= 1
+        client.publish("model", bytes(tampered))
+        client.publish("model", seal(coordinator, site, good, ContentType.CONTROL))
+        client.publish("model", seal(stranger, site, good, ContentType.GLOBAL_MODEL))
+        refusals = client.collect("decision", 3)
+        assert [d["accepted"] for d in refusals] == [False] * 3
+        assert "signature" in refusals[0]["reason"] or "envelope" in refusals[0]["reason"]
+        assert "not a global model" in refusals[1]["reason"]
+        assert "not enrolled" in refusals[2]["reason"]
+        # a worse model is rejected by the shadow gate; serving continues unchanged
+        client.publish(
+            "model",
+            seal(coordinator, site, bundle("v-bad", tiny_models.bad), ContentType.GLOBAL_MODEL),
+        )
+        verdict = client.get("decision")
+        assert verdict["version"] == "v-bad" and verdict["accepted"] is False
+        assert "worse than serving" in verdict["reason"]
+        assert verdict["candidate_score"] > verdict["serving_score"] * 1.05
+        assert verdict["windows"] >= 50
+        assert forecast_version() == initial
+        # an equally good model passes and serves from the next forecast on
+        client.publish("model", seal(coordinator, site, good, ContentType.GLOBAL_MODEL))
+        verdict = client.get("decision")
+        assert verdict["accepted"] is True, verdict
+        assert verdict["serving_version"] == initial
+        assert forecast_version() == "v-good"
+        # replaying the same (validly sealed) version changes nothing
+        client.publish("model", seal(coordinator, site, good, ContentType.GLOBAL_MODEL))
+        assert "already known" in client.get("decision")["reason"]
+        # `fedge agent rollback` against the live store; the agent follows within ~1 s
+        from fedge._cli import main
+
+        monkeypatch.setattr(sys, "argv", ["fedge", "agent", "rollback", "--config", str(cfg)])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        assert exit_info.value.code in (0, None)
+        deadline = time.monotonic() + 20
+        while agent.version != initial:
+            assert time.monotonic() < deadline, "agent did not follow the rollback"
+            time.sleep(0.05)
+        assert forecast_version() == initial
+    store = Store(tmp_path / "agent.db")
+    try:
+        states = {m.version: m.state for m in store.models()}
+    finally:
+        store.close()
+    assert states == {initial: "serving", "v-good": "rolled_back", "v-bad": "rejected"}
+
+
+def test_bundle_decoding_rejects_malformed_bundles() -> None:
+    onnx = b"onnx bytes"
+    good = ModelBundle("v1", onnx).encode()
+    assert ModelBundle.decode(good) == ModelBundle("v1", onnx)
+    with pytest.raises(ModelRejected, match="bad magic"):
+        ModelBundle.decode(b"NOTAMODEL" + good)
+    with pytest.raises(ModelRejected, match="do not match"):
+        ModelBundle.decode(good + b"x")
+    with pytest.raises(ModelRejected, match="out of bounds"):
+        ModelBundle.decode(good[:8] + b"\xff\xff\xff\xff")
+    header = (
+        b'{"version": "../etc", "sha256": "' + hashlib.sha256(onnx).hexdigest().encode() + b'"}'
+    )
+    evil = b"FEDGEMDL" + len(header).to_bytes(4, "big") + header + onnx
+    with pytest.raises(ModelRejected, match="is not"):
+        ModelBundle.decode(evil)
+    broken = b"FEDGEMDL" + (5).to_bytes(4, "big") + b"{nope" + onnx
+    with pytest.raises(ModelRejected, match="malformed"):
+        ModelBundle.decode(broken)
+
+
+def test_manager_first_model_unloadable_model_and_too_little_data(
+    tmp_path: Path, tiny_models: Models
+) -> None:
+    store = Store(tmp_path / "s.db", step_seconds=STEP)
+    try:
+        mgr = ModelManager(store, ModelConfig(dir=tmp_path / "m", min_shadow_windows=10))
+        assert mgr.load_serving() is None
+        junk = mgr.consider(ModelBundle("junk", b"not onnx"), [])
+        assert not junk.accepted and "not a loadable ONNX model" in junk.reason
+        first = mgr.consider(ModelBundle("v1", tiny_models.good.read_bytes()), [])
+        assert first.accepted and first.reason == "no model was serving"
+        starved = mgr.consider(ModelBundle("v2", tiny_models.good.read_bytes()), [])
+        assert not starved.accepted and "only 0 local windows" in starved.reason
+        assert mgr.serving is not None and mgr.serving.version == "v1"
+        with pytest.raises(ModelRejected, match="nothing earlier"):
+            rollback(store)
+    finally:
+        store.close()
+    empty = Store(tmp_path / "e.db")
+    try:
+        with pytest.raises(ModelRejected, match="no model is serving"):
+            rollback(empty)
+    finally:
+        empty.close()
