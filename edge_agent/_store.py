@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS samples (
     {", ".join(f"{k} REAL" for k in KPI_NAMES)},
     PRIMARY KEY (cell, step)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS samples_received ON samples (received);
+CREATE INDEX IF NOT EXISTS samples_ts ON samples (ts);
 CREATE TABLE IF NOT EXISTS forecasts (
     cell TEXT NOT NULL, step INTEGER NOT NULL, made_step INTEGER NOT NULL,
     model_version TEXT NOT NULL, created REAL NOT NULL, values_json TEXT NOT NULL,
@@ -330,13 +330,14 @@ class Store:
         return int(pages) * int(self._query("PRAGMA page_size")[0][0])
 
     def enforce_retention(self, now: float, max_age_s: float, max_bytes: int) -> int:
-        """Drop samples and forecasts older than ``max_age_s``, then oldest-first until the
-        data fits ``max_bytes``; returns the samples removed."""
+        """Drop samples and forecasts older than ``max_age_s``, then the oldest tenth at a
+        time until the data fits ``max_bytes``; returns the samples removed."""
         removed = 0
         cutoff = now - max_age_s
         with self._tx() as db:
             removed += db.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount
             db.execute("DELETE FROM forecasts WHERE created < ?", (cutoff,))
+        step = self.step_seconds or 1
         while self.used_bytes() > max_bytes:
             with self._tx() as db:
                 total = db.execute("SELECT count(*) FROM samples").fetchone()[0]
@@ -345,10 +346,10 @@ class Store:
                     break
                 chunk = max(total // 10, 1)
                 edge = db.execute(
-                    "SELECT received FROM samples ORDER BY received LIMIT 1 OFFSET ?", (chunk - 1,)
+                    "SELECT ts FROM samples ORDER BY ts LIMIT 1 OFFSET ?", (chunk - 1,)
                 ).fetchone()[0]
-                removed += db.execute("DELETE FROM samples WHERE received <= ?", (edge,)).rowcount
-                db.execute("DELETE FROM forecasts WHERE created <= ?", (edge,))
+                removed += db.execute("DELETE FROM samples WHERE ts <= ?", (edge,)).rowcount
+                db.execute("DELETE FROM forecasts WHERE step <= ?", (edge // step,))
         try:
             self._db.execute("PRAGMA incremental_vacuum")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
