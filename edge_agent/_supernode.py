@@ -94,7 +94,10 @@ class SupernodeSupervisor:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
+        # flower-supernode starts flower-superexec by name: its own bin/ must be on PATH.
+        bindir = str(Path(self.command[0]).parent)
         env.update(
+            PATH=os.pathsep.join([bindir, env.get("PATH", "")]),
             FEDGE_AGENT_STORE=str(self.store_path.resolve()),
             FLWR_TELEMETRY_ENABLED="0",
             RAY_USAGE_STATS_ENABLED="0",
@@ -128,6 +131,8 @@ class SupernodeSupervisor:
             if proc is not None:
                 with self._lock:
                     self._proc = proc
+                if self._stop.is_set():  # stop() ran while we were spawning
+                    os.killpg(proc.pid, signal.SIGTERM)
                 self._on_state(True)
                 self.started.set()
                 code = proc.wait()
