@@ -91,6 +91,7 @@ def _plots(
         axes[-1, 0].set_xlabel(
             f"test step (forecast {report['forecast']['horizon_steps']} steps ahead)"
         )
+        fig.tight_layout()
         out.append(("Forecast vs actual, one site per archetype", _figure_png(fig)))
         plt.close(fig)
 
