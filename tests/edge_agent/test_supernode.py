@@ -101,3 +101,56 @@ def test_supernode_command_and_binary_resolution(tmp_path: Path) -> None:
     plain.write_text("")
     with pytest.raises(SupervisorError, match="not an executable"):
         resolve_binary(str(plain))
+
+
+def test_a_flower_round_trains_from_the_agent_store_through_the_supervised_supernode(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """``flwr run`` with ``data-spec={"kind": "agent_store"}``: the plan names no path; the
+    SuperNode's ClientApp finds the agent's store through ``$FEDGE_AGENT_STORE``."""
+    import subprocess
+
+    import numpy as np
+
+    from tests.edge_agent.conftest import now_step, seed_history, site_values
+
+    if not (BIN / "flower-superlink").exists():
+        pytest.skip("flower-superlink is not installed in this environment")
+    values, _ = site_values(days=8)
+    seed_history(tmp_path / "agent.db", ["cell-a"], values, now_step() - 5)
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    link = free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "local"\n[superlink.local]\naddress = "127.0.0.1:{link}"\ninsecure = true\n'
+    )
+    env = {
+        **agent_env(),
+        "FLWR_HOME": str(home),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    superlink = [
+        str(BIN / "flower-superlink"), "--insecure", "--port", str(link),
+        "--database", str(tmp_path / "state.db"), "--disable-runtime-dependency-installation",
+    ]  # fmt: skip
+    out = tmp_path / "out"
+    repo = Path(__file__).resolve().parents[2]
+    with service(superlink, tmp_path / "superlink.log", env):
+        wait_for_port(link)
+        cfg = write_config(
+            tmp_path,
+            broker.url,
+            federation={"superlink": f"127.0.0.1:{link}", "runtime_port": free_port()},
+        )
+        with RunningAgent(cfg):
+            run_config = f'num-rounds=1 data-spec=\'{{"kind": "agent_store"}}\' output-dir="{out}"'
+            result = subprocess.run(
+                [str(BIN / "flwr"), "run", str(repo), "local", "--stream", "--run-config", run_config],
+                env=env, capture_output=True, text=True, timeout=400, check=False,
+            )  # fmt: skip
+    logs = result.stdout + result.stderr
+    assert result.returncode == 0, logs[-3000:]
+    assert "[ROUND 1/1]" in logs
+    with np.load(out / "global_weights.npz") as z:
+        arrays = [z[k] for k in z.files]
+    assert len(arrays) == 10 and all(np.isfinite(a).all() for a in arrays)
