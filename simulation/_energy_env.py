@@ -194,9 +194,9 @@ class EnergyTrace:
     served_load: NDArray[np.float64]  # (blocks, clusters, K, substeps): own + absorbed
     absorbed: NDArray[np.float64]  # (blocks, clusters, K, substeps)
 
-    def summary(self, baseline_energy: float | None = None) -> dict[str, float]:
+    def summary(self, baseline_energy: float | None = None) -> dict[str, Any]:
         energy = float(self.power_w.sum())
-        out = {
+        out: dict[str, Any] = {
             "energy_kwh": round(energy * 0.25 / 1000.0, 3),
             "qos_violation_rate": round(float(self.violated.mean()), 5),
             "reward": round(-float(self.cost.mean()), 5),
@@ -207,7 +207,7 @@ class EnergyTrace:
         }
         ref = baseline_energy if baseline_energy is not None else energy
         out["energy_saved_pct"] = round(100.0 * (1.0 - energy / ref), 3) if ref > 0 else 0.0
-        return out  # type: ignore[return-value]
+        return out
 
 
 def rollout(data: DecisionData, starts: NDArray[np.int64], policy: EnergyPolicy) -> EnergyTrace:

@@ -1,0 +1,127 @@
+"""``make bench-decisions``: train the default decision preset, then time the served policies.
+
+Training is the documented ``fedge decisions train`` path (forecaster, DQN, PPO, ONNX
+export) and its held-out evaluation; wall and CPU seconds are both recorded because the
+2-core development machine is shared and wall time there depends on the neighbours' load.
+Serving is timed through :class:`coordinator.DecisionService` pinned to one core with one
+ONNX Runtime thread: a decision is one site's power mode plus its slice shares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench._common import write_result
+
+POLICY_DIR = Path("runs/decisions")
+BATCH = 1024
+
+
+def _cpu_s() -> float:
+    self_ = resource.getrusage(resource.RUSAGE_SELF)
+    return self_.ru_utime + self_.ru_stime
+
+
+def _serving(
+    policy_dir: Path, energy: np.ndarray, slices: np.ndarray, ids: list[str]
+) -> dict[str, Any]:
+    from coordinator import DecisionService
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    svc = DecisionService(policy_dir, ids, threads=1)
+    one_e, one_s, site = energy[:1], slices[:1], ids[:1]
+    for _ in range(200):
+        svc.strategic(site, one_e)
+        svc.tactical(site, one_s)
+    single = []
+    for _ in range(5000):
+        t0 = time.perf_counter_ns()
+        svc.strategic(site, one_e)
+        svc.tactical(site, one_s)
+        single.append((time.perf_counter_ns() - t0) / 1000.0)
+    reps = max(1, -(-BATCH // len(ids)))
+    batch_ids = (ids * reps)[:BATCH]
+    e = np.resize(energy, (BATCH, energy.shape[1]))
+    s = np.resize(slices, (BATCH, slices.shape[1]))
+    for _ in range(20):
+        svc.strategic(batch_ids, e)
+        svc.tactical(batch_ids, s)
+    batched = []
+    for _ in range(300):
+        t1 = time.perf_counter()
+        svc.strategic(batch_ids, e)
+        svc.tactical(batch_ids, s)
+        batched.append(time.perf_counter() - t1)
+    arr = np.array(single)
+    return {
+        "single_p50_us": round(float(np.percentile(arr, 50)), 1),
+        "single_p99_us": round(float(np.percentile(arr, 99)), 1),
+        "batched_decisions_per_s": round(BATCH / float(np.median(batched))),
+        "batch_size": BATCH,
+        "decision": "one site: power mode (DQN) + slice shares (PPO), ONNX Runtime, 1 thread, 1 core",
+    }
+
+
+def main() -> None:
+    from simulation._decision_eval import held_out
+    from simulation._decision_train import decision_preset, train
+    from simulation._energy_env import energy_obs
+    from simulation._slice_env import context, slice_obs
+
+    load_before = os.getloadavg()[0]
+    config = decision_preset("default")
+    cpu0, t0 = _cpu_s(), time.perf_counter()
+    trained = train(config, POLICY_DIR)
+    train_wall, train_cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+    print(f"trained in {train_wall:.0f} s wall, {train_cpu:.0f} s CPU", flush=True)
+    section = held_out(trained)
+    section.pop("plot_data")
+    (POLICY_DIR / "evaluation.json").write_text(json.dumps(section, indent=2) + "\n")
+
+    d = trained.data
+    t = d.block_starts("test")
+    modes = np.zeros_like(d.clusters)
+    energy = np.concatenate(
+        [energy_obs(d, d.clusters, int(b), p, modes, modes) for b in t[:8] for p in range(4)]
+    )
+    ctx = context(d, None, 0)
+    sites, steps = ctx.valid(d.test_start, d.test_start + 12)
+    slices = slice_obs(ctx, sites, steps)
+    n = min(len(energy), len(slices))
+    ids = [d.site_ids[int(i)] for i in sites[:n]]
+    serving = _serving(POLICY_DIR, energy[:n], slices[:n], ids)
+    e, s = section["energy"], section["slices"]
+    figures = {
+        **{k: serving[k] for k in ("single_p50_us", "single_p99_us", "batched_decisions_per_s")},
+        "train_wall_s": round(train_wall, 1),
+        "train_cpu_s": round(train_cpu, 1),
+        "train_stage_s": section["train_seconds"],
+        "load_avg_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "serving": serving,
+        "preset": config.to_dict(),
+        "policy_version": section["policy_version"],
+        "held_out": {"energy": e, "slices": s},
+        "acceptance": {
+            "dqn_energy_saved_pct": e["dqn"]["energy_saved_pct"],
+            "dqn_qos_violation_rate": e["dqn"]["qos_violation_rate"],
+            "dqn_beats_threshold_reward": e["dqn"]["reward"] > e["threshold"]["reward"],
+            "ppo_sla_satisfaction": s["ppo"]["sla_satisfaction"],
+            "ppo_reserved_vs_static_pct": s["ppo"]["reserved_vs_static_pct"],
+            "ppo_beats_forecast_proportional_reward": s["ppo"]["reward"]
+            > s["proportional_forecast"]["reward"],
+        },
+    }
+    print(json.dumps(figures["acceptance"], indent=2))
+    print(f"wrote {write_result('decisions', figures)}")
+
+
+if __name__ == "__main__":
+    main()

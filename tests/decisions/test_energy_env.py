@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulation._decision_data import DecisionData, make_clusters
+from simulation._energy_env import (
+    ACTIVE,
+    CAP_OFF,
+    ENERGY_OBS_DIM,
+    ENERGY_OBS_NAMES,
+    OFFLOAD_EFFICIENCY,
+    P_FULL_W,
+    SLEEP,
+    EnergySavingEnv,
+    always_on,
+    random_policy,
+    resolve,
+    rollout,
+    site_costs,
+    site_power,
+    threshold_policy,
+    wake_power,
+)
+from simulation._errors import DecisionError, DecisionInputError
+
+
+def test_earth_power_per_mode() -> None:
+    modes = np.array([ACTIVE, ACTIVE, CAP_OFF, CAP_OFF, SLEEP])
+    used = np.array([0.0, 1.0, 0.0, 0.5, 0.0])
+    # EARTH macro: P0 130 W, Δp 4.7, Pmax 20 W, sleep 75 W; two carriers per site.
+    expected = [2 * 130.0, 2 * (130 + 4.7 * 20), 130 + 75, 130 + 4.7 * 20 + 75, 2 * 75.0]
+    np.testing.assert_allclose(site_power(modes, used), expected)
+    assert pytest.approx(448.0) == P_FULL_W
+
+
+def test_wake_up_costs_only_when_carriers_wake() -> None:
+    prev = np.array([SLEEP, SLEEP, CAP_OFF, ACTIVE, ACTIVE])
+    now = np.array([ACTIVE, CAP_OFF, ACTIVE, SLEEP, ACTIVE])
+    extra = wake_power(prev, now)
+    assert extra[0] == pytest.approx(2 * extra[1]) and extra[1] == pytest.approx(extra[2])
+    assert extra[1] > 0 and extra[3] == 0 and extra[4] == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    modes=st.lists(st.integers(0, 2), min_size=8, max_size=8),
+    demand=st.lists(st.floats(0.0, 1.3), min_size=24, max_size=24),
+    prev=st.lists(st.integers(0, 2), min_size=8, max_size=8),
+)
+def test_offload_accounting(modes: list[int], demand: list[float], prev: list[int]) -> None:
+    m = np.array(modes).reshape(2, 4)
+    d = np.array(demand).reshape(2, 4, 3)
+    out = resolve(m, d, np.array(prev).reshape(2, 4))
+    # Every unit of demand is served at home, by a neighbour or not at all.
+    np.testing.assert_allclose(out.own_served + out.offloaded_served + out.unserved, d, atol=1e-12)
+    assert (out.unserved >= -1e-12).all()
+    # A neighbour never takes more than its spare capacity, and pays the cell-edge penalty.
+    assert (out.absorbed <= out.spare_before + 1e-12).all()
+    np.testing.assert_allclose(
+        out.absorbed.sum(axis=1) * OFFLOAD_EFFICIENCY, out.offloaded_served.sum(axis=1), atol=1e-12
+    )
+    # Nothing is left unserved while the cluster still had room for it.
+    room = (out.spare_before - out.absorbed).sum(axis=1)
+    assert ((out.unserved.sum(axis=1) < 1e-9) | (room < 1e-9)).all()
+    # Energy: the EARTH power of what each site carries, plus wake-up.
+    used = out.own_served + out.absorbed
+    expected = site_power(m, used).mean(axis=-1) + wake_power(np.array(prev).reshape(2, 4), m)
+    np.testing.assert_allclose(out.power_w, expected)
+    cost, unserved, violated = site_costs(out)
+    assert (violated == (out.unserved > 1e-6).any(axis=-1)).all()
+    assert (cost >= out.power_w / P_FULL_W - 1e-12).all()
+    np.testing.assert_allclose(unserved, out.unserved.mean(axis=-1))
+
+
+def test_all_asleep_serves_nothing_and_always_on_serves_all(data: DecisionData) -> None:
+    d = np.full((1, 4, 3), 0.4)
+    asleep = resolve(np.full((1, 4), SLEEP), d, np.full((1, 4), SLEEP))
+    np.testing.assert_allclose(asleep.unserved, d)
+    trace = rollout(data, data.block_starts("test"), always_on)
+    assert not trace.violated.any()
+    assert trace.summary()["energy_saved_pct"] == 0.0
+
+
+def test_threshold_and_random_policies(data: DecisionData) -> None:
+    starts = data.block_starts("val")
+    base = float(rollout(data, starts, always_on).power_w.sum())
+    never = rollout(data, starts, threshold_policy(0.0, 0.0)).summary(base)
+    assert never["energy_saved_pct"] == 0.0 and never["mode_share"]["active"] == 1.0
+    eager = rollout(data, starts, threshold_policy(0.4, 0.5)).summary(base)
+    assert eager["energy_saved_pct"] > 0.0
+    a = rollout(data, starts, random_policy(1)).modes
+    b = rollout(data, starts, random_policy(1)).modes
+    assert (a == b).all() and len(np.unique(a)) == 3
+
+
+def test_block_starts_leave_room_for_the_hour(data: DecisionData) -> None:
+    for split in ("train", "val", "test"):
+        s = data.block_starts(split)
+        assert (s % 3 == 0).all() and s.min() >= 12
+        assert np.isfinite(data.fc_load[:, s - 1]).all()
+    assert data.block_starts("test").min() >= data.test_start
+
+
+def test_env_rewards_sum_to_saving_and_are_deterministic(data: DecisionData) -> None:
+    env1, env2 = EnergySavingEnv(data, episode_blocks=8), EnergySavingEnv(data, episode_blocks=8)
+    o1, i1 = env1.reset(seed=5)
+    o2, i2 = env2.reset(seed=5)
+    assert i1 == i2 and (o1 == o2).all() and o1.shape == (ENERGY_OBS_DIM,)
+    rng = np.random.default_rng(0)
+    k = data.clusters.shape[1]
+    block_reward, truncated, steps = 0.0, False, 0
+    while not truncated:
+        a = int(rng.integers(0, 3))
+        start_block = env1._block
+        cluster, modes_before, prev = env1._cluster, env1._modes.copy(), env1._prev.copy()
+        o1, r1, _, truncated, _ = env1.step(a)
+        o2, r2, _, t2, _ = env2.step(a)
+        assert (o1 == o2).all() and r1 == r2 and truncated == t2
+        block_reward += r1
+        steps += 1
+        if steps % k == 0:
+            modes_before[0, -1] = a
+            t = int(env1.starts[start_block])
+            d = data.load[cluster, t : t + 3]
+            on = site_costs(resolve(np.zeros_like(modes_before), d, np.zeros_like(prev)))[0].sum()
+            true = site_costs(resolve(modes_before, d, prev))[0].sum()
+            assert block_reward == pytest.approx(on - true)
+            block_reward = 0.0
+    assert steps == 8 * k
+
+
+def test_env_observation_sees_earlier_decisions(data: DecisionData) -> None:
+    env = EnergySavingEnv(data, episode_blocks=4)
+    env.reset(seed=0)
+    i_asleep = ENERGY_OBS_NAMES.index("neighbours_asleep")
+    i_spare = ENERGY_OBS_NAMES.index("neighbour_spare_15min")
+    obs0, *_ = env.step(SLEEP)  # site 0 sleeps; site 1 now sees it
+    assert obs0[i_asleep] == pytest.approx(1 / 3)
+    env2 = EnergySavingEnv(data, episode_blocks=4)
+    env2.reset(seed=0)
+    obs_on, *_ = env2.step(ACTIVE)
+    assert obs0[i_spare] < obs_on[i_spare]
+
+
+def test_env_rejects_bad_actions_and_splits(data: DecisionData) -> None:
+    env = EnergySavingEnv(data)
+    env.reset(seed=0)
+    with pytest.raises(DecisionInputError):
+        env.step(3)
+    with pytest.raises(DecisionInputError):
+        env.step(-1)
+    with pytest.raises(DecisionError, match="cluster size"):
+        make_clusters(8, 1)
+    with pytest.raises(DecisionError, match="cannot form"):
+        make_clusters(3, 4)
