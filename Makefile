@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-simulate bench-security bench-codecs bench-decisions system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-simulate bench-security bench-codecs bench-decisions bench-agent system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: bench-simulate bench-security bench-codecs bench-decisions
+bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent
 
 bench-simulate: $(STAMP)
 	$(BIN)/python -m bench.simulate
@@ -44,6 +44,9 @@ bench-security: $(STAMP)
 
 bench-codecs: $(STAMP)
 	$(BIN)/python -m bench.codecs
+
+bench-agent: $(STAMP) system-deps
+	$(BIN)/python -m bench.agent
 
 bench-decisions: $(STAMP)
 	$(BIN)/python -m bench.decisions

@@ -87,7 +87,7 @@ class ResidualDetector:
             for j, name in enumerate(TARGET_NAMES)
             if np.isfinite(z[j]) and abs(z[j]) >= cfg.z_warning
         ]
-        if not hits:
+        if len(hits) < max(cfg.min_kpis, 1):
             return None
         top = max(abs(h.z) for h in hits)
         severity = "critical" if top >= cfg.z_critical else "warning"

@@ -80,8 +80,9 @@ class ModelConfig:
 class AnomalyConfig:
     window: int = 288
     min_history: int = 24
-    z_warning: float = 4.0
-    z_critical: float = 6.0
+    z_warning: float = 5.0
+    z_critical: float = 8.0
+    min_kpis: int = 1  # KPIs that must deviate together before an alert
 
 
 @dataclass(frozen=True)
@@ -321,9 +322,12 @@ def _anomaly(s: _Section) -> AnomalyConfig:
     cfg = AnomalyConfig(
         window=s.positive("window", int, 288),
         min_history=s.positive("min_history", int, 24),
-        z_warning=s.positive("z_warning", float, 4.0),
-        z_critical=s.positive("z_critical", float, 6.0),
+        z_warning=s.positive("z_warning", float, 5.0),
+        z_critical=s.positive("z_critical", float, 8.0),
+        min_kpis=s.positive("min_kpis", int, 1),
     )
+    if cfg.min_kpis > 3:
+        raise ConfigError("anomaly.min_kpis: at most 3 (the forecast KPIs)")
     if cfg.z_critical < cfg.z_warning:
         raise ConfigError("anomaly.z_critical: must be >= z_warning")
     if cfg.min_history > cfg.window:
