@@ -10,7 +10,7 @@ from typing import Any
 from federation._errors import FederationError
 from models import ForecastSpec
 
-STRATEGIES = ("fedavg", "fedprox", "fedtrimmedavg", "fedmedian", "krum")
+STRATEGIES = ("fedavg", "fedprox", "fedtrimmedavg", "fedmedian", "krum", "fedavgm")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class FederationPlan:
     state_dir: str = ""  # simulation only: where each site keeps its state
     trim_beta: float = 0.2  # fedtrimmedavg: fraction cut at each end
     krum_malicious: int = 2  # krum: assumed number of malicious sites
+    server_momentum: float = 0.9  # fedavgm: momentum of the server's update
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -69,6 +70,8 @@ class FederationPlan:
             raise FederationError(f"trim_beta must be in [0, 0.5), got {self.trim_beta}")
         if self.krum_malicious < 0:
             raise FederationError("krum_malicious must be >= 0")
+        if not 0.0 <= self.server_momentum < 1.0:
+            raise FederationError(f"server_momentum must be in [0, 1), got {self.server_momentum}")
 
     def learning_rate_at(self, server_round: int) -> float:
         """Cosine decay to a tenth over the run: the same schedule the baselines get."""

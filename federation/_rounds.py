@@ -16,7 +16,15 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, Strategy
+from flwr.serverapp.strategy import (
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    Krum,
+    Strategy,
+)
 
 from federation._plan import FederationPlan
 from models import LoadForecaster, Weights, get_weights
@@ -105,6 +113,8 @@ def build_strategy(plan: FederationPlan, kwargs: dict[str, Any]) -> Strategy:
         return FedMedian(**kwargs)
     if plan.strategy == "krum":
         return Krum(num_malicious_nodes=plan.krum_malicious, **kwargs)
+    if plan.strategy == "fedavgm":  # server momentum: carries sparse updates across rounds
+        return FedAvgM(server_momentum=plan.server_momentum, **kwargs)
     return FedAvg(**kwargs)
 
 

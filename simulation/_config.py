@@ -9,11 +9,11 @@ from typing import Any
 from simulation._errors import SimulationError
 from simulation._generator import GeneratorConfig
 
-ROBUST_METHODS = ("fedtrimmedavg", "fedmedian", "krum")  # opt-in: not in the default set
-FEDERATED_METHODS = ("fedavg", "fedprox", *ROBUST_METHODS)
+OPT_IN_METHODS = ("fedtrimmedavg", "fedmedian", "krum", "fedavgm")  # not in the default set
+FEDERATED_METHODS = ("fedavg", "fedprox", *OPT_IN_METHODS)
 TRAINED_METHODS = ("fedavg", "fedprox", "local", "centralized")
 ALL_METHODS = (*TRAINED_METHODS, "seasonal_naive", "persistence")
-KNOWN_METHODS = (*ALL_METHODS, *ROBUST_METHODS)
+KNOWN_METHODS = (*ALL_METHODS, *OPT_IN_METHODS)
 
 
 @dataclass(frozen=True)

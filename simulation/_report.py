@@ -20,6 +20,7 @@ METHOD_ORDER = (
     "fedtrimmedavg",
     "fedmedian",
     "krum",
+    "fedavgm",
     "local",
     "centralized",
     "seasonal_naive",
