@@ -226,11 +226,15 @@ def _ticks(progress: DecisionProgress, task: str, total: int) -> Any:
     from stable_baselines3.common.callbacks import BaseCallback
 
     every = max(1, total // 100)
-    progress.start(task, -(-total // every))
+    ticks = -(-total // every)
+    progress.start(task, ticks)
 
     class Ticks(BaseCallback):
+        done = 0
+
         def _on_step(self) -> bool:
-            if self.num_timesteps % every == 0:
+            while self.done < min(ticks, self.num_timesteps // every):
+                self.done += 1
                 progress.advance(task)
             return True
 
