@@ -7,7 +7,15 @@ run.
 
 from federation._accounting import Ledger, wire_size
 from federation._adversary import ATTACKS, AdversaryPlan
-from federation._codec import CODECS, CodecId, CodecSpec, decode, encode, error_bound
+from federation._codec import (
+    CODECS,
+    CodecId,
+    CodecSchedule,
+    CodecSpec,
+    decode,
+    encode,
+    error_bound,
+)
 from federation._errors import (
     CodecError,
     CorruptPayloadError,
@@ -28,6 +36,7 @@ __all__ = [
     "AdversaryPlan",
     "CodecError",
     "CodecId",
+    "CodecSchedule",
     "CodecSpec",
     "CorruptPayloadError",
     "FederationError",

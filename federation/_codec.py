@@ -307,3 +307,45 @@ def error_bound(x: NDArray[np.float32], spec: CodecSpec) -> float:
         return float("inf")
     slack = 1e-6 * max(1.0, float(np.abs(flat).max()))  # float32 arithmetic
     return (step if spec.stochastic else step / 2) + slack
+
+
+@dataclass(frozen=True)
+class CodecSchedule:
+    """Which codec each round uses: ``"sign@1-2,topk:0.03"`` = sign in rounds 1-2, else top-k.
+
+    Entries are ``codec`` (the default, exactly one) or ``codec@a`` / ``codec@a-b``
+    (inclusive rounds); a plain codec name is a schedule with only a default.
+    """
+
+    default: CodecSpec
+    ranges: tuple[tuple[int, int, CodecSpec], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> CodecSchedule:
+        default: CodecSpec | None = None
+        ranges: list[tuple[int, int, CodecSpec]] = []
+        for entry in (e.strip() for e in text.split(",")):
+            codec, at, span = entry.partition("@")
+            spec = CodecSpec.parse(codec)
+            if not at:
+                if default is not None:
+                    raise CodecError(f"schedule {text!r} has two default codecs")
+                default = spec
+                continue
+            first, dash, last = span.partition("-")
+            try:
+                a, b = int(first), int(last) if dash else int(first)
+            except ValueError:
+                raise CodecError(f"bad round range {span!r} in {text!r}") from None
+            if not 1 <= a <= b:
+                raise CodecError(f"bad round range {span!r} in {text!r}")
+            ranges.append((a, b, spec))
+        if default is None:
+            raise CodecError(f"schedule {text!r} names no default codec")
+        return cls(default, tuple(ranges))
+
+    def at(self, server_round: int) -> CodecSpec:
+        for a, b, spec in self.ranges:
+            if a <= server_round <= b:
+                return spec
+        return self.default

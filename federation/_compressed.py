@@ -17,6 +17,7 @@ from flwr.serverapp.strategy import Strategy
 
 from federation._accounting import Ledger
 from federation._channel import ServerChannel, simulated_identity
+from federation._codec import CodecSchedule
 from federation._errors import FederationError
 from federation._plan import FederationPlan
 from federation._sealed_strategy import SealedStrategy, introduce
@@ -37,6 +38,7 @@ def seal_strategy(
 
     channel = ServerChannel(simulated_identity(plan.seed, "server"), directory)
     ledger = Ledger(codec=plan.codec)
+    schedule = CodecSchedule.parse(plan.codec)  # the server's per-round choice
     bound = introduce(grid, channel, plan.seed, ledger, enroll)
     nodes = list(grid.get_node_ids())
     if bound == 0:
@@ -47,7 +49,7 @@ def seal_strategy(
     wrapped = SealedStrategy(
         inner,
         channel,
-        lambda _node, _round: plan.codec,
+        lambda _node, server_round: str(schedule.at(server_round)),
         key_seed=plan.seed,
         state_dir=state_dir,
         residual_decay=plan.residual_decay,

@@ -61,9 +61,9 @@ class FederationPlan:
         except json.JSONDecodeError as exc:
             raise FederationError(f"data_spec is not JSON: {exc}") from exc
         if self.codec != "none":
-            from federation._codec import CodecSpec
+            from federation._codec import CodecSchedule
 
-            CodecSpec.parse(self.codec)
+            CodecSchedule.parse(self.codec)
         if not 0.0 < self.residual_decay <= 1.0:
             raise FederationError(f"residual_decay must be in (0, 1], got {self.residual_decay}")
         if not 0.0 <= self.trim_beta < 0.5:

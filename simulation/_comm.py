@@ -16,7 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from federation import AdversaryPlan, CodecSpec, FederationError, FederationOutcome, FederationPlan
+from federation import (
+    AdversaryPlan,
+    CodecSchedule,
+    FederationError,
+    FederationOutcome,
+    FederationPlan,
+)
 from simulation._errors import SimulationError
 
 if TYPE_CHECKING:
@@ -29,7 +35,7 @@ def check_comm_config(config: SimulationConfig) -> None:
     try:
         for codec in (config.codec, *config.sweep):
             if codec != "none":
-                CodecSpec.parse(codec)
+                CodecSchedule.parse(codec)
         if config.attacks:
             AdversaryPlan.parse(config.attacks, 1, 0)
     except FederationError as exc:

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from federation import (
     CodecError,
     CodecId,
+    CodecSchedule,
     CodecSpec,
     CorruptPayloadError,
     TruncatedPayloadError,
@@ -217,3 +218,18 @@ def test_spec_text_round_trips_and_encoder_refuses_bad_input() -> None:
         encode([np.ones(3, np.float32)], CodecSpec.parse("int8+sr"))
     with pytest.raises(CodecError, match="dimensions"):
         encode([np.ones((1,) * 9, np.float32)], CodecSpec(CodecId.FP32))
+
+
+def test_codec_schedule_picks_per_round_and_rejects_bad_text() -> None:
+    s = CodecSchedule.parse("sign@1-2, int4@5, topk:0.03")
+    assert [str(s.at(r)) for r in (1, 2, 3, 5, 6)] == [
+        "sign",
+        "sign",
+        "topk:0.03",
+        "int4",
+        "topk:0.03",
+    ]
+    assert str(CodecSchedule.parse("int8").at(7)) == "int8"
+    for bad in ("sign@1", "int8,fp16", "int8@0,fp16", "int8@3-2,fp16", "int8@x,fp16", "bogus"):
+        with pytest.raises(CodecError):
+            CodecSchedule.parse(bad)
