@@ -1,0 +1,157 @@
+"""Who is calling: operator API keys (hashed, with a role) and signed site requests.
+
+A site signs ``method, path?query, SHA-256(body), timestamp, nonce, site id`` with its
+composite (ML-DSA-65 + Ed25519) key. The coordinator accepts a timestamp within the
+replay window and each (site, nonce) once: nonces are stored in the database until they
+fall out of the window, so a replay is refused across restarts too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy import Engine, delete
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from coordinator._errors import ForbiddenError, UnauthenticatedError
+from coordinator._schema import ApiKey, RequestNonce, Role
+from security import KeyDirectory, SecurityError, SiteIdentity
+
+REQUEST_CONTEXT: Final = b"fedge-request-v1"
+API_KEY_PREFIX: Final = "fedge-op."
+SITE_HEADER: Final = "X-Fedge-Site"
+TIMESTAMP_HEADER: Final = "X-Fedge-Timestamp"
+NONCE_HEADER: Final = "X-Fedge-Nonce"
+SIGNATURE_HEADER: Final = "X-Fedge-Signature"
+
+
+def new_api_key() -> str:
+    """A fresh operator key; only its hash is stored."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> str:
+    """SHA-256 is enough: keys carry 256 random bits, nothing to brute-force."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"operator:{self.name}"
+
+
+def authenticate_operator(engine: Engine, key: str | None) -> Operator:
+    """The operator owning ``key``; missing, unknown or revoked keys raise."""
+    if not key:
+        raise UnauthenticatedError("an operator API key is required (X-API-Key header)")
+    with Session(engine) as session:
+        row = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash(key))).first()
+    if row is None or row.revoked:
+        raise UnauthenticatedError("unknown or revoked API key")
+    return Operator(row.name, row.role)
+
+
+def require_role(operator: Operator, role: Role) -> None:
+    if operator.role.rank < role.rank:
+        raise ForbiddenError(
+            f"this call needs the {role.value} role, key has {operator.role.value}"
+        )
+
+
+def request_message(
+    method: str, target: str, body: bytes, timestamp: str, nonce: str, site_id: str
+) -> bytes:
+    """What a site signs; ``target`` is the path with its query string."""
+    digest = hashlib.sha256(body).hexdigest()
+    return "\n".join((method.upper(), target, digest, timestamp, nonce, site_id)).encode()
+
+
+def sign_request(
+    identity: SiteIdentity,
+    method: str,
+    target: str,
+    body: bytes = b"",
+    *,
+    now: float | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """Headers that authenticate one request from ``identity`` (the site's side)."""
+    timestamp = f"{time.time() if now is None else now:.3f}"
+    nonce = os.urandom(16).hex() if nonce is None else nonce
+    site_id = identity.site_id.hex()
+    signature = identity.signing_key.sign(
+        request_message(method, target, body, timestamp, nonce, site_id), REQUEST_CONTEXT
+    )
+    return {
+        SITE_HEADER: site_id,
+        TIMESTAMP_HEADER: timestamp,
+        NONCE_HEADER: nonce,
+        SIGNATURE_HEADER: base64.b64encode(signature).decode(),
+    }
+
+
+def verify_site_request(
+    engine: Engine,
+    directory: KeyDirectory,
+    *,
+    method: str,
+    target: str,
+    body: bytes,
+    headers: dict[str, str | None],
+    window: float,
+    now: float | None = None,
+) -> bytes:
+    """The site id of a correctly signed, fresh, first-seen request; anything else raises."""
+    site_hex, timestamp, nonce, signature_b64 = (
+        headers.get(h) for h in (SITE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
+    )
+    if not (site_hex and timestamp and nonce and signature_b64):
+        raise UnauthenticatedError(
+            f"site requests need {SITE_HEADER}, {TIMESTAMP_HEADER}, {NONCE_HEADER} "
+            f"and {SIGNATURE_HEADER} headers"
+        )
+    try:
+        site_id = bytes.fromhex(site_hex)
+        sent_at = float(timestamp)
+        signature = base64.b64decode(signature_b64, validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise UnauthenticatedError("malformed site authentication headers") from exc
+    if not 16 <= len(nonce) <= 64:
+        raise UnauthenticatedError("the nonce must be 16 to 64 characters")
+    now = time.time() if now is None else now
+    if not abs(now - sent_at) <= window:  # also refuses NaN
+        raise UnauthenticatedError("request timestamp is outside the replay window")
+    try:
+        keys = directory.keys(site_id)
+        keys.verify_key().verify(
+            signature,
+            request_message(method, target, body, timestamp, nonce, site_hex),
+            REQUEST_CONTEXT,
+        )
+    except SecurityError as exc:
+        raise UnauthenticatedError(f"site request refused: {exc}") from exc
+    _remember_nonce(engine, site_hex, nonce, now + window, now)
+    return site_id
+
+
+def _remember_nonce(engine: Engine, site_hex: str, nonce: str, until: float, now: float) -> None:
+    with Session(engine) as session:
+        session.connection().execute(delete(RequestNonce).where(col(RequestNonce.expires_at) < now))
+        session.add(RequestNonce(site_id=site_hex, nonce=nonce, expires_at=until))
+        try:
+            session.commit()
+        except IntegrityError as exc:
+            raise UnauthenticatedError("replayed request (nonce already used)") from exc

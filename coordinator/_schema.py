@@ -1,0 +1,267 @@
+"""The coordinator's records (SQLModel): Base / Create / Public / table variants.
+
+Times are Unix seconds (float) so SQLite and PostgreSQL round-trip them identically.
+The audit log is append-only: the migration installs triggers that refuse UPDATE and
+DELETE on it, in both databases.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+
+
+class SiteState(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class ModelStatus(StrEnum):
+    CANDIDATE = "candidate"
+    PRODUCTION = "production"
+    RETIRED = "retired"
+
+
+class RoundStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+
+
+# --- sites -------------------------------------------------------------------------------
+
+
+class SiteBase(SQLModel):
+    archetype: str | None = Field(default=None, max_length=64)
+    region: str | None = Field(default=None, max_length=64)
+
+
+class Site(SiteBase, table=True):
+    __tablename__ = "sites"
+
+    id: str = Field(primary_key=True, max_length=32)  # site id (key fingerprint), hex
+    generation: int = 0
+    public_keys: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    previous_keys: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    previous_until: float = 0.0
+    status: SiteState = Field(default=SiteState.ACTIVE, max_length=16)
+    enrolled_at: float
+    last_seen: float | None = None
+
+
+class SitePublic(SiteBase):
+    id: str
+    generation: int
+    status: SiteState
+    enrolled_at: float
+    last_seen: float | None
+
+
+# --- enrollment tokens -------------------------------------------------------------------
+
+
+class EnrollmentToken(SQLModel, table=True):
+    __tablename__ = "enrollment_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=64)  # SHA3-256, hex
+    expires_at: float
+    created_at: float
+    created_by: str = Field(max_length=64)
+    used_at: float | None = None
+
+
+class TokenCreate(SQLModel):
+    ttl_seconds: float = Field(default=86400.0, gt=0, le=30 * 86400)
+
+
+class TokenIssued(SQLModel):
+    token: str
+    expires_at: float
+
+
+# --- rounds ------------------------------------------------------------------------------
+
+
+class RoundBase(SQLModel):
+    run_id: str = Field(max_length=64, index=True)
+    number: int = Field(ge=1)
+    strategy: str = Field(max_length=32)
+    codec: str = Field(default="none", max_length=32)
+    participants: int = Field(default=0, ge=0)
+    bytes_up: int = Field(default=0, ge=0)
+    bytes_down: int = Field(default=0, ge=0)
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: RoundStatus = Field(default=RoundStatus.RUNNING, max_length=16)
+    started_at: float
+    finished_at: float | None = None
+
+
+class Round(RoundBase, table=True):
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("run_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class RoundPublic(RoundBase):
+    id: int
+
+
+# --- model versions ----------------------------------------------------------------------
+
+
+class ModelVersionBase(SQLModel):
+    parent_id: int | None = Field(default=None, foreign_key="model_versions.id")
+    metrics: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    note: str = Field(default="", max_length=200)
+
+
+class ModelVersion(ModelVersionBase, table=True):
+    __tablename__ = "model_versions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(max_length=64, unique=True)
+    size: int
+    status: ModelStatus = Field(default=ModelStatus.CANDIDATE, max_length=16)
+    created_at: float
+    created_by: str = Field(max_length=64)
+    promoted_by: str | None = Field(default=None, max_length=64)
+    promoted_at: float | None = None
+    replaced_id: int | None = None  # the production version this one replaced
+
+
+class ModelVersionCreate(ModelVersionBase):
+    onnx_base64: str = Field(min_length=1)
+
+
+class ModelVersionPublic(ModelVersionBase):
+    id: int
+    sha256: str
+    size: int
+    status: ModelStatus
+    created_at: float
+    created_by: str
+    promoted_by: str | None
+    promoted_at: float | None
+
+
+# --- decisions ---------------------------------------------------------------------------
+
+
+class Decision(SQLModel, table=True):
+    __tablename__ = "decisions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: str = Field(max_length=64, index=True)
+    at: float
+    policy_version: str = Field(max_length=64)
+    kind: str = Field(max_length=16)
+    action: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+# --- operator API keys -------------------------------------------------------------------
+
+
+class ApiKeyBase(SQLModel):
+    name: str = Field(min_length=1, max_length=64, unique=True)
+    role: Role = Field(max_length=16)
+
+
+class ApiKey(ApiKeyBase, table=True):
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_hash: str = Field(max_length=64, unique=True)  # SHA-256 of the key, hex
+    created_at: float
+    revoked: bool = False
+
+
+class ApiKeyCreate(ApiKeyBase):
+    pass
+
+
+class ApiKeyPublic(ApiKeyBase):
+    id: int
+    created_at: float
+    revoked: bool
+
+
+class ApiKeyIssued(ApiKeyPublic):
+    key: str
+
+
+# --- audit log and request nonces --------------------------------------------------------
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: float
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=64)
+    target: str = Field(default="", max_length=128)
+    outcome: str = Field(max_length=16)  # ok, denied
+    detail: str = Field(default="", max_length=500)
+
+
+class AuditPublic(SQLModel):
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: str
+
+
+class RequestNonce(SQLModel, table=True):
+    """Nonces of signed site requests seen inside the replay window."""
+
+    __tablename__ = "request_nonces"
+
+    site_id: str = Field(primary_key=True, max_length=32)
+    nonce: str = Field(primary_key=True, max_length=64)
+    expires_at: float = Field(index=True)
+
+
+__all__ = [
+    "ApiKey",
+    "ApiKeyCreate",
+    "ApiKeyIssued",
+    "ApiKeyPublic",
+    "AuditEntry",
+    "AuditPublic",
+    "Decision",
+    "EnrollmentToken",
+    "ModelStatus",
+    "ModelVersion",
+    "ModelVersionCreate",
+    "ModelVersionPublic",
+    "RequestNonce",
+    "Role",
+    "Round",
+    "RoundPublic",
+    "RoundStatus",
+    "Site",
+    "SitePublic",
+    "SiteState",
+    "TokenCreate",
+    "TokenIssued",
+]

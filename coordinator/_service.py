@@ -1,0 +1,391 @@
+"""The coordinator's state changes, one transaction each, each with its audit entry.
+
+Routes stay thin: they authenticate, call one method here, and shape the answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from coordinator._access import Operator, authenticate_operator, key_hash, new_api_key
+from coordinator._db import open_database
+from coordinator._errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    SettingsError,
+)
+from coordinator._registry import DatabaseRegistry
+from coordinator._schema import (
+    ApiKey,
+    ApiKeyCreate,
+    AuditEntry,
+    EnrollmentToken,
+    ModelStatus,
+    ModelVersion,
+    ModelVersionCreate,
+    Role,
+    Round,
+    Site,
+    SiteState,
+)
+from coordinator._settings import CoordinatorSettings
+from coordinator._store import ModelStore, check_onnx
+from security import (
+    ContentType,
+    EnrollmentAuthority,
+    KeyDirectory,
+    KeyStoreError,
+    OneShotSealer,
+    SiteIdentity,
+    load_identity,
+    save_identity,
+    token_hash,
+)
+
+MAX_MODEL_BYTES = 16 * 1024 * 1024
+BOOTSTRAP_KEY_NAME = "bootstrap-admin"
+
+
+def _identity(settings: CoordinatorSettings) -> SiteIdentity:
+    """The coordinator's own post-quantum identity; created on first start."""
+    kek = settings.kek.get_secret_value().encode()
+    path = settings.identity_file
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_identity(path, SiteIdentity.generate(), kek)
+        return load_identity(path, kek)
+    except (KeyStoreError, OSError) as exc:
+        raise SettingsError(f"coordinator identity {path}: {exc}") from exc
+
+
+class Coordinator:
+    """Database, model store, identity and the enrollment authority of one coordinator."""
+
+    def __init__(self, settings: CoordinatorSettings) -> None:
+        self.settings = settings
+        self.identity = _identity(settings)
+        self.store = ModelStore(settings.model_store)
+        self.engine: Engine = open_database(settings.database_url)
+        self.registry = DatabaseRegistry(self.engine)
+        self.directory = KeyDirectory(self.registry)
+        self.authority = EnrollmentAuthority(self.identity, self.directory)
+        self._sealer = OneShotSealer(self.identity)
+        self._ensure_bootstrap_admin()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- audit -------------------------------------------------------------------------
+
+    @staticmethod
+    def _entry(actor: str, action: str, target: str, outcome: str, detail: str) -> AuditEntry:
+        return AuditEntry(
+            at=time.time(),
+            actor=actor[:64],
+            action=action[:64],
+            target=target[:128],
+            outcome=outcome,
+            detail=detail[:500],
+        )
+
+    def audit(
+        self, actor: str, action: str, target: str = "", outcome: str = "ok", detail: str = ""
+    ) -> None:
+        """Append one entry in its own transaction (denials, which change nothing else)."""
+        with Session(self.engine) as session:
+            session.add(self._entry(actor, action, target, outcome, detail))
+            session.commit()
+
+    def audit_log(self, limit: int, after_id: int) -> Sequence[AuditEntry]:
+        with Session(self.engine) as session:
+            query = (
+                select(AuditEntry)
+                .where(col(AuditEntry.id) > after_id)
+                .order_by(col(AuditEntry.id))
+                .limit(limit)
+            )
+            return session.exec(query).all()
+
+    # --- operator keys -----------------------------------------------------------------
+
+    def _ensure_bootstrap_admin(self) -> None:
+        """The settings' admin key is always a valid admin key (and the only one at first)."""
+        digest = key_hash(self.settings.admin_api_key.get_secret_value())
+        with Session(self.engine) as session:
+            row = session.exec(select(ApiKey).where(ApiKey.name == BOOTSTRAP_KEY_NAME)).first()
+            if row is not None and row.key_hash == digest:
+                return
+            if row is None:
+                row = ApiKey(
+                    name=BOOTSTRAP_KEY_NAME,
+                    role=Role.ADMIN,
+                    key_hash=digest,
+                    created_at=time.time(),
+                )
+            row.key_hash, row.revoked = digest, False
+            session.add(row)
+            session.add(self._entry("settings", "api_key.bootstrap", BOOTSTRAP_KEY_NAME, "ok", ""))
+            session.commit()
+
+    def operator(self, key: str | None) -> Operator:
+        return authenticate_operator(self.engine, key)
+
+    def create_api_key(self, by: Operator, spec: ApiKeyCreate) -> tuple[ApiKey, str]:
+        key = new_api_key()
+        with Session(self.engine) as session:
+            row = ApiKey(
+                name=spec.name, role=spec.role, key_hash=key_hash(key), created_at=time.time()
+            )
+            session.add(row)
+            session.add(self._entry(by.actor, "api_key.create", spec.name, "ok", spec.role.value))
+            try:
+                session.commit()
+            except IntegrityError as exc:
+                raise ConflictError(f"an API key named {spec.name!r} exists") from exc
+            session.refresh(row)
+            return row, key
+
+    def revoke_api_key(self, by: Operator, key_id: int) -> ApiKey:
+        with Session(self.engine) as session:
+            row = session.get(ApiKey, key_id)
+            if row is None:
+                raise NotFoundError(f"no API key {key_id}")
+            if row.name == BOOTSTRAP_KEY_NAME:
+                raise ConflictError("the bootstrap key is set in the settings; change it there")
+            row.revoked = True
+            session.add(row)
+            session.add(self._entry(by.actor, "api_key.revoke", row.name, "ok", ""))
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def api_keys(self) -> Sequence[ApiKey]:
+        with Session(self.engine) as session:
+            return session.exec(select(ApiKey).order_by(col(ApiKey.id))).all()
+
+    # --- enrollment and sites ----------------------------------------------------------
+
+    def issue_token(self, by: Operator, ttl_seconds: float) -> tuple[str, float]:
+        now = time.time()
+        token = self.authority.issue_token(ttl_seconds, now)
+        with Session(self.engine) as session:
+            row = session.get(EnrollmentToken, token_hash(token).hex())
+            assert row is not None  # stored by issue_token() just above
+            row.created_by = by.actor[:64]
+            session.add(row)
+            session.add(self._entry(by.actor, "enrollment.token", "", "ok", f"ttl {ttl_seconds} s"))
+            session.commit()
+        return token, now + ttl_seconds
+
+    def enroll_begin(self, request: bytes) -> bytes:
+        challenge = self.authority.begin(request)
+        self.audit("anonymous", "enrollment.begin", "", "ok", "token spent, challenge issued")
+        return challenge
+
+    def enroll_complete(
+        self, site_id: bytes, proof: bytes, archetype: str | None, region: str | None
+    ) -> Site:
+        self.authority.complete(site_id, proof)
+        with Session(self.engine) as session:
+            row = session.get(Site, site_id.hex())
+            assert row is not None  # registered by complete() just above
+            row.archetype, row.region, row.last_seen = archetype, region, time.time()
+            session.add(row)
+            session.add(
+                self._entry(f"site:{site_id.hex()}", "site.enroll", site_id.hex(), "ok", "")
+            )
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def sites(self, status: SiteState | None) -> Sequence[Site]:
+        with Session(self.engine) as session:
+            query = select(Site).order_by(col(Site.enrolled_at))
+            if status is not None:
+                query = query.where(Site.status == status)
+            return session.exec(query).all()
+
+    def site(self, site_hex: str) -> Site:
+        with Session(self.engine) as session:
+            row = session.get(Site, site_hex)
+            if row is None:
+                raise NotFoundError(f"no site {site_hex}")
+            return row
+
+    def revoke_site(self, by: Operator, site_hex: str) -> Site:
+        with Session(self.engine) as session:
+            row = session.get(Site, site_hex)
+            if row is None:
+                raise NotFoundError(f"no site {site_hex}")
+            if row.status is SiteState.REVOKED:
+                raise ConflictError(f"site {site_hex} is already revoked")
+            row.status = SiteState.REVOKED
+            session.add(row)
+            session.add(self._entry(by.actor, "site.revoke", site_hex, "ok", ""))
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def touch_site(self, site_id: bytes) -> None:
+        with Session(self.engine) as session:
+            row = session.get(Site, site_id.hex())
+            if row is not None:
+                row.last_seen = time.time()
+                session.add(row)
+                session.commit()
+
+    # --- model versions ----------------------------------------------------------------
+
+    def models(self, status: ModelStatus | None) -> Sequence[ModelVersion]:
+        with Session(self.engine) as session:
+            query = select(ModelVersion).order_by(col(ModelVersion.id))
+            if status is not None:
+                query = query.where(ModelVersion.status == status)
+            return session.exec(query).all()
+
+    def model(self, model_id: int) -> ModelVersion:
+        with Session(self.engine) as session:
+            row = session.get(ModelVersion, model_id)
+            if row is None:
+                raise NotFoundError(f"no model version {model_id}")
+            return row
+
+    def upload_model(self, by: Operator, spec: ModelVersionCreate) -> ModelVersion:
+        try:
+            blob = base64.b64decode(spec.onnx_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInputError("onnx_base64 is not base64") from exc
+        if len(blob) > MAX_MODEL_BYTES:
+            raise InvalidInputError(f"models are limited to {MAX_MODEL_BYTES} bytes")
+        check_onnx(blob)
+        with Session(self.engine) as session:
+            if spec.parent_id is not None and session.get(ModelVersion, spec.parent_id) is None:
+                raise NotFoundError(f"parent model version {spec.parent_id} does not exist")
+            digest = self.store.put(blob)
+            row = ModelVersion(
+                parent_id=spec.parent_id,
+                metrics=spec.metrics,
+                note=spec.note,
+                sha256=digest,
+                size=len(blob),
+                created_at=time.time(),
+                created_by=by.actor,
+            )
+            session.add(row)
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                raise ConflictError(f"a model version with sha256 {digest} exists") from exc
+            session.add(self._entry(by.actor, "model.upload", f"model:{row.id}", "ok", digest))
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def _production(self, session: Session) -> ModelVersion | None:
+        query = (
+            select(ModelVersion)
+            .where(ModelVersion.status == ModelStatus.PRODUCTION)
+            .with_for_update()
+        )
+        return session.exec(query).first()
+
+    def promote(self, by: Operator, model_id: int) -> ModelVersion:
+        with Session(self.engine) as session:
+            current = self._production(session)
+            row = session.get(ModelVersion, model_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError(f"no model version {model_id}")
+            if row.status is not ModelStatus.CANDIDATE:
+                raise ConflictError(
+                    f"model version {model_id} is {row.status.value}, not a candidate"
+                )
+            if current is not None:
+                current.status = ModelStatus.RETIRED
+                session.add(current)
+                session.flush()
+            row.status, row.promoted_by, row.promoted_at = (
+                ModelStatus.PRODUCTION,
+                by.actor,
+                time.time(),
+            )
+            row.replaced_id = None if current is None else current.id
+            session.add(row)
+            session.add(
+                self._entry(
+                    by.actor,
+                    "model.promote",
+                    f"model:{model_id}",
+                    "ok",
+                    "" if current is None else f"retired model:{current.id}",
+                )
+            )
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def rollback(self, by: Operator) -> ModelVersion:
+        """Retire the production version and bring back the one it replaced."""
+        with Session(self.engine) as session:
+            current = self._production(session)
+            if current is None:
+                raise ConflictError("no model version is in production")
+            if current.replaced_id is None:
+                raise ConflictError(f"model:{current.id} replaced nothing; nothing to roll back to")
+            previous = session.get(ModelVersion, current.replaced_id, with_for_update=True)
+            assert previous is not None  # ids are never deleted
+            current.status = ModelStatus.RETIRED
+            session.add(current)
+            session.flush()
+            previous.status, previous.promoted_by, previous.promoted_at = (
+                ModelStatus.PRODUCTION,
+                by.actor,
+                time.time(),
+            )
+            session.add(previous)
+            session.add(
+                self._entry(
+                    by.actor,
+                    "model.rollback",
+                    f"model:{previous.id}",
+                    "ok",
+                    f"retired model:{current.id}",
+                )
+            )
+            session.commit()
+            session.refresh(previous)
+            return previous
+
+    def sealed_production_model(self, site_id: bytes) -> tuple[bytes, ModelVersion]:
+        """The production model as a ``ModelBundle``, sealed to the requesting site."""
+        from edge_agent import ModelBundle
+
+        with Session(self.engine) as session:
+            row = session.exec(
+                select(ModelVersion).where(ModelVersion.status == ModelStatus.PRODUCTION)
+            ).first()
+        if row is None:
+            raise NotFoundError("no model version is in production")
+        assert row.id is not None
+        bundle = ModelBundle(f"v{row.id}", self.store.get(row.sha256)).encode()
+        keys = self.directory.keys(site_id)
+        envelope = self._sealer.seal(keys, bundle, ContentType.GLOBAL_MODEL, round_id=row.id)
+        self.audit(f"site:{site_id.hex()}", "model.download", f"model:{row.id}", "ok", "")
+        return envelope, row
+
+    # --- rounds ------------------------------------------------------------------------
+
+    def rounds(self, run_id: str | None, limit: int) -> Sequence[Round]:
+        with Session(self.engine) as session:
+            query = select(Round).order_by(col(Round.id)).limit(limit)
+            if run_id is not None:
+                query = query.where(Round.run_id == run_id)
+            return session.exec(query).all()

@@ -1,0 +1,62 @@
+"""ONNX artifacts on disk, named by their SHA-256, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from coordinator._errors import DatabaseError, InvalidInputError, NotFoundError
+
+
+def check_onnx(blob: bytes) -> None:
+    """Refuse bytes that are not a well-formed ONNX model (before anything is stored)."""
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(blob)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError and others
+        raise InvalidInputError(f"not a valid ONNX model: {str(exc).splitlines()[0]}") from exc
+    if not model.graph.node:
+        raise InvalidInputError("the ONNX model has an empty graph")
+
+
+class ModelStore:
+    """Content-addressed files under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create the model store {root}: {exc.strerror}") from exc
+
+    def path(self, sha256: str) -> Path:
+        return self.root / f"{sha256}.onnx"
+
+    def put(self, blob: bytes) -> str:
+        digest = hashlib.sha256(blob).hexdigest()
+        target = self.path(digest)
+        if target.exists():
+            return digest
+        tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
+        try:
+            with tmp.open("wb") as handle:
+                handle.write(blob)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise DatabaseError(f"cannot store model {digest}: {exc.strerror}") from exc
+        return digest
+
+    def get(self, sha256: str) -> bytes:
+        try:
+            blob = self.path(sha256).read_bytes()
+        except OSError as exc:
+            raise NotFoundError(f"model file {sha256} is missing from the store") from exc
+        if hashlib.sha256(blob).hexdigest() != sha256:
+            raise DatabaseError(f"model file {sha256} is corrupt")
+        return blob

@@ -1,0 +1,137 @@
+"""The FastAPI application: routes, error answers, audit of denials, metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from sqlalchemy.exc import SQLAlchemyError
+
+from coordinator._errors import (
+    ConflictError,
+    CoordinatorError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthenticatedError,
+)
+from coordinator._service import Coordinator
+from coordinator._settings import CoordinatorSettings
+from coordinator.api.routes import ROUTERS
+from security import (
+    InvalidSignature,
+    InvalidToken,
+    RevokedSender,
+    SecurityError,
+    UnknownSender,
+)
+
+_STATUS: dict[type[Exception], int] = {
+    UnauthenticatedError: 401,
+    ForbiddenError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    InvalidInputError: 422,
+    InvalidToken: 401,
+    InvalidSignature: 401,
+    RevokedSender: 401,
+    UnknownSender: 401,
+}
+
+
+class Metrics:
+    """Per-app Prometheus collectors (a private registry, so apps never share counters)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fedge_coordinator_requests",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "fedge_coordinator_request_seconds",
+            "HTTP request latency by route.",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.denials = Counter(
+            "fedge_coordinator_denials",
+            "Requests refused with 401 or 403.",
+            ["status"],
+            registry=self.registry,
+        )
+
+
+def _status_of(exc: Exception) -> int:
+    for kind in type(exc).__mro__:
+        if kind in _STATUS:
+            return _STATUS[kind]
+    if isinstance(exc, SecurityError):
+        return 400
+    return 503  # DatabaseError, SettingsError: the service, not the caller, is at fault
+
+
+def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = None) -> FastAPI:
+    """The coordinator's ASGI app; opens (and migrates) the database right away."""
+    coordinator = coordinator or Coordinator(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        coordinator.close()
+
+    app = FastAPI(
+        title="fedge coordinator",
+        version="1",
+        description="Enrollment, sites, model versions and rounds of a fedge fleet.",
+        lifespan=lifespan,
+    )
+    app.state.coordinator = coordinator
+    app.state.metrics = metrics = Metrics()
+    for router in ROUTERS:
+        app.include_router(router)
+
+    async def refuse(request: Request, exc: Exception) -> Response:
+        status = _status_of(exc)
+        if status in (401, 403):
+            metrics.denials.labels(str(status)).inc()
+            route = request.scope.get("route")
+            await run_in_threadpool(
+                coordinator.audit,
+                getattr(request.state, "actor", "anonymous"),
+                f"{request.method} {getattr(route, 'path', request.url.path)}",
+                request.url.path,
+                "denied",
+                f"{status}: {exc}",
+            )
+        headers = {"WWW-Authenticate": "X-API-Key"} if status == 401 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    async def unavailable(_: Request, exc: Exception) -> Response:
+        return JSONResponse({"detail": f"database error: {type(exc).__name__}"}, status_code=503)
+
+    app.add_exception_handler(CoordinatorError, refuse)
+    app.add_exception_handler(SecurityError, refuse)
+    app.add_exception_handler(SQLAlchemyError, unavailable)
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    return app

@@ -1,0 +1,83 @@
+"""Dependencies of the routes, as ``Annotated`` aliases: who is calling, and with what."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import APIKeyHeader
+
+from coordinator._access import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    SITE_HEADER,
+    TIMESTAMP_HEADER,
+    Operator,
+    require_role,
+    verify_site_request,
+)
+from coordinator._schema import Role
+from coordinator._service import Coordinator
+
+_api_key = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An operator API key (fedge-op....)."
+)
+
+
+def get_coordinator(request: Request) -> Coordinator:
+    coordinator: Coordinator = request.app.state.coordinator
+    return coordinator
+
+
+CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
+
+
+def _operator(
+    request: Request,
+    coordinator: CoordinatorDep,
+    key: Annotated[str | None, Security(_api_key)],
+) -> Operator:
+    operator = coordinator.operator(key)
+    request.state.actor = operator.actor
+    return operator
+
+
+def _needs(role: Role) -> Callable[[Operator], Operator]:
+    def check(operator: Annotated[Operator, Depends(_operator)]) -> Operator:
+        require_role(operator, role)
+        return operator
+
+    return check
+
+
+ViewerDep = Annotated[Operator, Depends(_needs(Role.VIEWER))]
+OperatorDep = Annotated[Operator, Depends(_needs(Role.OPERATOR))]
+AdminDep = Annotated[Operator, Depends(_needs(Role.ADMIN))]
+
+
+async def _site(request: Request, coordinator: CoordinatorDep) -> bytes:
+    """The site id of a correctly signed request (see ``coordinator._access``)."""
+    body = await request.body()
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    headers = {
+        h: request.headers.get(h)
+        for h in (SITE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
+    }
+    request.state.actor = f"site:{(headers[SITE_HEADER] or '?')[:40]}"
+    site_id = await run_in_threadpool(
+        verify_site_request,
+        coordinator.engine,
+        coordinator.directory,
+        method=request.method,
+        target=target,
+        body=body,
+        headers=headers,
+        window=coordinator.settings.replay_window_seconds,
+    )
+    await run_in_threadpool(coordinator.touch_site, site_id)
+    return site_id
+
+
+SiteDep = Annotated[bytes, Depends(_site)]

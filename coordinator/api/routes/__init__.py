@@ -1,0 +1,16 @@
+"""One module per resource; ``ROUTERS`` is what the app mounts."""
+
+from coordinator.api.routes import audit, enrollment, health, keys, models, rounds, site, sites
+
+ROUTERS = [
+    health.router,
+    enrollment.router,
+    sites.router,
+    models.router,
+    site.router,
+    rounds.router,
+    keys.router,
+    audit.router,
+]
+
+__all__ = ["ROUTERS"]

@@ -1,0 +1,12 @@
+"""What every versioned router shares: the prefix and the documented error answers."""
+
+from typing import Any, Final
+
+from coordinator.api._bodies import Problem
+
+PREFIX: Final = "/api/v1"
+
+ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": Problem, "description": "No valid credentials."},
+    403: {"model": Problem, "description": "The credentials lack the role this call needs."},
+}

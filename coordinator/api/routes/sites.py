@@ -1,0 +1,34 @@
+"""Enrolled sites: list, inspect, revoke (admin)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from coordinator._schema import SitePublic, SiteState
+from coordinator.api._bodies import HEX_SITE_ID
+from coordinator.api.deps import AdminDep, CoordinatorDep, ViewerDep
+from coordinator.api.routes._common import ERRORS, PREFIX
+
+router = APIRouter(prefix=f"{PREFIX}/sites", tags=["sites"], responses=ERRORS)
+
+SiteId = Annotated[str, Path(pattern=HEX_SITE_ID)]
+
+
+@router.get("")
+def list_sites(
+    coordinator: CoordinatorDep, _: ViewerDep, status: Annotated[SiteState | None, Query()] = None
+) -> list[SitePublic]:
+    return [SitePublic.model_validate(r, from_attributes=True) for r in coordinator.sites(status)]
+
+
+@router.get("/{site_id}", responses={404: {"description": "No such site."}})
+def get_site(site_id: SiteId, coordinator: CoordinatorDep, _: ViewerDep) -> SitePublic:
+    return SitePublic.model_validate(coordinator.site(site_id), from_attributes=True)
+
+
+@router.post("/{site_id}/revoke", responses={404: {"description": "No such site."}})
+def revoke_site(site_id: SiteId, coordinator: CoordinatorDep, by: AdminDep) -> SitePublic:
+    """From now on the site's signed requests and envelopes are refused."""
+    return SitePublic.model_validate(coordinator.revoke_site(by, site_id), from_attributes=True)

@@ -1,0 +1,57 @@
+"""``fedge coordinator serve`` as operators run it: a real process on a free port."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from coordinator import DEV_ADMIN_KEY
+from tests.support.ports import free_port, service, wait_for_port
+
+FEDGE = str(Path(sys.executable).with_name("fedge"))
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "FEDGE_COORDINATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
+        "FEDGE_COORDINATOR_MODEL_STORE": str(tmp_path / "models"),
+        "FEDGE_COORDINATOR_IDENTITY_FILE": str(tmp_path / "coordinator.key"),
+        **extra,
+    }
+
+
+def test_serve_answers_and_keeps_the_key_file(tmp_path: Path) -> None:
+    port = free_port()
+    cmd = [FEDGE, "coordinator", "serve", "--port", str(port)]
+    with service(cmd, tmp_path / "log", _env(tmp_path)):
+        wait_for_port(port, timeout=90)
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok", "database": "sqlite"}
+        assert httpx.get(f"{base}/api/v1/sites").status_code == 401
+        keys = httpx.get(f"{base}/api/v1/keys", headers={"X-API-Key": DEV_ADMIN_KEY})
+        assert keys.status_code == 200
+    assert (tmp_path / "coordinator.key").stat().st_mode & 0o077 == 0
+    assert "coordinator on http://127.0.0.1" in (tmp_path / "log").read_text()
+
+
+def test_production_without_secrets_exits_2_with_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [FEDGE, "coordinator", "serve"],
+        env=_env(tmp_path, FEDGE_COORDINATOR_ENVIRONMENT="production"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: invalid coordinator settings: settings: Value error, admin_api_key keeps its "
+        "development default"
+    ]
