@@ -60,6 +60,9 @@ def _register(only: str | None = None) -> None:
     from simulation._decisions_cli import register as register_decisions
 
     register_decisions(app)
+    from coordinator._cli import register as register_coordinator
+
+    register_coordinator(app)
 
 
 def main() -> None:
