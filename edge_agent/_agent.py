@@ -115,6 +115,8 @@ class Agent:
                 on_state=lambda up: self.metrics.supernode_up.set(int(up)),
                 on_restart=self.metrics.supernode_restarts.inc,
             )
+        self._kpi_in = self.metrics.messages_in.labels("kpi")
+        self._model_in = self.metrics.messages_in.labels("model")
         self._last_tick = 0.0
         self._last_retention = 0.0
 
@@ -219,10 +221,8 @@ class Agent:
         pending: list[str] = []
         for msg in batch:
             if msg.topic == self.model_topic:
-                self.metrics.messages_in.labels("model").inc()
                 models.append(msg)
                 continue
-            self.metrics.messages_in.labels("kpi").inc()
             accepted = self._accept(msg, now, dead)
             if accepted is None:
                 continue
@@ -239,6 +239,9 @@ class Agent:
                 pending.append(sample.cell)
         if pending:
             forecasts += self._forecast(pending)
+        self._kpi_in.inc(len(batch) - len(models))
+        if models:
+            self._model_in.inc(len(models))
         if samples or forecasts:
             self.store.commit_batch(samples, forecasts, now)
         for msg in batch:

@@ -7,6 +7,7 @@ biased for a cell does not alert on every step, and a few outliers do not hide t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,10 +68,18 @@ class ResidualDetector:
         if ring is None or ring.count < self.config.min_history:
             return None
         hist = ring.data[: ring.count] if ring.count < len(ring.data) else ring.data
-        med = np.nanmedian(hist, axis=0)
-        mad = np.nanmedian(np.abs(hist - med), axis=0)
-        scale = np.maximum(_MAD_SCALE * np.nan_to_num(mad, nan=1.0), _MAD_FLOOR)
-        return np.asarray((residual - np.nan_to_num(med)) / scale, dtype=np.float64)
+        # np.median is ~100x faster than np.nanmedian; NaN only where a KPI is not reported
+        if np.isnan(hist).any():
+            with warnings.catch_warnings():  # a KPI the cell never reports is all-NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                med = np.nanmedian(hist, axis=0)
+                mad = np.nanmedian(np.abs(hist - med), axis=0)
+            med, mad = np.nan_to_num(med), np.nan_to_num(mad, nan=1.0)
+        else:
+            med = np.median(hist, axis=0)
+            mad = np.median(np.abs(hist - med), axis=0)
+        scale = np.maximum(_MAD_SCALE * mad, _MAD_FLOOR)
+        return np.asarray((residual - med) / scale, dtype=np.float64)
 
     def score(
         self, sample: KpiSample, residual: NDArray[np.float64], forecast: tuple[float, ...]

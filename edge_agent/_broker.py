@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -91,6 +91,7 @@ class MqttLink:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self._down = threading.Event()
         self._thread: threading.Thread | None = None
         self._generation = 0
         self._rng = random.Random()
@@ -196,6 +197,7 @@ class MqttLink:
         if self._connected.is_set():
             self._connected.clear()
             self._on_state(False)
+        self._down.set()
 
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._on_message(
@@ -213,34 +215,45 @@ class MqttLink:
         self._thread.start()
 
     def _run(self) -> None:
+        """Connect, hand the connection to paho's loop thread until it drops, back off.
+
+        paho's own thread runs each connection (``loop_start``): only then are publish and
+        ack from the agent's worker thread safe. paho never reconnects by itself here
+        (``reconnect_on_failure=False``); this thread decides when, with its backoff.
+        """
         while not self._stop.is_set():
             if self._rebuild:
                 self._rebuild = False
                 self._client = self._make_client()
                 self._attempt = 0
+                continue
+            self._down.clear()
+            try:
+                self._client.connect(
+                    self._broker.host,
+                    self._broker.port,
+                    keepalive=self._broker.keepalive_s,
+                    clean_start=False,
+                    properties=self._connect_properties(),
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                self.last_error = (
+                    f"cannot reach broker {self._broker.host}:{self._broker.port}: {exc}"
+                )
             else:
-                try:
-                    self._client.connect(
-                        self._broker.host,
-                        self._broker.port,
-                        keepalive=self._broker.keepalive_s,
-                        clean_start=False,
-                        properties=self._connect_properties(),
-                    )
-                    rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-                    while not self._stop.is_set() and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        rc = self._client.loop(timeout=0.05)
-                except (OSError, ssl.SSLError, ValueError) as exc:
-                    self.last_error = (
-                        f"cannot reach broker {self._broker.host}:{self._broker.port}: {exc}"
-                    )
-                if self._connected.is_set():
-                    self._connected.clear()
-                    self._on_state(False)
+                self._client.loop_start()
+                while not self._stop.is_set() and not self._down.wait(0.1):
+                    pass
                 if self._stop.is_set():
                     break
-                if self._rebuild:
-                    continue
+                self._client.loop_stop()
+            if self._connected.is_set():
+                self._connected.clear()
+                self._on_state(False)
+            if self._stop.is_set():
+                break
+            if self._rebuild:
+                continue
             delay = backoff_delay(
                 self._attempt, self._broker.reconnect_min_s, self._broker.reconnect_max_s, self._rng
             )
@@ -252,7 +265,7 @@ class MqttLink:
             self._stop.wait(delay)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Publish 'offline' (retained), disconnect cleanly, join the network thread."""
+        """Publish 'offline' (retained), disconnect cleanly, stop both threads."""
         if self._thread is None:
             return
         if self._connected.is_set():
@@ -264,6 +277,7 @@ class MqttLink:
         self._stop.set()
         self._thread.join(timeout)
         self._client.disconnect()
+        self._client.loop_stop()
         self._thread = None
 
     # what the agent uses ----------------------------------------------------------------------

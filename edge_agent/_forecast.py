@@ -20,7 +20,7 @@ from edge_agent._anomaly import Alert, ResidualDetector
 from edge_agent._config import AnomalyConfig
 from edge_agent._kpi import KPI_NAMES, TARGET_INDEX, KpiSample
 from edge_agent._store import ForecastRow, Store
-from models import ForecastSpec, SiteScaler, site_features
+from models import ForecastSpec, SiteScaler, site_features, time_features
 
 _N = len(KPI_NAMES)
 _MAX_SCALER_DAYS = 7
@@ -185,29 +185,35 @@ class ForecastEngine:
         """One batched inference for the cells whose newest step just completed."""
         spec = serving.model.spec
         lb = spec.lookback
-        ready: list[tuple[str, CellState, NDArray[np.float32]]] = []
+        ready: list[tuple[str, CellState]] = []
         for cell in cells:
             state = self.cells[cell]
             self._maybe_refit(cell, state, lb)
-            if state.scaler is None:
-                continue
-            steps = np.arange(state.newest - lb + 1, state.newest + 1, dtype=np.int64)
-            feats = site_features(
-                state.window[-lb:], minute_of_week(steps, self.step_seconds), state.scaler
-            )
-            ready.append((cell, state, feats))
+            if state.scaler is not None:
+                ready.append((cell, state))
         if not ready:
             return []
-        pred = serving.model.predict(np.stack([f for _, _, f in ready]))
+        # models.site_features, vectorised over the batch's cells (same arithmetic)
+        mean = np.stack([s.scaler.mean for _, s in ready])[:, None, :]  # type: ignore[union-attr]
+        std = np.stack([s.scaler.std for _, s in ready])[:, None, :]  # type: ignore[union-attr]
+        window = np.stack([s.window[-lb:] for _, s in ready])
+        scaled = np.nan_to_num((window - mean) / std, nan=0.0).astype(np.float32)
+        newest = np.array([s.newest for _, s in ready], dtype=np.int64)
+        steps = newest[:, None] + np.arange(-lb + 1, 1, dtype=np.int64)[None, :]
+        times = time_features(minute_of_week(steps.ravel(), self.step_seconds))
+        x = np.concatenate([scaled, times.reshape(len(ready), lb, -1)], axis=2)
+        pred = serving.model.predict(x).astype(np.float64)
+        tgt = list(TARGET_INDEX)
+        values = np.maximum(pred * std[:, :, tgt] + mean[:, :, tgt], 0.0).tolist()
         rows: list[ForecastRow] = []
-        for (cell, state, _), out in zip(ready, pred, strict=True):
-            values = np.maximum(state.scaler.inverse(out, TARGET_INDEX), 0.0)  # type: ignore[union-attr]
+        for (cell, state), out in zip(ready, values, strict=True):
             for h in range(spec.horizon):
-                vals = tuple(float(v) for v in values[h])
                 rows.append(
-                    ForecastRow(cell, state.newest + 1 + h, state.newest, serving.version, vals)
+                    ForecastRow(
+                        cell, state.newest + 1 + h, state.newest, serving.version, tuple(out[h])
+                    )
                 )
-            state.pending = {state.newest + 1: tuple(float(v) for v in values[0])}
+            state.pending = {state.newest + 1: tuple(out[0])}
         return rows
 
     # shadow evaluation data ---------------------------------------------------------------

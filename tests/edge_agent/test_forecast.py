@@ -1,0 +1,114 @@
+"""The forecast path matches the training features; residual alerts catch an outage."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent import AnomalyConfig, ForecastEngine, KpiSample, ResidualDetector, Serving, Store
+from edge_agent._forecast import minute_of_week
+from edge_agent._replay import replay_alerts, score_alerts
+from models import OnnxForecaster, SiteScaler, site_features
+from tests.edge_agent.conftest import STEP, Models, seed_history, site_values
+
+
+def test_batched_forecasts_equal_the_training_feature_path(
+    tmp_path: Path, tiny_models: Models
+) -> None:
+    values, _ = site_values(days=3)
+    db = tmp_path / "a.db"
+    seed_history(db, ["x", "y"], values, 5_000_000)
+    store = Store(db)
+    try:
+        engine = ForecastEngine(store, STEP, AnomalyConfig())
+        model = OnnxForecaster(tiny_models.good)
+        serving = Serving("v1", model)
+        for cell in ("x", "y"):
+            engine.cell(cell)
+        rows = {r.cell: r for r in engine.forecast(["x", "y"], serving)}
+        scaler = engine.cells["x"].scaler
+        assert isinstance(scaler, SiteScaler)
+        steps = np.arange(5_000_000 - 11, 5_000_001, dtype=np.int64)
+        feats = site_features(values[-12:], minute_of_week(steps, STEP), scaler)
+        want = np.maximum(scaler.inverse(model.predict(feats[None])[0], (0, 2, 3)), 0.0)[0]
+        np.testing.assert_allclose(rows["x"].values, want, rtol=1e-5, atol=1e-4)
+        assert rows["x"].step == 5_000_001 and rows["x"].made_step == 5_000_000
+        assert rows["x"].values == rows["y"].values  # same history, same forecast
+    finally:
+        store.close()
+
+
+def test_minute_of_week_matches_site_series() -> None:
+    from simulation import GeneratorConfig, SiteGenerator
+
+    s = SiteGenerator(GeneratorConfig(num_sites=1, days=2)).site(0)
+    start = int(s.start.astype("datetime64[s]").astype(np.int64)) // STEP
+    steps = start + np.arange(s.steps, dtype=np.int64)
+    np.testing.assert_array_equal(minute_of_week(steps, STEP), s.minute_of_week())
+
+
+def test_an_injected_outage_raises_an_alert_and_normal_traffic_stays_quiet(
+    tiny_models: Models,
+) -> None:
+    values, _ = site_values(days=4, seed=21)
+    values = values.copy()
+    outage = slice(3 * 288 + 100, 3 * 288 + 106)
+    values[outage, 2] = 0.0  # throughput
+    values[outage, 3] = 0.0  # active UEs
+    serving = Serving("v1", OnnxForecaster(tiny_models.good))
+    fired = replay_alerts(values, serving, AnomalyConfig(), warmup=2 * 288)
+    assert fired[outage.start], "no alert at the outage's first step"
+    labels = np.zeros(len(values), dtype=np.int8)
+    labels[outage] = 1
+    score = score_alerts(fired[2 * 288 :], labels[2 * 288 :])
+    assert score.events == 1 and score.event_recall == 1.0
+    assert score.alerts < 0.05 * (len(values) - 2 * 288)  # quiet on normal traffic
+
+
+def test_detector_severity_kpis_and_unreported_kpis() -> None:
+    det = ResidualDetector(AnomalyConfig(window=50, min_history=10, z_warning=4, z_critical=8))
+    rng = np.random.default_rng(0)
+    s = KpiSample("c", 0.0, 0, (50.0, None, 100.0, 20.0, 30.0))
+    for _ in range(30):
+        assert det.score(s, rng.normal(0, 0.1, 3), (50.0, 100.0, 20.0)) is None
+    warn = det.score(s, np.array([0.0, 0.55, 0.0]), (50.0, 100.0, 20.0))
+    assert warn is not None and warn.severity == "warning"
+    assert [k.name for k in warn.kpis] == ["dl_throughput_mbps"]
+    crit = det.score(s, np.array([-5.0, 0.0, -5.0]), (50.0, 100.0, 20.0))
+    assert crit is not None and crit.severity == "critical"
+    assert {k.name for k in crit.kpis} == {"dl_prb_util", "active_ues"}
+    partial = ResidualDetector(AnomalyConfig(window=20, min_history=5))
+    for _ in range(10):
+        partial.score(s, np.array([0.01, np.nan, 0.02]), (1.0, 1.0, 1.0))
+    z = partial.zscores("c", np.array([0.0, np.nan, 9.0]))
+    assert z is not None and np.isnan(z[1]) and z[2] > 5
+
+
+def test_engine_state_survives_a_restart(tmp_path: Path, tiny_models: Models) -> None:
+    """Window, scaler, pending forecast and residual history come back from the store."""
+    values, _ = site_values(days=2)
+    db = tmp_path / "a.db"
+    seed_history(db, ["c"], values[:-20], 7_000_000)
+    serving = Serving("v1", OnnxForecaster(tiny_models.good))
+    store = Store(db)
+    engine = ForecastEngine(store, STEP, AnomalyConfig(min_history=5))
+    for k in range(1, 11):
+        sample = KpiSample(
+            "c", (7_000_000 + k) * STEP, 7_000_000 + k, tuple(float(v) for v in values[-20 + k])
+        )
+        engine.observe(sample, True)
+        store.commit_batch([sample], engine.forecast(["c"], serving), time.time())
+    before = engine.cells["c"]
+    store.close()
+    store = Store(db)
+    try:
+        again = ForecastEngine(store, STEP, AnomalyConfig(min_history=5)).cell("c")
+        assert again is not None
+        np.testing.assert_array_equal(again.window, before.window)
+        assert again.pending.keys() == before.pending.keys() == {7_000_011}
+        assert again.scaler is not None and before.scaler is not None
+        np.testing.assert_allclose(again.scaler.mean, before.scaler.mean)
+    finally:
+        store.close()
