@@ -34,9 +34,20 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 def measure(preset: str, runs_dir: Path) -> dict[str, Any]:
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [sys.executable, "-m", "fedge", "simulate", "--preset", preset, "--runs-dir", str(runs_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedge",
+        "simulate",
+        "--preset",
+        preset,
+        "--runs-dir",
+        str(runs_dir),
+    ]
     start = time.perf_counter()
-    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     proc = psutil.Process(child.pid)
     peak = 0
     while child.poll() is None:
