@@ -50,7 +50,10 @@ def simulate(
     ] = None,
     sweep: Annotated[
         str | None,
-        typer.Option(help="Comma-separated codecs: one extra FedAvg run each, RMSE-vs-bytes plot."),
+        typer.Option(
+            help="Codecs, comma-separated (';' when one is a schedule like 'int4@1,topk:0.03'): "
+            "one extra FedAvg run each, RMSE-vs-bytes plot."
+        ),
     ] = None,
     attacks: Annotated[
         str | None,
@@ -99,7 +102,7 @@ def simulate(
         "seed": seed,
         "workers": workers,
         "codec": codec,
-        "sweep": tuple(c.strip() for c in sweep.split(",") if c.strip())
+        "sweep": tuple(c.strip() for c in sweep.split(";" if ";" in sweep else ",") if c.strip())
         if sweep is not None
         else None,
         "attacks": attacks,

@@ -92,6 +92,7 @@ PRESETS: dict[str, SimulationConfig] = {
     # The demo's sites, FedAvg with sealed updates per codec: the RMSE-vs-bytes plot.
     "codec_sweep": SimulationConfig(
         name="codec_sweep",
+        generator=GeneratorConfig(num_sites=30, days=14),
         methods=("fedavg",),
         codec="int8",
         sweep=("fp32", "fp16", "int8", "int8-channel", "int4", "topk:0.03", "topk:0.01", "sign"),
@@ -100,6 +101,7 @@ PRESETS: dict[str, SimulationConfig] = {
     # The demo's sites with 10% poisoning (boosted) sites: robust aggregation vs FedAvg.
     "poisoning": SimulationConfig(
         name="poisoning",
+        generator=GeneratorConfig(num_sites=30, days=14),
         methods=("fedavg", "fedtrimmedavg", "fedmedian", "krum"),
         codec="int8",
         attacks="boosted=0.1",
