@@ -64,7 +64,9 @@ class Postgres:
         )  # fmt: skip
 
     def stop(self) -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "stop")
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"
+        )
 
     def new_database(self) -> str:
         import psycopg
