@@ -220,7 +220,11 @@ def write_config(tmp: Path, broker_url: str, **sections: dict[str, Any]) -> Path
     lines = []
     for name, table in base.items():
         lines.append(f"[{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items() if not isinstance(v, dict)]
+        for sub, inner in table.items():
+            if isinstance(inner, dict):
+                lines.append(f"[{name}.{sub}]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in inner.items()]
     path = tmp / "agent.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
