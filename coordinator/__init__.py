@@ -17,7 +17,7 @@ from coordinator._errors import (
     SettingsError,
     UnauthenticatedError,
 )
-from coordinator._schema import ModelStatus, Role, RoundStatus, SiteState
+from coordinator._schema import DecisionKind, ModelStatus, Role, RoundStatus, SiteState
 from coordinator._service import Coordinator
 from coordinator._settings import (
     DEV_ADMIN_KEY,
@@ -38,6 +38,7 @@ __all__ = [
     "load_settings",
     "DEV_ADMIN_KEY",
     "DEV_KEK",
+    "DecisionKind",
     "ModelStatus",
     "Role",
     "RoundStatus",

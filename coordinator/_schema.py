@@ -38,6 +38,11 @@ class ModelStatus(StrEnum):
     RETIRED = "retired"
 
 
+class DecisionKind(StrEnum):
+    STRATEGIC = "strategic"  # power modes from the DQN energy policy
+    TACTICAL = "tactical"  # slice PRB shares from the PPO slice policy
+
+
 class RoundStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
@@ -173,6 +178,19 @@ class Decision(SQLModel, table=True):
     policy_version: str = Field(max_length=64)
     kind: str = Field(max_length=16)
     action: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class DecisionRequest(SQLModel):
+    kind: DecisionKind
+    site_ids: list[str] = Field(min_length=1, max_length=1024)
+    observations: list[list[float]] = Field(min_length=1, max_length=1024)
+
+
+class DecisionAnswer(SQLModel):
+    kind: DecisionKind
+    version: str
+    site_ids: list[str]
+    actions: list[dict[str, Any]]
 
 
 # --- operator API keys -------------------------------------------------------------------

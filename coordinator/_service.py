@@ -9,6 +9,8 @@ import base64
 import binascii
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from coordinator._access import Operator, authenticate_operator, key_hash, new_api_key
 from coordinator._db import open_database
+from coordinator._decisions import DecisionService
 from coordinator._errors import (
     ConflictError,
     InvalidInputError,
@@ -27,6 +30,8 @@ from coordinator._schema import (
     ApiKey,
     ApiKeyCreate,
     AuditEntry,
+    Decision,
+    DecisionKind,
     EnrollmentToken,
     ModelStatus,
     ModelVersion,
@@ -49,6 +54,7 @@ from security import (
     save_identity,
     token_hash,
 )
+from simulation._errors import DecisionError, PolicyError, UnknownSiteError
 
 MAX_MODEL_BYTES = 16 * 1024 * 1024
 BOOTSTRAP_KEY_NAME = "bootstrap-admin"
@@ -80,9 +86,20 @@ class Coordinator:
         self.authority = EnrollmentAuthority(self.identity, self.directory)
         self._sealer = OneShotSealer(self.identity)
         self._ensure_bootstrap_admin()
+        self.decisions = self._decision_service(settings.policy_dir)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _decision_service(self, policy_dir: Path | None) -> DecisionService | None:
+        """The DQN/PPO policies, serving the active enrolled sites (by hex site id)."""
+        if policy_dir is None:
+            return None
+        active = [s.id for s in self.sites(SiteState.ACTIVE)]
+        try:
+            return DecisionService(policy_dir, active)
+        except PolicyError as exc:
+            raise SettingsError(f"decision policies: {exc}") from exc
 
     # --- audit -------------------------------------------------------------------------
 
@@ -205,7 +222,9 @@ class Coordinator:
             )
             session.commit()
             session.refresh(row)
-            return row
+        if self.decisions is not None:
+            self.decisions.add_sites([row.id])
+        return row
 
     def sites(self, status: SiteState | None) -> Sequence[Site]:
         with Session(self.engine) as session:
@@ -233,7 +252,9 @@ class Coordinator:
             session.add(self._entry(by.actor, "site.revoke", site_hex, "ok", ""))
             session.commit()
             session.refresh(row)
-            return row
+        if self.decisions is not None:
+            self.decisions.remove_sites([site_hex])
+        return row
 
     def touch_site(self, site_id: bytes) -> None:
         with Session(self.engine) as session:
@@ -380,6 +401,38 @@ class Coordinator:
         envelope = self._sealer.seal(keys, bundle, ContentType.GLOBAL_MODEL, round_id=row.id)
         self.audit(f"site:{site_id.hex()}", "model.download", f"model:{row.id}", "ok", "")
         return envelope, row
+
+    # --- decisions ---------------------------------------------------------------------
+
+    def decide(
+        self, kind: DecisionKind, site_ids: Sequence[str], observations: list[list[float]]
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """One batch through the policies; every answer is recorded with its version."""
+        if self.decisions is None:
+            raise ConflictError("no decision policies are configured (policy_dir)")
+        try:
+            if kind is DecisionKind.STRATEGIC:
+                strategic = self.decisions.strategic(site_ids, observations)
+                version = strategic.version
+                actions: list[dict[str, Any]] = [
+                    {"mode": strategic.mode_names[int(m)]} for m in strategic.modes
+                ]
+            else:
+                tactical = self.decisions.tactical(site_ids, observations)
+                version = tactical.version
+                actions = [{"shares": [float(x) for x in row]} for row in tactical.shares]
+        except UnknownSiteError as exc:
+            raise NotFoundError(str(exc)) from exc
+        except DecisionError as exc:
+            raise InvalidInputError(str(exc)) from exc
+        now = time.time()
+        with Session(self.engine) as session:
+            session.add_all(
+                Decision(site_id=s, at=now, policy_version=version, kind=kind.value, action=a)
+                for s, a in zip(site_ids, actions, strict=True)
+            )
+            session.commit()
+        return version, actions
 
     # --- rounds ------------------------------------------------------------------------
 

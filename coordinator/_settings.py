@@ -36,6 +36,7 @@ class CoordinatorSettings(BaseSettings):
     kek: SecretStr = SecretStr(DEV_KEK)
     admin_api_key: SecretStr = SecretStr(DEV_ADMIN_KEY)
     superlink: str = "127.0.0.1:9093"
+    policy_dir: Path | None = None  # from `fedge decisions train`; unset: no decisions API
     replay_window_seconds: float = Field(default=300.0, gt=0, le=3600)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)

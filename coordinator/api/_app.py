@@ -22,7 +22,7 @@ from coordinator._errors import (
 )
 from coordinator._service import Coordinator
 from coordinator._settings import CoordinatorSettings
-from coordinator.api.routes import ROUTERS
+from coordinator.api.routes import ROUTERS, decisions
 from security import (
     InvalidSignature,
     InvalidToken,
@@ -98,6 +98,8 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
     app.state.metrics = metrics = Metrics()
     for router in ROUTERS:
         app.include_router(router)
+    if coordinator.decisions is not None:
+        app.include_router(decisions.router)
 
     async def refuse(request: Request, exc: Exception) -> Response:
         status = _status_of(exc)

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from coordinator import CoordinatorSettings, Role
 from coordinator.api import create_app
 from tests.coordinator.helpers import Fleet, onnx_model
+from tests.coordinator.policies import write_policies
 
 #: (method, path, json body, least role). Site and enrollment calls are not here: they
 #: carry no operator key; the OpenAPI paths must be exactly these plus UNAUTHENTICATED (tests: test_signed.py, test_api.py).
@@ -32,6 +33,7 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, Role]] = [
     ("POST", "/api/v1/keys", {"name": "new-{who}", "role": "viewer"}, Role.ADMIN),
     ("POST", "/api/v1/keys/{key}/revoke", None, Role.ADMIN),
     ("GET", "/api/v1/audit", None, Role.ADMIN),
+    ("POST", "/api/v1/decisions", {"decide": True}, Role.OPERATOR),
 ]
 UNAUTHENTICATED = ["GET /healthz", "GET /metrics", "GET /api/v1/enrollment/authority",
                    "POST /api/v1/enrollment/begin", "POST /api/v1/enrollment/complete",
@@ -54,7 +56,13 @@ def world(
         url = request.getfixturevalue("postgres").new_database()
     key = root / "coordinator.key"
     shutil.copy(str(identity_file), key)
-    settings = CoordinatorSettings(database_url=url, model_store=root / "m", identity_file=key)
+    write_policies(root / "policies")
+    settings = CoordinatorSettings(
+        database_url=url,
+        model_store=root / "m",
+        identity_file=key,
+        policy_dir=root / "policies",
+    )
     app = create_app(settings)
     with TestClient(app) as client:
         fleet = Fleet.with_roles(client, list(Role))
@@ -102,7 +110,9 @@ def test_role_matrix(
     headers = {"none": {}, "bad": {"X-API-Key": "fedge-op.not-a-key"}}.get(caller)
     if headers is None:
         headers = fleet.as_(Role(caller))
-    if body is not None and body.get("onnx"):
+    if body is not None and body.get("decide"):
+        body = {"kind": "strategic", "site_ids": [names["site"]], "observations": [[0.0] * 17]}
+    elif body is not None and body.get("onnx"):
         body = {"onnx_base64": base64.b64encode(onnx_model(f"{caller}-{path}")).decode()}
     elif body is not None:
         body = {k: (v.format(who=caller) if isinstance(v, str) else v) for k, v in body.items()}

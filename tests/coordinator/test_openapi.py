@@ -20,17 +20,20 @@ from sqlmodel import SQLModel
 
 from coordinator import DEV_ADMIN_KEY, CoordinatorSettings
 from coordinator.api import create_app
+from tests.coordinator.policies import write_policies
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory, identity_file: Path) -> Iterator[FastAPI]:
     root = tmp_path_factory.mktemp("openapi")
     shutil.copy(identity_file, root / "coordinator.key")
+    write_policies(root / "policies")
     application = create_app(
         CoordinatorSettings(
             database_url=f"sqlite:///{root / 'c.db'}",
             model_store=root / "models",
             identity_file=root / "coordinator.key",
+            policy_dir=root / "policies",
         )
     )
     yield application
@@ -61,7 +64,7 @@ def _fuzz(app: FastAPI, operations: int, examples: int) -> None:
 
 
 def test_no_server_errors(app: FastAPI) -> None:
-    _fuzz(app, operations=20, examples=20)
+    _fuzz(app, operations=21, examples=20)
 
 
 def test_the_check_does_catch_a_server_error() -> None:

@@ -1,6 +1,17 @@
-"""One module per resource; ``ROUTERS`` is what the app mounts."""
+"""One module per resource; ``ROUTERS`` is what the app always mounts (``decisions``
+only when policies are configured)."""
 
-from coordinator.api.routes import audit, enrollment, health, keys, models, rounds, site, sites
+from coordinator.api.routes import (
+    audit,
+    decisions,
+    enrollment,
+    health,
+    keys,
+    models,
+    rounds,
+    site,
+    sites,
+)
 
 ROUTERS = [
     health.router,
@@ -13,4 +24,4 @@ ROUTERS = [
     audit.router,
 ]
 
-__all__ = ["ROUTERS"]
+__all__ = ["ROUTERS", "decisions"]

@@ -1,0 +1,135 @@
+"""The decisions API over the DecisionService: answers, records, validation, roles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from coordinator import Coordinator, CoordinatorSettings, Role, SettingsError
+from coordinator.api import create_app
+from tests.coordinator.helpers import Fleet
+from tests.coordinator.policies import ENERGY_OBS, SLICE_OBS, write_policies
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    write_policies(tmp_path / "policies")
+    return tmp_path / "policies"
+
+
+@pytest.fixture
+def deciding(settings: CoordinatorSettings, policy_dir: Path) -> Iterator[Fleet]:
+    with TestClient(create_app(settings.model_copy(update={"policy_dir": policy_dir}))) as c:
+        yield Fleet.with_roles(c, list(Role))
+
+
+def _row(dim: int, **at: float) -> list[float]:
+    row = [0.0] * dim
+    for index, value in at.items():
+        row[int(index.removeprefix("i"))] = value
+    return row
+
+
+def test_strategic_and_tactical_answers_are_served_and_recorded(
+    deciding: Fleet, policy_dir: Path
+) -> None:
+    a, b = (s.site_id.hex() for s in (deciding.enroll(), deciding.enroll()))
+    op = deciding.as_(Role.OPERATOR)
+    answer = deciding.client.post(
+        "/api/v1/decisions",
+        json={
+            "kind": "strategic",
+            "site_ids": [a, b],
+            "observations": [_row(ENERGY_OBS, i0=0.9), _row(ENERGY_OBS, i1=0.9)],
+        },
+        headers=op,
+    ).json()
+    version = json.loads((policy_dir / "manifest.json").read_text())["version"]
+    assert answer["version"] == version
+    assert answer["actions"] == [{"mode": "active"}, {"mode": "deep_sleep"}]
+
+    tactical = deciding.client.post(
+        "/api/v1/decisions",
+        json={"kind": "tactical", "site_ids": [a], "observations": [_row(SLICE_OBS, i2=2.0)]},
+        headers=op,
+    ).json()
+    shares = tactical["actions"][0]["shares"]
+    assert len(shares) == 4 and abs(sum(shares) - 1) < 1e-5 and shares[0] > 0.7
+
+    engine = deciding.client.app.state.coordinator.engine  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT site_id, kind, policy_version FROM decisions")).all()
+    assert sorted(rows) == sorted(
+        [(a, "strategic", version), (b, "strategic", version), (a, "tactical", version)]
+    )
+
+
+def test_bad_batches_are_refused(deciding: Fleet) -> None:
+    site = deciding.enroll()
+    a = site.site_id.hex()
+    op = deciding.as_(Role.OPERATOR)
+
+    def status(body: dict[str, object] | bytes) -> int:
+        if isinstance(body, bytes):
+            headers = {**op, "Content-Type": "application/json"}
+            code: int = deciding.client.post(
+                "/api/v1/decisions", content=body, headers=headers
+            ).status_code
+            return code
+        code = deciding.client.post("/api/v1/decisions", json=body, headers=op).status_code
+        return code
+
+    good: dict[str, object] = {
+        "kind": "strategic",
+        "site_ids": [a],
+        "observations": [_row(ENERGY_OBS)],
+    }
+    assert status(good) == 200
+    assert status({**good, "observations": [_row(ENERGY_OBS - 1)]}) == 422  # wrong width
+    assert status({**good, "site_ids": [a, a]}) == 422  # 2 ids, 1 row
+    assert status({**good, "kind": "tactical"}) == 422  # energy rows to the slice policy
+    assert status({**good, "kind": "sleepy"}) == 422
+    assert status({**good, "site_ids": []}) == 422
+    assert status({**good, "site_ids": ["ff" * 16]}) == 404  # not enrolled
+    nan_row = json.dumps({**good, "observations": [[float("nan")] * ENERGY_OBS]})
+    assert status(nan_row.encode()) == 422
+    deciding.client.post(f"/api/v1/sites/{a}/revoke", headers=deciding.as_(Role.ADMIN))
+    assert status(good) == 404  # revoked sites get no decisions
+    viewer = deciding.client.post("/api/v1/decisions", json=good, headers=deciding.as_(Role.VIEWER))
+    assert viewer.status_code == 403
+
+
+def test_enrolled_sites_are_served_after_a_restart(
+    settings: CoordinatorSettings, policy_dir: Path
+) -> None:
+    configured = settings.model_copy(update={"policy_dir": policy_dir})
+    with TestClient(create_app(configured)) as first:
+        fleet = Fleet.with_roles(first, [Role.OPERATOR])
+        site = fleet.enroll().site_id.hex()
+    with TestClient(create_app(configured)) as second:
+        body = {"kind": "strategic", "site_ids": [site], "observations": [_row(ENERGY_OBS)]}
+        answer = second.post(
+            "/api/v1/decisions", json=body, headers={"X-API-Key": fleet.keys[Role.OPERATOR]}
+        )
+        assert answer.status_code == 200, answer.text
+
+
+def test_without_policies_the_route_is_not_served(client: TestClient) -> None:
+    assert "/api/v1/decisions" not in client.get("/openapi.json").json()["paths"]
+    assert client.post("/api/v1/decisions", json={}).status_code == 404
+
+
+def test_policy_files_that_do_not_match_the_manifest_stop_the_start(
+    settings: CoordinatorSettings, policy_dir: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(policy_dir, broken)
+    (broken / "slice_policy.onnx").write_bytes(b"tampered")
+    with pytest.raises(SettingsError, match="decision policies"):
+        Coordinator(settings.model_copy(update={"policy_dir": broken}))
