@@ -213,13 +213,13 @@ class Bench:
             elif time.monotonic() - progress > 30:
                 break
             time.sleep(0.01)
-        with self.lock:
-            unsent = sum(not self.infos[k].is_published() for k in keys if k not in self.got)
         pub.loop_stop()
         pub.disconnect()
-        with self.lock:
+        with self.lock:  # one snapshot: lost + not_acked_by_broker = no forecast
+            absent = [k for k in keys if k not in self.got]
+            unsent = sum(not self.infos[k].is_published() for k in absent)
+            missing = len(absent)
             lat = np.array([(self.got[k] - self.sent[k]) * 1000 for k in keys if k in self.got])
-            missing = sum(k not in self.got for k in keys)
             tail = (
                 max((self.got[k] for k in keys if k in self.got), default=last_publish)
                 - last_publish
