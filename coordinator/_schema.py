@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -139,6 +139,16 @@ class ModelVersionBase(SQLModel):
 
 class ModelVersion(ModelVersionBase, table=True):
     __tablename__ = "model_versions"
+    #: At most one production version, enforced by the database (a partial unique index).
+    __table_args__ = (
+        Index(
+            "one_production_model",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'PRODUCTION'"),
+            postgresql_where=text("status = 'PRODUCTION'"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     sha256: str = Field(max_length=64, unique=True)

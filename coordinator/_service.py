@@ -340,6 +340,10 @@ class Coordinator:
             )
             row.replaced_id = None if current is None else current.id
             session.add(row)
+            try:
+                session.flush()
+            except IntegrityError as exc:  # a concurrent promotion won the unique index
+                raise ConflictError("another promotion happened at the same time; retry") from exc
             session.add(
                 self._entry(
                     by.actor,

@@ -1,0 +1,69 @@
+"""Concurrent state changes: one production version and one use per token, whatever the
+interleaving, and never a 5xx (SQLite takes its write lock up front, PostgreSQL locks
+the production row and a partial unique index backs both)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from coordinator import Role
+from security import SiteIdentity, enrollment_request
+from tests.coordinator.helpers import Fleet
+
+
+def test_concurrent_promotions_leave_one_production_version(fleet: Fleet) -> None:
+    candidates = [fleet.upload(f"race-{i}") for i in range(6)]
+    admin = fleet.as_(Role.ADMIN)
+
+    def promote(model_id: int) -> int:
+        status: int = fleet.client.post(
+            f"/api/v1/models/{model_id}/promote", headers=admin
+        ).status_code
+        return status
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(promote, candidates))
+    assert set(statuses) <= {200, 409} and 200 in statuses
+    models = fleet.client.get("/api/v1/models", headers=admin).json()
+    assert [m["status"] for m in models].count("production") == 1
+
+
+def test_the_database_refuses_a_second_production_version(client: TestClient) -> None:
+    fleet = Fleet.with_roles(client, [Role.OPERATOR])
+    first, second = fleet.upload("p1"), fleet.upload("p2")
+    engine = client.app.state.coordinator.engine  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE model_versions SET status = 'PRODUCTION' WHERE id = {first}"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(f"UPDATE model_versions SET status = 'PRODUCTION' WHERE id = {second}")
+            )
+    except IntegrityError:
+        pass
+    else:
+        raise AssertionError("a second production version was accepted")
+
+
+def test_a_token_admits_one_of_many_concurrent_enrollments(fleet: Fleet) -> None:
+    import base64
+
+    token, authority = fleet.token(), fleet.authority()
+    requests = [
+        base64.b64encode(enrollment_request(SiteIdentity.generate(), token, authority)).decode()
+        for _ in range(6)
+    ]
+
+    def begin(request: str) -> int:
+        status: int = fleet.client.post(
+            "/api/v1/enrollment/begin", json={"request_base64": request}
+        ).status_code
+        return status
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(begin, requests))
+    assert statuses == [200, 401, 401, 401, 401, 401]
