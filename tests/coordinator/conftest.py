@@ -85,7 +85,8 @@ def postgres() -> Iterator[Postgres]:
     bindir = _pg_bin()
     if bindir is None:
         pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed")
-    root = Path(tempfile.mkdtemp(prefix="fedge-pg-"))
+    # As root the server runs as postgres, which must be able to reach the directory.
+    root = Path(tempfile.mkdtemp(prefix="fedge-pg-", dir="/tmp" if os.geteuid() == 0 else None))
     server = Postgres(bindir, root)
     server.start()
     try:

@@ -4,6 +4,7 @@ download, rounds, audit; plus restart durability and the append-only audit log."
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -262,3 +263,24 @@ def test_state_survives_a_restart(settings: CoordinatorSettings) -> None:
         # a token issued before the restart still admits exactly one site
         again = Fleet(second, fleet.keys)
         again.begin(SiteIdentity.generate(), pending)
+
+
+def test_a_lost_database_is_a_503_not_a_crash(tmp_path: Path, identity_file: Path) -> None:
+    import shutil
+
+    shutil.copy(identity_file, tmp_path / "coordinator.key")
+    moved = tmp_path / "db-dir"
+    moved.mkdir()
+    settings = CoordinatorSettings(
+        database_url=f"sqlite:///{moved / 'c.db'}",
+        model_store=tmp_path / "models",
+        identity_file=tmp_path / "coordinator.key",
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        client.app.state.coordinator.engine.dispose()  # type: ignore[attr-defined]
+        shutil.rmtree(moved)
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "unreachable" in health.json()["detail"]
+        listing = client.get("/api/v1/sites", headers=ADMIN)
+        assert listing.status_code == 503 and "database error" in listing.json()["detail"]
