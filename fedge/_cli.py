@@ -37,20 +37,20 @@ def _root(
     """Federated learning at the radio edge."""
 
 
-_registered: list[bool] = []
+_registered: set[str] = set()
 
 
 def _register(only: str | None = None) -> None:
     """Add the sub-commands; ``only="agent"`` adds just the agent's, so that
     ``fedge agent ...`` never imports the simulation (pandas) stack."""
-    if _registered:
-        return
-    _registered.append(True)
-    from edge_agent._cli import register as register_agent
+    if "agent" not in _registered:
+        _registered.add("agent")
+        from edge_agent._cli import register as register_agent
 
-    register_agent(app)
-    if only == "agent":
+        register_agent(app)
+    if only == "agent" or "rest" in _registered:
         return
+    _registered.add("rest")
     from simulation._cli import register as register_simulate
 
     register_simulate(app)

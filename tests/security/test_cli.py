@@ -107,7 +107,7 @@ def test_typed_errors_exit_2_through_main(
     fresh = typer.Typer(pretty_exceptions_enable=False)
     fresh.callback()(lambda: None)
     monkeypatch.setattr(root, "app", fresh)  # leave the real application untouched
-    monkeypatch.setattr(root, "_register", lambda: register(fresh))
+    monkeypatch.setattr(root, "_register", lambda only=None: register(fresh))
     monkeypatch.setattr("sys.argv", ["fedge", "keys", "show", "--key-file", str(tmp_path / "x")])
     with pytest.raises(SystemExit) as exit_info:
         root.main()
