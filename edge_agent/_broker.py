@@ -229,13 +229,18 @@ class MqttLink:
                 continue
             self._down.clear()
             try:
-                self._client.connect(
-                    self._broker.host,
-                    self._broker.port,
-                    keepalive=self._broker.keepalive_s,
-                    clean_start=False,
-                    properties=self._connect_properties(),
-                )
+                if self.protocol == "5":
+                    self._client.connect(
+                        self._broker.host,
+                        self._broker.port,
+                        keepalive=self._broker.keepalive_s,
+                        clean_start=False,
+                        properties=self._connect_properties(),
+                    )
+                else:  # 3.1.1: the persistent session is clean_session=False on the client
+                    self._client.connect(
+                        self._broker.host, self._broker.port, keepalive=self._broker.keepalive_s
+                    )
             except (OSError, ssl.SSLError, ValueError) as exc:
                 self.last_error = (
                     f"cannot reach broker {self._broker.host}:{self._broker.port}: {exc}"

@@ -119,3 +119,32 @@ def test_every_malformed_class_is_dead_lettered_and_the_loop_survives(
         assert len(letter["payload"]) <= 256
     oversize = next(x for x in letters if x["reason"] == "oversize")
     assert oversize["truncated"] is True and oversize["payload_bytes"] == 5000
+
+
+def test_mqtt_3_1_1_link_end_to_end(
+    tmp_path: Path, broker: Mosquitto, client: Client, tiny_models: Models
+) -> None:
+    values, _ = site_values()
+    last = now_step() - 40
+    seed_history(tmp_path / "agent.db", ["c"], values[:-5], last)
+    cfg = write_config(
+        tmp_path, broker.url, broker={"protocol": "3.1.1"}, model={"initial": str(tiny_models.good)}
+    )
+    with RunningAgent(cfg) as agent:
+        assert agent.link.protocol == "3.1.1"
+        client.kpi("c", (last + 1) * STEP, values[-5])
+        assert client.get("forecast")["step_ts"] == (last + 1) * STEP
+
+
+def test_backoff_bounds_and_protocol_fallback_rule() -> None:
+    import random
+
+    from edge_agent import backoff_delay, falls_back
+
+    rng = random.Random(0)
+    for attempt in range(40):
+        d = backoff_delay(attempt, 0.5, 30.0, rng)
+        ceiling = min(30.0, 0.5 * 2**attempt)
+        assert ceiling / 2 <= d <= ceiling
+    assert falls_back("auto", 0x84) and falls_back("auto", 1)
+    assert not falls_back("5", 0x84) and not falls_back("auto", 0x87)
