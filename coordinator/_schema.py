@@ -7,10 +7,12 @@ DELETE on it, in both databases.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
+from pydantic import field_validator
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -136,6 +138,13 @@ class ModelVersionBase(SQLModel):
     metrics: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     note: str = Field(default="", max_length=200)
 
+    @field_validator("metrics")
+    @classmethod
+    def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
+        if not all(math.isfinite(v) for v in metrics.values()):
+            raise ValueError("metrics must be finite numbers")
+        return metrics
+
 
 class ModelVersion(ModelVersionBase, table=True):
     __tablename__ = "model_versions"
@@ -201,6 +210,52 @@ class DecisionAnswer(SQLModel):
     version: str
     site_ids: list[str]
     actions: list[dict[str, Any]]
+
+
+# --- forecasts ---------------------------------------------------------------------------
+
+
+class ForecastBase(SQLModel):
+    cell: str = Field(min_length=1, max_length=64)
+    step: int = Field(ge=0, le=2**40, sa_type=BigInteger)  # the step forecast
+    made_step: int = Field(ge=0, le=2**40, sa_type=BigInteger)  # the newest step seen
+    values: list[float] = Field(min_length=1, max_length=16, sa_column=Column(JSON, nullable=False))
+
+    @field_validator("values")
+    @classmethod
+    def _finite(cls, values: list[float]) -> list[float]:
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("forecast values must be finite")
+        return values
+
+
+class Forecast(ForecastBase, table=True):
+    """Forecasts sites report; re-sent batches are idempotent on the natural key."""
+
+    __tablename__ = "forecasts"
+    __table_args__ = (UniqueConstraint("site_id", "cell", "step", "made_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: str = Field(max_length=32, index=True)
+    model_version: str = Field(max_length=64)
+    received_at: float
+
+
+class ForecastBatch(SQLModel):
+    model_version: str = Field(min_length=1, max_length=64)
+    forecasts: list[ForecastBase] = Field(min_length=1, max_length=2000)
+
+
+class ForecastPublic(ForecastBase):
+    id: int
+    site_id: str
+    model_version: str
+    received_at: float
+
+
+class IngestResult(SQLModel):
+    received: int
+    stored: int  # the rest were already stored (a re-sent batch)
 
 
 # --- operator API keys -------------------------------------------------------------------

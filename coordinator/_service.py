@@ -33,6 +33,8 @@ from coordinator._schema import (
     Decision,
     DecisionKind,
     EnrollmentToken,
+    Forecast,
+    ForecastBatch,
     ModelStatus,
     ModelVersion,
     ModelVersionCreate,
@@ -437,6 +439,37 @@ class Coordinator:
             )
             session.commit()
         return version, actions
+
+    # --- forecasts ---------------------------------------------------------------------
+
+    def ingest_forecasts(self, site_id: bytes, batch: ForecastBatch) -> int:
+        """Store a site's batch in one statement; rows already stored are skipped."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        now, site_hex = time.time(), site_id.hex()
+        rows = [
+            {
+                **f.model_dump(),
+                "site_id": site_hex,
+                "model_version": batch.model_version,
+                "received_at": now,
+            }
+            for f in batch.forecasts
+        ]
+        table = Forecast.__table__  # type: ignore[attr-defined]
+        statement = (
+            dialect.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.id)
+        )
+        with self.engine.begin() as connection:
+            return len(connection.execute(statement).all())  # rowcount is -1 on psycopg
+
+    def forecasts(self, site_hex: str | None, limit: int) -> Sequence[Forecast]:
+        with Session(self.engine) as session:
+            query = select(Forecast).order_by(col(Forecast.id).desc()).limit(limit)
+            if site_hex is not None:
+                query = query.where(Forecast.site_id == site_hex)
+            return session.exec(query).all()
 
     # --- rounds ------------------------------------------------------------------------
 

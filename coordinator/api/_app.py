@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.exc import SQLAlchemyError
@@ -120,6 +121,16 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
     async def unavailable(_: Request, exc: Exception) -> Response:
         return JSONResponse({"detail": f"database error: {type(exc).__name__}"}, status_code=503)
 
+    async def invalid(_: Request, exc: Exception) -> Response:
+        """One line, without echoing the input (NaN in it would not even serialise)."""
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+            for err in exc.errors()
+        )
+        return JSONResponse({"detail": problems or "invalid request"}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(CoordinatorError, refuse)
     app.add_exception_handler(SecurityError, refuse)
     app.add_exception_handler(SQLAlchemyError, unavailable)

@@ -28,6 +28,7 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, Role]] = [
     ("POST", "/api/v1/models/{model}/promote", None, Role.ADMIN),
     ("POST", "/api/v1/models/rollback", None, Role.ADMIN),
     ("GET", "/api/v1/rounds", None, Role.VIEWER),
+    ("GET", "/api/v1/forecasts", None, Role.VIEWER),
     ("POST", "/api/v1/enrollment/tokens", {"ttl_seconds": 60}, Role.OPERATOR),
     ("GET", "/api/v1/keys", None, Role.ADMIN),
     ("POST", "/api/v1/keys", {"name": "new-{who}", "role": "viewer"}, Role.ADMIN),
@@ -37,7 +38,7 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, Role]] = [
 ]
 UNAUTHENTICATED = ["GET /healthz", "GET /metrics", "GET /api/v1/enrollment/authority",
                    "POST /api/v1/enrollment/begin", "POST /api/v1/enrollment/complete",
-                   "GET /api/v1/site/model"]  # fmt: skip
+                   "GET /api/v1/site/model", "POST /api/v1/site/forecasts"]  # fmt: skip
 CALLERS = ["none", "bad", *[r.value for r in Role]]
 
 

@@ -5,6 +5,7 @@ from coordinator.api.routes import (
     audit,
     decisions,
     enrollment,
+    forecasts,
     health,
     keys,
     models,
@@ -20,6 +21,7 @@ ROUTERS = [
     models.router,
     site.router,
     rounds.router,
+    forecasts.router,
     keys.router,
     audit.router,
 ]

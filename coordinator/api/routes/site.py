@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 
+from coordinator._schema import ForecastBatch, IngestResult
 from coordinator.api.deps import CoordinatorDep, SiteDep
 from coordinator.api.routes._common import ERRORS, PREFIX
 
@@ -27,3 +28,12 @@ async def sealed_model(site_id: SiteDep, coordinator: CoordinatorDep) -> Respons
         media_type="application/octet-stream",
         headers={"X-Fedge-Model-Version": f"v{row.id}"},
     )
+
+
+@router.post("/forecasts", status_code=201)
+async def ingest_forecasts(
+    site_id: SiteDep, body: ForecastBatch, coordinator: CoordinatorDep
+) -> IngestResult:
+    """A batch of the site's forecasts (the signature covers the body's hash)."""
+    stored = await run_in_threadpool(coordinator.ingest_forecasts, site_id, body)
+    return IngestResult(received=len(body.forecasts), stored=stored)
