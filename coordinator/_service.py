@@ -432,12 +432,13 @@ class Coordinator:
         except DecisionError as exc:
             raise InvalidInputError(str(exc)) from exc
         now = time.time()
-        with Session(self.engine) as session:
-            session.add_all(
-                Decision(site_id=s, at=now, policy_version=version, kind=kind.value, action=a)
-                for s, a in zip(site_ids, actions, strict=True)
-            )
-            session.commit()
+        rows = [
+            {"site_id": s, "at": now, "policy_version": version, "kind": kind.value, "action": a}
+            for s, a in zip(site_ids, actions, strict=True)
+        ]
+        table = Decision.__table__  # type: ignore[attr-defined]
+        with self.engine.begin() as connection:  # one executemany: the ORM costs ~10x more
+            connection.execute(table.insert(), rows)
         return version, actions
 
     # --- forecasts ---------------------------------------------------------------------
