@@ -30,6 +30,8 @@ def test_flwr_run_on_a_real_superlink(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "FLWR_HOME": str(home),
+        # flower-supernode starts flower-superexec by name: the venv's bin must be on PATH.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "FLWR_TELEMETRY_ENABLED": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
