@@ -21,7 +21,7 @@ from models._features import (
 )
 from models._onnx_runtime import OnnxForecaster
 from models._scaling import SiteScaler
-from models._spec import N_TARGETS, ForecastSpec
+from models._spec import N_TARGETS, TARGET_FEATURES, ForecastSpec
 
 if TYPE_CHECKING:
     from models._forecaster import LoadForecaster, asymmetric_loss
@@ -41,6 +41,7 @@ _LAZY = {
 
 __all__ = [
     "N_TARGETS",
+    "TARGET_FEATURES",
     "ForecastSpec",
     "LoadForecaster",
     "ModelError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._spec import N_TARGETS, ForecastSpec
+from models._spec import N_TARGETS, TARGET_FEATURES, ForecastSpec
 
 
 class LoadForecaster(nn.Module):
@@ -18,12 +18,17 @@ class LoadForecaster(nn.Module):
         self.lstm1 = nn.LSTM(spec.n_features, h1, batch_first=True)
         self.lstm2 = nn.LSTM(h1, h2, batch_first=True)
         self.head = nn.Linear(h2, N_TARGETS * spec.horizon)
+        self.register_buffer(
+            "target_features", torch.tensor(TARGET_FEATURES, dtype=torch.long), persistent=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm1(x)
         out, _ = self.lstm2(out)
-        pred: torch.Tensor = self.head(out[:, -1, :])
-        return pred.reshape(-1, self.spec.horizon, N_TARGETS)
+        pred: torch.Tensor = self.head(out[:, -1, :]).reshape(-1, self.spec.horizon, N_TARGETS)
+        if self.spec.persistence_skip:
+            pred = pred + x[:, -1:, :].index_select(2, self.target_features)
+        return pred
 
 
 def asymmetric_loss(

@@ -10,6 +10,9 @@ from models._errors import ModelError
 N_KPIS = 5
 N_TIME_FEATURES = 4  # sin/cos time of day, sin/cos day of week
 N_TARGETS = 3
+# Where the targets sit among the KPI features (dl_prb_util, dl_throughput_mbps, active_ues):
+# the persistence skip adds their latest scaled values to the network's output.
+TARGET_FEATURES: tuple[int, ...] = (0, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,10 @@ class ForecastSpec:
     hidden: tuple[int, int] = (128, 64)
     beta_under: float = 5.0
     beta_over: float = 1.0
+    # Forecast the change from the latest observation rather than the level: at short
+    # horizons persistence is a strong prior, and every method (local, federated, pooled)
+    # starts from it instead of having to learn it.
+    persistence_skip: bool = True
 
     def __post_init__(self) -> None:
         if self.lookback < 1:
@@ -47,6 +54,8 @@ class ForecastSpec:
                 hidden=(hidden[0], hidden[1]) if len(hidden) == 2 else (0, 0),
                 beta_under=float(data.get("beta_under", 5.0)),
                 beta_over=float(data.get("beta_over", 1.0)),
+                # Specs written before the skip existed describe models without it.
+                persistence_skip=bool(data.get("persistence_skip", False)),
             )
         except (TypeError, ValueError, IndexError) as exc:
             raise ModelError(f"bad forecast spec {data!r}: {exc}") from exc

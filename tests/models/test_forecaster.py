@@ -30,6 +30,29 @@ def test_reference_architecture() -> None:
     assert out.shape == (4, 3, 3)
 
 
+def test_persistence_skip_starts_from_the_latest_observation() -> None:
+    from models import TARGET_FEATURES
+
+    assert TARGET_FEATURES == TARGET_INDEX  # the model's view of the KPI layout is the data's
+    spec = ForecastSpec(horizon=2)
+    model = LoadForecaster(spec)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    x = torch.randn(5, 12, spec.n_features)
+    out = model(x)
+    latest = x[:, -1, list(TARGET_INDEX)]
+    assert torch.equal(out[:, 0, :], latest) and torch.equal(out[:, 1, :], latest)
+    plain = LoadForecaster(ForecastSpec(horizon=2, persistence_skip=False))
+    with torch.no_grad():
+        plain.head.weight.zero_()
+        plain.head.bias.zero_()
+    assert float(plain(x).abs().max()) == 0.0
+    # Specs saved before the skip existed load as models without it.
+    assert not ForecastSpec.from_dict({"horizon": 2}).persistence_skip
+    assert ForecastSpec.from_dict(spec.to_dict()) == spec
+
+
 def test_under_forecast_costs_five_times_over_forecast() -> None:
     target = torch.tensor([[[1.0, 1.0, 1.0]]])
     under = asymmetric_loss(target - 0.2, target, 5.0, 1.0)
