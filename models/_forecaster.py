@@ -18,6 +18,7 @@ class LoadForecaster(nn.Module):
         self.lstm1 = nn.LSTM(spec.n_features, h1, batch_first=True)
         self.lstm2 = nn.LSTM(h1, h2, batch_first=True)
         self.head = nn.Linear(h2, N_TARGETS * spec.horizon)
+        self.target_features: torch.Tensor
         self.register_buffer(
             "target_features", torch.tensor(TARGET_FEATURES, dtype=torch.long), persistent=False
         )
