@@ -64,6 +64,30 @@ def authenticate_operator(engine: Engine, key: str | None) -> Operator:
     return Operator(row.name, row.role)
 
 
+class OperatorCache:
+    """Valid keys seen in the last ``ttl`` seconds, by hash: the database lookup cost
+    0.7 ms of every operator request. A revocation through this process clears the cache at
+    once; one made by another worker process takes effect within ``ttl``."""
+
+    def __init__(self, engine: Engine, ttl: float = 2.0) -> None:
+        self.engine, self.ttl = engine, ttl
+        self._known: dict[str, tuple[Operator, float]] = {}
+
+    def authenticate(self, key: str | None) -> Operator:
+        if key:
+            hit = self._known.get(key_hash(key))
+            if hit is not None and hit[1] > time.monotonic():
+                return hit[0]
+        operator = authenticate_operator(self.engine, key)
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[key_hash(key or "")] = (operator, time.monotonic() + self.ttl)
+        return operator
+
+    def clear(self) -> None:
+        self._known.clear()
+
+
 def require_role(operator: Operator, role: Role) -> None:
     if operator.role.rank < role.rank:
         raise ForbiddenError(

@@ -24,12 +24,18 @@ def serve(
         Path | None,
         typer.Option("--env-file", help="A file of FEDGE_COORDINATOR_* settings.", exists=True),
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes (uvicorn); 1: in process.")
+    ] = 1,
 ) -> None:
     """Run the coordinator API (settings from FEDGE_COORDINATOR_* variables)."""
+    import os
+
     import uvicorn
 
+    from coordinator._service import Coordinator
     from coordinator._settings import load_settings
-    from coordinator.api import create_app
+    from coordinator.api import ENV_FILE_VARIABLE, create_app
 
     overrides: dict[str, object] = {}
     if env_file is not None:
@@ -39,12 +45,34 @@ def serve(
     if port is not None:
         overrides["port"] = port
     settings = load_settings(**overrides)
-    app = create_app(settings)
+    if workers == 1:
+        app = create_app(settings)
+        dialect = app.state.coordinator.engine.dialect.name
+    else:  # migrate and recover once here; each worker builds its app from the environment
+        once = Coordinator(settings)
+        dialect = once.engine.dialect.name
+        once.close()
+        if env_file is not None:
+            os.environ[ENV_FILE_VARIABLE] = str(env_file.resolve())
+        os.environ["FEDGE_COORDINATOR_HOST"], os.environ["FEDGE_COORDINATOR_PORT"] = (
+            settings.host,
+            str(settings.port),
+        )
     typer.echo(
         f"coordinator on http://{settings.host}:{settings.port} "
-        f"({settings.environment.value}, {app.state.coordinator.engine.dialect.name})"
+        f"({settings.environment.value}, {dialect}, {workers} worker(s))"
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    if workers == 1:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    else:
+        uvicorn.run(
+            "coordinator.api:worker_app",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -51,6 +51,24 @@ class RoundStatus(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+class RunStatus(StrEnum):
+    STARTING = "starting"  # handed to `flwr run`, no Flower run id yet
+    RUNNING = "running"
+    COMPLETED = "completed"  # every round recorded and the model version stored
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # the coordinator restarted during the run
+
+    @property
+    def live(self) -> bool:
+        return self in (RunStatus.STARTING, RunStatus.RUNNING)
+
+
+def _finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    if not all(math.isfinite(v) for v in metrics.values()):
+        raise ValueError("metrics must be finite numbers")
+    return metrics
+
+
 # --- sites -------------------------------------------------------------------------------
 
 
@@ -130,6 +148,87 @@ class RoundPublic(RoundBase):
     id: int
 
 
+class RoundReport(SQLModel):
+    """What the ServerApp reports for one round (``PUT /runs/{id}/rounds/{number}``)."""
+
+    status: RoundStatus
+    strategy: str = Field(max_length=32)
+    codec: str = Field(default="none", max_length=32)
+    participants: int = Field(default=0, ge=0, le=1_000_000)
+    bytes_up: int = Field(default=0, ge=0, le=2**62)
+    bytes_down: int = Field(default=0, ge=0, le=2**62)
+    metrics: dict[str, float] = Field(default_factory=dict, max_length=64)
+    started_at: float = Field(ge=0, le=2**40)
+    finished_at: float | None = Field(default=None, ge=0, le=2**40)
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
+        return _finite_metrics(metrics)
+
+
+# --- federation runs ---------------------------------------------------------------------
+
+RunConfigValue = bool | int | float | str
+
+
+class RunBase(SQLModel):
+    num_rounds: int = Field(default=3, ge=1, le=10_000)
+    strategy: str = Field(default="fedavg", max_length=32)
+    codec: str = Field(default="none", max_length=64)
+    #: Other keys of the app's run config ([tool.flwr.app.config]), e.g. ``local-epochs``.
+    config: dict[str, RunConfigValue] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+
+
+class RunCreate(RunBase):
+    config: dict[str, RunConfigValue] = Field(default_factory=dict, max_length=64)
+
+
+class Run(RunBase, table=True):
+    __tablename__ = "runs"
+
+    id: str = Field(primary_key=True, max_length=32)  # random hex; rounds.run_id
+    status: RunStatus = Field(default=RunStatus.STARTING, max_length=16)
+    flwr_run_id: str | None = Field(default=None, max_length=32)  # the SuperLink's uint64
+    token_hash: str = Field(max_length=64)  # SHA-256 of the run token the ServerApp sends
+    model_version_id: int | None = Field(default=None, foreign_key="model_versions.id")
+    rerun_of: str | None = Field(default=None, max_length=32)
+    detail: str = Field(default="", max_length=500)
+    created_at: float
+    created_by: str = Field(max_length=64)
+    finished_at: float | None = None
+
+
+class RunPublic(RunBase):
+    id: str
+    status: RunStatus
+    flwr_run_id: str | None
+    model_version_id: int | None
+    rerun_of: str | None
+    detail: str
+    created_at: float
+    created_by: str
+    finished_at: float | None
+
+
+class RunModelReport(SQLModel):
+    """The run's final global model, as ONNX (``POST /runs/{id}/model``)."""
+
+    onnx_base64: str = Field(min_length=1)
+    metrics: dict[str, float] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
+        return _finite_metrics(metrics)
+
+
+class RunFailure(SQLModel):
+    detail: str = Field(min_length=1, max_length=500)
+
+
 # --- model versions ----------------------------------------------------------------------
 
 
@@ -141,9 +240,7 @@ class ModelVersionBase(SQLModel):
     @field_validator("metrics")
     @classmethod
     def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
-        if not all(math.isfinite(v) for v in metrics.values()):
-            raise ValueError("metrics must be finite numbers")
-        return metrics
+        return _finite_metrics(metrics)
 
 
 class ModelVersion(ModelVersionBase, table=True):
@@ -341,7 +438,14 @@ __all__ = [
     "Role",
     "Round",
     "RoundPublic",
+    "RoundReport",
     "RoundStatus",
+    "Run",
+    "RunCreate",
+    "RunFailure",
+    "RunModelReport",
+    "RunPublic",
+    "RunStatus",
     "Site",
     "SitePublic",
     "SiteState",

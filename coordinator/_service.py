@@ -5,8 +5,6 @@ Routes stay thin: they authenticate, call one method here, and shape the answer.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +14,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from coordinator._access import Operator, authenticate_operator, key_hash, new_api_key
+from coordinator._access import Operator, OperatorCache, key_hash, new_api_key
+from coordinator._audit import audit_entry
 from coordinator._db import open_database
 from coordinator._decisions import DecisionService
 from coordinator._errors import (
@@ -26,6 +25,7 @@ from coordinator._errors import (
     SettingsError,
 )
 from coordinator._registry import DatabaseRegistry
+from coordinator._runs import Federation
 from coordinator._schema import (
     ApiKey,
     ApiKeyCreate,
@@ -44,7 +44,7 @@ from coordinator._schema import (
     SiteState,
 )
 from coordinator._settings import CoordinatorSettings
-from coordinator._store import ModelStore, check_onnx
+from coordinator._store import ModelStore, decode_model
 from security import (
     ContentType,
     EnrollmentAuthority,
@@ -58,7 +58,6 @@ from security import (
 )
 from simulation._errors import DecisionError, PolicyError, UnknownSiteError
 
-MAX_MODEL_BYTES = 16 * 1024 * 1024
 BOOTSTRAP_KEY_NAME = "bootstrap-admin"
 
 
@@ -78,7 +77,9 @@ def _identity(settings: CoordinatorSettings) -> SiteIdentity:
 class Coordinator:
     """Database, model store, identity and the enrollment authority of one coordinator."""
 
-    def __init__(self, settings: CoordinatorSettings) -> None:
+    def __init__(self, settings: CoordinatorSettings, *, recover: bool = True) -> None:
+        """``recover``: interrupt the runs a previous process left live (once per start:
+        with several worker processes only the parent does it)."""
         self.settings = settings
         self.identity = _identity(settings)
         self.store = ModelStore(settings.model_store)
@@ -89,6 +90,10 @@ class Coordinator:
         self._sealer = OneShotSealer(self.identity)
         self._ensure_bootstrap_admin()
         self.decisions = self._decision_service(settings.policy_dir)
+        self.federation = Federation(settings, self.engine, self.store)
+        if recover:
+            self.federation.recover()
+        self._operators = OperatorCache(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -105,16 +110,7 @@ class Coordinator:
 
     # --- audit -------------------------------------------------------------------------
 
-    @staticmethod
-    def _entry(actor: str, action: str, target: str, outcome: str, detail: str) -> AuditEntry:
-        return AuditEntry(
-            at=time.time(),
-            actor=actor[:64],
-            action=action[:64],
-            target=target[:128],
-            outcome=outcome,
-            detail=detail[:500],
-        )
+    _entry = staticmethod(audit_entry)
 
     def audit(
         self, actor: str, action: str, target: str = "", outcome: str = "ok", detail: str = ""
@@ -156,7 +152,7 @@ class Coordinator:
             session.commit()
 
     def operator(self, key: str | None) -> Operator:
-        return authenticate_operator(self.engine, key)
+        return self._operators.authenticate(key)
 
     def create_api_key(self, by: Operator, spec: ApiKeyCreate) -> tuple[ApiKey, str]:
         key = new_api_key()
@@ -184,6 +180,7 @@ class Coordinator:
             session.add(row)
             session.add(self._entry(by.actor, "api_key.revoke", row.name, "ok", ""))
             session.commit()
+            self._operators.clear()
             session.refresh(row)
             return row
 
@@ -283,13 +280,7 @@ class Coordinator:
             return row
 
     def upload_model(self, by: Operator, spec: ModelVersionCreate) -> ModelVersion:
-        try:
-            blob = base64.b64decode(spec.onnx_base64, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidInputError("onnx_base64 is not base64") from exc
-        if len(blob) > MAX_MODEL_BYTES:
-            raise InvalidInputError(f"models are limited to {MAX_MODEL_BYTES} bytes")
-        check_onnx(blob)
+        blob = decode_model(spec.onnx_base64)
         with Session(self.engine) as session:
             if spec.parent_id is not None and session.get(ModelVersion, spec.parent_id) is None:
                 raise NotFoundError(f"parent model version {spec.parent_id} does not exist")

@@ -17,6 +17,7 @@ from coordinator._errors import SettingsError
 
 DEV_ADMIN_KEY: Final = "fedge-dev-admin-key"
 DEV_KEK: Final = "fedge-dev-kek"
+APP_DIR: Final = Path(__file__).resolve().parent.parent
 
 
 class Environment(StrEnum):
@@ -35,7 +36,11 @@ class CoordinatorSettings(BaseSettings):
     identity_file: Path = Path("coordinator.key")
     kek: SecretStr = SecretStr(DEV_KEK)
     admin_api_key: SecretStr = SecretStr(DEV_ADMIN_KEY)
-    superlink: str = "127.0.0.1:9093"
+    # Federation runs (coordinator/_runs.py); superlink unset: the coordinator starts none.
+    superlink: str | None = None  # the SuperLink's Control API, HOST:PORT
+    flwr_app: Path = APP_DIR  # the Flower app `flwr run` ships: fedge's pyproject.toml
+    flwr_home: Path = Path("coordinator-flwr")  # FLWR_HOME of the coordinator's `flwr run`
+    public_url: str | None = None  # where ServerApps reach the coordinator; default host:port
     policy_dir: Path | None = None  # from `fedge decisions train`; unset: no decisions API
     replay_window_seconds: float = Field(default=300.0, gt=0, le=3600)
     host: str = "127.0.0.1"
@@ -50,11 +55,25 @@ class CoordinatorSettings(BaseSettings):
 
     @field_validator("superlink")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("superlink must be HOST:PORT")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        return None if value is None else value.rstrip("/")
+
+    @property
+    def url(self) -> str:
+        """The base URL ServerApps report to."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @model_validator(mode="after")
     def _no_default_secrets(self) -> CoordinatorSettings:

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 from pathlib import Path
 
 from coordinator._errors import DatabaseError, InvalidInputError, NotFoundError
+
+MAX_MODEL_BYTES = 16 * 1024 * 1024
+
+
+def decode_model(onnx_base64: str) -> bytes:
+    """The ONNX bytes of an upload: base64, within the size limit, a valid model."""
+    try:
+        blob = base64.b64decode(onnx_base64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInputError("onnx_base64 is not base64") from exc
+    if len(blob) > MAX_MODEL_BYTES:
+        raise InvalidInputError(f"models are limited to {MAX_MODEL_BYTES} bytes")
+    check_onnx(blob)
+    return blob
 
 
 def check_onnx(blob: bytes) -> None:

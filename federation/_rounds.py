@@ -57,7 +57,9 @@ def run_rounds(
     grid: Grid,
     plan: FederationPlan,
     on_round: Callable[[int], None] | None = None,
+    wrap: Callable[[Strategy], Strategy] | None = None,
 ) -> FederationOutcome:
+    """``wrap`` (the coordinator's round reporter) sees the strategy as the Grid does."""
     random.seed(plan.seed)  # Flower samples sites with the stdlib RNG
     kwargs: dict[str, Any] = {
         "fraction_train": plan.fraction_train,
@@ -72,6 +74,8 @@ def run_rounds(
         from federation._compressed import seal_strategy
 
         strategy, ledger = seal_strategy(grid, plan, strategy)
+    if wrap is not None:
+        strategy = wrap(strategy)
     config = ConfigRecord(plan.to_config())
 
     def round_done(server_round: int, _arrays: ArrayRecord) -> MetricRecord | None:

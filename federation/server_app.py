@@ -2,7 +2,8 @@
 
 The run config keys are :class:`federation.FederationPlan`'s fields with dashes
 (``num-rounds``, ``strategy``, ``data-spec`` ...); ``output-dir``, when given, receives
-the final global weights.
+the final global weights. With ``coordinator-url`` (set by the coordinator when it starts
+the run) every round and the final model are reported to it (``federation/_report.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation._plan import FederationPlan
+from federation._report import RoundReporter
 from federation._rounds import run_rounds
 
 app = ServerApp()
@@ -23,7 +25,16 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     config = dict(context.run_config)
     plan = FederationPlan.from_config(config)
-    outcome = run_rounds(grid, plan)
+    reporter = RoundReporter.from_config(config, plan)
+    if reporter is None:
+        outcome = run_rounds(grid, plan)
+    else:
+        try:
+            outcome = run_rounds(grid, plan, wrap=reporter.wrap)
+            reporter.model(outcome.weights)
+        except Exception as exc:
+            reporter.failure(f"{type(exc).__name__}: {exc}")
+            raise
     out = config.get("output-dir")
     if out:
         path = Path(str(out))

@@ -23,7 +23,7 @@ from coordinator._errors import (
 )
 from coordinator._service import Coordinator
 from coordinator._settings import CoordinatorSettings
-from coordinator.api.routes import ROUTERS, decisions
+from coordinator.api.routes import ROUTERS, decisions, runs
 from security import (
     InvalidSignature,
     InvalidToken,
@@ -80,6 +80,21 @@ def _status_of(exc: Exception) -> int:
     return 503  # DatabaseError, SettingsError: the service, not the caller, is at fault
 
 
+ENV_FILE_VARIABLE = "FEDGE_COORDINATOR_SERVE_ENV_FILE"
+
+
+def worker_app() -> FastAPI:
+    """One worker of ``fedge coordinator serve --workers N`` (the parent has migrated the
+    database and interrupted stale runs; a worker must not interrupt its siblings' runs)."""
+    import os
+
+    from coordinator._settings import load_settings
+
+    env_file = os.environ.get(ENV_FILE_VARIABLE)
+    settings = load_settings(**({"_env_file": env_file} if env_file else {}))
+    return create_app(settings, Coordinator(settings, recover=False))
+
+
 def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = None) -> FastAPI:
     """The coordinator's ASGI app; opens (and migrates) the database right away."""
     coordinator = coordinator or Coordinator(settings)
@@ -87,6 +102,7 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        coordinator.federation.join()
         coordinator.close()
 
     app = FastAPI(
@@ -101,6 +117,8 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
         app.include_router(router)
     if coordinator.decisions is not None:
         app.include_router(decisions.router)
+    if coordinator.federation.enabled:
+        app.include_router(runs.control)
 
     async def refuse(request: Request, exc: Exception) -> Response:
         status = _status_of(exc)

@@ -18,11 +18,20 @@ from coordinator._access import (
     require_role,
     verify_site_request,
 )
+from coordinator._runs import RUN_TOKEN_HEADER
 from coordinator._schema import Role
 from coordinator._service import Coordinator
 
 _api_key = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An operator API key (fedge-op....)."
+)
+
+
+_run_token = APIKeyHeader(
+    name=RUN_TOKEN_HEADER,
+    auto_error=False,
+    scheme_name="RunToken",
+    description="The token the coordinator gave a run's ServerApp.",
 )
 
 
@@ -81,3 +90,4 @@ async def _site(request: Request, coordinator: CoordinatorDep) -> bytes:
 
 
 SiteDep = Annotated[bytes, Depends(_site)]
+RunTokenDep = Annotated[str | None, Security(_run_token)]

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from coordinator import CoordinatorSettings, Role
+from coordinator._schema import RunCreate
 from coordinator.api import create_app
 from tests.coordinator.helpers import Fleet, onnx_model
 from tests.coordinator.policies import write_policies
@@ -28,6 +29,8 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, Role]] = [
     ("POST", "/api/v1/models/{model}/promote", None, Role.ADMIN),
     ("POST", "/api/v1/models/rollback", None, Role.ADMIN),
     ("GET", "/api/v1/rounds", None, Role.VIEWER),
+    ("GET", "/api/v1/runs", None, Role.VIEWER),
+    ("GET", "/api/v1/runs/{run}", None, Role.VIEWER),
     ("GET", "/api/v1/forecasts", None, Role.VIEWER),
     ("POST", "/api/v1/enrollment/tokens", {"ttl_seconds": 60}, Role.OPERATOR),
     ("GET", "/api/v1/keys", None, Role.ADMIN),
@@ -39,6 +42,9 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, Role]] = [
 UNAUTHENTICATED = ["GET /healthz", "GET /metrics", "GET /api/v1/enrollment/authority",
                    "POST /api/v1/enrollment/begin", "POST /api/v1/enrollment/complete",
                    "GET /api/v1/site/model", "POST /api/v1/site/forecasts"]  # fmt: skip
+#: Authenticated by a run's token, not an operator key (tests: test_runs.py).
+RUN_TOKEN = ["PUT /api/v1/runs/{run_id}/rounds/{number}", "POST /api/v1/runs/{run_id}/model",
+             "POST /api/v1/runs/{run_id}/failure"]  # fmt: skip
 CALLERS = ["none", "bad", *[r.value for r in Role]]
 
 
@@ -80,6 +86,7 @@ def world(
                 ).json()["id"]
             ),
         }
+        names["run"] = app.state.coordinator.federation.create("operator:test", RunCreate())[0].id
         names["app"] = app  # type: ignore[assignment]
         yield fleet, names
 
@@ -89,10 +96,10 @@ def test_matrix_covers_every_route(world: tuple[Fleet, dict[str, str]]) -> None:
     app: FastAPI = names["app"]  # type: ignore[assignment]
     routes = {f"{m.upper()} {p}" for p, ops in app.openapi()["paths"].items() for m in ops}
     covered = {
-        f"{m} {p.replace('{site}', '{site_id}').replace('{model}', '{model_id}').replace('{key}', '{key_id}')}"
+        f"{m} {p.replace('{site}', '{site_id}').replace('{model}', '{model_id}').replace('{key}', '{key_id}').replace('{run}', '{run_id}')}"
         for m, p, _, _ in MATRIX
     }
-    assert routes == covered | set(UNAUTHENTICATED)
+    assert routes == covered | set(UNAUTHENTICATED) | set(RUN_TOKEN)
 
 
 @pytest.mark.parametrize("caller", CALLERS)

@@ -64,7 +64,7 @@ def _fuzz(app: FastAPI, operations: int, examples: int) -> None:
 
 
 def test_no_server_errors(app: FastAPI) -> None:
-    _fuzz(app, operations=23, examples=20)
+    _fuzz(app, operations=28, examples=20)
 
 
 def test_the_check_does_catch_a_server_error() -> None:

@@ -1,5 +1,5 @@
 """One module per resource; ``ROUTERS`` is what the app always mounts (``decisions``
-only when policies are configured)."""
+only when policies are configured, ``runs.control`` only when a SuperLink is)."""
 
 from coordinator.api.routes import (
     audit,
@@ -10,6 +10,7 @@ from coordinator.api.routes import (
     keys,
     models,
     rounds,
+    runs,
     site,
     sites,
 )
@@ -21,9 +22,10 @@ ROUTERS = [
     models.router,
     site.router,
     rounds.router,
+    runs.router,
     forecasts.router,
     keys.router,
     audit.router,
 ]
 
-__all__ = ["ROUTERS", "decisions"]
+__all__ = ["ROUTERS", "decisions", "runs"]

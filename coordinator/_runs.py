@@ -1,0 +1,382 @@
+"""Federation runs: the coordinator starts fedge's ServerApp on a SuperLink (``flwr run``)
+and records what the ServerApp reports back, one committed row per round.
+
+The ServerApp runs inside Flower's SuperExec, not here, so it reports each round and the
+final model over HTTP (``federation/_report.py``), authenticated by a per-run token the
+coordinator hands it in the run config and stores only hashed. The coordinator supervises
+its runs: when it starts and finds runs it had left live, it marks them and their open
+round ``interrupted`` (completed rounds stay), asks the SuperLink to stop them, and refuses
+any later report for them with 409, which ends a ServerApp still running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from coordinator._audit import audit_entry
+from coordinator._errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthenticatedError,
+)
+from coordinator._schema import (
+    ModelVersion,
+    Round,
+    RoundReport,
+    RoundStatus,
+    Run,
+    RunConfigValue,
+    RunCreate,
+    RunModelReport,
+    RunStatus,
+)
+from coordinator._settings import CoordinatorSettings
+from coordinator._store import ModelStore, decode_model
+
+__all__ = ["RUN_TOKEN_HEADER", "Federation", "run_config"]
+
+log = logging.getLogger(__name__)
+
+RUN_TOKEN_HEADER = "X-Fedge-Run-Token"
+FEDERATION = "fedge"  # the name of the coordinator's SuperLink in its own FLWR_HOME
+#: Keys the coordinator sets itself; a run request cannot override them.
+RESERVED = ("num-rounds", "strategy", "codec", "coordinator-url", "coordinator-run-id",
+            "coordinator-token", "output-dir", "state-dir", "attacks")  # fmt: skip
+FLWR = str(Path(sys.executable).with_name("flwr"))
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def app_config(app_dir: Path) -> dict[str, Any]:
+    """The app's ``[tool.flwr.app.config]``: the only keys ``flwr run`` lets us override."""
+    try:
+        with (app_dir / "pyproject.toml").open("rb") as handle:
+            config = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInputError(f"{app_dir} is not a Flower app with a run config: {exc}") from exc
+    return dict(config)
+
+
+def run_config(app_dir: Path, spec: RunCreate) -> dict[str, RunConfigValue]:
+    """The full run config of ``spec``, checked the way the ServerApp will read it."""
+    defaults = app_config(app_dir)
+    for key, value in spec.config.items():
+        if key in RESERVED or key not in defaults:
+            raise InvalidInputError(f"run config key {key!r} is not one a run request may set")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInputError(f"run config {key!r} must be finite")
+        if isinstance(value, str) and len(value) > 2000:
+            raise InvalidInputError(f"run config {key!r} is longer than 2000 characters")
+    config = {**defaults, **spec.config}
+    config.update({"num-rounds": spec.num_rounds, "strategy": spec.strategy, "codec": spec.codec})
+    from federation import FederationError, FederationPlan
+
+    try:
+        FederationPlan.from_config(config)
+    except (FederationError, ValueError, TypeError) as exc:
+        raise InvalidInputError(f"bad run: {exc}") from exc
+    return config
+
+
+def _toml(config: dict[str, Any]) -> str:
+    """Run-config overrides as TOML (JSON strings are valid TOML basic strings)."""
+    lines = []
+    for key, value in config.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int | float):
+            text = repr(value)
+        else:
+            text = json.dumps(str(value))
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+class Federation:
+    """Starts runs on the SuperLink and records their rounds and final models."""
+
+    def __init__(self, settings: CoordinatorSettings, engine: Engine, store: ModelStore) -> None:
+        self.settings, self.engine, self.store = settings, engine, store
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.superlink is not None
+
+    # --- the operator's side -----------------------------------------------------------
+
+    def create(
+        self, actor: str, spec: RunCreate, *, rerun_of: str | None = None
+    ) -> tuple[Run, str, dict[str, RunConfigValue]]:
+        """Record a run in ``starting``; its token (shown to no one but its ServerApp) and
+        its full run config."""
+        config = run_config(self.settings.flwr_app, spec)
+        token = secrets.token_urlsafe(32)
+        run = Run(
+            id=secrets.token_hex(16),
+            num_rounds=spec.num_rounds,
+            strategy=spec.strategy,
+            codec=spec.codec,
+            config=dict(spec.config),
+            token_hash=_hash(token),
+            rerun_of=rerun_of,
+            created_at=time.time(),
+            created_by=actor[:64],
+        )
+        with Session(self.engine) as session:
+            session.add(run)
+            session.add(audit_entry(actor, "run.start", f"run:{run.id}", "ok", _summary(spec)))
+            session.commit()
+            session.refresh(run)
+        config.update({
+            "coordinator-url": self.settings.url,
+            "coordinator-run-id": run.id,
+            "coordinator-token": token,
+        })  # fmt: skip
+        return run, token, config
+
+    def start(self, actor: str, spec: RunCreate, *, rerun_of: str | None = None) -> Run:
+        """Record the run, then hand it to ``flwr run`` in the background."""
+        if not self.enabled:
+            raise ConflictError("no SuperLink is configured (superlink)")
+        run, _, config = self.create(actor, spec, rerun_of=rerun_of)
+        thread = threading.Thread(
+            target=self._launch, args=(run.id, config), name=f"flwr-run-{run.id}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+        return run
+
+    def rerun(self, actor: str, run_id: str) -> Run:
+        """The same run again (an interrupted or failed one, or any other)."""
+        old = self.run(run_id)
+        spec = RunCreate(
+            num_rounds=old.num_rounds, strategy=old.strategy, codec=old.codec, config=old.config
+        )
+        return self.start(actor, spec, rerun_of=old.id)
+
+    def runs(self, limit: int) -> Sequence[Run]:
+        with Session(self.engine) as session:
+            query = select(Run).order_by(col(Run.created_at).desc()).limit(limit)
+            return session.exec(query).all()
+
+    def run(self, run_id: str) -> Run:
+        with Session(self.engine) as session:
+            row = session.get(Run, run_id)
+        if row is None:
+            raise NotFoundError(f"no run {run_id}")
+        return row
+
+    # --- flwr run and flwr stop --------------------------------------------------------
+
+    def _flwr(self, *args: str, overrides: str | None = None) -> dict[str, Any]:
+        """One ``flwr`` command against the settings' SuperLink; its JSON answer."""
+        home = self.settings.flwr_home.resolve()
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{FEDERATION}"\n[superlink.{FEDERATION}]\n'
+            f'address = "{self.settings.superlink}"\ninsecure = true\n'
+        )
+        env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0"}
+        cmd = [FLWR, *args, FEDERATION, "--format", "json"]
+        path = None
+        if overrides is not None:  # holds the run token: a private file, removed right after
+            path = home / f"overrides-{secrets.token_hex(8)}.toml"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(overrides)
+            cmd += ["--run-config", str(path)]
+        try:
+            done = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, timeout=300, check=False
+            )
+        finally:
+            if path is not None:
+                path.unlink(missing_ok=True)
+        out = done.stdout
+        try:  # flwr prints one (indented) JSON object, possibly after other lines
+            answer: dict[str, Any] = json.loads(out[out.index("{") : out.rindex("}") + 1])
+        except ValueError:  # no braces, or not JSON
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            answer = {"success": False, "error-message": f"exit {done.returncode}: {tail[0]}"}
+        return answer
+
+    def _launch(self, run_id: str, config: dict[str, Any]) -> None:
+        try:
+            answer = self._flwr("run", str(self.settings.flwr_app), overrides=_toml(config))
+        except (OSError, subprocess.SubprocessError) as exc:
+            answer = {"success": False, "error-message": f"cannot run flwr: {exc}"}
+        with Session(self.engine) as session:
+            run = session.get(Run, run_id)
+            if run is None or not run.status.live:
+                return
+            if answer.get("success") and answer.get("run-id"):
+                run.flwr_run_id = str(answer["run-id"])
+                run.status = RunStatus.RUNNING
+                entry = audit_entry("coordinator", "run.submitted", f"run:{run_id}", "ok",
+                                    f"flwr run {run.flwr_run_id}")  # fmt: skip
+            else:
+                run.status, run.finished_at = RunStatus.FAILED, time.time()
+                run.detail = f"flwr run refused: {answer.get('error-message', answer)}"[:500]
+                entry = audit_entry("coordinator", "run.failed", f"run:{run_id}", "ok", run.detail)
+            session.add(run)
+            session.add(entry)
+            session.commit()
+
+    def recover(self) -> list[str]:
+        """At start: runs left live by a previous process are interrupted, as is their open
+        round; the SuperLink is asked to stop them. Completed rounds are untouched."""
+        now = time.time()
+        with Session(self.engine) as session:
+            live = session.exec(
+                select(Run).where(col(Run.status).in_([RunStatus.STARTING, RunStatus.RUNNING]))
+            ).all()
+            if not live:
+                return []
+            ids = [r.id for r in live]
+            flwr_ids = [r.flwr_run_id for r in live if r.flwr_run_id]
+            session.connection().execute(
+                update(Round)
+                .where(col(Round.run_id).in_(ids), col(Round.status) == RoundStatus.RUNNING)
+                .values(status=RoundStatus.INTERRUPTED, finished_at=now)
+            )
+            for run in live:
+                run.status, run.finished_at = RunStatus.INTERRUPTED, now
+                run.detail = "the coordinator restarted during the run; re-run it"
+                session.add(run)
+                session.add(audit_entry("coordinator", "run.interrupted", f"run:{run.id}", "ok",
+                                        run.detail))  # fmt: skip
+            session.commit()
+        if self.enabled and flwr_ids:
+            threading.Thread(target=self._stop, args=(flwr_ids,), daemon=True).start()
+        return ids
+
+    def _stop(self, flwr_ids: list[str]) -> None:
+        for flwr_id in flwr_ids:
+            try:
+                answer = self._flwr("stop", flwr_id)
+            except (OSError, subprocess.SubprocessError) as exc:
+                answer = {"success": False, "error-message": str(exc)}
+            if not answer.get("success"):  # it may have ended already
+                log.warning("flwr stop %s: %s", flwr_id, answer.get("error-message", answer))
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait for the background ``flwr run`` launches (tests, shutdown)."""
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # --- the ServerApp's side ----------------------------------------------------------
+
+    def _reporting(self, session: Session, run_id: str, token: str | None) -> Run:
+        """The live run ``token`` belongs to; 401 for a wrong token, 409 once it ended."""
+        run = session.get(Run, run_id, with_for_update=True)
+        if run is None or not token or not hmac.compare_digest(run.token_hash, _hash(token)):
+            raise UnauthenticatedError(f"a valid {RUN_TOKEN_HEADER} for this run is required")
+        if not run.status.live:
+            raise ConflictError(f"run {run_id} is {run.status.value}; it takes no more reports")
+        return run
+
+    def report_round(
+        self, run_id: str, token: str | None, number: int, report: RoundReport
+    ) -> Round:
+        """Insert or update round ``number``; a completed round is final."""
+        if report.status is RoundStatus.INTERRUPTED:
+            raise InvalidInputError("only the coordinator marks a round interrupted")
+        with Session(self.engine) as session:
+            run = self._reporting(session, run_id, token)
+            if number > run.num_rounds:
+                raise InvalidInputError(f"run {run_id} has {run.num_rounds} rounds, not {number}")
+            row = session.exec(
+                select(Round).where(Round.run_id == run_id, Round.number == number)
+            ).first()
+            if row is not None and row.status is not RoundStatus.RUNNING:
+                raise ConflictError(f"round {number} of run {run_id} is already {row.status.value}")
+            row = row or Round(run_id=run_id, number=number, started_at=report.started_at,
+                               strategy=report.strategy)  # fmt: skip
+            for name, value in report.model_dump().items():
+                setattr(row, name, value)
+            if report.status is RoundStatus.COMPLETED and row.finished_at is None:
+                row.finished_at = time.time()
+            session.add(row)
+            if run.status is RunStatus.STARTING:  # the report can beat flwr run's answer
+                run.status = RunStatus.RUNNING
+                session.add(run)
+            if report.status is RoundStatus.COMPLETED:
+                session.add(audit_entry(f"run:{run_id}", "round.completed", f"run:{run_id}",
+                                        "ok", f"round {number}"))  # fmt: skip
+            try:
+                session.commit()
+            except IntegrityError as exc:  # the same round reported twice at once
+                raise ConflictError(f"round {number} of run {run_id} was reported twice") from exc
+            session.refresh(row)
+            return row
+
+    def report_model(self, run_id: str, token: str | None, report: RunModelReport) -> Run:
+        """Store the final model as a candidate version; the run is completed."""
+        blob = decode_model(report.onnx_base64)
+        with Session(self.engine) as session:
+            run = self._reporting(session, run_id, token)
+            done = session.exec(
+                select(Round).where(Round.run_id == run_id, Round.status == RoundStatus.COMPLETED)
+            ).all()
+            if len(done) < run.num_rounds:
+                raise ConflictError(
+                    f"run {run_id} has {len(done)} of {run.num_rounds} rounds completed"
+                )
+            digest = self.store.put(blob)
+            model = ModelVersion(
+                sha256=digest,
+                size=len(blob),
+                metrics=report.metrics,
+                note=f"federated run {run_id}: {run.num_rounds} rounds, {run.strategy}",
+                created_at=time.time(),
+                created_by=f"run:{run_id}",
+            )
+            session.add(model)
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                raise ConflictError(f"a model version with sha256 {digest} exists") from exc
+            run.model_version_id = model.id
+            run.status, run.finished_at = RunStatus.COMPLETED, time.time()
+            session.add(run)
+            session.add(audit_entry(f"run:{run_id}", "model.from_run", f"model:{model.id}", "ok",
+                                    digest))  # fmt: skip
+            session.commit()
+            session.refresh(run)
+            return run
+
+    def report_failure(self, run_id: str, token: str | None, detail: str) -> Run:
+        with Session(self.engine) as session:
+            run = self._reporting(session, run_id, token)
+            run.status, run.finished_at, run.detail = RunStatus.FAILED, time.time(), detail[:500]
+            session.add(run)
+            session.add(audit_entry(f"run:{run_id}", "run.failed", f"run:{run_id}", "ok", detail))
+            session.commit()
+            session.refresh(run)
+            return run
+
+
+def _summary(spec: RunCreate) -> str:
+    return f"{spec.num_rounds} rounds, {spec.strategy}, codec {spec.codec}"

@@ -1,0 +1,106 @@
+"""Federation runs: operators start them (only when a SuperLink is configured) and read
+them; the ServerApp of each run reports its rounds and final model with the run token."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from coordinator._schema import (
+    RoundPublic,
+    RoundReport,
+    RunCreate,
+    RunFailure,
+    RunModelReport,
+    RunPublic,
+)
+from coordinator.api.deps import CoordinatorDep, OperatorDep, RunTokenDep, ViewerDep
+from coordinator.api.routes._common import ERRORS, PREFIX
+
+router = APIRouter(prefix=f"{PREFIX}/runs", tags=["runs"], responses=ERRORS)
+#: Mounted only when ``superlink`` is set: what starts runs.
+control = APIRouter(prefix=f"{PREFIX}/runs", tags=["runs"], responses=ERRORS)
+
+RunId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+RoundNumber = Annotated[int, Path(ge=1, le=10_000)]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such run."}}
+_REPORT: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "The run has ended (completed, failed, interrupted) or the round is final."
+    },
+    422: {"description": "A bad report (round out of range, not an ONNX model, NaN metrics)."},
+}
+
+
+def _public(row: object) -> RunPublic:
+    return RunPublic.model_validate(row, from_attributes=True)
+
+
+@router.get("")
+def list_runs(
+    coordinator: CoordinatorDep,
+    _: ViewerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[RunPublic]:
+    """Newest first."""
+    return [_public(r) for r in coordinator.federation.runs(limit)]
+
+
+@router.get("/{run_id}", responses=_NOT_FOUND)
+def get_run(run_id: RunId, coordinator: CoordinatorDep, _: ViewerDep) -> RunPublic:
+    return _public(coordinator.federation.run(run_id))
+
+
+@control.post("", status_code=202, responses={422: {"description": "A bad run config."}})
+async def start_run(spec: RunCreate, coordinator: CoordinatorDep, by: OperatorDep) -> RunPublic:
+    """Submit a run of fedge's ServerApp to the SuperLink; it starts as ``starting``."""
+    return _public(await run_in_threadpool(coordinator.federation.start, by.actor, spec))
+
+
+@control.post("/{run_id}/rerun", status_code=202, responses=_NOT_FOUND)
+def rerun(run_id: RunId, coordinator: CoordinatorDep, by: OperatorDep) -> RunPublic:
+    """The same run again, from the start (an interrupted or failed run, or any other)."""
+    return _public(coordinator.federation.rerun(by.actor, run_id))
+
+
+@router.put("/{run_id}/rounds/{number}", responses=_REPORT)
+def report_round(
+    run_id: RunId,
+    number: RoundNumber,
+    report: RoundReport,
+    request: Request,
+    coordinator: CoordinatorDep,
+    token: RunTokenDep,
+) -> RoundPublic:
+    """The ServerApp: round ``number`` started (``running``) or ended (``completed``)."""
+    request.state.actor = f"run:{run_id}"
+    row = coordinator.federation.report_round(run_id, token, number, report)
+    return RoundPublic.model_validate(row, from_attributes=True)
+
+
+@router.post("/{run_id}/model", responses=_REPORT)
+def report_model(
+    run_id: RunId,
+    report: RunModelReport,
+    request: Request,
+    coordinator: CoordinatorDep,
+    token: RunTokenDep,
+) -> RunPublic:
+    """The ServerApp: the final global model; stored as a candidate, the run completes."""
+    request.state.actor = f"run:{run_id}"
+    return _public(coordinator.federation.report_model(run_id, token, report))
+
+
+@router.post("/{run_id}/failure", responses=_REPORT)
+def report_failure(
+    run_id: RunId,
+    failure: RunFailure,
+    request: Request,
+    coordinator: CoordinatorDep,
+    token: RunTokenDep,
+) -> RunPublic:
+    """The ServerApp: the run failed (its reason)."""
+    request.state.actor = f"run:{run_id}"
+    return _public(coordinator.federation.report_failure(run_id, token, failure.detail))
