@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-simulate bench-security bench-codecs bench-decisions bench-agent system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent
+bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator
 
 bench-simulate: $(STAMP)
 	$(BIN)/python -m bench.simulate
@@ -50,6 +50,9 @@ bench-agent: $(STAMP) system-deps
 
 bench-decisions: $(STAMP)
 	$(BIN)/python -m bench.decisions
+
+bench-coordinator: $(STAMP) system-deps
+	$(BIN)/python -m bench.coordinator
 
 clean:
 	rm -rf runs .mypy_cache .ruff_cache .pytest_cache

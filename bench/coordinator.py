@@ -1,0 +1,278 @@
+"""``make bench-coordinator``: the real coordinator (uvicorn, ``fedge coordinator serve``)
+on a free port, against SQLite and against a PostgreSQL this benchmark starts itself.
+
+Three loads, each a closed loop of keep-alive connections from a lean asyncio client that
+sends pre-encoded requests (so the client spends little of the shared CPU):
+
+- ``models``: ``GET /api/v1/models`` (viewer key) with 10 versions stored;
+- ``decisions_batch``: ``POST /api/v1/decisions``, 64 enrolled sites per request (strategic);
+- ``forecast_ingest``: ``POST /api/v1/site/forecasts``, 32 forecasts per signed request,
+  each request signed ahead of time (ML-DSA-65 + Ed25519) with its own nonce.
+
+Acceptance (issue 7): decisions batch >= 1,000 requests/s with p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench._common import write_result
+
+SITES = 64
+FORECASTS_PER_REQUEST = 32
+TARGET = {"decisions_batch": {"rps": 1000.0, "p99_ms": 50.0}}
+
+
+# --- a lean HTTP/1.1 keep-alive load generator --------------------------------------------
+
+
+def encode(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+async def _load(
+    port: int, requests: list[bytes], connections: int, duration: float
+) -> dict[str, Any]:
+    """Closed loop: each connection sends the next request when its answer is in."""
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    cursor = 0
+    deadline = 0.0
+
+    async def worker() -> None:
+        nonlocal cursor
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline and cursor < len(requests):
+                request = requests[cursor]
+                cursor += 1
+                t0 = time.perf_counter()
+                status = await _exchange(reader, writer, request)
+                latencies.append(time.perf_counter() - t0)
+                if status >= 300:
+                    errors[status] = errors.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    # warm-up on one connection, then the measured run
+    deadline = time.perf_counter() + 1.0
+    await asyncio.gather(*(worker() for _ in range(2)))
+    latencies.clear()
+    errors.clear()
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    deadline = started + duration
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    lat = np.array(latencies) * 1000.0
+    return {
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "requests": len(latencies),
+        "errors": errors,
+        "connections": connections,
+        "seconds": round(elapsed, 2),
+        "loadavg_1m_before": round(load_before[0], 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+# --- services -----------------------------------------------------------------------------
+
+
+@contextmanager
+def postgres(root: Path) -> Iterator[str]:
+    """A throw-away PostgreSQL (the tests' helper: initdb + pg_ctl on a free port)."""
+    from tests.coordinator.conftest import Postgres, _pg_bin
+
+    bindir = _pg_bin()
+    if bindir is None:
+        raise SystemExit("PostgreSQL binaries (initdb, pg_ctl) are not installed")
+    server = Postgres(bindir, root)
+    server.start()
+    try:
+        yield server.new_database()
+    finally:
+        server.stop()
+
+
+@contextmanager
+def coordinator(root: Path, url: str, policies: Path, workers: int) -> Iterator[int]:
+    from tests.support.ports import free_port, service, wait_for_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "FEDGE_COORDINATOR_DATABASE_URL": url,
+        "FEDGE_COORDINATOR_MODEL_STORE": str(root / "models"),
+        "FEDGE_COORDINATOR_IDENTITY_FILE": str(root / "coordinator.key"),
+        "FEDGE_COORDINATOR_POLICY_DIR": str(policies),
+    }
+    fedge = str(Path(sys.executable).with_name("fedge"))
+    cmd = [fedge, "coordinator", "serve", "--port", str(port), "--workers", str(workers)]
+    with service(cmd, root / "coordinator.log", env):
+        wait_for_port(port, timeout=120)
+        time.sleep(1.0 + workers)  # every worker up
+        yield port
+
+
+def _policies(root: Path) -> tuple[Path, str]:
+    trained = Path("runs/decisions")
+    if (trained / "energy.onnx").exists() or (trained / "manifest.json").exists():
+        return trained, "trained (runs/decisions)"
+    from tests.coordinator.policies import write_policies
+
+    write_policies(root / "policies")
+    return root / "policies", "small hand-set ONNX policies (tests/coordinator/policies.py)"
+
+
+def _prepare(port: int) -> dict[str, Any]:
+    """Keys, 64 enrolled sites, 10 model versions, and the pre-encoded requests."""
+    import httpx
+
+    from coordinator import Role, sign_request
+    from tests.coordinator.helpers import Fleet
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        fleet = Fleet.with_roles(client, list(Role))  # type: ignore[arg-type]
+        sites = [fleet.enroll() for _ in range(SITES)]
+        for i in range(10):
+            fleet.upload(f"bench-{i}-{time.time_ns()}")
+    viewer = {"X-API-Key": fleet.keys[Role.VIEWER]}
+    operator = {"X-API-Key": fleet.keys[Role.OPERATOR]}
+    rng = np.random.default_rng(0)
+    ids = [s.site_id.hex() for s in sites]
+    from tests.coordinator.policies import ENERGY_OBS
+
+    decisions = []
+    for _ in range(64):  # 64 distinct bodies, cycled
+        obs = rng.random((SITES, ENERGY_OBS)).round(4).tolist()
+        body = json.dumps({"kind": "strategic", "site_ids": ids, "observations": obs}).encode()
+        decisions.append(encode("POST", "/api/v1/decisions", operator, body))
+    models = encode("GET", "/api/v1/models", viewer)
+    forecasts = []
+    for n in range(1000):  # signed ahead of time (ML-DSA signing is the slow part)
+        site = sites[n % SITES]
+        rows = [
+            {"cell": f"c{k % 3}", "step": n * 100 + k, "made_step": n * 100, "values": [0.5, 0.25]}
+            for k in range(FORECASTS_PER_REQUEST)
+        ]
+        body = json.dumps({"model_version": "v1", "forecasts": rows}).encode()
+        headers = sign_request(site, "POST", "/api/v1/site/forecasts", body)
+        forecasts.append(encode("POST", "/api/v1/site/forecasts", headers, body))
+    return {"models": models, "decisions": decisions, "forecasts": forecasts}
+
+
+def _measure(port: int, connections: int, duration: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    requests = _prepare(port)
+    print(f"  prepared in {time.perf_counter() - started:.0f} s", flush=True)
+    n = int(duration * 5000)
+    out = {}
+    out["models"] = asyncio.run(_load(port, [requests["models"]] * n, connections, duration))
+    decisions = (requests["decisions"] * (n // 64 + 1))[:n]
+    out["decisions_batch"] = asyncio.run(_load(port, decisions, connections, duration))
+    out["forecast_ingest"] = asyncio.run(_load(port, requests["forecasts"], connections, duration))
+    for name, figures in out.items():
+        print(f"  {name}: {figures['rps']} req/s, p50 {figures['p50_ms']} ms, "
+              f"p99 {figures['p99_ms']} ms, errors {figures['errors']}", flush=True)  # fmt: skip
+    return out
+
+
+def _try_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per load")
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    args = parser.parse_args()
+    _try_uvloop()
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    figures: dict[str, Any] = {}
+    root = Path(tempfile.mkdtemp(prefix="fedge-bench-coordinator-", dir="/tmp"))
+    try:
+        from security import SiteIdentity, save_identity
+
+        save_identity(root / "key", SiteIdentity.generate(), b"fedge-dev-kek", log2_n=10)
+        policies, policy_kind = _policies(root)
+        for db in args.databases.split(","):
+            work = root / db
+            work.mkdir()
+            shutil.copy(root / "key", work / "coordinator.key")
+            print(f"{db}:", flush=True)
+            if db == "sqlite":
+                with coordinator(work, f"sqlite:///{work / 'c.db'}", policies, args.workers) as p:
+                    figures[db] = _measure(p, args.connections, args.seconds)
+            else:
+                # its own /tmp directory: the server may run as the postgres user
+                pg = Path(tempfile.mkdtemp(prefix="fedge-bench-pg-", dir="/tmp"))
+                with postgres(pg) as url, coordinator(work, url, policies, args.workers) as p:
+                    figures[db] = _measure(p, args.connections, args.seconds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        for leftover in Path("/tmp").glob("fedge-bench-pg-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    load = os.getloadavg()
+    path = write_result(
+        "coordinator",
+        {
+            **figures,
+            "target": TARGET,
+            "setup": {
+                "workers": args.workers,
+                "connections": args.connections,
+                "seconds_per_load": args.seconds,
+                "sites_per_decision_batch": SITES,
+                "forecasts_per_request": FORECASTS_PER_REQUEST,
+                "policies": policy_kind,
+                "client": "asyncio keep-alive, pre-encoded requests, same machine",
+            },
+            "loadavg": {"1m": load[0], "5m": load[1], "15m": load[2]},
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
