@@ -1,0 +1,131 @@
+"""The coordinator runs fedge's ServerApp on a real SuperLink with two real SuperNodes and
+records every round and the resulting model version; a coordinator killed with SIGKILL
+mid-run loses nothing it had recorded and marks the run and its open round interrupted."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coordinator import DEV_ADMIN_KEY
+from tests.coordinator.helpers import onnx_model
+from tests.support.flower import Deployment, deployment, flower_env
+from tests.support.ports import free_port, service, wait_for_port
+
+pytestmark = pytest.mark.slow
+FEDGE = str(Path(sys.executable).with_name("fedge"))
+ADMIN = {"X-API-Key": DEV_ADMIN_KEY}
+
+
+@pytest.fixture(scope="module")
+def flower(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with deployment(tmp_path_factory.mktemp("flower"), nodes=2) as running:
+        yield running
+
+
+@contextmanager
+def coordinator(
+    root: Path, database_url: str, flower: Deployment, port: int
+) -> Iterator[tuple[httpx.Client, Any]]:
+    env = flower_env(
+        FEDGE_COORDINATOR_DATABASE_URL=database_url,
+        FEDGE_COORDINATOR_MODEL_STORE=str(root / "models"),
+        FEDGE_COORDINATOR_IDENTITY_FILE=str(root / "coordinator.key"),
+        FEDGE_COORDINATOR_SUPERLINK=flower.address,
+        FEDGE_COORDINATOR_FLWR_HOME=str(root / "flwr-home"),
+    )
+    cmd = [FEDGE, "coordinator", "serve", "--port", str(port)]
+    with service(cmd, root / f"coordinator-{time.monotonic_ns()}.log", env) as proc:
+        wait_for_port(port, timeout=120)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=ADMIN, timeout=30) as c:
+            yield c, proc
+
+
+def _wait(client: httpx.Client, run: str, until: Any, timeout: float = 480) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(f"/api/v1/runs/{run}").json()
+        rounds = client.get("/api/v1/rounds", params={"run_id": run}).json()
+        if until(body, rounds):
+            return body
+        time.sleep(0.25)
+    raise AssertionError(f"run {run} never got there: {body} {rounds}")
+
+
+def test_two_supernodes_complete_two_recorded_rounds(flower: Deployment, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    with coordinator(tmp_path, url, flower, free_port()) as (client, _):
+        started = client.post("/api/v1/runs", json={"num_rounds": 2})
+        assert started.status_code == 202, started.text
+        run = started.json()["id"]
+        body = _wait(client, run, lambda b, _: b["status"] not in ("starting", "running"))
+        assert body["status"] == "completed", body
+        assert body["flwr_run_id"]
+        rounds = client.get("/api/v1/rounds", params={"run_id": run}).json()
+        assert [(r["number"], r["status"]) for r in rounds] == [(1, "completed"), (2, "completed")]
+        for r in rounds:
+            assert r["participants"] == 2 and r["strategy"] == "fedavg" and r["codec"] == "none"
+            assert r["bytes_up"] > 10_000 and r["bytes_down"] > 10_000  # ~10 arrays each way
+            assert r["finished_at"] >= r["started_at"] > 0
+            assert {"train_loss", "eval_rmse"} <= set(r["metrics"])
+        model = client.get(f"/api/v1/models/{body['model_version_id']}").json()
+        assert model["status"] == "candidate" and model["created_by"] == f"run:{run}"
+        assert model["metrics"]["eval_rmse"] == rounds[-1]["metrics"]["eval_rmse"]
+    blob = (tmp_path / "models" / f"{model['sha256']}.onnx").read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == model["sha256"]
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(blob)
+    shape = [1, *session.get_inputs()[0].shape[1:]]
+    (forecast,) = session.run(None, {session.get_inputs()[0].name: np.zeros(shape, np.float32)})
+    assert np.isfinite(forecast).all()
+
+
+def test_sigkill_mid_run_loses_no_completed_round(
+    flower: Deployment, tmp_path: Path, postgres: Any
+) -> None:
+    url = postgres.new_database()
+    port = free_port()
+    with coordinator(tmp_path, url, flower, port) as (client, proc):
+        blob = base64.b64encode(onnx_model("before-the-run")).decode()
+        upload = client.post("/api/v1/models", json={"onnx_base64": blob})
+        assert upload.status_code == 201
+        run = client.post("/api/v1/runs", json={"num_rounds": 4}).json()["id"]
+
+        def one_done_one_open(_: dict[str, Any], rounds: list[dict[str, Any]]) -> bool:
+            states = [r["status"] for r in rounds]
+            return "completed" in states and "running" in states
+
+        _wait(client, run, one_done_one_open)
+        before = client.get("/api/v1/rounds", params={"run_id": run}).json()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    completed = [r for r in before if r["status"] == "completed"]
+    open_round = next(r["number"] for r in before if r["status"] == "running")
+    with coordinator(tmp_path, url, flower, port) as (client, _):  # the same address
+        body = client.get(f"/api/v1/runs/{run}").json()
+        assert body["status"] == "interrupted" and "restarted" in body["detail"]
+        after = client.get("/api/v1/rounds", params={"run_id": run}).json()
+        assert [r for r in after if r["status"] == "completed"][: len(completed)] == completed
+        assert {r["number"]: r["status"] for r in after}[open_round] == "interrupted"
+        assert client.get(f"/api/v1/models/{upload.json()['id']}").status_code == 200
+        # The ServerApp, still running on the SuperLink, is refused and ends: nothing more
+        # is recorded for this run.
+        time.sleep(5)
+        later = client.get("/api/v1/rounds", params={"run_id": run}).json()
+        assert [r["status"] for r in later] == [r["status"] for r in after]
+        assert "running" not in [r["status"] for r in later]
+        rerun = client.post(f"/api/v1/runs/{run}/rerun")
+        assert rerun.status_code == 202 and rerun.json()["rerun_of"] == run
