@@ -90,6 +90,7 @@ class Coordinator:
         self._sealer = OneShotSealer(self.identity)
         self._ensure_bootstrap_admin()
         self.decisions = self._decision_service(settings.policy_dir)
+        self._sites_synced = time.monotonic()
         self.federation = Federation(settings, self.engine, self.store)
         if recover:
             self.federation.recover()
@@ -407,6 +408,7 @@ class Coordinator:
         """One batch through the policies; every answer is recorded with its version."""
         if self.decisions is None:
             raise ConflictError("no decision policies are configured (policy_dir)")
+        self._sync_decision_sites()
         try:
             if kind is DecisionKind.STRATEGIC:
                 strategic = self.decisions.strategic(site_ids, observations)
@@ -431,6 +433,21 @@ class Coordinator:
         with self.engine.begin() as connection:  # one executemany: the ORM costs ~10x more
             connection.execute(table.insert(), rows)
         return version, actions
+
+    SITE_SYNC_SECONDS = 2.0
+
+    def _sync_decision_sites(self) -> None:
+        """With several worker processes, sites enrolled or revoked through another worker
+        reach this one's policies within ``SITE_SYNC_SECONDS`` (one indexed query)."""
+        now = time.monotonic()
+        if self.decisions is None or now < self._sites_synced + self.SITE_SYNC_SECONDS:
+            return
+        self._sites_synced = now
+        with Session(self.engine) as session:
+            active = set(session.exec(select(Site.id).where(Site.status == SiteState.ACTIVE)).all())
+        known = self.decisions.sites
+        self.decisions.add_sites(active - known)
+        self.decisions.remove_sites(known - active)
 
     # --- forecasts ---------------------------------------------------------------------
 

@@ -133,3 +133,25 @@ def test_policy_files_that_do_not_match_the_manifest_stop_the_start(
     (broken / "slice_policy.onnx").write_bytes(b"tampered")
     with pytest.raises(SettingsError, match="decision policies"):
         Coordinator(settings.model_copy(update={"policy_dir": broken}))
+
+
+def test_workers_learn_sites_enrolled_or_revoked_through_another(
+    settings: CoordinatorSettings, policy_dir: Path
+) -> None:
+    """Two apps on one database stand for two ``serve --workers`` processes."""
+    with_policies = settings.model_copy(update={"policy_dir": policy_dir})
+    with TestClient(create_app(with_policies)) as one, TestClient(create_app(with_policies)) as two:
+        other: Coordinator = two.app.state.coordinator  # type: ignore[attr-defined]
+        other.SITE_SYNC_SECONDS = 3600.0  # not yet re-read
+        fleet = Fleet.with_roles(one, list(Role))
+        site = fleet.enroll().site_id.hex()
+        body = {"kind": "strategic", "site_ids": [site], "observations": [[0.0] * ENERGY_OBS]}
+        op = fleet.as_(Role.OPERATOR)
+        assert two.post("/api/v1/decisions", json=body, headers=op).status_code == 404
+        other.SITE_SYNC_SECONDS = 0.0  # the next request re-reads the active sites
+        assert two.post("/api/v1/decisions", json=body, headers=op).status_code == 200
+        assert (
+            one.post(f"/api/v1/sites/{site}/revoke", headers=fleet.as_(Role.ADMIN)).status_code
+            == 200
+        )
+        assert two.post("/api/v1/decisions", json=body, headers=op).status_code == 404
