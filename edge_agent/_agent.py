@@ -159,6 +159,7 @@ class Agent:
                 self.config.metrics.host, self.config.metrics.port, self.metrics, self.health
             )
             self.http.start()
+        self.store.start_checkpointer()
         self.link.start()
         if self.supervisor is not None:
             self.supervisor.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -53,6 +54,17 @@ class Link(Protocol):
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
 
     def ack(self, message: Inbound) -> None: ...
+
+
+def _no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
+    """Disable Nagle on the broker socket before CONNECT is sent.
+
+    PUBACKs and forecasts are small writes: with Nagle, the second one waits for the
+    broker's delayed ACK (up to 40 ms on Linux) or for the next inbound KPI, which made
+    latency track the message interval (higher at 100 msg/s than at 1,000 msg/s).
+    """
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -128,6 +140,7 @@ class MqttLink:
                 )
             except (ssl.SSLError, OSError, ValueError) as exc:
                 raise BrokerError(f"broker TLS setup failed: {exc}") from exc
+        client.on_socket_open = _no_delay
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message

@@ -83,6 +83,11 @@ class ForecastEngine:
         self.capacity = capacity
         self.detector = ResidualDetector(anomaly)
         self.cells: dict[str, CellState] = {}
+        # time encodings repeat weekly: one lookup table instead of sin/cos per forecast
+        self._week = 7 * self.steps_per_day
+        self._times = time_features(
+            minute_of_week(np.arange(self._week, dtype=np.int64), step_seconds)
+        )
         self._clock = clock
 
     # cell state ---------------------------------------------------------------------------
@@ -197,11 +202,11 @@ class ForecastEngine:
         mean = np.stack([s.scaler.mean for _, s in ready])[:, None, :]  # type: ignore[union-attr]
         std = np.stack([s.scaler.std for _, s in ready])[:, None, :]  # type: ignore[union-attr]
         window = np.stack([s.window[-lb:] for _, s in ready])
-        scaled = np.nan_to_num((window - mean) / std, nan=0.0).astype(np.float32)
+        scaled = ((window - mean) / std).astype(np.float32)
+        scaled[np.isnan(scaled)] = 0.0  # a missing step is the cell's mean
         newest = np.array([s.newest for _, s in ready], dtype=np.int64)
         steps = newest[:, None] + np.arange(-lb + 1, 1, dtype=np.int64)[None, :]
-        times = time_features(minute_of_week(steps.ravel(), self.step_seconds))
-        x = np.concatenate([scaled, times.reshape(len(ready), lb, -1)], axis=2)
+        x = np.concatenate([scaled, self._times[steps % self._week]], axis=2)
         pred = serving.model.predict(x).astype(np.float64)
         tgt = list(TARGET_INDEX)
         values = np.maximum(pred * std[:, :, tgt] + mean[:, :, tgt], 0.0).tolist()
