@@ -20,7 +20,15 @@ from edge_agent._anomaly import Alert, ResidualDetector
 from edge_agent._config import AnomalyConfig
 from edge_agent._kpi import KPI_NAMES, TARGET_INDEX, KpiSample
 from edge_agent._store import ForecastRow, Store
-from models import ForecastSpec, SiteScaler, site_features, time_features
+from models import (
+    ForecastSpec,
+    ModelError,
+    SiteProfile,
+    SiteScaler,
+    fit_profile,
+    site_features,
+    time_features,
+)
 
 _N = len(KPI_NAMES)
 _MAX_SCALER_DAYS = 7
@@ -52,6 +60,7 @@ class CellState:
     newest: int
     count: int
     scaler: SiteScaler | None = None
+    profile: SiteProfile | None = None  # fitted with the scaler, on the same history
     scaler_samples: int = 0
     pending: dict[int, tuple[float, ...]] = field(default_factory=dict)  # step -> forecast
 
@@ -63,6 +72,8 @@ class Features:
     features: NDArray[np.float32]
     targets: NDArray[np.float32]
     valid_ends: NDArray[np.int64]
+    minute_of_week: NDArray[np.int64]
+    profile: SiteProfile | None
 
 
 class ForecastEngine:
@@ -85,8 +96,12 @@ class ForecastEngine:
         self.cells: dict[str, CellState] = {}
         # time encodings repeat weekly: one lookup table instead of sin/cos per forecast
         self._week = 7 * self.steps_per_day
-        self._times = time_features(
-            minute_of_week(np.arange(self._week, dtype=np.int64), step_seconds)
+        week_minutes = minute_of_week(np.arange(self._week, dtype=np.int64), step_seconds)
+        self._times = time_features(week_minutes)
+        # where each step of the week reads a site profile: (day type, step of day)
+        self._profile_at = (
+            (week_minutes // 1440 >= 5).astype(np.int64),
+            (week_minutes % 1440) * self.steps_per_day // 1440,
         )
         self._clock = clock
 
@@ -105,9 +120,14 @@ class ForecastEngine:
             self._window_from_store(cell, newest), newest, self.store.sample_count(cell)
         )
         saved = self.store.scaler(cell)
-        if saved is not None:
-            state.scaler = SiteScaler.from_dict(saved[0])
-            state.scaler_samples = saved[1]
+        if saved is not None and "profile" in saved[0]:
+            # a scaler stored without its profile (an older agent) is refitted instead
+            try:
+                state.scaler = SiteScaler.from_dict(saved[0])
+                state.profile = SiteProfile.from_dict(saved[0]["profile"])
+                state.scaler_samples = saved[1]
+            except ModelError:
+                state.scaler, state.profile = None, None
         for row in self.store.forecasts_for(cell, newest):
             if row.step == newest + 1:
                 state.pending[row.step] = row.values
@@ -148,12 +168,14 @@ class ForecastEngine:
             )
             if not due:
                 return
-        _, values = self.store.history(cell, state.newest - cap + 1, state.newest)
+        steps, values = self.store.history(cell, state.newest - cap + 1, state.newest)
         if len(values) < 2:
             return
         scaler = SiteScaler.fit(values)
-        state.scaler, state.scaler_samples = scaler, state.count
-        self.store.put_scaler(cell, scaler.to_dict(), state.count)
+        mow = minute_of_week(steps, self.step_seconds)
+        profile = fit_profile(values, mow, self.steps_per_day, scaler, TARGET_INDEX)
+        state.scaler, state.profile, state.scaler_samples = scaler, profile, state.count
+        self.store.put_scaler(cell, {**scaler.to_dict(), "profile": profile.to_dict()}, state.count)
 
     # the hot path -------------------------------------------------------------------------
 
@@ -206,7 +228,10 @@ class ForecastEngine:
         scaled[np.isnan(scaled)] = 0.0  # a missing step is the cell's mean
         newest = np.array([s.newest for _, s in ready], dtype=np.int64)
         steps = newest[:, None] + np.arange(-lb + 1, 1, dtype=np.int64)[None, :]
-        x = np.concatenate([scaled, self._times[steps % self._week]], axis=2)
+        parts = [scaled, self._times[steps % self._week]]
+        if spec.site_profile:
+            parts.append(self._profile_features(ready, steps, spec.horizon))
+        x = np.concatenate(parts, axis=2)
         pred = serving.model.predict(x).astype(np.float64)
         tgt = list(TARGET_INDEX)
         values = np.maximum(pred * std[:, :, tgt] + mean[:, :, tgt], 0.0).tolist()
@@ -220,6 +245,19 @@ class ForecastEngine:
                 )
             state.pending = {state.newest + 1: tuple(out[0])}
         return rows
+
+    def _profile_features(
+        self, ready: list[tuple[str, CellState]], steps: NDArray[np.int64], horizon: int
+    ) -> NDArray[np.float32]:
+        """``SiteProfile.features`` for every ready cell at once."""
+        tables = np.stack([s.profile.table for _, s in ready])  # type: ignore[union-attr]
+        cells = np.arange(len(ready))[:, None]
+        kind, step = self._profile_at
+        cols = []
+        for k in range(horizon + 1):
+            at = (steps + k) % self._week
+            cols.append(tables[cells, kind[at], step[at]])
+        return np.concatenate(cols, axis=2)
 
     # shadow evaluation data ---------------------------------------------------------------
 
@@ -242,11 +280,12 @@ class ForecastEngine:
             grid = np.arange(steps[0], state.newest + 1, dtype=np.int64)
             full = np.full((len(grid), _N), np.nan)
             full[steps - steps[0]] = values
-            feats = site_features(full, minute_of_week(grid, self.step_seconds), state.scaler)
+            mow = minute_of_week(grid, self.step_seconds)
+            feats = site_features(full, mow, state.scaler)
             targets = feats[:, list(TARGET_INDEX)]
             observed = ~np.isnan(full[:, list(TARGET_INDEX)]).any(axis=1)
             ends = np.flatnonzero(observed[1:]).astype(np.int64)  # end e predicts e+1
-            out.append(Features(feats, targets, ends))
+            out.append(Features(feats, targets, ends, mow, state.profile))
         return out
 
 
@@ -254,14 +293,21 @@ def shadow_score(
     model: Predictor, data: list[Features], beta_under: float, beta_over: float
 ) -> tuple[float, int]:
     """Mean asymmetric squared error (scaled units) of one-step forecasts; and the count."""
-    lb = model.spec.lookback
+    spec = model.spec
+    lb = spec.lookback
     total, count = 0.0, 0
     for d in data:
         ends = d.valid_ends[d.valid_ends >= lb - 1]
         if not len(ends):
             continue
+        feats = d.features
+        if spec.site_profile:
+            if d.profile is None:
+                continue
+            extra = d.profile.features(d.minute_of_week, spec.horizon)
+            feats = np.concatenate([feats, extra], axis=1)
         offs = np.arange(-lb + 1, 1)
-        x = d.features[ends[:, None] + offs[None, :]]
+        x = feats[ends[:, None] + offs[None, :]]
         pred = model.predict(x)[:, 0, :]
         err = d.targets[ends + 1] - pred
         weight = np.where(err > 0, beta_under, beta_over)

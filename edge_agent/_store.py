@@ -246,11 +246,11 @@ class Store:
 
     # scalers ----------------------------------------------------------------------------
 
-    def scaler(self, cell: str) -> tuple[dict[str, list[float]], int] | None:
+    def scaler(self, cell: str) -> tuple[dict[str, Any], int] | None:
         rows = self._query("SELECT scaler_json, samples FROM scalers WHERE cell=?", (cell,))
         return None if not rows else (json.loads(rows[0][0]), int(rows[0][1]))
 
-    def put_scaler(self, cell: str, scaler: dict[str, list[float]], samples: int) -> None:
+    def put_scaler(self, cell: str, scaler: dict[str, Any], samples: int) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO scalers VALUES (?, ?, ?, ?)",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from models._errors import ModelError
 from models._features import (
     PreparedSite,
+    fit_profile,
     prepare_site,
     site_features,
     split_bounds,
@@ -20,6 +21,7 @@ from models._features import (
     windows,
 )
 from models._onnx_runtime import OnnxForecaster
+from models._profile import SiteProfile
 from models._scaling import SiteScaler
 from models._spec import N_TARGETS, TARGET_FEATURES, ForecastSpec
 
@@ -47,10 +49,12 @@ __all__ = [
     "ModelError",
     "OnnxForecaster",
     "PreparedSite",
+    "SiteProfile",
     "SiteScaler",
     "Weights",
     "asymmetric_loss",
     "export_onnx",
+    "fit_profile",
     "get_weights",
     "predict",
     "prepare_site",

@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models._errors import ModelError
+from models._profile import SiteProfile
 from models._scaling import SiteScaler
 from models._spec import ForecastSpec
 
@@ -23,9 +24,29 @@ def time_features(minute_of_week: NDArray[np.integer[Any]]) -> NDArray[np.float3
 
 
 def site_features(
-    values: NDArray[np.floating[Any]], minute_of_week: NDArray[np.integer[Any]], scaler: SiteScaler
+    values: NDArray[np.floating[Any]],
+    minute_of_week: NDArray[np.integer[Any]],
+    scaler: SiteScaler,
+    profile: SiteProfile | None = None,
+    horizon: int = 0,
 ) -> NDArray[np.float32]:
-    return np.concatenate([scaler.transform(values), time_features(minute_of_week)], axis=1)
+    """Scaled KPIs, time encodings and, with a profile, the site's typical shape ahead."""
+    parts = [scaler.transform(values), time_features(minute_of_week)]
+    if profile is not None:
+        parts.append(profile.features(minute_of_week, horizon))
+    return np.concatenate(parts, axis=1)
+
+
+def fit_profile(
+    values: NDArray[np.floating[Any]],
+    minute_of_week: NDArray[np.integer[Any]],
+    steps_per_day: int,
+    scaler: SiteScaler,
+    target_columns: tuple[int, ...],
+) -> SiteProfile:
+    """The profile of ``values`` (a training split or recent history) in scaled units."""
+    z = (np.asarray(values, dtype=np.float64) - scaler.mean) / scaler.std
+    return SiteProfile.fit(z[:, list(target_columns)], minute_of_week, steps_per_day)
 
 
 def windows(
@@ -50,6 +71,7 @@ class PreparedSite:
 
     scaler: SiteScaler
     target_columns: tuple[int, ...]
+    profile: SiteProfile | None
     x_train: NDArray[np.float32]
     y_train: NDArray[np.float32]
     x_val: NDArray[np.float32]
@@ -83,7 +105,14 @@ def prepare_site(
 ) -> PreparedSite:
     val_start, test_start = split_bounds(len(values), steps_per_day, val_days, test_days)
     scaler = SiteScaler.fit(values[:val_start])
-    feats = site_features(values, minute_of_week, scaler)
+    profile = (
+        fit_profile(
+            values[:val_start], minute_of_week[:val_start], steps_per_day, scaler, target_columns
+        )
+        if spec.site_profile
+        else None
+    )
+    feats = site_features(values, minute_of_week, scaler, profile, spec.horizon)
     targ = feats[:, list(target_columns)]
     lb, hz = spec.lookback, spec.horizon
     # A window belongs to the split its first target falls in; training targets stay
@@ -95,5 +124,5 @@ def prepare_site(
     x_va, y_va = windows(feats, targ, val_ends, spec)
     x_te, y_te = windows(feats, targ, test_ends, spec)
     return PreparedSite(
-        scaler, target_columns, x_tr, y_tr, x_va, y_va, x_te, y_te, test_ends, val_ends
+        scaler, target_columns, profile, x_tr, y_tr, x_va, y_va, x_te, y_te, test_ends, val_ends
     )

@@ -26,6 +26,9 @@ class ForecastSpec:
     # horizons persistence is a strong prior, and every method (local, federated, pooled)
     # starts from it instead of having to learn it.
     persistence_skip: bool = True
+    # Feed the site's own mean weekday/weekend shape (models._profile) now and over the
+    # horizon, so one shared model can tell a business district from a housing estate.
+    site_profile: bool = True
 
     def __post_init__(self) -> None:
         if self.lookback < 1:
@@ -39,7 +42,11 @@ class ForecastSpec:
 
     @property
     def n_features(self) -> int:
-        return N_KPIS + N_TIME_FEATURES
+        return N_KPIS + N_TIME_FEATURES + self.profile_features
+
+    @property
+    def profile_features(self) -> int:
+        return N_TARGETS * (self.horizon + 1) if self.site_profile else 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,8 +61,9 @@ class ForecastSpec:
                 hidden=(hidden[0], hidden[1]) if len(hidden) == 2 else (0, 0),
                 beta_under=float(data.get("beta_under", 5.0)),
                 beta_over=float(data.get("beta_over", 1.0)),
-                # Specs written before the skip existed describe models without it.
+                # Specs written before the skip or the profile existed describe models without them.
                 persistence_skip=bool(data.get("persistence_skip", False)),
+                site_profile=bool(data.get("site_profile", False)),
             )
         except (TypeError, ValueError, IndexError) as exc:
             raise ModelError(f"bad forecast spec {data!r}: {exc}") from exc

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from edge_agent import AnomalyConfig, ForecastEngine, KpiSample, ResidualDetector, Serving, Store
 from edge_agent._forecast import minute_of_week
 from edge_agent._replay import replay_alerts, score_alerts
-from models import OnnxForecaster, SiteScaler, site_features
+from models import OnnxForecaster, SiteProfile, SiteScaler, site_features
 from tests.edge_agent.conftest import STEP, Models, seed_history, site_values
 
 
@@ -28,10 +30,12 @@ def test_batched_forecasts_equal_the_training_feature_path(
         for cell in ("x", "y"):
             engine.cell(cell)
         rows = {r.cell: r for r in engine.forecast(["x", "y"], serving)}
-        scaler = engine.cells["x"].scaler
-        assert isinstance(scaler, SiteScaler)
+        scaler, profile = engine.cells["x"].scaler, engine.cells["x"].profile
+        assert isinstance(scaler, SiteScaler) and isinstance(profile, SiteProfile)
+        assert model.spec.site_profile
         steps = np.arange(5_000_000 - 11, 5_000_001, dtype=np.int64)
-        feats = site_features(values[-12:], minute_of_week(steps, STEP), scaler)
+        mow = minute_of_week(steps, STEP)
+        feats = site_features(values[-12:], mow, scaler, profile, model.spec.horizon)
         want = np.maximum(scaler.inverse(model.predict(feats[None])[0], (0, 2, 3)), 0.0)[0]
         np.testing.assert_allclose(rows["x"].values, want, rtol=1e-5, atol=1e-4)
         assert rows["x"].step == 5_000_001 and rows["x"].made_step == 5_000_000
@@ -110,5 +114,29 @@ def test_engine_state_survives_a_restart(tmp_path: Path, tiny_models: Models) ->
         assert again.pending.keys() == before.pending.keys() == {7_000_011}
         assert again.scaler is not None and before.scaler is not None
         np.testing.assert_allclose(again.scaler.mean, before.scaler.mean)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("profile", [None, {"table": [[1.0]]}], ids=["legacy", "corrupt"])
+def test_a_scaler_stored_without_a_usable_profile_is_refitted(
+    tmp_path: Path, tiny_models: Models, profile: dict[str, Any] | None
+) -> None:
+    values, _ = site_values(days=2)
+    db = tmp_path / "a.db"
+    seed_history(db, ["x"], values, 5_000_000)
+    store = Store(db)
+    try:
+        saved_before: dict[str, Any] = dict(SiteScaler.fit(values).to_dict())
+        if profile is not None:
+            saved_before["profile"] = profile
+        store.put_scaler("x", saved_before, 10)
+        engine = ForecastEngine(store, STEP, AnomalyConfig())
+        state = engine.cell("x")
+        assert state is not None and state.scaler is None
+        rows = engine.forecast(["x"], Serving("v1", OnnxForecaster(tiny_models.good)))
+        assert rows and state.profile is not None
+        saved = store.scaler("x")
+        assert saved is not None and "profile" in saved[0]
     finally:
         store.close()

@@ -24,6 +24,8 @@ def test_scaler_sees_only_the_training_split() -> None:
     _, q = site_and_prep(poisoned)
     np.testing.assert_array_equal(p.scaler.mean, q.scaler.mean)
     np.testing.assert_array_equal(p.scaler.std, q.scaler.std)
+    assert p.profile is not None and q.profile is not None
+    np.testing.assert_array_equal(p.profile.table, q.profile.table)
     np.testing.assert_array_equal(p.x_train, q.x_train)
     np.testing.assert_array_equal(p.y_train, q.y_train)
     assert not np.array_equal(p.y_test, q.y_test)
