@@ -73,11 +73,16 @@ class OperatorCache:
         self.engine, self.ttl = engine, ttl
         self._known: dict[str, tuple[Operator, float]] = {}
 
+    def cached(self, key: str | None) -> Operator | None:
+        if not key:
+            return None
+        hit = self._known.get(key_hash(key))
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
     def authenticate(self, key: str | None) -> Operator:
-        if key:
-            hit = self._known.get(key_hash(key))
-            if hit is not None and hit[1] > time.monotonic():
-                return hit[0]
+        hit = self.cached(key)
+        if hit is not None:
+            return hit
         operator = authenticate_operator(self.engine, key)
         if len(self._known) > 10_000:
             self._known.clear()

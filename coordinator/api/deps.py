@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -43,18 +43,21 @@ def get_coordinator(request: Request) -> Coordinator:
 CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
 
 
-def _operator(
+async def _operator(
     request: Request,
     coordinator: CoordinatorDep,
     key: Annotated[str | None, Security(_api_key)],
 ) -> Operator:
-    operator = coordinator.operator(key)
+    # A key seen within the cache's lifetime costs no I/O, and no trip to the thread pool.
+    operator = coordinator.cached_operator(key)
+    if operator is None:
+        operator = await run_in_threadpool(coordinator.operator, key)
     request.state.actor = operator.actor
     return operator
 
 
-def _needs(role: Role) -> Callable[[Operator], Operator]:
-    def check(operator: Annotated[Operator, Depends(_operator)]) -> Operator:
+def _needs(role: Role) -> Callable[[Operator], Awaitable[Operator]]:
+    async def check(operator: Annotated[Operator, Depends(_operator)]) -> Operator:
         require_role(operator, role)
         return operator
 

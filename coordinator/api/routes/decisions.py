@@ -3,8 +3,11 @@ coordinator has policies (``policy_dir``), so the schema shows what is served.""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, Response
 
 from coordinator._schema import DecisionAnswer, DecisionRequest
 from coordinator.api.deps import CoordinatorDep, OperatorDep
@@ -15,16 +18,22 @@ router = APIRouter(prefix=f"{PREFIX}/decisions", tags=["decisions"], responses=E
 
 @router.post(
     "",
+    response_model=DecisionAnswer,
     responses={
         404: {"description": "A site in the batch is not an active enrolled site."},
         422: {"description": "Observations of the wrong shape or non-finite."},
     },
 )
-async def decide(
-    body: DecisionRequest, coordinator: CoordinatorDep, _: OperatorDep
-) -> DecisionAnswer:
+async def decide(body: DecisionRequest, coordinator: CoordinatorDep, _: OperatorDep) -> Response:
     """One answer per site, each recorded with the policy version that made it."""
-    version, actions = await run_in_threadpool(
-        coordinator.decide, body.kind, body.site_ids, body.observations
-    )
-    return DecisionAnswer(kind=body.kind, version=version, site_ids=body.site_ids, actions=actions)
+    # Inference (~0.1 ms for 64 sites) runs here; the answer leaves only once the group
+    # commit has stored it (coordinator._decision_log).
+    version, actions = coordinator.answer(body.kind, body.site_ids, body.observations)
+    await asyncio.wrap_future(coordinator.record(body.kind, body.site_ids, version, actions))
+    answer: dict[str, Any] = {
+        "kind": body.kind.value,
+        "version": version,
+        "site_ids": body.site_ids,
+        "actions": actions,
+    }
+    return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")

@@ -1,0 +1,99 @@
+"""Recording decisions with group commit: many requests' rows share one transaction.
+
+A batch of 64 decisions cost ~2.9 ms to insert through SQLAlchemy's executemany, one
+transaction per request; at 1,000 requests/s that alone is more than two cores. Here one
+writer thread drains every batch waiting, inserts them with the driver's own executemany
+in one transaction, and only then answers each request: nothing is acknowledged before
+it is committed, and a failed commit fails exactly the requests it carried.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from sqlalchemy import Engine
+
+_MAX_BATCHES = 256  # per transaction: bounds the latency one commit adds
+_STOP = object()
+
+Row = tuple[str, float, str, str, str]
+
+
+class DecisionLog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        marker = "%s" if engine.dialect.paramstyle in ("format", "pyformat") else "?"
+        self._sql = (
+            "INSERT INTO decisions (site_id, at, policy_version, kind, action) "
+            f"VALUES ({', '.join([marker] * 5)})"
+        )
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(
+        self, site_ids: Sequence[str], at: float, version: str, kind: str, actions: list[Any]
+    ) -> Future[int]:
+        """Queue one answered batch; the future resolves once it is committed."""
+        rows: list[Row] = [
+            (s, at, version, kind, json.dumps(a, separators=(",", ":")))
+            for s, a in zip(site_ids, actions, strict=True)
+        ]
+        done: Future[int] = Future()
+        self._start()
+        self._queue.put((rows, done))
+        return done
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            pending = [item]
+            stop = False
+            while len(pending) < _MAX_BATCHES:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                pending.append(nxt)
+            self._commit(pending)
+            if stop:
+                return
+
+    def _commit(self, pending: list[tuple[list[Row], Future[int]]]) -> None:
+        rows = [row for batch, _ in pending for row in batch]
+        try:
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql(self._sql, rows)
+        except Exception as exc:  # every waiting request learns why, none is left hanging
+            for _, done in pending:
+                done.set_exception(exc)
+            return
+        for batch, done in pending:
+            done.set_result(len(batch))
