@@ -9,7 +9,6 @@ it is committed, and a failed commit fails exactly the requests it carried.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Sequence
@@ -37,12 +36,11 @@ class DecisionLog:
         self._lock = threading.Lock()
 
     def submit(
-        self, site_ids: Sequence[str], at: float, version: str, kind: str, actions: list[Any]
+        self, site_ids: Sequence[str], at: float, version: str, kind: str, actions: list[str]
     ) -> Future[int]:
-        """Queue one answered batch; the future resolves once it is committed."""
+        """Queue one answered batch (actions as JSON text); resolves once it is committed."""
         rows: list[Row] = [
-            (s, at, version, kind, json.dumps(a, separators=(",", ":")))
-            for s, a in zip(site_ids, actions, strict=True)
+            (s, at, version, kind, a) for s, a in zip(site_ids, actions, strict=True)
         ]
         done: Future[int] = Future()
         self._start()

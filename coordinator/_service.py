@@ -5,12 +5,14 @@ Routes stay thin: they authenticate, call one method here, and shape the answer.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -415,35 +417,38 @@ class Coordinator:
         """One batch through the policies; every answer is recorded with its version."""
         version, actions = self.answer(kind, site_ids, observations)
         self.record(kind, site_ids, version, actions).result()
-        return version, actions
+        return version, [json.loads(a) for a in actions]
 
     def answer(
         self, kind: DecisionKind, site_ids: Sequence[str], observations: list[list[float]]
-    ) -> tuple[str, list[dict[str, Any]]]:
-        """The policies' answers, not yet recorded (see :meth:`record`)."""
+    ) -> tuple[str, list[str]]:
+        """The policy version and each site's action as a JSON object, not yet recorded
+        (see :meth:`record`). Encoded once here: the row and the answer share the text."""
         if self.decisions is None:
             raise ConflictError("no decision policies are configured (policy_dir)")
         self._sync_decision_sites()
         try:
             if kind is DecisionKind.STRATEGIC:
                 strategic = self.decisions.strategic(site_ids, observations)
-                names = strategic.mode_names
-                return strategic.version, [{"mode": names[int(m)]} for m in strategic.modes]
+                modes = [json.dumps({"mode": n}) for n in strategic.mode_names]
+                return strategic.version, [modes[m] for m in strategic.modes.tolist()]
             tactical = self.decisions.tactical(site_ids, observations)
-            return tactical.version, [{"shares": row} for row in tactical.shares.tolist()]
+            if not np.isfinite(tactical.shares).all():
+                raise DecisionError("the slice policy produced non-finite shares")
+            # repr of a finite float is valid JSON, and 20x cheaper than json.dumps per row
+            return tactical.version, [
+                '{"shares": [' + ", ".join(map(repr, row)) + "]}"
+                for row in tactical.shares.tolist()
+            ]
         except UnknownSiteError as exc:
             raise NotFoundError(str(exc)) from exc
         except DecisionError as exc:
             raise InvalidInputError(str(exc)) from exc
 
     def record(
-        self,
-        kind: DecisionKind,
-        site_ids: Sequence[str],
-        version: str,
-        actions: list[dict[str, Any]],
+        self, kind: DecisionKind, site_ids: Sequence[str], version: str, actions: list[str]
     ) -> Future[int]:
-        """Queue the answers for the next group commit; resolves once they are stored."""
+        """Queue encoded answers for the next group commit; resolves once they are stored."""
         return self.decision_log.submit(site_ids, time.time(), version, kind.value, actions)
 
     SITE_SYNC_SECONDS = 2.0

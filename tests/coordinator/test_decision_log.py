@@ -23,7 +23,7 @@ def test_concurrent_batches_are_all_committed_with_their_answers(
 
         def request(n: int) -> int:
             sites = [f"site-{n}-{k}" for k in range(8)]
-            actions = [{"mode": "active", "n": n}] * 8
+            actions = [json.dumps({"mode": "active", "n": n})] * 8
             return log.submit(sites, float(n), "v1", "strategic", actions).result(timeout=30)
 
         with ThreadPoolExecutor(8) as pool:
@@ -49,12 +49,12 @@ def test_a_failed_commit_fails_its_requests_and_the_next_one_is_stored(
     try:
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE decisions RENAME TO decisions_away"))
-        failed = log.submit(["a"], 1.0, "v1", "strategic", [{"mode": "active"}])
+        failed = log.submit(["a"], 1.0, "v1", "strategic", ['{"mode": "active"}'])
         with pytest.raises(Exception, match="decisions"):
             failed.result(timeout=30)
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE decisions_away RENAME TO decisions"))
-        assert log.submit(["b"], 2.0, "v1", "strategic", [{}]).result(timeout=30) == 1
+        assert log.submit(["b"], 2.0, "v1", "strategic", ["{}"]).result(timeout=30) == 1
         with engine.connect() as conn:
             assert conn.execute(text("SELECT site_id FROM decisions")).scalars().all() == ["b"]
     finally:
@@ -65,7 +65,9 @@ def test_a_failed_commit_fails_its_requests_and_the_next_one_is_stored(
 def test_close_commits_what_is_queued(settings: CoordinatorSettings) -> None:
     engine = open_database(settings.database_url)
     log = DecisionLog(engine)
-    futures = [log.submit([f"s{i}"], 0.0, "v1", "tactical", [{"shares": [1.0]}]) for i in range(50)]
+    futures = [
+        log.submit([f"s{i}"], 0.0, "v1", "tactical", ['{"shares": [1.0]}']) for i in range(50)
+    ]
     log.close()
     assert all(f.done() and f.result() == 1 for f in futures)
     with engine.connect() as conn:

@@ -99,6 +99,12 @@ def test_bad_batches_are_refused(deciding: Fleet) -> None:
     assert status({**good, "site_ids": ["ff" * 16]}) == 404  # not enrolled
     nan_row = json.dumps({**good, "observations": [[float("nan")] * ENERGY_OBS]})
     assert status(nan_row.encode()) == 422
+    assert status(b"{not json") == 422
+    assert status(b"") == 422
+    missing = deciding.client.post(
+        "/api/v1/decisions", json={"kind": "strategic", "site_ids": [a]}, headers=op
+    )
+    assert missing.status_code == 422 and "body.observations" in missing.json()["detail"]
     deciding.client.post(f"/api/v1/sites/{a}/revoke", headers=deciding.as_(Role.ADMIN))
     assert status(good) == 404  # revoked sites get no decisions
     viewer = deciding.client.post("/api/v1/decisions", json=good, headers=deciding.as_(Role.VIEWER))

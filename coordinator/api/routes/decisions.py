@@ -5,35 +5,61 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from coordinator._schema import DecisionAnswer, DecisionRequest
 from coordinator.api.deps import CoordinatorDep, OperatorDep
 from coordinator.api.routes._common import ERRORS, PREFIX
 
+# DecisionKind is in the components already (DecisionAnswer uses it).
+_REQUEST_SCHEMA = {
+    k: v
+    for k, v in DecisionRequest.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    ).items()
+    if k != "$defs"
+}
+
 router = APIRouter(prefix=f"{PREFIX}/decisions", tags=["decisions"], responses=ERRORS)
+
+
+async def _batch(request: Request) -> DecisionRequest:
+    """The body, parsed and validated by pydantic-core straight from bytes: the standard
+    path (``json.loads`` then validation) spent 0.34 ms per 64-site batch parsing floats."""
+    try:
+        return DecisionRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
+        ) from exc
 
 
 @router.post(
     "",
     response_model=DecisionAnswer,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _REQUEST_SCHEMA}},
+        }
+    },
     responses={
         404: {"description": "A site in the batch is not an active enrolled site."},
         422: {"description": "Observations of the wrong shape or non-finite."},
     },
 )
-async def decide(body: DecisionRequest, coordinator: CoordinatorDep, _: OperatorDep) -> Response:
+async def decide(
+    body: Annotated[DecisionRequest, Depends(_batch)], coordinator: CoordinatorDep, _: OperatorDep
+) -> Response:
     """One answer per site, each recorded with the policy version that made it."""
     # Inference (~0.1 ms for 64 sites) runs here; the answer leaves only once the group
     # commit has stored it (coordinator._decision_log).
     version, actions = coordinator.answer(body.kind, body.site_ids, body.observations)
     await asyncio.wrap_future(coordinator.record(body.kind, body.site_ids, version, actions))
-    answer: dict[str, Any] = {
-        "kind": body.kind.value,
-        "version": version,
-        "site_ids": body.site_ids,
-        "actions": actions,
-    }
-    return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
+    head = json.dumps({"kind": body.kind.value, "version": version, "site_ids": body.site_ids})
+    text = head[:-1] + ', "actions": [' + ", ".join(actions) + "]}"  # actions are JSON already
+    return Response(text, media_type="application/json")
