@@ -6,6 +6,10 @@ schema and a current one all end up at the same schema before the first request.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator._errors import DatabaseError
 
+_log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -33,6 +38,48 @@ def _begin_immediate(connection: Connection) -> None:
     """Make each SQLite transaction real and serial: pysqlite's default runs SELECTs
     outside any transaction, so a read-then-write (promote, rollback) would not be atomic."""
     connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _no_auto_checkpoint(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+
+
+class WalCheckpointer:
+    """Checkpoints a SQLite WAL from a background thread instead of inside commits.
+
+    SQLite's auto-checkpoint runs in whichever commit crosses 1,000 WAL pages: that
+    commit copies the pages back and fsyncs before its requests can be answered, and
+    meanwhile the other worker's writer waits on the lock (the decisions p99 of ~110 ms).
+    Durability is unchanged: a commit is durable once in the WAL; checkpoints move pages.
+    """
+
+    def __init__(self, engine: Engine, interval_s: float = 1.0) -> None:
+        self.engine, self.interval_s = engine, interval_s
+        event.listen(engine, "connect", _no_auto_checkpoint)
+        engine.dispose()  # pooled connections opened before this keep auto-checkpointing
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def checkpoint(self) -> None:
+        raw = self.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+        finally:
+            raw.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.checkpoint()
+            except (SQLAlchemyError, sqlite3.Error) as exc:  # busy: the next interval retries
+                _log.warning("WAL checkpoint failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(SQLAlchemyError, sqlite3.Error):  # best effort on the way out
+            self.checkpoint()
 
 
 def create_db_engine(url: str) -> Engine:

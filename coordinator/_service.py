@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from coordinator._access import Operator, OperatorCache, key_hash, new_api_key
 from coordinator._audit import audit_entry
-from coordinator._db import open_database
+from coordinator._db import WalCheckpointer, open_database
 from coordinator._decision_log import DecisionLog
 from coordinator._decisions import DecisionService
 from coordinator._errors import (
@@ -95,6 +95,9 @@ class Coordinator:
         self.decisions = self._decision_service(settings.policy_dir)
         self._sites_synced = time.monotonic()
         self.decision_log = DecisionLog(self.engine)
+        self._checkpointer = (
+            WalCheckpointer(self.engine) if self.engine.dialect.name == "sqlite" else None
+        )
         self.federation = Federation(settings, self.engine, self.store)
         if recover:
             self.federation.recover()
@@ -102,6 +105,8 @@ class Coordinator:
 
     def close(self) -> None:
         self.decision_log.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
 
     def _decision_service(self, policy_dir: Path | None) -> DecisionService | None:

@@ -4,7 +4,9 @@ and PostgreSQL; a failed commit fails the requests it carried and the writer goe
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -73,3 +75,31 @@ def test_close_commits_what_is_queued(settings: CoordinatorSettings) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM decisions")).scalar_one() == 50
     engine.dispose()
+
+
+def test_the_wal_is_checkpointed_in_the_background_not_in_commits(
+    settings: CoordinatorSettings, tmp_path: Path
+) -> None:
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("a SQLite write-ahead log only")
+    from coordinator._db import WalCheckpointer
+
+    engine = open_database(settings.database_url)
+    checkpointer = WalCheckpointer(engine, interval_s=0.05)
+    log = DecisionLog(engine)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+        db = Path(settings.database_url.removeprefix("sqlite:///"))
+        before = db.stat().st_size
+        for i in range(300):  # ~1,500 WAL pages: past SQLite's own checkpoint threshold
+            log.submit([f"s{i}-{k}" for k in range(64)], 0.0, "v1", "strategic", ["{}"] * 64)
+        log.close()
+        deadline = time.monotonic() + 10
+        # with auto-checkpoints off, rows reach the main file only through the checkpointer
+        while db.stat().st_size < before + 500_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert db.stat().st_size >= before + 500_000
+    finally:
+        checkpointer.stop()
+        engine.dispose()
