@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 _MAX_BATCHES = 256  # per transaction: bounds the latency one commit adds
+_ROWS_PER_STATEMENT = 1000  # 5,000 parameters: below SQLite's and PostgreSQL's limits
 _STOP = object()
 
 Row = tuple[str, float, str, str, str]
@@ -27,10 +28,7 @@ class DecisionLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         marker = "%s" if engine.dialect.paramstyle in ("format", "pyformat") else "?"
-        self._sql = (
-            "INSERT INTO decisions (site_id, at, policy_version, kind, action) "
-            f"VALUES ({', '.join([marker] * 5)})"
-        )
+        self._values = f"({', '.join([marker] * 5)})"
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -84,11 +82,22 @@ class DecisionLog:
             if stop:
                 return
 
+    def _statement(self, rows: int) -> str:
+        """One multi-row INSERT: the driver's executemany steps (and hands the GIL back
+        and forth with the event loop) once per row, this once per statement."""
+        return (
+            "INSERT INTO decisions (site_id, at, policy_version, kind, action) VALUES "
+            + ", ".join([self._values] * rows)
+        )
+
     def _commit(self, pending: list[tuple[list[Row], Future[int]]]) -> None:
         rows = [row for batch, _ in pending for row in batch]
         try:
             with self.engine.begin() as connection:
-                connection.exec_driver_sql(self._sql, rows)
+                for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                    chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                    params = tuple(v for row in chunk for v in row)
+                    connection.exec_driver_sql(self._statement(len(chunk)), params)
         except Exception as exc:  # every waiting request learns why, none is left hanging
             for _, done in pending:
                 done.set_exception(exc)

@@ -6,6 +6,7 @@ Routes stay thin: they authenticate, call one method here, and shape the answer.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -95,6 +96,8 @@ class Coordinator:
         self.decisions = self._decision_service(settings.policy_dir)
         self._sites_synced = time.monotonic()
         self.decision_log = DecisionLog(self.engine)
+        self._site_sync: Future[None] | None = None
+        self._site_sync_lock = threading.Lock()
         self._checkpointer = (
             WalCheckpointer(self.engine) if self.engine.dialect.name == "sqlite" else None
         )
@@ -431,7 +434,8 @@ class Coordinator:
         (see :meth:`record`). Encoded once here: the row and the answer share the text."""
         if self.decisions is None:
             raise ConflictError("no decision policies are configured (policy_dir)")
-        self._sync_decision_sites()
+        if self.decision_sites_due():
+            self.sync_decision_sites()
         try:
             if kind is DecisionKind.STRATEGIC:
                 strategic = self.decisions.strategic(site_ids, observations)
@@ -458,13 +462,39 @@ class Coordinator:
 
     SITE_SYNC_SECONDS = 2.0
 
-    def _sync_decision_sites(self) -> None:
+    def decision_sites_due(self) -> bool:
+        return time.monotonic() >= self._sites_synced + self.SITE_SYNC_SECONDS
+
+    def refresh_decision_sites(self) -> Future[None] | None:
+        """Start the due site sync in a thread, or join the one under way; None if neither.
+
+        Every request that arrives while the sync runs waits for the same one: deciding
+        before it lands would refuse a site enrolled through another worker."""
+        with self._site_sync_lock:
+            if self._site_sync is not None and not self._site_sync.done():
+                return self._site_sync
+            if not self.decision_sites_due():
+                return None
+            done: Future[None] = Future()
+            self._site_sync = done
+
+        def run() -> None:
+            try:
+                self.sync_decision_sites()
+            except BaseException as exc:  # the waiting requests answer 503 with it
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        threading.Thread(target=run, name="decision-sites", daemon=True).start()
+        return done
+
+    def sync_decision_sites(self) -> None:
         """With several worker processes, sites enrolled or revoked through another worker
         reach this one's policies within ``SITE_SYNC_SECONDS`` (one indexed query)."""
-        now = time.monotonic()
-        if self.decisions is None or now < self._sites_synced + self.SITE_SYNC_SECONDS:
+        if self.decisions is None:
             return
-        self._sites_synced = now
+        self._sites_synced = time.monotonic()
         with Session(self.engine) as session:
             active = set(session.exec(select(Site.id).where(Site.status == SiteState.ACTIVE)).all())
         known = self.decisions.sites

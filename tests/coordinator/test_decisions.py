@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,34 @@ def test_workers_learn_sites_enrolled_or_revoked_through_another(
             == 200
         )
         assert two.post("/api/v1/decisions", json=body, headers=op).status_code == 404
+
+
+def test_requests_arriving_during_a_site_sync_wait_for_it(
+    settings: CoordinatorSettings, policy_dir: Path
+) -> None:
+    """The sync runs off the event loop; nobody may decide on the stale set meanwhile."""
+    with_policies = settings.model_copy(update={"policy_dir": policy_dir})
+    with TestClient(create_app(with_policies)) as one, TestClient(create_app(with_policies)) as two:
+        other: Coordinator = two.app.state.coordinator  # type: ignore[attr-defined]
+        other.SITE_SYNC_SECONDS = 3600.0
+        fleet = Fleet.with_roles(one, list(Role))
+        site = fleet.enroll().site_id.hex()
+        body = {"kind": "strategic", "site_ids": [site], "observations": [[0.0] * ENERGY_OBS]}
+        op = fleet.as_(Role.OPERATOR)
+        slow = other.sync_decision_sites
+
+        def slow_sync() -> None:  # marked as synced at once, the sites land 0.3 s later
+            other._sites_synced = time.monotonic()
+            time.sleep(0.3)
+            slow()
+
+        other.sync_decision_sites = slow_sync  # type: ignore[method-assign]
+        other._sites_synced = 0.0  # due now
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(
+                pool.map(
+                    lambda _: two.post("/api/v1/decisions", json=body, headers=op).status_code,
+                    range(16),
+                )
+            )
+        assert codes == [200] * 16

@@ -58,6 +58,9 @@ async def decide(
     """One answer per site, each recorded with the policy version that made it."""
     # Inference (~0.1 ms for 64 sites) runs here; the answer leaves only once the group
     # commit has stored it (coordinator._decision_log).
+    refresh = coordinator.refresh_decision_sites()  # a database read: off the event loop
+    if refresh is not None:
+        await asyncio.wrap_future(refresh)
     version, actions = coordinator.answer(body.kind, body.site_ids, body.observations)
     await asyncio.wrap_future(coordinator.record(body.kind, body.site_ids, version, actions))
     head = json.dumps({"kind": body.kind.value, "version": version, "site_ids": body.site_ids})
