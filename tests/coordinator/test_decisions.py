@@ -7,6 +7,8 @@ import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -143,54 +145,65 @@ def test_policy_files_that_do_not_match_the_manifest_stop_the_start(
         Coordinator(settings.model_copy(update={"policy_dir": broken}))
 
 
-def test_workers_learn_sites_enrolled_or_revoked_through_another(
-    settings: CoordinatorSettings, policy_dir: Path
-) -> None:
-    """Two apps on one database stand for two ``serve --workers`` processes."""
+@dataclass
+class _TwoWorkers:
+    one: TestClient
+    two: TestClient
+    other: Coordinator  # the coordinator behind ``two``
+    fleet: Fleet
+    site: str
+    body: dict[str, object]
+    op: dict[str, str]
+
+
+@contextmanager
+def _two_workers(settings: CoordinatorSettings, policy_dir: Path) -> Iterator[_TwoWorkers]:
+    """Two apps on one database stand for two ``serve --workers`` processes; a site is
+    enrolled through the first while the second has not re-read its sites."""
     with_policies = settings.model_copy(update={"policy_dir": policy_dir})
     with TestClient(create_app(with_policies)) as one, TestClient(create_app(with_policies)) as two:
         other: Coordinator = two.app.state.coordinator  # type: ignore[attr-defined]
         other.SITE_SYNC_SECONDS = 3600.0  # not yet re-read
         fleet = Fleet.with_roles(one, list(Role))
         site = fleet.enroll().site_id.hex()
-        body = {"kind": "strategic", "site_ids": [site], "observations": [[0.0] * ENERGY_OBS]}
-        op = fleet.as_(Role.OPERATOR)
-        assert two.post("/api/v1/decisions", json=body, headers=op).status_code == 404
-        other.SITE_SYNC_SECONDS = 0.0  # the next request re-reads the active sites
-        assert two.post("/api/v1/decisions", json=body, headers=op).status_code == 200
-        assert (
-            one.post(f"/api/v1/sites/{site}/revoke", headers=fleet.as_(Role.ADMIN)).status_code
-            == 200
-        )
-        assert two.post("/api/v1/decisions", json=body, headers=op).status_code == 404
+        body: dict[str, object] = {
+            "kind": "strategic",
+            "site_ids": [site],
+            "observations": [[0.0] * ENERGY_OBS],
+        }
+        yield _TwoWorkers(one, two, other, fleet, site, body, fleet.as_(Role.OPERATOR))
+
+
+def test_workers_learn_sites_enrolled_or_revoked_through_another(
+    settings: CoordinatorSettings, policy_dir: Path
+) -> None:
+    with _two_workers(settings, policy_dir) as w:
+        assert w.two.post("/api/v1/decisions", json=w.body, headers=w.op).status_code == 404
+        w.other.SITE_SYNC_SECONDS = 0.0  # the next request re-reads the active sites
+        assert w.two.post("/api/v1/decisions", json=w.body, headers=w.op).status_code == 200
+        admin = w.fleet.as_(Role.ADMIN)
+        assert w.one.post(f"/api/v1/sites/{w.site}/revoke", headers=admin).status_code == 200
+        assert w.two.post("/api/v1/decisions", json=w.body, headers=w.op).status_code == 404
 
 
 def test_requests_arriving_during_a_site_sync_wait_for_it(
     settings: CoordinatorSettings, policy_dir: Path
 ) -> None:
     """The sync runs off the event loop; nobody may decide on the stale set meanwhile."""
-    with_policies = settings.model_copy(update={"policy_dir": policy_dir})
-    with TestClient(create_app(with_policies)) as one, TestClient(create_app(with_policies)) as two:
-        other: Coordinator = two.app.state.coordinator  # type: ignore[attr-defined]
-        other.SITE_SYNC_SECONDS = 3600.0
-        fleet = Fleet.with_roles(one, list(Role))
-        site = fleet.enroll().site_id.hex()
-        body = {"kind": "strategic", "site_ids": [site], "observations": [[0.0] * ENERGY_OBS]}
-        op = fleet.as_(Role.OPERATOR)
-        slow = other.sync_decision_sites
+    with _two_workers(settings, policy_dir) as w:
+        real_sync = w.other.sync_decision_sites
 
         def slow_sync() -> None:  # marked as synced at once, the sites land 0.3 s later
-            other._sites_synced = time.monotonic()
+            w.other._sites_synced = time.monotonic()
             time.sleep(0.3)
-            slow()
+            real_sync()
 
-        other.sync_decision_sites = slow_sync  # type: ignore[method-assign]
-        other._sites_synced = 0.0  # due now
+        w.other.sync_decision_sites = slow_sync  # type: ignore[method-assign]
+        w.other._sites_synced = 0.0  # due now
+
+        def decide(_: int) -> int:
+            code: int = w.two.post("/api/v1/decisions", json=w.body, headers=w.op).status_code
+            return code
+
         with ThreadPoolExecutor(8) as pool:
-            codes = list(
-                pool.map(
-                    lambda _: two.post("/api/v1/decisions", json=body, headers=op).status_code,
-                    range(16),
-                )
-            )
-        assert codes == [200] * 16
+            assert list(pool.map(decide, range(16))) == [200] * 16
