@@ -143,10 +143,10 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
     )
     app.state.coordinator = coordinator
     app.state.metrics = metrics = Metrics()
+    if coordinator.decisions is not None:  # first: the hottest route matches soonest
+        app.include_router(decisions.router)
     for router in ROUTERS:
         app.include_router(router)
-    if coordinator.decisions is not None:
-        app.include_router(decisions.router)
     if coordinator.federation.enabled:
         app.include_router(runs.control)
 

@@ -35,7 +35,8 @@ _run_token = APIKeyHeader(
 )
 
 
-def get_coordinator(request: Request) -> Coordinator:
+async def get_coordinator(request: Request) -> Coordinator:
+    # async: FastAPI runs a plain ``def`` dependency in the thread pool, a hop per request
     coordinator: Coordinator = request.app.state.coordinator
     return coordinator
 
