@@ -2,8 +2,8 @@
 
 A batch of 64 decisions cost ~2.9 ms to insert through SQLAlchemy's executemany, one
 transaction per request; at 1,000 requests/s that alone is more than two cores. Here one
-writer thread drains every batch waiting, inserts them with the driver's own executemany
-in one transaction, and only then answers each request: nothing is acknowledged before
+writer thread drains every batch waiting, inserts them as multi-row statements in one
+transaction, and only then answers each request: nothing is acknowledged before
 it is committed, and a failed commit fails exactly the requests it carried.
 """
 

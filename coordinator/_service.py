@@ -11,7 +11,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -419,23 +418,14 @@ class Coordinator:
 
     # --- decisions ---------------------------------------------------------------------
 
-    def decide(
-        self, kind: DecisionKind, site_ids: Sequence[str], observations: list[list[float]]
-    ) -> tuple[str, list[dict[str, Any]]]:
-        """One batch through the policies; every answer is recorded with its version."""
-        version, actions = self.answer(kind, site_ids, observations)
-        self.record(kind, site_ids, version, actions).result()
-        return version, [json.loads(a) for a in actions]
-
     def answer(
         self, kind: DecisionKind, site_ids: Sequence[str], observations: list[list[float]]
     ) -> tuple[str, list[str]]:
         """The policy version and each site's action as a JSON object, not yet recorded
-        (see :meth:`record`). Encoded once here: the row and the answer share the text."""
+        (see :meth:`record`). Encoded once here: the row and the answer share the text.
+        The caller refreshes the known sites first (:meth:`refresh_decision_sites`)."""
         if self.decisions is None:
             raise ConflictError("no decision policies are configured (policy_dir)")
-        if self.decision_sites_due():
-            self.sync_decision_sites()
         try:
             if kind is DecisionKind.STRATEGIC:
                 strategic = self.decisions.strategic(site_ids, observations)
@@ -462,9 +452,6 @@ class Coordinator:
 
     SITE_SYNC_SECONDS = 2.0
 
-    def decision_sites_due(self) -> bool:
-        return time.monotonic() >= self._sites_synced + self.SITE_SYNC_SECONDS
-
     def refresh_decision_sites(self) -> Future[None] | None:
         """Start the due site sync in a thread, or join the one under way; None if neither.
 
@@ -473,7 +460,7 @@ class Coordinator:
         with self._site_sync_lock:
             if self._site_sync is not None and not self._site_sync.done():
                 return self._site_sync
-            if not self.decision_sites_due():
+            if time.monotonic() < self._sites_synced + self.SITE_SYNC_SECONDS:
                 return None
             done: Future[None] = Future()
             self._site_sync = done
@@ -481,7 +468,7 @@ class Coordinator:
         def run() -> None:
             try:
                 self.sync_decision_sites()
-            except BaseException as exc:  # the waiting requests answer 503 with it
+            except Exception as exc:  # the waiting requests fail with it (503 for a DB error)
                 done.set_exception(exc)
             else:
                 done.set_result(None)

@@ -44,14 +44,17 @@ def _graph(dim: int, weights: np.ndarray, head: str, output: str, name: str) -> 
     return blob
 
 
-def write_policies(directory: Path) -> str:
-    """Write the two ONNX files and the manifest; return the policy version."""
+def write_policies(directory: Path, slice_weights: np.ndarray | None = None) -> str:
+    """Write the two ONNX files and the manifest; return the policy version.
+    ``slice_weights`` (SLICE_OBS x 4) replaces the slice policy's hand-set weights."""
     directory.mkdir(parents=True, exist_ok=True)
     w = np.zeros((ENERGY_OBS, len(MODES)))
     w[0] = [1.0, 0.0, -1.0]
     w[1] = [0.0, 0.0, 1.0]
     v = np.zeros((SLICE_OBS, len(SHARES)))
     v[2] = [1.0, 0.0, 0.0, 0.0]
+    if slice_weights is not None:
+        v = slice_weights
     energy = _graph(ENERGY_OBS, w, "argmax", "mode", "energy")
     slices = _graph(SLICE_OBS, v, "softmax", "shares", "slices")
     (directory / "energy_policy.onnx").write_bytes(energy)

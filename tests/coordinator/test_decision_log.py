@@ -5,68 +5,69 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator import CoordinatorSettings
 from coordinator._db import open_database
 from coordinator._decision_log import DecisionLog
 
 
-def test_concurrent_batches_are_all_committed_with_their_answers(
-    settings: CoordinatorSettings,
-) -> None:
+@pytest.fixture
+def engine(settings: CoordinatorSettings) -> Iterator[Engine]:
     engine = open_database(settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def log(engine: Engine) -> Iterator[DecisionLog]:
     log = DecisionLog(engine)
-    try:
+    yield log
+    log.close()
 
-        def request(n: int) -> int:
-            sites = [f"site-{n}-{k}" for k in range(8)]
-            actions = [json.dumps({"mode": "active", "n": n})] * 8
-            return log.submit(sites, float(n), "v1", "strategic", actions).result(timeout=30)
 
-        with ThreadPoolExecutor(8) as pool:
-            assert list(pool.map(request, range(200))) == [8] * 200
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT site_id, at, action FROM decisions")).all()
-        assert len(rows) == 1600
-        by_site = {r[0]: r for r in rows}
-        assert by_site["site-17-3"][1] == 17.0
-        action = by_site["site-17-3"][2]  # PostgreSQL's driver decodes JSON, SQLite's does not
-        action = json.loads(action) if isinstance(action, str) else action
-        assert action == {"mode": "active", "n": 17}
-    finally:
-        log.close()
-        engine.dispose()
+def test_concurrent_batches_are_all_committed_with_their_answers(
+    engine: Engine, log: DecisionLog
+) -> None:
+    def request(n: int) -> int:
+        sites = [f"site-{n}-{k}" for k in range(8)]
+        actions = [json.dumps({"mode": "active", "n": n})] * 8
+        return log.submit(sites, float(n), "v1", "strategic", actions).result(timeout=30)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(request, range(200))) == [8] * 200
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT site_id, at, action FROM decisions")).all()
+    assert len(rows) == 1600
+    by_site = {r[0]: r for r in rows}
+    assert by_site["site-17-3"][1] == 17.0
+    action = by_site["site-17-3"][2]  # PostgreSQL's driver decodes JSON, SQLite's does not
+    action = json.loads(action) if isinstance(action, str) else action
+    assert action == {"mode": "active", "n": 17}
 
 
 def test_a_failed_commit_fails_its_requests_and_the_next_one_is_stored(
-    settings: CoordinatorSettings,
+    engine: Engine, log: DecisionLog
 ) -> None:
-    engine = open_database(settings.database_url)
-    log = DecisionLog(engine)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE decisions RENAME TO decisions_away"))
-        failed = log.submit(["a"], 1.0, "v1", "strategic", ['{"mode": "active"}'])
-        with pytest.raises(Exception, match="decisions"):
-            failed.result(timeout=30)
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE decisions_away RENAME TO decisions"))
-        assert log.submit(["b"], 2.0, "v1", "strategic", ["{}"]).result(timeout=30) == 1
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT site_id FROM decisions")).scalars().all() == ["b"]
-    finally:
-        log.close()
-        engine.dispose()
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE decisions RENAME TO decisions_away"))
+    failed = log.submit(["a"], 1.0, "v1", "strategic", ['{"mode": "active"}'])
+    with pytest.raises(SQLAlchemyError, match="decisions"):
+        failed.result(timeout=30)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE decisions_away RENAME TO decisions"))
+    assert log.submit(["b"], 2.0, "v1", "strategic", ["{}"]).result(timeout=30) == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT site_id FROM decisions")).scalars().all() == ["b"]
 
 
-def test_close_commits_what_is_queued(settings: CoordinatorSettings) -> None:
-    engine = open_database(settings.database_url)
-    log = DecisionLog(engine)
+def test_close_commits_what_is_queued(engine: Engine, log: DecisionLog) -> None:
     futures = [
         log.submit([f"s{i}"], 0.0, "v1", "tactical", ['{"shares": [1.0]}']) for i in range(50)
     ]
@@ -74,23 +75,19 @@ def test_close_commits_what_is_queued(settings: CoordinatorSettings) -> None:
     assert all(f.done() and f.result() == 1 for f in futures)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM decisions")).scalar_one() == 50
-    engine.dispose()
 
 
-def test_the_wal_is_checkpointed_in_the_background_not_in_commits(
-    settings: CoordinatorSettings, tmp_path: Path
-) -> None:
-    if not settings.database_url.startswith("sqlite"):
-        pytest.skip("a SQLite write-ahead log only")
+def test_the_wal_is_checkpointed_in_the_background_not_in_commits(tmp_path: Path) -> None:
+    """SQLite only (PostgreSQL manages its own WAL), so not on the two-database fixture."""
     from coordinator._db import WalCheckpointer
 
-    engine = open_database(settings.database_url)
+    db = tmp_path / "coordinator.db"
+    engine = open_database(f"sqlite:///{db}")
     checkpointer = WalCheckpointer(engine, interval_s=0.05)
     log = DecisionLog(engine)
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
-        db = Path(settings.database_url.removeprefix("sqlite:///"))
         before = db.stat().st_size
         for i in range(300):  # ~1,500 WAL pages: past SQLite's own checkpoint threshold
             log.submit([f"s{i}-{k}" for k in range(64)], 0.0, "v1", "strategic", ["{}"] * 64)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -128,6 +129,28 @@ def test_enrolled_sites_are_served_after_a_restart(
             "/api/v1/decisions", json=body, headers={"X-API-Key": fleet.keys[Role.OPERATOR]}
         )
         assert answer.status_code == 200, answer.text
+
+
+def test_a_slice_policy_answering_nan_is_refused_and_nothing_recorded(
+    settings: CoordinatorSettings, tmp_path: Path
+) -> None:
+    broken = np.zeros((SLICE_OBS, 4))
+    broken[3] = np.nan  # any observation with s3 != 0 gives NaN shares
+    write_policies(tmp_path / "nan-policies", slice_weights=broken)
+    with_policies = settings.model_copy(update={"policy_dir": tmp_path / "nan-policies"})
+    with TestClient(create_app(with_policies)) as client:
+        fleet = Fleet.with_roles(client, list(Role))
+        site = fleet.enroll().site_id.hex()
+        answer = client.post(
+            "/api/v1/decisions",
+            json={"kind": "tactical", "site_ids": [site], "observations": [_row(SLICE_OBS, i3=1)]},
+            headers=fleet.as_(Role.OPERATOR),
+        )
+        assert answer.status_code == 422
+        assert "non-finite shares" in answer.json()["detail"]
+        engine = client.app.state.coordinator.engine  # type: ignore[attr-defined]
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM decisions")).scalar_one() == 0
 
 
 def test_without_policies_the_route_is_not_served(client: TestClient) -> None:
