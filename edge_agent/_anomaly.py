@@ -18,6 +18,11 @@ from edge_agent._kpi import KPI_NAMES, TARGET_INDEX, TARGET_NAMES, KpiSample
 
 _MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
 _MAD_FLOOR = 0.05  # in cell standard deviations: a near-perfect model must not alert on noise
+# The median and MAD are recomputed once the window has taken in this fraction of its size
+# in new residuals (every 12 steps of a full 288 window; every step while it is short). One
+# more residual barely moves a robust statistic of hundreds, and the two medians were the
+# agent's largest per-message cost after inference.
+_REFRESH_FRACTION = 1 / 24
 
 
 @dataclass(frozen=True)
@@ -38,17 +43,39 @@ class Alert:
 
 
 class _Ring:
-    __slots__ = ("count", "data", "pos")
+    __slots__ = ("count", "data", "pos", "since", "stats")
 
     def __init__(self, size: int) -> None:
         self.data = np.full((size, len(TARGET_INDEX)), np.nan)
         self.pos = 0
         self.count = 0
+        self.since = 0  # residuals pushed since ``stats`` were computed
+        self.stats: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
 
     def push(self, row: NDArray[np.float64]) -> None:
         self.data[self.pos] = row
         self.pos = (self.pos + 1) % len(self.data)
         self.count = min(self.count + 1, len(self.data))
+        self.since += 1
+
+    def median_scale(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Median and robust scale of the window, refreshed as described at the top."""
+        if self.stats is not None and self.since < max(1.0, self.count * _REFRESH_FRACTION):
+            return self.stats
+        hist = self.data[: self.count] if self.count < len(self.data) else self.data
+        # np.median is ~100x faster than np.nanmedian; NaN only where a KPI is not reported
+        if np.isnan(hist).any():
+            with warnings.catch_warnings():  # a KPI the cell never reports is all-NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                med = np.nanmedian(hist, axis=0)
+                mad = np.nanmedian(np.abs(hist - med), axis=0)
+            med, mad = np.nan_to_num(med), np.nan_to_num(mad, nan=1.0)
+        else:
+            med = np.median(hist, axis=0)
+            mad = np.median(np.abs(hist - med), axis=0)
+        self.stats = (med, np.maximum(_MAD_SCALE * mad, _MAD_FLOOR))
+        self.since = 0
+        return self.stats
 
 
 class ResidualDetector:
@@ -67,18 +94,7 @@ class ResidualDetector:
         ring = self._rings.get(cell)
         if ring is None or ring.count < self.config.min_history:
             return None
-        hist = ring.data[: ring.count] if ring.count < len(ring.data) else ring.data
-        # np.median is ~100x faster than np.nanmedian; NaN only where a KPI is not reported
-        if np.isnan(hist).any():
-            with warnings.catch_warnings():  # a KPI the cell never reports is all-NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                med = np.nanmedian(hist, axis=0)
-                mad = np.nanmedian(np.abs(hist - med), axis=0)
-            med, mad = np.nan_to_num(med), np.nan_to_num(mad, nan=1.0)
-        else:
-            med = np.median(hist, axis=0)
-            mad = np.median(np.abs(hist - med), axis=0)
-        scale = np.maximum(_MAD_SCALE * mad, _MAD_FLOOR)
+        med, scale = ring.median_scale()
         return np.asarray((residual - med) / scale, dtype=np.float64)
 
     def score(
