@@ -35,6 +35,7 @@ def serve(
 
     from coordinator._service import Coordinator
     from coordinator._settings import load_settings
+    from coordinator._workers import serve_workers
     from coordinator.api import ENV_FILE_VARIABLE, create_app
 
     overrides: dict[str, object] = {}
@@ -67,15 +68,7 @@ def serve(
             app, host=settings.host, port=settings.port, log_level="warning", access_log=False
         )
     else:
-        uvicorn.run(
-            "coordinator.api:worker_app",
-            factory=True,
-            workers=workers,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,  # requests are counted in /metrics; a log line each costs CPU
-        )
+        serve_workers("coordinator.api:worker_app", settings.host, settings.port, workers)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from coordinator._db import WriterTurn
+
 _MAX_BATCHES = 256  # per transaction: bounds the latency one commit adds
 _ROWS_PER_STATEMENT = 1000  # 5,000 parameters: below SQLite's and PostgreSQL's limits
 _STOP = object()
@@ -32,6 +34,7 @@ class DecisionLog:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._turn = WriterTurn(engine)
 
     def submit(
         self, site_ids: Sequence[str], at: float, version: str, kind: str, actions: list[str]
@@ -61,6 +64,7 @@ class DecisionLog:
         if thread is not None:
             self._queue.put(_STOP)
             thread.join()
+        self._turn.close()
 
     def _run(self) -> None:
         while True:
@@ -93,7 +97,7 @@ class DecisionLog:
     def _commit(self, pending: list[tuple[list[Row], Future[int]]]) -> None:
         rows = [row for batch, _ in pending for row in batch]
         try:
-            with self.engine.begin() as connection:
+            with self._turn.held(), self.engine.begin() as connection:
                 for start in range(0, len(rows), _ROWS_PER_STATEMENT):
                     chunk = rows[start : start + _ROWS_PER_STATEMENT]
                     params = tuple(v for row in chunk for v in row)

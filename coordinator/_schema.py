@@ -11,7 +11,8 @@ import math
 from enum import StrEnum
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import BaseModel, field_validator
+from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
@@ -289,17 +290,20 @@ class Decision(SQLModel, table=True):
     __tablename__ = "decisions"
 
     id: int | None = Field(default=None, primary_key=True)
-    site_id: str = Field(max_length=64, index=True)
-    at: float
+    site_id: str = Field(max_length=64)
+    at: float = Field(index=True)  # an append-only log: see migration 0005
     policy_version: str = Field(max_length=64)
     kind: str = Field(max_length=16)
     action: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-class DecisionRequest(SQLModel):
+class DecisionRequest(BaseModel):
+    """Plain pydantic, not SQLModel: SQLModel's ``__init__`` wrapper cost ~0.15 ms of
+    every 64-site request on top of pydantic-core's own validation."""
+
     kind: DecisionKind
-    site_ids: list[str] = Field(min_length=1, max_length=1024)
-    observations: list[list[float]] = Field(min_length=1, max_length=1024)
+    site_ids: list[str] = PydanticField(min_length=1, max_length=1024)
+    observations: list[list[float]] = PydanticField(min_length=1, max_length=1024)
 
 
 class DecisionAnswer(SQLModel):

@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from coordinator._access import Operator, OperatorCache, key_hash, new_api_key
 from coordinator._audit import audit_entry
-from coordinator._db import WalCheckpointer, open_database
+from coordinator._db import WalCheckpointer, open_database, read_only
 from coordinator._decision_log import DecisionLog
 from coordinator._decisions import DecisionService
 from coordinator._errors import (
@@ -87,6 +87,7 @@ class Coordinator:
         self.identity = _identity(settings)
         self.store = ModelStore(settings.model_store)
         self.engine: Engine = open_database(settings.database_url)
+        self.reader = read_only(self.engine)  # for transactions that only read
         self.registry = DatabaseRegistry(self.engine)
         self.directory = KeyDirectory(self.registry)
         self.authority = EnrollmentAuthority(self.identity, self.directory)
@@ -134,7 +135,7 @@ class Coordinator:
             session.commit()
 
     def audit_log(self, limit: int, after_id: int) -> Sequence[AuditEntry]:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             query = (
                 select(AuditEntry)
                 .where(col(AuditEntry.id) > after_id)
@@ -202,7 +203,7 @@ class Coordinator:
             return row
 
     def api_keys(self) -> Sequence[ApiKey]:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             return session.exec(select(ApiKey).order_by(col(ApiKey.id))).all()
 
     # --- enrollment and sites ----------------------------------------------------------
@@ -243,14 +244,14 @@ class Coordinator:
         return row
 
     def sites(self, status: SiteState | None) -> Sequence[Site]:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             query = select(Site).order_by(col(Site.enrolled_at))
             if status is not None:
                 query = query.where(Site.status == status)
             return session.exec(query).all()
 
     def site(self, site_hex: str) -> Site:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             row = session.get(Site, site_hex)
             if row is None:
                 raise NotFoundError(f"no site {site_hex}")
@@ -283,14 +284,14 @@ class Coordinator:
     # --- model versions ----------------------------------------------------------------
 
     def models(self, status: ModelStatus | None) -> Sequence[ModelVersion]:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             query = select(ModelVersion).order_by(col(ModelVersion.id))
             if status is not None:
                 query = query.where(ModelVersion.status == status)
             return session.exec(query).all()
 
     def model(self, model_id: int) -> ModelVersion:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             row = session.get(ModelVersion, model_id)
             if row is None:
                 raise NotFoundError(f"no model version {model_id}")
@@ -482,7 +483,7 @@ class Coordinator:
         if self.decisions is None:
             return
         self._sites_synced = time.monotonic()
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             active = set(session.exec(select(Site.id).where(Site.status == SiteState.ACTIVE)).all())
         known = self.decisions.sites
         self.decisions.add_sites(active - known)
@@ -513,7 +514,7 @@ class Coordinator:
             return len(connection.execute(statement).all())  # rowcount is -1 on psycopg
 
     def forecasts(self, site_hex: str | None, limit: int) -> Sequence[Forecast]:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             query = select(Forecast).order_by(col(Forecast.id).desc()).limit(limit)
             if site_hex is not None:
                 query = query.where(Forecast.site_id == site_hex)
@@ -522,7 +523,7 @@ class Coordinator:
     # --- rounds ------------------------------------------------------------------------
 
     def rounds(self, run_id: str | None, limit: int) -> Sequence[Round]:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             query = select(Round).order_by(col(Round.id)).limit(limit)
             if run_id is not None:
                 query = query.where(Round.run_id == run_id)

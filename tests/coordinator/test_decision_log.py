@@ -100,3 +100,61 @@ def test_the_wal_is_checkpointed_in_the_background_not_in_commits(tmp_path: Path
     finally:
         checkpointer.stop()
         engine.dispose()
+
+
+def test_reads_do_not_take_the_sqlite_write_lock(tmp_path: Path) -> None:
+    """A read-only session reads its WAL snapshot while another process holds the write
+    lock; a plain session (BEGIN IMMEDIATE) would wait out busy_timeout and fail."""
+    import sqlite3
+
+    from sqlmodel import Session, select
+
+    from coordinator._db import read_only
+    from coordinator._schema import ApiKey
+
+    db = tmp_path / "coordinator.db"
+    engine = open_database(f"sqlite:///{db}")
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO decisions (site_id, at, policy_version, kind, action) "
+                       "VALUES ('w', 0, 'v1', 'strategic', '{}')")  # fmt: skip
+        with Session(read_only(engine)) as session:
+            assert session.exec(select(ApiKey)).all() == []
+        with engine.connect() as conn:  # a plain transaction needs the write lock
+            conn.connection.driver_connection.execute("PRAGMA busy_timeout=50")  # type: ignore[union-attr]
+            with pytest.raises(SQLAlchemyError, match="locked"):
+                conn.exec_driver_sql("SELECT 1").all()  # BEGIN IMMEDIATE cannot start
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        engine.dispose()
+
+
+def test_decision_writers_take_turns_through_the_writer_lock(tmp_path: Path) -> None:
+    """Two writer turns on one file (two worker processes' decision logs): the second waits
+    until the first lets go, woken by the kernel rather than by SQLite's sleeping retries."""
+    import threading
+
+    from coordinator._db import WriterTurn
+
+    engine = open_database(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    first, second = WriterTurn(engine), WriterTurn(engine)
+    entered = threading.Event()
+
+    def take_second() -> None:
+        with second.held():
+            entered.set()
+
+    try:
+        with first.held():
+            waiter = threading.Thread(target=take_second)
+            waiter.start()
+            assert not entered.wait(0.3)  # blocked while the first holds its turn
+        assert entered.wait(10)
+        waiter.join()
+    finally:
+        first.close()
+        second.close()
+        engine.dispose()
+    assert (tmp_path / "coordinator.db-writer.lock").exists()
