@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -55,3 +57,63 @@ def test_production_without_secrets_exits_2_with_one_line(tmp_path: Path) -> Non
         "error: invalid coordinator settings: settings: Value error, admin_api_key keeps its "
         "development default"
     ]
+
+
+def test_workers_each_listen_and_share_keep_alive_connections(tmp_path: Path) -> None:
+    """``--workers 2``: a listening socket per worker, so a burst of keep-alive
+    connections is spread over both (one shared socket let one worker take them all)."""
+    import psutil
+
+    port = free_port()
+    cmd = [FEDGE, "coordinator", "serve", "--port", str(port), "--workers", "2"]
+    with service(cmd, tmp_path / "log", _env(tmp_path)) as proc:
+        wait_for_port(port, timeout=90)
+        base = f"http://127.0.0.1:{port}"
+        clients = [httpx.Client(base_url=base) for _ in range(16)]
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # both workers up: each holds a LISTEN socket on the port
+                listeners = _on_port(proc.pid, port, psutil.CONN_LISTEN)
+                if len(listeners) == 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert len(listeners) == 2, listeners
+            for c in clients:
+                assert c.get("/healthz").status_code == 200
+            serving = _on_port(proc.pid, port, psutil.CONN_ESTABLISHED)
+            assert len(serving) == 2  # all 16 on one worker: 2 in 65,536 by chance
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_workers_refuse_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [FEDGE, "coordinator", "serve", "--port", str(port), "--workers", "2"],
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def _on_port(parent: int, port: int, status: str) -> set[int]:
+    """Processes under ``parent`` with a TCP socket on local ``port`` in ``status``."""
+    import psutil
+
+    pids = set()
+    for child in psutil.Process(parent).children(recursive=True):
+        try:
+            conns = child.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        if any(c.laddr and c.laddr.port == port and c.status == status for c in conns):
+            pids.add(child.pid)
+    return pids

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -222,7 +223,7 @@ def test_requests_arriving_during_a_site_sync_wait_for_it(
             real_sync()
 
         w.other.sync_decision_sites = slow_sync  # type: ignore[method-assign]
-        w.other._sites_synced = 0.0  # due now
+        w.other._sites_synced = -math.inf  # due now (0.0 is not: monotonic time starts at boot)
 
         def decide(_: int) -> int:
             code: int = w.two.post("/api/v1/decisions", json=w.body, headers=w.op).status_code

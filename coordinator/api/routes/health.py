@@ -18,7 +18,7 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz", responses={503: {"description": "The database is unreachable."}})
 def healthz(coordinator: CoordinatorDep) -> Health:
     try:
-        with coordinator.engine.connect() as connection:
+        with coordinator.reader.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         raise DatabaseError(f"database unreachable: {type(exc).__name__}") from exc
