@@ -1,4 +1,5 @@
-"""The agent: one worker thread turns broker batches into stored samples, forecasts and alerts.
+"""The agent: the broker link's thread turns each read's messages into stored samples,
+forecasts and alerts.
 
 Per batch: validate every message (bad ones go to the dead-letter topic), run one
 batched inference for the cells whose step completed, commit samples and forecasts in
@@ -12,7 +13,6 @@ import gc
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -92,18 +92,19 @@ class Agent:
         )
         self.guard = OrderGuard(config.ingest.reorder_tolerance_steps)
         self.opener = ModelOpener(config) if config.security is not None else None
-        self.inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._inbound: list[Inbound] = []  # read from the broker, not yet processed
         self.heartbeat = Heartbeat()
         self.kpi_topic = config.topic("kpi")
         self.model_topic = config.topic("model")
         subs = [self.kpi_topic] + ([self.model_topic] if self.opener is not None else [])
         self.link = MqttLink(
             config,
-            self.inbox.put,
+            self._inbound.append,
             subscriptions=subs,
             online_status=lambda: self._status("online"),
             offline_status=self._status("offline"),
             on_state=self._on_link_state,
+            on_poll=self._poll,
             password=_read_password(config),
         )
         self.http: HealthServer | None = None
@@ -154,26 +155,23 @@ class Agent:
     # the loop ---------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set; store errors end the run (nothing unsafe gets acked)."""
+        """Serve until ``stop`` is set; a store error ends the run (nothing unsafe is acked)."""
         if self.config.metrics is not None:
             self.http = HealthServer(
                 self.config.metrics.host, self.config.metrics.port, self.metrics, self.health
             )
             self.http.start()
         self.store.start_checkpointer()
-        self.link.start()
         if self.supervisor is not None:
             self.supervisor.start()
         # Everything loaded so far (numpy, onnxruntime, paho, the model) lives as long as the
         # process: out of the cyclic collector, so a full collection is not a 20-40 ms stall.
         gc.collect()
         gc.freeze()
+        self.link.start()  # from here on the agent's work runs on the link's thread
         try:
-            while not stop.is_set():
-                batch = self._drain(0.2)
-                if batch:
-                    self.process(batch)
-                self._tick()
+            while not stop.wait(0.2) and not self.link.finished:
+                pass
         finally:
             self.link.stop()
             if self.supervisor is not None:
@@ -181,19 +179,17 @@ class Agent:
             if self.http is not None:
                 self.http.stop()
             self.store.close()
+        if self.link.failure is not None:
+            raise self.link.failure
 
-    def _drain(self, timeout: float) -> list[Inbound]:
-        try:
-            first = self.inbox.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        batch = [first]
-        while len(batch) < self.config.ingest.max_batch:
-            try:
-                batch.append(self.inbox.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+    def _poll(self) -> None:
+        """Between two reads from the broker: process what arrived, then housekeeping."""
+        if self._inbound:
+            inbound, self._inbound[:] = list(self._inbound), []
+            size = self.config.ingest.max_batch
+            for start in range(0, len(inbound), size):
+                self.process(inbound[start : start + size])
+        self._tick()
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -108,7 +108,7 @@ def test_kill_9_and_restart_loses_nothing_acknowledged(
     cells = [f"cell-{c:03d}" for c in range(30)]
     seed_history(tmp_path / "agent.db", cells, values[:100], first - 1)
     cfg = write_config(tmp_path, broker.url, model={"initial": str(tiny_models.good)})
-    messages = plan(30, 20, first)
+    messages = plan(30, 80, first)  # enough that the kill lands mid-stream
     seeded = len(stored(tmp_path / "agent.db"))
     client = Client(broker.port)
 
@@ -150,3 +150,34 @@ def test_kill_9_and_restart_loses_nothing_acknowledged(
         assert rows[(cell, step)] == tuple(float(x) for x in v)
     log = (tmp_path / "agent.log").read_text()
     assert "Traceback" not in log
+
+
+def test_a_store_failure_ends_the_run_and_the_kpi_is_not_acknowledged(
+    tmp_path: Path, broker: Mosquitto, client: Client, tiny_models: Models
+) -> None:
+    """The agent's work runs on the broker link's thread: a store error there must still
+    end ``run`` with the error, before the KPI is acknowledged (the broker redelivers)."""
+    import sqlite3
+
+    from edge_agent import StoreError
+
+    values, _ = site_values()
+    last = now_step() - 40
+    db = tmp_path / "agent.db"
+    seed_history(db, ["cell-a"], values[:-20], last)
+    cfg = write_config(tmp_path, broker.url, model={"initial": str(tiny_models.good)})
+    running = RunningAgent(cfg)
+    agent = running.__enter__()
+    with sqlite3.connect(db) as side:
+        side.execute("ALTER TABLE samples RENAME TO samples_away")
+    client.kpi("cell-a", (last + 1) * STEP, values[-20])
+    running.thread.join(30)
+    assert agent.link.finished and not running.thread.is_alive()
+    with pytest.raises(StoreError, match="samples"):
+        running.__exit__(None, None, None)
+    with sqlite3.connect(db) as side:
+        side.execute("ALTER TABLE samples_away RENAME TO samples")
+    with RunningAgent(cfg):  # same client id and persistent session: redelivered
+        forecast = client.get("forecast")
+    assert forecast["step_ts"] == (last + 1) * STEP
+    assert ("cell-a", last + 1) in stored(db)
