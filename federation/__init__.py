@@ -9,10 +9,12 @@ from federation._accounting import Ledger, wire_size
 from federation._adversary import ATTACKS, AdversaryPlan
 from federation._codec import (
     CODECS,
+    DOWNLINK_CODECS,
     CodecId,
     CodecSchedule,
     CodecSpec,
     decode,
+    downlink_spec,
     encode,
     error_bound,
 )
@@ -37,6 +39,8 @@ __all__ = [
     "CodecError",
     "CodecId",
     "CodecSchedule",
+    "DOWNLINK_CODECS",
+    "downlink_spec",
     "CodecSpec",
     "CorruptPayloadError",
     "FederationError",

@@ -24,12 +24,14 @@ class Ledger:
     """Per-round, per-site byte counts and the security outcome of every reply."""
 
     codec: str = ""
+    downlink_codec: str = "fp32"
     up: dict[int, dict[int, int]] = field(default_factory=dict)  # round -> node -> bytes
     down: dict[int, dict[int, int]] = field(default_factory=dict)
     update_bytes: list[int] = field(default_factory=list)  # sealed train replies
     plain_update_bytes: list[int] = field(default_factory=list)  # same replies, fp32 unsealed
     hello_up: int = 0
     hello_down: int = 0
+    down_messages: int = 0  # sealed global models sent (train and evaluate)
     updates_sealed: int = 0
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -38,6 +40,7 @@ class Ledger:
     def add_down(self, server_round: int, node: int, n: int) -> None:
         per = self.down.setdefault(server_round, {})
         per[node] = per.get(node, 0) + n
+        self.down_messages += 1
 
     def add_up(self, server_round: int, node: int, n: int) -> None:
         per = self.up.setdefault(server_round, {})
@@ -56,11 +59,16 @@ class Ledger:
             if self.plain_update_bytes
             else None
         )
+        sent_down = down - self.hello_down
         return {
             "comm": {
                 "codec": self.codec,
+                "downlink_codec": self.downlink_codec,
                 "bytes_up_total": up,
                 "bytes_down_total": down,
+                "bytes_per_model_down_mean": round(sent_down / self.down_messages, 1)
+                if self.down_messages
+                else None,
                 "bytes_per_update_mean": round(mean, 1) if mean is not None else None,
                 "fp32_update_bytes": round(plain, 1) if plain is not None else None,
                 "compression_ratio": round(plain / mean, 3) if mean and plain else None,

@@ -61,13 +61,15 @@ class CodecSpec:
     codec: CodecId
     fraction: float = 1.0  # top-k only
     stochastic: bool = False  # stochastic rounding for int8 / int4
+    whole: bool = False  # top-k over the whole update (one threshold), not per tensor
 
     @classmethod
     def parse(cls, text: str) -> CodecSpec:
         name, _, arg = text.strip().partition(":")
         name, plus, extra = name.partition("+")
         stochastic = plus == "+" and extra == "sr"
-        if (plus and not stochastic) or name not in _NAMES:
+        whole = plus == "+" and extra == "global" and name == "topk"
+        if (plus and not (stochastic or whole)) or name not in _NAMES:
             raise CodecError(f"unknown codec {text!r}; choose from {', '.join(CODECS)}")
         codec = _NAMES[name]
         if stochastic and codec not in (CodecId.INT8, CodecId.INT8_CHANNEL, CodecId.INT4):
@@ -79,7 +81,7 @@ class CodecSpec:
                 raise CodecError(f"top-k fraction {arg!r} is not a number") from None
             if not 0.0 < fraction <= 1.0:
                 raise CodecError(f"top-k fraction must be in (0, 1], got {fraction}")
-            return cls(codec, fraction=fraction)
+            return cls(codec, fraction=fraction, whole=whole)
         if arg:
             raise CodecError(f"codec {name} takes no argument")
         return cls(codec, stochastic=stochastic)
@@ -87,7 +89,7 @@ class CodecSpec:
     def __str__(self) -> str:
         name = next(k for k, v in _NAMES.items() if v is self.codec)
         if self.codec is CodecId.TOPK_INT8:
-            return f"{name}:{self.fraction:g}"
+            return f"{name}{'+global' if self.whole else ''}:{self.fraction:g}"
         return name + ("+sr" if self.stochastic else "")
 
     @property
@@ -127,6 +129,17 @@ def _affine_rows(
     return heads.tobytes(), q
 
 
+def _whole_threshold(arrays: Arrays, fraction: float) -> float:
+    """The magnitude of the ``fraction`` largest entries across all tensors (DGC's single
+    threshold): small tensors that move a lot, such as the output layer and the biases,
+    are sent in full rather than at the same 3% as the large weight matrices."""
+    mags = np.concatenate([np.abs(np.asarray(a, np.float32)).reshape(-1) for a in arrays])
+    if mags.size == 0:
+        return 0.0
+    k = min(mags.size, max(1, round(fraction * mags.size)))
+    return float(np.partition(mags, mags.size - k)[mags.size - k])
+
+
 def _check_finite(x: NDArray[np.float32]) -> None:
     if not np.isfinite(x).all():
         raise CodecError("update holds NaN or Inf; refusing to encode it")
@@ -141,6 +154,7 @@ def encode(arrays: Arrays, spec: CodecSpec, rng: np.random.Generator | None = No
     sr = rng if spec.stochastic else None
     flags = FLAG_STOCHASTIC if spec.stochastic else 0
     parts = [HEADER.pack(MAGIC, VERSION, spec.codec, flags, len(arrays))]
+    threshold = _whole_threshold(arrays, spec.fraction) if spec.whole else None
     for raw in arrays:
         x = np.ascontiguousarray(raw, dtype=np.float32)
         if x.ndim > MAX_NDIM:
@@ -169,8 +183,13 @@ def encode(arrays: Arrays, spec: CodecSpec, rng: np.random.Generator | None = No
             parts.append(_AFFINE.pack(lo, scale))
             parts.append((q[0::2] | (q[1::2] << 4)).astype(np.uint8).tobytes())
         elif c is CodecId.TOPK_INT8:
-            k = min(flat.size, max(1, round(spec.fraction * flat.size))) if flat.size else 0
-            if k == flat.size:
+            if threshold is not None:
+                k = int(np.count_nonzero(np.abs(flat) >= threshold)) if flat.size else 0
+            else:
+                k = min(flat.size, max(1, round(spec.fraction * flat.size))) if flat.size else 0
+            if k == 0:
+                idx = np.zeros(0, dtype=np.int64)
+            elif k == flat.size:
                 idx = np.arange(flat.size, dtype=np.int64)
             else:
                 idx = np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :])
@@ -307,6 +326,20 @@ def error_bound(x: NDArray[np.float32], spec: CodecSpec) -> float:
         return float("inf")
     slack = 1e-6 * max(1.0, float(np.abs(flat).max()))  # float32 arithmetic
     return (step if spec.stochastic else step / 2) + slack
+
+
+DOWNLINK_CODECS = ("fp32", "fp16", "int8", "int8-channel")
+
+
+def downlink_spec(text: str) -> CodecSpec:
+    """The codec of the global model sent down: dense ones only (every site needs every
+    weight; sparse or sign codecs carry updates, not models)."""
+    spec = CodecSpec.parse(text)
+    if str(spec) not in DOWNLINK_CODECS:
+        raise CodecError(
+            f"downlink codec must be one of {', '.join(DOWNLINK_CODECS)}, got {text!r}"
+        )
+    return spec
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import Strategy
 
 from federation._accounting import Ledger
 from federation._channel import ServerChannel, simulated_identity
-from federation._codec import CodecSchedule
+from federation._codec import CodecSchedule, downlink_spec
 from federation._errors import FederationError
 from federation._plan import FederationPlan
 from federation._sealed_strategy import SealedStrategy, introduce
@@ -37,7 +37,7 @@ def seal_strategy(
             directory.register(keys)
 
     channel = ServerChannel(simulated_identity(plan.seed, "server"), directory)
-    ledger = Ledger(codec=plan.codec)
+    ledger = Ledger(codec=plan.codec, downlink_codec=plan.downlink_codec)
     schedule = CodecSchedule.parse(plan.codec)  # the server's per-round choice
     bound = introduce(grid, channel, plan.seed, ledger, enroll)
     nodes = list(grid.get_node_ids())
@@ -54,5 +54,6 @@ def seal_strategy(
         state_dir=state_dir,
         residual_decay=plan.residual_decay,
         ledger=ledger,
+        downlink=downlink_spec(plan.downlink_codec),
     )
     return wrapped, ledger

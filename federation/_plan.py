@@ -30,6 +30,7 @@ class FederationPlan:
     forecast: ForecastSpec = field(default_factory=ForecastSpec)
     # Compressed, sealed updates (docs/compression.md); "none": plain Flower messages.
     codec: str = "none"
+    downlink_codec: str = "int8"  # the sealed global model sent down (dense codecs only)
     residual_decay: float = 1.0  # error-feedback residual x decay**missed_rounds
     attacks: str = ""  # simulation only: AdversaryPlan JSON
     state_dir: str = ""  # simulation only: where each site keeps its state
@@ -64,6 +65,9 @@ class FederationPlan:
             from federation._codec import CodecSchedule
 
             CodecSchedule.parse(self.codec)
+        from federation._codec import downlink_spec
+
+        downlink_spec(self.downlink_codec)  # a CodecError is a FederationError
         if not 0.0 < self.residual_decay <= 1.0:
             raise FederationError(f"residual_decay must be in (0, 1], got {self.residual_decay}")
         if not 0.0 <= self.trim_beta < 0.5:

@@ -44,6 +44,7 @@ class SealedStrategy(Strategy):
         state_dir: str,
         residual_decay: float = 1.0,
         ledger: Ledger | None = None,
+        downlink: CodecSpec | None = None,
     ) -> None:
         self.inner = inner
         self.channel = channel
@@ -51,6 +52,10 @@ class SealedStrategy(Strategy):
         self.key_seed = key_seed
         self.state_dir = state_dir
         self.residual_decay = residual_decay
+        # The site computes its delta against the global it decoded and the server adds
+        # it to its own fp32 global, so quantising the downlink adds no drift: a site that
+        # trained nothing returns exactly the server's global.
+        self.downlink = downlink or CodecSpec(CodecId.FP32)
         self.ledger = ledger or Ledger()
         self._global: dict[int, Arrays] = {}
         self._plain_measured: set[int] = set()
@@ -65,7 +70,7 @@ class SealedStrategy(Strategy):
     ) -> list[Message]:
         weights = [np.asarray(a, np.float32) for a in arrays.to_numpy_ndarrays()]
         self._global[server_round] = weights
-        payload = encode(weights, CodecSpec(CodecId.FP32))
+        payload = encode(weights, self.downlink)
         out = []
         for m in messages:
             node = m.metadata.dst_node_id

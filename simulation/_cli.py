@@ -62,6 +62,12 @@ def simulate(
             "nonfinite, misshaped, boosted; boost=<factor>). Needs --codec."
         ),
     ] = None,
+    downlink_codec: Annotated[
+        str | None,
+        typer.Option(
+            help="Codec of the sealed global model sent down: fp32, fp16, int8, int8-channel."
+        ),
+    ] = None,
     residual_decay: Annotated[
         float | None,
         typer.Option(help="Error-feedback residual x decay^missed rounds (1 keeps it whole)."),
@@ -106,6 +112,7 @@ def simulate(
         if sweep is not None
         else None,
         "attacks": attacks,
+        "downlink_codec": downlink_codec,
         "residual_decay": residual_decay,
         "decisions": decisions or None,
     }

@@ -22,6 +22,7 @@ from federation import (
     FederationError,
     FederationOutcome,
     FederationPlan,
+    downlink_spec,
 )
 from simulation._errors import SimulationError
 
@@ -38,6 +39,7 @@ def check_comm_config(config: SimulationConfig) -> None:
                 CodecSchedule.parse(codec)
         if config.attacks:
             AdversaryPlan.parse(config.attacks, 1, 0)
+        downlink_spec(config.downlink_codec)
     except FederationError as exc:
         raise SimulationError(str(exc)) from exc
     if config.attacks and config.codec == "none":

@@ -40,6 +40,7 @@ class SimulationConfig:
     export_onnx: bool = True
     # Compressed, sealed updates (docs/compression.md).
     codec: str = "none"  # "none": plain Flower messages
+    downlink_codec: str = "int8"  # the sealed global model sent down (dense codecs)
     residual_decay: float = 1.0
     attacks: str = ""  # e.g. "boosted=0.1"; needs a codec (attacks act on sealed updates)
     attack_baseline: bool = True  # with attacks: rerun each federated method clean

@@ -84,6 +84,7 @@ def make_plan(config: SimulationConfig, source: SiteSource, strategy: str) -> Fe
         test_days=config.test_days,
         forecast=ForecastSpec(lookback=config.lookback, horizon=config.horizon),
         codec=config.codec,
+        downlink_codec=config.downlink_codec,
         residual_decay=config.residual_decay,
         attacks=attacks_json(config, source.num_sites),
     )

@@ -96,6 +96,41 @@ def test_topk_keeps_the_largest_and_picks_the_smaller_index_coding() -> None:
     assert np.array_equal(decode_indices(coding, data, 5000, 10000), dense)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(tensors, min_size=1, max_size=4), st.sampled_from([0.03, 0.2, 1.0]))
+def test_whole_update_topk_uses_one_threshold_within_its_bound(
+    arrays: list[NDArray[np.float32]], fraction: float
+) -> None:
+    """``topk+global``: one magnitude threshold over all tensors; what is dropped is below
+    it, what is kept is off by at most half an int8 step of its tensor's kept values."""
+    out = decode(encode(arrays, CodecSpec.parse(f"topk+global:{fraction}")))
+    mags = np.concatenate([np.abs(a).reshape(-1) for a in arrays])
+    k = min(mags.size, max(1, round(fraction * mags.size)))
+    threshold = float(np.sort(mags)[mags.size - k])
+    kept = 0
+    for a, o in zip(arrays, out, strict=True):
+        keep = np.abs(a) >= threshold
+        kept += int(keep.sum())
+        assert np.all(o[~keep] == 0)  # dropped: error |a| < threshold
+        if keep.any():
+            span = float(a[keep].max()) - float(a[keep].min())
+            slack = span / 255 / 2 * 1.001 + 1e-6 * max(1.0, span)
+            assert float(np.abs(a[keep] - o[keep]).max()) <= slack
+    assert kept == int((mags >= threshold).sum()) >= k  # more only on ties at the threshold
+
+
+def test_whole_update_topk_spends_the_budget_where_the_update_is_large() -> None:
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(0, 0.01, (512, 128)).astype(np.float32)
+    bias = rng.normal(0, 1.0, 64).astype(np.float32)  # small tensor, large steps
+    per_tensor = decode(encode([matrix, bias], CodecSpec.parse("topk:0.03")))
+    whole = decode(encode([matrix, bias], CodecSpec.parse("topk+global:0.03")))
+    assert np.count_nonzero(per_tensor[1]) == 2  # 3% of 64
+    assert np.count_nonzero(whole[1]) == 64  # all of it
+    total = matrix.size + bias.size
+    assert np.count_nonzero(whole[0]) + 64 == round(0.03 * total)
+
+
 @given(st.lists(st.integers(0, 2**32 - 1), max_size=50))
 def test_varints_round_trip(values: list[int]) -> None:
     v = np.array(values, dtype=np.int64)
@@ -199,7 +234,8 @@ def test_padding_bits_must_be_zero() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["int9", "topk:0", "topk:2", "topk:x", "sign+sr", "int8+foo", "fp16:3", ""]
+    "text",
+    ["int9", "topk:0", "topk:2", "topk:x", "sign+sr", "int8+foo", "fp16:3", "", "int8+global"],
 )
 def test_bad_codec_specs_are_rejected(text: str) -> None:
     with pytest.raises(CodecError):
@@ -207,7 +243,15 @@ def test_bad_codec_specs_are_rejected(text: str) -> None:
 
 
 def test_spec_text_round_trips_and_encoder_refuses_bad_input() -> None:
-    for text in ("fp16", "int8+sr", "topk:0.03", "int4", "sign", "int8-channel"):
+    for text in (
+        "fp16",
+        "int8+sr",
+        "topk:0.03",
+        "topk+global:0.01",
+        "int4",
+        "sign",
+        "int8-channel",
+    ):
         assert str(CodecSpec.parse(text)) == text
     assert CodecSpec.parse("topk").fraction == 0.03
     with pytest.raises(CodecError, match="NaN"):

@@ -18,7 +18,7 @@ SPEC = json.dumps({"kind": "generator", "num_sites": 2, "days": 8, "seed": 0})
 def test_plan_accepts_every_strategy_and_codec_settings() -> None:
     for s in STRATEGIES:
         assert FederationPlan(SPEC, strategy=s, codec="topk:0.03").strategy == s
-    plan = FederationPlan(SPEC, codec="int8", residual_decay=0.5)
+    plan = FederationPlan(SPEC, codec="int8", residual_decay=0.5, downlink_codec="int8-channel")
     assert FederationPlan.from_config(plan.to_config()) == plan
 
 
@@ -31,6 +31,9 @@ def test_plan_accepts_every_strategy_and_codec_settings() -> None:
         {"trim_beta": 0.5},
         {"krum_malicious": -1},
         {"strategy": "bulyan"},
+        {"downlink_codec": "topk:0.03"},  # a global model is dense: every site needs it all
+        {"downlink_codec": "sign"},
+        {"downlink_codec": "int3"},
     ],
 )
 def test_plan_rejects_bad_settings(kwargs: dict[str, object]) -> None:
@@ -48,6 +51,7 @@ def test_plan_rejects_bad_settings(kwargs: dict[str, object]) -> None:
         {"codec": "int8", "sweep": ("int8", "topk:9")},
         {"residual_decay": 0.0},
         {"methods": ("fedavg", "bulyan")},
+        {"codec": "int8", "downlink_codec": "int4"},
     ],
 )
 def test_simulation_config_rejects_bad_settings(kwargs: dict[str, object]) -> None:
@@ -75,3 +79,17 @@ def test_cli_reports_a_bad_codec_as_a_typed_error(
         main()
     assert exit_info.value.code == 2
     assert "unknown codec" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_sparse_downlink_codec(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from fedge._cli import main
+
+    args = ["fedge", "simulate", "--preset", "smoke", "--codec", "int8"]
+    args += ["--downlink-codec", "topk:0.03", "--runs-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert "downlink codec must be one of fp32, fp16, int8, int8-channel" in capsys.readouterr().err

@@ -39,7 +39,9 @@ def test_sealed_int8_run_excludes_the_tampered_site_and_completes(tmp_path: Path
     assert comm["compression_ratio"] > 3.9
     assert comm["fp32_update_bytes"] > 121_027 * 4 > comm["bytes_per_update_mean"] > 121_027
     assert [r["sites_up"] for r in comm["per_round"]] == [3, 3]
-    assert comm["bytes_down_total"] > 3 * 2 * 121_027 * 4  # sealed fp32 global model, train+eval
+    assert comm["downlink_codec"] == "int8"  # the default: the global model sealed in int8
+    assert 121_027 < comm["bytes_per_model_down_mean"] < 0.3 * comm["fp32_update_bytes"]
+    assert comm["bytes_down_total"] > 3 * 2 * 2 * 121_027  # train and evaluate, both rounds
     rounds = report["forecast"]["rounds"]
     assert all(0 < r["eval_rmse"] < 1 for r in rounds)
     assert np.isfinite(report["forecast"]["methods"]["fedavg"]["rmse"])
@@ -50,6 +52,32 @@ def test_sealed_int8_run_excludes_the_tampered_site_and_completes(tmp_path: Path
     page = html_path.read_text()
     assert "Updates on the wire" in page and "decryption_failed" in page
     assert json.loads(json_path.read_text())["security"]["rejected"] == {"decryption_failed": 2}
+
+
+@pytest.mark.slow
+def test_int8_downlink_quarters_the_global_model_on_the_wire(tmp_path: Path) -> None:
+    """The sealed global model sent down in int8: a quarter of fp32 on the wire, and the
+    sites still train from it (their deltas are against what they decoded)."""
+    base = replace(
+        preset("smoke"),
+        generator=replace(preset("smoke").generator, num_sites=2),
+        methods=("fedavg",),
+        codec="int8",
+        num_rounds=1,
+        export_onnx=False,
+        workers=1,
+    )
+    comms = {}
+    for downlink in ("fp32", "int8"):
+        config = replace(base, name=f"down-{downlink}", downlink_codec=downlink)
+        report = run(config, tmp_path).report
+        comms[downlink] = report["comm"]
+        assert report["security"]["accepted"] == 2
+        assert np.isfinite(report["forecast"]["methods"]["fedavg"]["rmse"])
+    fp32, int8 = comms["fp32"], comms["int8"]
+    assert fp32["downlink_codec"] == "fp32" and int8["downlink_codec"] == "int8"
+    assert fp32["bytes_per_model_down_mean"] > 121_027 * 4
+    assert 121_027 < int8["bytes_per_model_down_mean"] < 0.26 * fp32["bytes_per_model_down_mean"]
 
 
 def test_pareto_front_and_plot() -> None:
