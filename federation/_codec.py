@@ -9,6 +9,7 @@ layout on every platform fedge runs on, so bodies are read without a copy).
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -129,15 +130,29 @@ def _affine_rows(
     return heads.tobytes(), q
 
 
-def _whole_threshold(arrays: Arrays, fraction: float) -> float:
-    """The magnitude of the ``fraction`` largest entries across all tensors (DGC's single
-    threshold): small tensors that move a lot, such as the output layer and the biases,
-    are sent in full rather than at the same 3% as the large weight matrices."""
-    mags = np.concatenate([np.abs(np.asarray(a, np.float32)).reshape(-1) for a in arrays])
+def _tensor_topk(flat: NDArray[np.float32], fraction: float) -> NDArray[np.int64]:
+    k = min(flat.size, max(1, round(fraction * flat.size))) if flat.size else 0
+    if k == flat.size:
+        return np.arange(flat.size, dtype=np.int64)
+    return np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :]).astype(np.int64)
+
+
+def _whole_topk(arrays: Arrays, fraction: float) -> list[NDArray[np.int64]]:
+    """Per tensor, the flat indices of the ``fraction`` largest entries of the whole update
+    (DGC's single threshold, exactly k in all, ties broken by position): small tensors that
+    move a lot, such as the output layer and the biases, are sent in full rather than at
+    the same 3% as the large weight matrices."""
+    flats = [np.abs(np.asarray(a, np.float32)).reshape(-1) for a in arrays]
+    mags = np.concatenate(flats) if flats else np.zeros(0, np.float32)
     if mags.size == 0:
-        return 0.0
+        return [np.zeros(0, np.int64) for _ in arrays]
     k = min(mags.size, max(1, round(fraction * mags.size)))
-    return float(np.partition(mags, mags.size - k)[mags.size - k])
+    chosen = np.sort(np.argpartition(mags, mags.size - k, kind="introselect")[mags.size - k :])
+    bounds = np.cumsum([0] + [f.size for f in flats])
+    return [
+        (chosen[(chosen >= lo) & (chosen < hi)] - lo).astype(np.int64)
+        for lo, hi in itertools.pairwise(bounds)
+    ]
 
 
 def _check_finite(x: NDArray[np.float32]) -> None:
@@ -154,8 +169,8 @@ def encode(arrays: Arrays, spec: CodecSpec, rng: np.random.Generator | None = No
     sr = rng if spec.stochastic else None
     flags = FLAG_STOCHASTIC if spec.stochastic else 0
     parts = [HEADER.pack(MAGIC, VERSION, spec.codec, flags, len(arrays))]
-    threshold = _whole_threshold(arrays, spec.fraction) if spec.whole else None
-    for raw in arrays:
+    chosen = _whole_topk(arrays, spec.fraction) if spec.whole else None
+    for i, raw in enumerate(arrays):
         x = np.ascontiguousarray(raw, dtype=np.float32)
         if x.ndim > MAX_NDIM:
             raise CodecError(f"tensor of {x.ndim} dimensions")
@@ -183,17 +198,8 @@ def encode(arrays: Arrays, spec: CodecSpec, rng: np.random.Generator | None = No
             parts.append(_AFFINE.pack(lo, scale))
             parts.append((q[0::2] | (q[1::2] << 4)).astype(np.uint8).tobytes())
         elif c is CodecId.TOPK_INT8:
-            if threshold is not None:
-                k = int(np.count_nonzero(np.abs(flat) >= threshold)) if flat.size else 0
-            else:
-                k = min(flat.size, max(1, round(spec.fraction * flat.size))) if flat.size else 0
-            if k == 0:
-                idx = np.zeros(0, dtype=np.int64)
-            elif k == flat.size:
-                idx = np.arange(flat.size, dtype=np.int64)
-            else:
-                idx = np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :])
-                idx = idx.astype(np.int64)
+            idx = chosen[i] if chosen is not None else _tensor_topk(flat, spec.fraction)
+            k = int(idx.size)
             coding, index_bytes = encode_indices(idx, flat.size)
             lo, scale, q = _affine(flat[idx], 255, None)
             parts.append(_TOPK_HEAD.pack(k, coding, len(index_bytes)))

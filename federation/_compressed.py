@@ -55,5 +55,6 @@ def seal_strategy(
         residual_decay=plan.residual_decay,
         ledger=ledger,
         downlink=downlink_spec(plan.downlink_codec),
+        feedback=plan.feedback,
     )
     return wrapped, ledger

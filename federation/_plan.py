@@ -32,6 +32,7 @@ class FederationPlan:
     codec: str = "none"
     downlink_codec: str = "int8"  # the sealed global model sent down (dense codecs only)
     residual_decay: float = 1.0  # error-feedback residual x decay**missed_rounds
+    feedback: str = "residual"  # error feedback: "residual" (classic) or "tracked" (EF21)
     attacks: str = ""  # simulation only: AdversaryPlan JSON
     state_dir: str = ""  # simulation only: where each site keeps its state
     trim_beta: float = 0.2  # fedtrimmedavg: fraction cut at each end
@@ -68,6 +69,12 @@ class FederationPlan:
         from federation._codec import downlink_spec
 
         downlink_spec(self.downlink_codec)  # a CodecError is a FederationError
+        from federation._residual import FEEDBACK_MODES
+
+        if self.feedback not in FEEDBACK_MODES:
+            raise FederationError(
+                f"feedback must be one of {FEEDBACK_MODES}, got {self.feedback!r}"
+            )
         if not 0.0 < self.residual_decay <= 1.0:
             raise FederationError(f"residual_decay must be in (0, 1], got {self.residual_decay}")
         if not 0.0 <= self.trim_beta < 0.5:

@@ -22,6 +22,8 @@ from federation._codec import Arrays, CodecSpec, decode, encode
 from federation._errors import FederationError
 
 RESIDUAL_FILE = "residual.npz"
+ESTIMATE_FILE = "estimate.npz"
+FEEDBACK_MODES = ("residual", "tracked")
 
 
 def compress_with_feedback(
@@ -40,11 +42,31 @@ def compress_with_feedback(
     return payload, [(t - s).astype(np.float32) for t, s in zip(target, sent, strict=True)]
 
 
-class ResidualStore:
-    """One site's residual on disk."""
+def compress_difference(
+    delta: Arrays, estimate: Arrays, spec: CodecSpec, rng: np.random.Generator | None = None
+) -> tuple[bytes, Arrays]:
+    """Tracked feedback (EF21): send ``C(delta - estimate)``; both ends add what was sent to
+    their copy of the site's estimate, and the server aggregates the estimates.
 
-    def __init__(self, site_dir: Path) -> None:
-        self.path = Path(site_dir) / RESIDUAL_FILE
+    A site's updates change slowly from round to round, so its estimate soon carries most
+    of the update densely while each round's payload stays top-k sparse; with residual
+    feedback the server only ever sees the sparse part.
+    """
+    if len(delta) != len(estimate) or any(
+        d.shape != e.shape for d, e in zip(delta, estimate, strict=True)
+    ):
+        raise FederationError("estimate does not match the update's shapes")
+    target = [(d - e).astype(np.float32) for d, e in zip(delta, estimate, strict=True)]
+    payload = encode(target, spec, rng)
+    sent = decode(payload)
+    return payload, [(e + s).astype(np.float32) for e, s in zip(estimate, sent, strict=True)]
+
+
+class ResidualStore:
+    """One site's residual (or tracked estimate) on disk."""
+
+    def __init__(self, site_dir: Path, file: str = RESIDUAL_FILE) -> None:
+        self.path = Path(site_dir) / file
 
     def load(self, channel: str, like: Arrays, server_round: int, decay: float = 1.0) -> Arrays:
         """The residual for this channel, aged to ``server_round``; zeros when there is none."""
@@ -67,8 +89,29 @@ class ResidualStore:
             arrays = [a * factor for a in arrays]
         return arrays
 
-    def save(self, channel: str, residual: Arrays, server_round: int) -> None:
-        meta = json.dumps({"channel": channel, "round": server_round}).encode()
+    def load_estimate(self, channel: str, like: Arrays, seq: int) -> Arrays | None:
+        """The estimate after the site's ``seq``-th accepted update; None if not the one held."""
+        if seq < 1 or not self.path.exists():
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                arrays = [np.asarray(z[f"r{i}"], dtype=np.float32) for i in range(len(like))]
+        except (OSError, KeyError, ValueError) as exc:
+            raise FederationError(f"estimate file {self.path} is unreadable: {exc}") from exc
+        if meta.get("channel") != channel or meta.get("seq") != seq:
+            return None
+        if any(a.shape != b.shape for a, b in zip(arrays, like, strict=True)):
+            return None
+        return arrays
+
+    def save(
+        self, channel: str, residual: Arrays, server_round: int, seq: int | None = None
+    ) -> None:
+        tags: dict[str, Any] = {"channel": channel, "round": server_round}
+        if seq is not None:
+            tags["seq"] = seq
+        meta = json.dumps(tags).encode()
         buf = io.BytesIO()
         named: dict[str, NDArray[Any]] = {f"r{i}": a for i, a in enumerate(residual)}
         named["meta"] = np.frombuffer(meta, dtype=np.uint8)

@@ -24,8 +24,8 @@ from federation._accounting import Ledger, wire_size
 from federation._channel import EVALUATE, TRAIN, ServerChannel
 from federation._codec import Arrays, CodecId, CodecSpec, encode
 from federation._errors import CodecError, UpdateRejectedError
-from federation._site_mod import HELLO, SEALED, envelope_fields
-from federation._update import apply_update, frame, unframe
+from federation._site_mod import FEEDBACK_BASE, HELLO, SEALED, envelope_fields
+from federation._update import apply_update, checked_delta, frame, unframe
 from security import SecurityError
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class SealedStrategy(Strategy):
         residual_decay: float = 1.0,
         ledger: Ledger | None = None,
         downlink: CodecSpec | None = None,
+        feedback: str = "residual",
     ) -> None:
         self.inner = inner
         self.channel = channel
@@ -56,6 +57,9 @@ class SealedStrategy(Strategy):
         # it to its own fp32 global, so quantising the downlink adds no drift: a site that
         # trained nothing returns exactly the server's global.
         self.downlink = downlink or CodecSpec(CodecId.FP32)
+        # "tracked" (EF21): per node, how many of its updates the estimate holds, and it.
+        self.feedback = feedback
+        self._estimates: dict[int, tuple[int, Arrays]] = {}
         self.ledger = ledger or Ledger()
         self._global: dict[int, Arrays] = {}
         self._plain_measured: set[int] = set()
@@ -81,7 +85,11 @@ class SealedStrategy(Strategy):
                 continue
             codec = self.codec_for(node, server_round)
             CodecSpec.parse(codec)
-            control = {"codec": codec, "decay": self.residual_decay}
+            control: dict[str, Any] = {"codec": codec, "decay": self.residual_decay}
+            if self.feedback == "tracked":
+                held = self._estimates.get(node)
+                control["feedback"] = "tracked"
+                control["feedback-seq"] = held[0] if held is not None else 0
             fields = self.channel.seal_down(node, server_round, kind, frame(control, payload))
             config = ConfigRecord(dict(m.content.config_records["config"]))
             sealed = ConfigRecord(
@@ -137,9 +145,15 @@ class SealedStrategy(Strategy):
                 self.ledger.update_bytes.append(size)
             try:
                 meta, payload = self._open(server_round, kind, reply)
+                base = meta.pop(FEEDBACK_BASE, 0)
                 metrics = MetricRecord(_metrics(meta))
                 if kind == TRAIN:
-                    arrays = apply_update(self._global[server_round], payload)
+                    glob = self._global[server_round]
+                    arrays = (
+                        self._track(node, glob, payload, base)
+                        if self.feedback == "tracked"
+                        else apply_update(glob, payload)
+                    )
                     reply.content = RecordDict(
                         {"arrays": ArrayRecord.from_numpy_ndarrays(arrays), "metrics": metrics}
                     )
@@ -159,9 +173,28 @@ class SealedStrategy(Strategy):
                 )
                 if kind == TRAIN:
                     self.ledger.reject(server_round, node, exc.reason)
+                    self._estimates.pop(node, None)  # the site starts over next time
                 continue
             valid.append(reply)
         return valid
+
+    def _track(self, node: int, glob: Arrays, payload: bytes, base: object) -> Arrays:
+        """Tracked feedback: add the payload to the node's estimate; global + estimate."""
+        if isinstance(base, bool) or not isinstance(base, int) or base < 0:
+            raise UpdateRejectedError("corrupt_payload", f"{FEEDBACK_BASE} {base!r}")
+        delta = checked_delta(glob, payload)
+        held = self._estimates.get(node)
+        if base == 0:
+            estimate = delta
+        elif held is not None and held[0] == base:
+            estimate = [(e + d).astype(np.float32) for e, d in zip(held[1], delta, strict=True)]
+        else:
+            raise UpdateRejectedError(
+                "feedback_mismatch",
+                f"update against estimate {base}, server holds {held[0] if held else 0}",
+            )
+        self._estimates[node] = (base + 1, estimate)
+        return [(g + e).astype(np.float32) for g, e in zip(glob, estimate, strict=True)]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

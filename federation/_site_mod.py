@@ -21,7 +21,12 @@ from federation._adversary import AdversaryPlan, spoil_delta, tamper
 from federation._channel import EVALUATE, TRAIN, SiteChannel, simulated_identity
 from federation._codec import CodecId, CodecSpec, decode, encode
 from federation._errors import FederationError
-from federation._residual import ResidualStore, compress_with_feedback
+from federation._residual import (
+    ESTIMATE_FILE,
+    ResidualStore,
+    compress_difference,
+    compress_with_feedback,
+)
 from federation._update import frame, unframe
 from security import ContentType
 
@@ -29,6 +34,9 @@ SEALED: Final = "fedge-sealed"
 HELLO: Final = "fedge-hello"
 _ENVELOPE_FIELDS: Final = ("init", "oneshot", "env", "resp", "secret")
 LAST_ENVELOPE: Final = "last_envelope.bin"
+
+
+FEEDBACK_BASE = "feedback-base"  # tracked feedback: the estimate the payload is against
 
 
 def site_index(context: Context) -> int:
@@ -109,6 +117,17 @@ def sealed_update_mod(msg: Message, context: Context, call_next: ClientAppCallab
             payload_out = encode(bad, spec, rng)
         else:  # a raw fp32 payload: the codecs themselves refuse such input
             payload_out = encode(bad, CodecSpec(CodecId.FP32))
+    elif control.get("feedback", "residual") == "tracked":
+        store = ResidualStore(site_dir, ESTIMATE_FILE)
+        chan = channel.channel()
+        held = _int(control.get("feedback-seq", 0))  # the server's count of our updates
+        estimate = store.load_estimate(chan, delta, held)
+        base = held if estimate is not None else 0  # 0: start over (the server will too)
+        if estimate is None:
+            estimate = [np.zeros_like(d) for d in delta]
+        payload_out, estimate = compress_difference(delta, estimate, spec, rng)
+        store.save(chan, estimate, server_round, seq=base + 1)
+        metrics[FEEDBACK_BASE] = base
     else:
         store = ResidualStore(site_dir)
         chan = channel.channel()

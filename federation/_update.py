@@ -51,6 +51,12 @@ def unframe(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 def apply_update(global_arrays: Arrays, payload: bytes) -> Arrays:
     """``global + delta``, after checking the delta against the model that was sent."""
+    delta = checked_delta(global_arrays, payload)
+    return [(g + d).astype(np.float32) for g, d in zip(global_arrays, delta, strict=True)]
+
+
+def checked_delta(global_arrays: Arrays, payload: bytes) -> Arrays:
+    """The decoded delta, refused unless it fits the model that was sent and is finite."""
     try:
         delta = decode(payload)
     except TruncatedPayloadError as exc:
@@ -64,4 +70,4 @@ def apply_update(global_arrays: Arrays, payload: bytes) -> Arrays:
         raise UpdateRejectedError("shape_mismatch", f"update shapes {got} do not match the model")
     if not all(np.isfinite(d).all() for d in delta):
         raise UpdateRejectedError("non_finite", "update holds NaN or Inf")
-    return [(g + d).astype(np.float32) for g, d in zip(global_arrays, delta, strict=True)]
+    return delta

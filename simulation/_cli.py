@@ -68,6 +68,13 @@ def simulate(
             help="Codec of the sealed global model sent down: fp32, fp16, int8, int8-channel."
         ),
     ] = None,
+    feedback: Annotated[
+        str | None,
+        typer.Option(
+            help="Error feedback: 'residual' (the site keeps what was not sent) or 'tracked' "
+            "(EF21: both ends keep the site's update estimate; the server averages those)."
+        ),
+    ] = None,
     residual_decay: Annotated[
         float | None,
         typer.Option(help="Error-feedback residual x decay^missed rounds (1 keeps it whole)."),
@@ -114,6 +121,7 @@ def simulate(
         "attacks": attacks,
         "downlink_codec": downlink_codec,
         "residual_decay": residual_decay,
+        "feedback": feedback,
         "decisions": decisions or None,
     }
     try:

@@ -42,6 +42,8 @@ def check_comm_config(config: SimulationConfig) -> None:
         downlink_spec(config.downlink_codec)
     except FederationError as exc:
         raise SimulationError(str(exc)) from exc
+    if config.feedback not in ("residual", "tracked"):
+        raise SimulationError(f"feedback must be residual or tracked, got {config.feedback!r}")
     if config.attacks and config.codec == "none":
         raise SimulationError("attacks act on sealed updates: give a codec (e.g. --codec int8)")
     if "none" in config.sweep:

@@ -86,6 +86,7 @@ def make_plan(config: SimulationConfig, source: SiteSource, strategy: str) -> Fe
         codec=config.codec,
         downlink_codec=config.downlink_codec,
         residual_decay=config.residual_decay,
+        feedback=config.feedback,
         attacks=attacks_json(config, source.num_sites),
     )
 

@@ -101,22 +101,39 @@ def test_topk_keeps_the_largest_and_picks_the_smaller_index_coding() -> None:
 def test_whole_update_topk_uses_one_threshold_within_its_bound(
     arrays: list[NDArray[np.float32]], fraction: float
 ) -> None:
-    """``topk+global``: one magnitude threshold over all tensors; what is dropped is below
-    it, what is kept is off by at most half an int8 step of its tensor's kept values."""
+    """``topk+global``: exactly k of all entries, the largest across tensors; what is
+    dropped is no larger than what is kept, what is kept is off by at most half an int8
+    step of its tensor's kept values."""
+    from federation._codec import _whole_topk
+
     out = decode(encode(arrays, CodecSpec.parse(f"topk+global:{fraction}")))
+    chosen = _whole_topk(arrays, fraction)
     mags = np.concatenate([np.abs(a).reshape(-1) for a in arrays])
     k = min(mags.size, max(1, round(fraction * mags.size)))
-    threshold = float(np.sort(mags)[mags.size - k])
-    kept = 0
-    for a, o in zip(arrays, out, strict=True):
-        keep = np.abs(a) >= threshold
-        kept += int(keep.sum())
-        assert np.all(o[~keep] == 0)  # dropped: error |a| < threshold
+    assert sum(c.size for c in chosen) == k  # exactly k, even on ties
+    kept_min, dropped_max = np.inf, 0.0
+    for a, o, idx in zip(arrays, out, chosen, strict=True):
+        flat, got = a.reshape(-1), o.reshape(-1)
+        keep = np.zeros(flat.size, bool)
+        keep[idx] = True
+        assert np.all(got[~keep] == 0)
         if keep.any():
-            span = float(a[keep].max()) - float(a[keep].min())
+            kept_min = min(kept_min, float(np.abs(flat[keep]).min()))
+            span = float(flat[keep].max()) - float(flat[keep].min())
             slack = span / 255 / 2 * 1.001 + 1e-6 * max(1.0, span)
-            assert float(np.abs(a[keep] - o[keep]).max()) <= slack
-    assert kept == int((mags >= threshold).sum()) >= k  # more only on ties at the threshold
+            assert float(np.abs(flat[keep] - got[keep]).max()) <= slack
+        if (~keep).any():
+            dropped_max = max(dropped_max, float(np.abs(flat[~keep]).max()))
+    assert dropped_max <= kept_min  # one threshold over the whole update
+
+
+def test_whole_update_topk_sends_k_even_when_most_of_the_update_is_zero() -> None:
+    x = np.zeros(1000, np.float32)
+    x[:5] = 1.0  # threshold 0 for k = 30: a >= test would have sent all 1,000
+    out = decode(encode([x], CodecSpec.parse("topk+global:0.03")))[0]
+    assert np.count_nonzero(out) == 5 and np.array_equal(out[:5], np.ones(5))
+    payload = encode([x], CodecSpec.parse("topk+global:0.03"))
+    assert len(payload) < 100
 
 
 def test_whole_update_topk_spends_the_budget_where_the_update_is_large() -> None:

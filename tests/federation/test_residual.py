@@ -77,3 +77,67 @@ def test_unreadable_store_raises_typed_error(tmp_path: Path) -> None:
     (tmp_path / "residual.npz").write_bytes(b"not a zip")
     with pytest.raises(FederationError, match="unreadable"):
         ResidualStore(tmp_path).load("c", [np.zeros(2, np.float32)], 1)
+
+
+def test_tracked_estimate_converges_to_a_steady_update() -> None:
+    """EF21: each round sends top-k of (delta - estimate); with a steady delta the estimate
+    both ends keep becomes the whole update, which residual feedback never hands over."""
+    from federation._residual import compress_difference
+
+    rng = np.random.default_rng(0)
+    delta = [rng.normal(0, 1, (40, 25)).astype(np.float32), rng.normal(0, 3, 30).astype(np.float32)]
+    estimate = [np.zeros_like(d) for d in delta]
+    spec = CodecSpec.parse("topk+global:0.1")
+    errors = []
+    for _ in range(40):
+        payload, estimate = compress_difference(delta, estimate, spec)
+        sent = decode(payload)
+        assert sum(int(np.count_nonzero(s)) for s in sent) <= round(0.1 * 1030) + 2
+        errors.append(sum(float(np.abs(d - e).max()) for d, e in zip(delta, estimate, strict=True)))
+    assert errors[-1] < 0.05 * errors[0]
+    with pytest.raises(FederationError, match="estimate does not match"):
+        compress_difference(delta, [np.zeros(3, np.float32)], spec)
+
+
+def test_estimate_store_returns_only_the_estimate_asked_for(tmp_path: Path) -> None:
+    from federation._residual import ESTIMATE_FILE
+
+    store = ResidualStore(tmp_path, ESTIMATE_FILE)
+    like = [np.zeros((2, 2), np.float32)]
+    assert store.load_estimate("chan", like, 1) is None  # nothing stored yet
+    store.save("chan", [np.ones((2, 2), np.float32)], server_round=3, seq=2)
+    held = store.load_estimate("chan", like, 2)
+    assert held is not None and np.array_equal(held[0], np.ones((2, 2)))
+    assert store.load_estimate("chan", like, 1) is None  # the server holds another: start over
+    assert store.load_estimate("chan", like, 0) is None
+    assert store.load_estimate("other-run", like, 2) is None
+    assert store.load_estimate("chan", [np.zeros(3, np.float32)], 2) is None
+
+
+def test_server_tracks_each_site_estimate_and_refuses_a_mismatch() -> None:
+    """The server's half of tracked feedback (``SealedStrategy._track``)."""
+    from flwr.serverapp.strategy import FedAvg
+
+    from federation import CodecId, UpdateRejectedError, encode
+    from federation._sealed_strategy import SealedStrategy
+
+    strategy = SealedStrategy(
+        FedAvg(),
+        None,
+        lambda n, r: "fp32",
+        key_seed=0,
+        state_dir="",
+        feedback="tracked",  # type: ignore[arg-type]
+    )
+    glob = [np.zeros(4, np.float32)]
+    one = encode([np.ones(4, np.float32)], CodecSpec(CodecId.FP32))
+    assert np.array_equal(strategy._track(7, glob, one, 0)[0], np.ones(4))
+    assert np.array_equal(strategy._track(7, glob, one, 1)[0], np.full(4, 2.0))
+    with pytest.raises(UpdateRejectedError, match="estimate 1, server holds 2") as exc:
+        strategy._track(7, glob, one, 1)  # a stale base: the site missed that we moved on
+    assert exc.value.reason == "feedback_mismatch"
+    assert np.array_equal(strategy._track(7, glob, one, 0)[0], np.ones(4))  # start over
+    for bad in (-1, True, "1"):
+        with pytest.raises(UpdateRejectedError) as exc:
+            strategy._track(7, glob, one, bad)
+        assert exc.value.reason == "corrupt_payload"
