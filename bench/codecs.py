@@ -27,7 +27,7 @@ from bench._common import write_result
 from federation import CodecSpec, decode, encode, wire_size
 from federation._channel import TRAIN, _round_session
 from federation._site_mod import SEALED
-from federation._update import apply_update, frame, unframe
+from federation._update import apply_update, checked_delta, frame, unframe
 from security import ContentType
 
 CODECS = (
@@ -38,6 +38,7 @@ CODECS = (
     "int8+sr",
     "int4",
     "topk:0.03",
+    "topk+global:0.03",
     "topk:0.01",
     "sign",
 )
@@ -135,11 +136,28 @@ def main() -> None:
     mean = [(t / weight).astype(np.float32) for t in total]
     aggregate_s = time.process_time() - start
     assert all(np.isfinite(m).all() for m in mean)
+
+    # The same with tracked feedback: each update is added to its site's dense estimate
+    # (held by the server) and the mean is over global + estimate.
+    estimates = [[np.zeros_like(g, dtype=np.float32) for g in global_w] for _ in envelopes]
+    start = time.process_time()
+    total = [np.zeros_like(g, dtype=np.float64) for g in global_w]
+    weight = 0
+    for env, key, est in zip(envelopes, keys, estimates, strict=True):
+        opened = _round_session(key, peer, 5, TRAIN, server_side=True).open(env)
+        meta, payload = unframe(bytes(opened.plaintext))
+        n = int(meta["num-examples"])
+        for j, d in enumerate(checked_delta(global_w, payload)):
+            est[j] += d
+            total[j] += n * (global_w[j] + est[j])
+        weight += n
+    tracked_s = time.process_time() - start
     path = write_result(
         "codecs",
         {
             "codecs": codecs,
             "aggregate_1000_updates_s": round(aggregate_s, 3),
+            "aggregate_1000_tracked_updates_s": round(tracked_s, 3),
             "aggregate_codec": "topk:0.03",
             "fp32_message_bytes": plain_bytes,
             "model_params": int(sum(d.size for d in delta)),

@@ -80,6 +80,33 @@ def test_int8_downlink_quarters_the_global_model_on_the_wire(tmp_path: Path) -> 
     assert 121_027 < int8["bytes_per_model_down_mean"] < 0.26 * fp32["bytes_per_model_down_mean"]
 
 
+@pytest.mark.slow
+def test_tracked_feedback_stays_in_step_through_rejections(tmp_path: Path) -> None:
+    """Tracked (EF21) feedback on Flower's engine: a site whose replies are refused
+    starts over with the server, and no honest reply is ever out of step."""
+    config = replace(
+        preset("smoke"),
+        name="tracked",
+        generator=replace(preset("smoke").generator, num_sites=3),
+        methods=("fedavg",),
+        num_rounds=3,
+        codec="topk:0.1",
+        feedback="tracked",
+        attacks="replayed=0.34",  # round 1 honest, then its round-1 envelope again
+        attack_baseline=False,
+        export_onnx=False,
+        workers=2,
+    )
+    report = run(config, tmp_path).report
+    security = report["security"]
+    assert security["rejected"] == {"replayed": 2}  # no feedback_mismatch
+    assert security["accepted"] == 3 + 2 + 2
+    assert np.isfinite(report["forecast"]["methods"]["fedavg"]["rmse"])
+    state = tmp_path / "tracked" / "site-state" / "fedavg"
+    assert len(list(state.glob("site-*/estimate.npz"))) == 3
+    assert not list(state.glob("site-*/residual.npz"))
+
+
 def test_pareto_front_and_plot() -> None:
     points: list[dict[str, Any]] = [
         {"codec": "fp32", "rmse": 0.10, "bytes_per_update_mean": 480_000.0},
