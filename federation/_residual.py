@@ -68,21 +68,28 @@ class ResidualStore:
     def __init__(self, site_dir: Path, file: str = RESIDUAL_FILE) -> None:
         self.path = Path(site_dir) / file
 
-    def load(self, channel: str, like: Arrays, server_round: int, decay: float = 1.0) -> Arrays:
-        """The residual for this channel, aged to ``server_round``; zeros when there is none."""
-        zeros = [np.zeros_like(a, dtype=np.float32) for a in like]
+    def _read(self, channel: str, like: Arrays) -> tuple[dict[str, Any], Arrays] | None:
+        """Tags and arrays if the file exists, is this channel's and fits ``like``."""
         if not self.path.exists():
-            return zeros
+            return None
         try:
             with np.load(self.path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 arrays = [np.asarray(z[f"r{i}"], dtype=np.float32) for i in range(len(like))]
         except (OSError, KeyError, ValueError) as exc:
-            raise FederationError(f"residual file {self.path} is unreadable: {exc}") from exc
+            raise FederationError(f"feedback file {self.path} is unreadable: {exc}") from exc
         if meta.get("channel") != channel or any(
             a.shape != b.shape for a, b in zip(arrays, like, strict=True)
         ):
-            return zeros
+            return None
+        return meta, arrays
+
+    def load(self, channel: str, like: Arrays, server_round: int, decay: float = 1.0) -> Arrays:
+        """The residual for this channel, aged to ``server_round``; zeros when there is none."""
+        held = self._read(channel, like)
+        if held is None:
+            return [np.zeros_like(a, dtype=np.float32) for a in like]
+        meta, arrays = held
         missed = max(0, server_round - int(meta["round"]) - 1)
         if missed and decay != 1.0:
             factor = np.float32(decay**missed)
@@ -91,19 +98,10 @@ class ResidualStore:
 
     def load_estimate(self, channel: str, like: Arrays, seq: int) -> Arrays | None:
         """The estimate after the site's ``seq``-th accepted update; None if not the one held."""
-        if seq < 1 or not self.path.exists():
+        held = self._read(channel, like) if seq >= 1 else None
+        if held is None or held[0].get("seq") != seq:
             return None
-        try:
-            with np.load(self.path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode())
-                arrays = [np.asarray(z[f"r{i}"], dtype=np.float32) for i in range(len(like))]
-        except (OSError, KeyError, ValueError) as exc:
-            raise FederationError(f"estimate file {self.path} is unreadable: {exc}") from exc
-        if meta.get("channel") != channel or meta.get("seq") != seq:
-            return None
-        if any(a.shape != b.shape for a, b in zip(arrays, like, strict=True)):
-            return None
-        return arrays
+        return held[1]
 
     def save(
         self, channel: str, residual: Arrays, server_round: int, seq: int | None = None
