@@ -123,11 +123,11 @@ def test_server_tracks_each_site_estimate_and_refuses_a_mismatch() -> None:
 
     strategy = SealedStrategy(
         FedAvg(),
-        None,
+        None,  # type: ignore[arg-type]  # _track never touches the channel
         lambda n, r: "fp32",
         key_seed=0,
         state_dir="",
-        feedback="tracked",  # type: ignore[arg-type]
+        feedback="tracked",
     )
     glob = [np.zeros(4, np.float32)]
     one = encode([np.ones(4, np.float32)], CodecSpec(CodecId.FP32))
