@@ -32,7 +32,7 @@ class FederationPlan:
     codec: str = "none"
     downlink_codec: str = "int8"  # the sealed global model sent down (dense codecs only)
     residual_decay: float = 1.0  # error-feedback residual x decay**missed_rounds
-    feedback: str = "residual"  # error feedback: "residual" (classic) or "tracked" (EF21)
+    feedback: str = "tracked"  # error feedback: "tracked" (EF21) or "residual" (classic)
     attacks: str = ""  # simulation only: AdversaryPlan JSON
     state_dir: str = ""  # simulation only: where each site keeps its state
     trim_beta: float = 0.2  # fedtrimmedavg: fraction cut at each end
@@ -77,6 +77,10 @@ class FederationPlan:
             )
         if not 0.0 < self.residual_decay <= 1.0:
             raise FederationError(f"residual_decay must be in (0, 1], got {self.residual_decay}")
+        if self.residual_decay != 1.0 and self.feedback != "residual":
+            raise FederationError(
+                "residual_decay applies to residual feedback (feedback='residual')"
+            )
         if not 0.0 <= self.trim_beta < 0.5:
             raise FederationError(f"trim_beta must be in [0, 0.5), got {self.trim_beta}")
         if self.krum_malicious < 0:

@@ -45,7 +45,7 @@ class SealedStrategy(Strategy):
         residual_decay: float = 1.0,
         ledger: Ledger | None = None,
         downlink: CodecSpec | None = None,
-        feedback: str = "residual",
+        feedback: str = "tracked",
     ) -> None:
         self.inner = inner
         self.channel = channel

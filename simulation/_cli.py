@@ -71,13 +71,15 @@ def simulate(
     feedback: Annotated[
         str | None,
         typer.Option(
-            help="Error feedback: 'residual' (the site keeps what was not sent) or 'tracked' "
-            "(EF21: both ends keep the site's update estimate; the server averages those)."
+            help="Error feedback: 'tracked' (default; EF21: both ends keep the site's update "
+            "estimate, the server averages those) or 'residual' (the site keeps what was not sent)."
         ),
     ] = None,
     residual_decay: Annotated[
         float | None,
-        typer.Option(help="Error-feedback residual x decay^missed rounds (1 keeps it whole)."),
+        typer.Option(
+            help="With --feedback residual: residual x decay^missed rounds (1 keeps it whole)."
+        ),
     ] = None,
     decisions: Annotated[
         bool,

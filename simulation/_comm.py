@@ -50,6 +50,10 @@ def check_comm_config(config: SimulationConfig) -> None:
         raise SimulationError("the sweep compares codecs; use fp32 for the uncompressed point")
     if not 0.0 < config.residual_decay <= 1.0:
         raise SimulationError("residual_decay must be in (0, 1]")
+    if config.residual_decay != 1.0 and config.feedback != "residual":
+        raise SimulationError(
+            "--residual-decay applies to residual feedback: add --feedback residual"
+        )
 
 
 def attacks_json(config: SimulationConfig, num_sites: int) -> str:

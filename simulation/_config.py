@@ -42,7 +42,7 @@ class SimulationConfig:
     codec: str = "none"  # "none": plain Flower messages
     downlink_codec: str = "int8"  # the sealed global model sent down (dense codecs)
     residual_decay: float = 1.0
-    feedback: str = "residual"  # error feedback: "residual" or "tracked" (EF21)
+    feedback: str = "tracked"  # error feedback: "tracked" (EF21) or "residual" (classic)
     attacks: str = ""  # e.g. "boosted=0.1"; needs a codec (attacks act on sealed updates)
     attack_baseline: bool = True  # with attacks: rerun each federated method clean
     sweep: tuple[str, ...] = ()  # one extra FedAvg run per codec: the RMSE-vs-bytes plot

@@ -18,7 +18,9 @@ SPEC = json.dumps({"kind": "generator", "num_sites": 2, "days": 8, "seed": 0})
 def test_plan_accepts_every_strategy_and_codec_settings() -> None:
     for s in STRATEGIES:
         assert FederationPlan(SPEC, strategy=s, codec="topk:0.03").strategy == s
-    plan = FederationPlan(SPEC, codec="int8", residual_decay=0.5, downlink_codec="int8-channel")
+    plan = FederationPlan(
+        SPEC, codec="int8", residual_decay=0.5, feedback="residual", downlink_codec="int8-channel"
+    )
     assert FederationPlan.from_config(plan.to_config()) == plan
 
 
@@ -34,6 +36,8 @@ def test_plan_accepts_every_strategy_and_codec_settings() -> None:
         {"downlink_codec": "topk:0.03"},  # a global model is dense: every site needs it all
         {"downlink_codec": "sign"},
         {"downlink_codec": "int3"},
+        {"feedback": "momentum"},
+        {"residual_decay": 0.5},  # the default feedback is tracked: a decay would be ignored
     ],
 )
 def test_plan_rejects_bad_settings(kwargs: dict[str, object]) -> None:
@@ -52,6 +56,8 @@ def test_plan_rejects_bad_settings(kwargs: dict[str, object]) -> None:
         {"residual_decay": 0.0},
         {"methods": ("fedavg", "bulyan")},
         {"codec": "int8", "downlink_codec": "int4"},
+        {"codec": "int8", "feedback": "momentum"},
+        {"codec": "int8", "residual_decay": 0.5},
     ],
 )
 def test_simulation_config_rejects_bad_settings(kwargs: dict[str, object]) -> None:

@@ -24,6 +24,7 @@ def test_sealed_int8_run_excludes_the_tampered_site_and_completes(tmp_path: Path
         generator=replace(preset("smoke").generator, num_sites=3),
         methods=("fedavg",),
         codec="int8",
+        feedback="residual",  # the classic residual path end to end (tracked: the next tests)
         attacks="tampered=0.34",  # one of three sites: its envelopes are altered in transit
         attack_baseline=False,
         export_onnx=False,
