@@ -21,7 +21,6 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from coordinator._db import read_only
 from coordinator._errors import ForbiddenError, UnauthenticatedError
 from coordinator._schema import ApiKey, RequestNonce, Role
 from security import KeyDirectory, SecurityError, SiteIdentity
@@ -58,7 +57,7 @@ def authenticate_operator(engine: Engine, key: str | None) -> Operator:
     """The operator owning ``key``; missing, unknown or revoked keys raise."""
     if not key:
         raise UnauthenticatedError("an operator API key is required (X-API-Key header)")
-    with Session(read_only(engine)) as session:
+    with Session(engine) as session:
         row = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash(key))).first()
     if row is None or row.revoked:
         raise UnauthenticatedError("unknown or revoked API key")

@@ -104,7 +104,7 @@ class Coordinator:
         self.federation = Federation(settings, self.engine, self.store)
         if recover:
             self.federation.recover()
-        self._operators = OperatorCache(self.engine)
+        self._operators = OperatorCache(self.reader)
 
     def close(self) -> None:
         self.decision_log.close()

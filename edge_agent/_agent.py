@@ -185,7 +185,8 @@ class Agent:
     def _poll(self) -> None:
         """Between two reads from the broker: process what arrived, then housekeeping."""
         if self._inbound:
-            inbound, self._inbound[:] = list(self._inbound), []
+            inbound = self._inbound.copy()
+            self._inbound.clear()  # the link appends to this very list
             size = self.config.ingest.max_batch
             for start in range(0, len(inbound), size):
                 self.process(inbound[start : start + size])

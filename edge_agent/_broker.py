@@ -105,7 +105,6 @@ class MqttLink:
         self._on_state = on_state
         self._on_poll = on_poll
         self._password = password
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._down = threading.Event()
@@ -181,8 +180,7 @@ class MqttLink:
                 self._rebuild = True
             client.disconnect()
             return
-        with self._lock:
-            self._generation += 1
+        self._generation += 1
         self.last_error = ""
         client.subscribe([(topic, 1) for topic in self._subscriptions])
         client.publish(self.config.topic("status"), self._online_status(), qos=1, retain=True)
@@ -359,9 +357,8 @@ class MqttLink:
         """PUBACK a committed message, unless the connection that delivered it is gone
         (the broker then redelivers it, and the store's key turns it into a no-op).
         Only from the network thread, like ``publish``."""
-        with self._lock:
-            if message.generation == self._generation and self._connected.is_set():
-                self._client.ack(message.mid, message.qos)
+        if message.generation == self._generation and self._connected.is_set():
+            self._client.ack(message.mid, message.qos)
 
 
 def probe(config: AgentConfig, password: str | None, timeout: float = 5.0) -> str:

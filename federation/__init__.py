@@ -26,7 +26,7 @@ from federation._errors import (
     UpdateRejectedError,
 )
 from federation._plan import STRATEGIES, FederationPlan, cosine_lr
-from federation._residual import ResidualStore, compress_with_feedback
+from federation._residual import FEEDBACK_MODES, ResidualStore, compress_with_feedback
 from federation._rounds import FederationOutcome, RoundRecord, initial_weights, run_rounds
 from federation._sealed_strategy import SealedStrategy
 from federation._site_mod import sealed_update_mod
@@ -40,6 +40,7 @@ __all__ = [
     "CodecId",
     "CodecSchedule",
     "DOWNLINK_CODECS",
+    "FEEDBACK_MODES",
     "downlink_spec",
     "CodecSpec",
     "CorruptPayloadError",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from federation import (
+    FEEDBACK_MODES,
     AdversaryPlan,
     CodecSchedule,
     FederationError,
@@ -42,8 +43,8 @@ def check_comm_config(config: SimulationConfig) -> None:
         downlink_spec(config.downlink_codec)
     except FederationError as exc:
         raise SimulationError(str(exc)) from exc
-    if config.feedback not in ("residual", "tracked"):
-        raise SimulationError(f"feedback must be residual or tracked, got {config.feedback!r}")
+    if config.feedback not in FEEDBACK_MODES:
+        raise SimulationError(f"feedback must be one of {FEEDBACK_MODES}, got {config.feedback!r}")
     if config.attacks and config.codec == "none":
         raise SimulationError("attacks act on sealed updates: give a codec (e.g. --codec int8)")
     if "none" in config.sweep:

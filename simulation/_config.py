@@ -92,13 +92,12 @@ PRESETS: dict[str, SimulationConfig] = {
         export_onnx=False,
     ),
     # The demo's sites, FedAvg with sealed updates per codec: the RMSE-vs-bytes plot.
-    # Tracked feedback (EF21) is what makes 3% top-k as accurate as uncompressed.
+    # Tracked feedback (the default) is what makes 3% top-k as accurate as uncompressed.
     "codec_sweep": SimulationConfig(
         name="codec_sweep",
         generator=GeneratorConfig(num_sites=30, days=14),
         methods=("fedavg",),
         codec="int8",
-        feedback="tracked",
         sweep=(
             "fp32",
             "fp16",

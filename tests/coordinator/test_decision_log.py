@@ -158,3 +158,25 @@ def test_decision_writers_take_turns_through_the_writer_lock(tmp_path: Path) -> 
         second.close()
         engine.dispose()
     assert (tmp_path / "coordinator.db-writer.lock").exists()
+
+
+def test_a_writer_lock_that_cannot_be_opened_fails_the_requests_with_a_database_error(
+    tmp_path: Path,
+) -> None:
+    """The lock file's place is taken (here by a directory): the batch fails with a typed
+    error naming the file, and nothing is stored."""
+    from coordinator._errors import DatabaseError
+
+    db = tmp_path / "coordinator.db"
+    engine = open_database(f"sqlite:///{db}")
+    (tmp_path / "coordinator.db-writer.lock").mkdir()
+    log = DecisionLog(engine)
+    try:
+        failed = log.submit(["a"], 1.0, "v1", "strategic", ["{}"])
+        with pytest.raises(DatabaseError, match="cannot open the writer lock"):
+            failed.result(timeout=30)
+    finally:
+        log.close()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM decisions")).scalar_one() == 0
+    engine.dispose()
