@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -22,12 +23,14 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
+from flwr.serverapp.strategy import FedAvg
 
 from bench._common import write_result
 from federation import CodecSpec, decode, encode, wire_size
 from federation._channel import TRAIN, _round_session
+from federation._sealed_strategy import SealedStrategy
 from federation._site_mod import SEALED
-from federation._update import apply_update, checked_delta, frame, unframe
+from federation._update import apply_update, frame, unframe
 from security import ContentType
 
 CODECS = (
@@ -74,6 +77,30 @@ def _rate(fn: Any, nbytes: int, min_s: float = 0.5) -> float:
         fn()
         runs += 1
     return nbytes * runs / elapsed / 1e6
+
+
+def _aggregate(
+    envelopes: list[bytes],
+    keys: list[bytes],
+    peer: Any,
+    global_w: list[np.ndarray],
+    to_arrays: Callable[[int, bytes], list[np.ndarray]],
+) -> float:
+    """CPU seconds to open, decode, check and average the updates (FedAvg weights)."""
+    start = time.process_time()
+    total = [np.zeros_like(g, dtype=np.float64) for g in global_w]
+    weight = 0
+    for i, (env, key) in enumerate(zip(envelopes, keys, strict=True)):
+        opened = _round_session(key, peer, 5, TRAIN, server_side=True).open(env)
+        meta, payload = unframe(bytes(opened.plaintext))
+        n = int(meta["num-examples"])
+        for j, w in enumerate(to_arrays(i, payload)):
+            total[j] += n * w
+        weight += n
+    mean = [(t / weight).astype(np.float32) for t in total]
+    elapsed = time.process_time() - start
+    assert all(np.isfinite(m).all() for m in mean)
+    return elapsed
 
 
 def main() -> None:
@@ -123,35 +150,24 @@ def main() -> None:
         body = frame({"num-examples": examples + i, "train_loss": 0.1}, encode(noisy, spec, rng))
         envelopes.append(s.seal(body, ContentType.MODEL_UPDATE, 5))
         keys.append(site_secret)
-    start = time.process_time()
-    total = [np.zeros_like(g, dtype=np.float64) for g in global_w]
-    weight = 0
-    for env, key in zip(envelopes, keys, strict=True):
-        opened = _round_session(key, peer, 5, TRAIN, server_side=True).open(env)
-        meta, payload = unframe(bytes(opened.plaintext))
-        n = int(meta["num-examples"])
-        for j, w in enumerate(apply_update(global_w, payload)):
-            total[j] += n * w
-        weight += n
-    mean = [(t / weight).astype(np.float32) for t in total]
-    aggregate_s = time.process_time() - start
-    assert all(np.isfinite(m).all() for m in mean)
-
-    # The same with tracked feedback: each update is added to its site's dense estimate
-    # (held by the server) and the mean is over global + estimate.
-    estimates = [[np.zeros_like(g, dtype=np.float32) for g in global_w] for _ in envelopes]
-    start = time.process_time()
-    total = [np.zeros_like(g, dtype=np.float64) for g in global_w]
-    weight = 0
-    for env, key, est in zip(envelopes, keys, estimates, strict=True):
-        opened = _round_session(key, peer, 5, TRAIN, server_side=True).open(env)
-        meta, payload = unframe(bytes(opened.plaintext))
-        n = int(meta["num-examples"])
-        for j, d in enumerate(checked_delta(global_w, payload)):
-            est[j] += d
-            total[j] += n * (global_w[j] + est[j])
-        weight += n
-    tracked_s = time.process_time() - start
+    aggregate_s = _aggregate(
+        envelopes, keys, peer, global_w, lambda _, p: apply_update(global_w, p)
+    )
+    # The same through the server's tracked feedback: each update is added to its site's
+    # dense estimate (steady state: one is already held) and the mean is of global + estimate.
+    tracker = SealedStrategy(
+        FedAvg(),
+        None,  # type: ignore[arg-type]  # _track never touches the channel
+        lambda n, r: "topk:0.03",
+        key_seed=0,
+        state_dir="",
+        feedback="tracked",
+    )
+    for i in range(len(envelopes)):
+        tracker._estimates[i] = (1, [np.zeros_like(g) for g in global_w])
+    tracked_s = _aggregate(
+        envelopes, keys, peer, global_w, lambda i, p: tracker._track(i, global_w, p, 1)
+    )
     path = write_result(
         "codecs",
         {
