@@ -24,6 +24,7 @@ from simulation._energy_env import (
     always_on,
     best_threshold,
     energy_obs,
+    hindsight_bound,
     random_policy,
     rollout,
     threshold_policy,
@@ -39,6 +40,7 @@ from simulation._slice_env import (
     slice_obs,
     static_shares,
 )
+from simulation._slice_env import hindsight_bound as slice_bound
 from simulation._source import SiteSource
 
 
@@ -79,6 +81,9 @@ def held_out(trained: Trained) -> dict[str, Any]:
         "off_below": off_below,
         "validation_reward": round(val_reward, 5),
     }
+    bound = hindsight_bound(data, starts)
+    if bound is not None:
+        energy["hindsight_bound"] = bound
 
     ctx = context(data, traces["dqn"], seed)
     lo, hi = int(starts[0]), int(starts[-1]) + 3
@@ -89,7 +94,8 @@ def held_out(trained: Trained) -> dict[str, Any]:
         "proportional_forecast": evaluate(ctx, lo, hi, proportional_forecast),
     }
     static_reserved = float(slice_traces["static"].reserved.mean())
-    slices = {m: t.summary(static_reserved) for m, t in slice_traces.items()}
+    slices: dict[str, Any] = {m: t.summary(static_reserved) for m, t in slice_traces.items()}
+    slices["hindsight_bound"] = slice_bound(ctx, lo, hi)
 
     latency = _latency(service, data, ctx)
     section = {

@@ -40,6 +40,13 @@ P_FULL_W = CARRIERS * (P0_W + DELTA_P * PMAX_W)  # a fully loaded active site: 4
 WAKE_MINUTES = 1.0
 # Traffic served by a neighbour comes from cell-edge users: 1/0.8 PRBs per unit of demand.
 OFFLOAD_EFFICIENCY = 0.8
+# The strategic layer leaves the tactical one room: a site in a reduced mode carries its
+# own demand only up to this share of its available PRBs, and a neighbour takes offload
+# only up to it. 0.84 is the highest load at which a split of the PRBs still meets every
+# slice's SLA in 99% of steps without foresight of the URLLC burst, for the median site
+# (URLLC share 0.115; derived in docs/decisions.md and checked by a test against
+# simulation._slice_env.sla_without_foresight). Above it, energy saved costs slice SLAs.
+HEADROOM_LOAD = 0.84
 # Cost weights, fixed before any training: one unit = a fully loaded site for 15 minutes.
 UNSERVED_WEIGHT = 10.0  # per unit of unserved demand (fraction of a site's capacity)
 VIOLATION_WEIGHT = 1.0  # per site-step with any unserved demand
@@ -110,11 +117,17 @@ def wake_power(prev: NDArray[np.int64], modes: NDArray[np.int64]) -> NDArray[np.
 def resolve(
     modes: NDArray[np.int64], demand: NDArray[np.float64], prev: NDArray[np.int64]
 ) -> Outcome:
-    """Serve ``demand`` (clusters, K, substeps) under ``modes`` (clusters, K)."""
+    """Serve ``demand`` (clusters, K, substeps) under ``modes`` (clusters, K).
+
+    An active site carries its own demand up to its full capacity (no decision could
+    do better); a reduced one only up to its headroom. Offload fills neighbours up to
+    their headroom.
+    """
     cap = CAPACITY[modes][..., None]
-    own = np.minimum(demand, cap)
+    room = HEADROOM_LOAD * cap
+    own = np.minimum(demand, np.where(modes[..., None] == ACTIVE, cap, room))
     excess = demand - own
-    spare = cap - own
+    spare = np.clip(room - own, 0.0, None)
     pool = excess.sum(axis=1, keepdims=True)
     spare_tot = spare.sum(axis=1, keepdims=True)
     servable = np.minimum(pool, spare_tot * OFFLOAD_EFFICIENCY)
@@ -155,8 +168,8 @@ def energy_obs(
     peaks = fc.max(axis=-1)  # (n, K, 4)
     now = data.load[sites, t - DECISION_STEPS : t].mean(axis=-1)
     assumed = np.where(np.arange(k)[None, :] < position, modes, ACTIVE)
-    cap = CAPACITY[assumed][..., None]
-    net = np.clip(cap - peaks, 0.0, None) * OFFLOAD_EFFICIENCY - np.clip(peaks - cap, 0.0, None)
+    room = HEADROOM_LOAD * CAPACITY[assumed][..., None]
+    net = np.clip(room - peaks, 0.0, None) * OFFLOAD_EFFICIENCY - np.clip(peaks - room, 0.0, None)
     others = np.arange(k) != position
     net_n = net[:, others].sum(axis=1)  # (n, 4)
     decided = others & (np.arange(k) < position)
@@ -257,6 +270,39 @@ def threshold_policy(sleep_below: float, off_below: float) -> EnergyPolicy:
         return np.where(sleep, SLEEP, np.where(off, CAP_OFF, ACTIVE)).astype(np.int64)
 
     return policy
+
+
+HINDSIGHT_MAX_COMBINATIONS = 3**7  # mode combinations per cluster the bound enumerates
+
+
+def hindsight_bound(data: DecisionData, starts: NDArray[np.int64]) -> dict[str, Any] | None:
+    """The most energy any policy could save with no unserved demand: per block and
+    cluster, the least-power mode combination knowing the block's demand, wake-ups free.
+
+    Not a method anyone can run; the ceiling the report puts next to the methods.
+    ``None`` when the cluster is too large to enumerate.
+    """
+    n, k = data.clusters.shape
+    if len(MODES) ** k > HINDSIGHT_MAX_COMBINATIONS:
+        return None
+    combos = np.array(np.meshgrid(*[np.arange(len(MODES))] * k, indexing="ij")).reshape(k, -1).T
+    c = len(combos)
+    modes = np.repeat(combos, n, axis=0)  # (c * n, k), combination-major
+    energy_on = energy_best = 0.0
+    for t in starts:
+        demand = data.load[data.clusters, t : t + DECISION_STEPS]
+        energy_on += float(site_power(np.zeros((n, k), dtype=np.int64), demand).mean(-1).sum())
+        out = resolve(modes, np.tile(demand, (c, 1, 1)), modes)
+        power = out.power_w.sum(axis=1).reshape(c, n)
+        feasible = (out.unserved <= _EPS).all(axis=(1, 2)).reshape(c, n)
+        energy_best += float(np.where(feasible, power, np.inf).min(axis=0).sum())
+    saved = 100.0 * (1.0 - energy_best / energy_on) if energy_on > 0 else 0.0
+    return {
+        "energy_saved_pct": round(saved, 3),
+        "qos_violation_rate": 0.0,
+        "what": "hindsight: least power per block knowing its demand, no unserved demand, "
+        "wake-ups free; a ceiling, not a method",
+    }
 
 
 THRESHOLD_GRID_SLEEP = tuple(round(x, 2) for x in np.arange(0.0, 0.41, 0.05))

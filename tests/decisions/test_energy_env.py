@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,11 +13,13 @@ from simulation._energy_env import (
     CAP_OFF,
     ENERGY_OBS_DIM,
     ENERGY_OBS_NAMES,
+    HEADROOM_LOAD,
     OFFLOAD_EFFICIENCY,
     P_FULL_W,
     SLEEP,
     EnergySavingEnv,
     always_on,
+    hindsight_bound,
     random_policy,
     resolve,
     rollout,
@@ -65,6 +69,15 @@ def test_offload_accounting(modes: list[int], demand: list[float], prev: list[in
     # Nothing is left unserved while the cluster still had room for it.
     room = (out.spare_before - out.absorbed).sum(axis=1)
     assert ((out.unserved.sum(axis=1) < 1e-9) | (room < 1e-9)).all()
+    # Headroom for the slices: offload never fills a site past it, nor does a reduced
+    # mode load a site past it with its own demand; only an active site may exceed it,
+    # and only with its own users.
+    cap = np.array([1.0, 0.5, 0.0])[m][..., None]
+    carried = out.own_served + out.absorbed
+    absorbing = out.absorbed > 1e-12
+    assert (carried[absorbing] <= HEADROOM_LOAD * cap.repeat(3, -1)[absorbing] + 1e-9).all()
+    reduced = (m != ACTIVE)[..., None].repeat(3, -1)
+    assert (carried[reduced] <= HEADROOM_LOAD * cap.repeat(3, -1)[reduced] + 1e-9).all()
     # Energy: the EARTH power of what each site carries, plus wake-up.
     used = out.own_served + out.absorbed
     expected = site_power(m, used).mean(axis=-1) + wake_power(np.array(prev).reshape(2, 4), m)
@@ -156,3 +169,40 @@ def test_env_rejects_bad_actions_and_splits(data: DecisionData) -> None:
         make_clusters(8, 1)
     with pytest.raises(DecisionError, match="cannot form"):
         make_clusters(3, 4)
+
+
+def test_hindsight_bound_is_a_ceiling(data: DecisionData) -> None:
+    starts = data.block_starts("test")
+    bound = hindsight_bound(data, starts)
+    assert bound is not None and bound["energy_saved_pct"] > 0
+    base = float(rollout(data, starts, always_on).power_w.sum())
+    checked = 0
+    for sleep_below in (0.0, 0.1, 0.2):
+        for off_below in (0.1, 0.3, 0.5):
+            trace = rollout(data, starts, threshold_policy(sleep_below, off_below))
+            if trace.unserved.max() > 0:
+                continue
+            checked += 1
+            assert trace.summary(base)["energy_saved_pct"] <= bound["energy_saved_pct"]
+    assert checked > 0
+
+
+def test_hindsight_bound_of_an_idle_cluster_is_deep_sleep(data: DecisionData) -> None:
+    idle = replace(data, load=np.zeros_like(data.load))
+    bound = hindsight_bound(idle, idle.block_starts("test"))
+    # Nothing to serve: every carrier asleep, 2 x 75 W against 2 x 130 W.
+    assert bound is not None
+    assert bound["energy_saved_pct"] == pytest.approx(100 * (1 - 75 / 130), abs=1e-3)
+
+
+def test_hindsight_bound_refuses_clusters_too_large_to_enumerate(data: DecisionData) -> None:
+    big = replace(data, clusters=make_clusters(data.num_sites, 8))
+    assert hindsight_bound(big, big.block_starts("test")) is None
+
+
+def test_headroom_is_where_the_slices_stop_meeting_their_sla() -> None:
+    from simulation._slice_env import URLLC_SHARE, sla_at_load
+
+    median_site = sum(URLLC_SHARE) / 2
+    assert sla_at_load(HEADROOM_LOAD, median_site) >= 0.99
+    assert sla_at_load(HEADROOM_LOAD + 0.01, median_site) < 0.99

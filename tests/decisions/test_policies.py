@@ -15,10 +15,21 @@ import pytest
 from coordinator import DecisionService
 from simulation._decision_eval import held_out
 from simulation._decision_report import decision_html, decision_plots
-from simulation._decision_train import ENERGY_ONNX, MANIFEST, SLICE_ONNX, Trained
+from simulation._decision_train import (
+    ENERGY_ONNX,
+    MANIFEST,
+    SLICE_ONNX,
+    Trained,
+)
 from simulation._energy_env import ENERGY_OBS_DIM, energy_obs, rollout
 from simulation._errors import DecisionInputError, PolicyError, UnknownSiteError
-from simulation._slice_env import SHARES_DIM, SLICE_OBS_DIM, context, shares_from_action, slice_obs
+from simulation._slice_env import (
+    SHARES_DIM,
+    SLICE_OBS_DIM,
+    context,
+    shares_from_action,
+    slice_obs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +86,7 @@ def test_ppo_onnx_matches_sb3(trained: Trained) -> None:
     sess = ort.InferenceSession(str(trained.out_dir / SLICE_ONNX))
     (shares,) = sess.run(None, {"obs": obs})
     sb3, _ = trained.ppo.predict(obs, deterministic=True)
-    np.testing.assert_allclose(shares, shares_from_action(sb3), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(shares, shares_from_action(sb3, obs), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-6)
 
 
@@ -198,5 +209,10 @@ def test_held_out_report_section(trained: Trained) -> None:
     report = {"decisions": json.loads(json.dumps(section))}
     titles = [t for t, png in decision_plots(report, lambda fig: "png")]
     assert len(titles) == 3 and "Slice shares vs demand" in titles
-    assert "Central decisions" in decision_html(report)
+    page = decision_html(report)
+    assert "Central decisions" in page and "Ceilings (hindsight, not methods)" in page
+    assert section["energy"]["hindsight_bound"]["energy_saved_pct"] > 0
+    ceiling = section["slices"]["hindsight_bound"]
+    for m in ("ppo", "static", "proportional_current", "proportional_forecast"):
+        assert section["slices"][m]["sla_satisfaction"] <= ceiling["sla_satisfaction"]
     assert decision_plots({}, lambda fig: "png") == [] and decision_html({}) == ""

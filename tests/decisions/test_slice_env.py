@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,6 +11,9 @@ from simulation._decision_data import DecisionData
 from simulation._energy_env import CAP_OFF, SLEEP, always_on, rollout, threshold_policy
 from simulation._errors import DecisionError, DecisionInputError
 from simulation._slice_env import (
+    ACTION_DIM,
+    BASE_FLOOR,
+    MARGIN_RANGE,
     SHARES_DIM,
     SLICE_OBS_DIM,
     SLICE_OBS_NAMES,
@@ -17,6 +22,9 @@ from simulation._slice_env import (
     SliceAllocationEnv,
     context,
     evaluate,
+    expected_requirement,
+    fit_carrier,
+    hindsight_bound,
     outcome,
     proportional_current,
     proportional_forecast,
@@ -28,11 +36,56 @@ from simulation._slice_env import (
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(-50, 50), min_size=SHARES_DIM, max_size=SHARES_DIM))
-def test_shares_are_a_partition(action: list[float]) -> None:
-    shares = shares_from_action(np.array([action]))
+@given(
+    st.lists(st.floats(-50, 50), min_size=ACTION_DIM, max_size=ACTION_DIM),
+    st.lists(st.floats(-2, 3), min_size=SLICE_OBS_DIM, max_size=SLICE_OBS_DIM),
+)
+def test_shares_are_a_partition(action: list[float], obs: list[float]) -> None:
+    shares = shares_from_action(np.array([action]), np.array([obs], dtype=np.float32))
     assert shares.shape == (1, SHARES_DIM)
     assert (shares >= 0).all() and shares.sum() == pytest.approx(1.0)
+
+
+def test_margins_scale_the_expected_requirement() -> None:
+    obs = np.zeros((1, SLICE_OBS_DIM), dtype=np.float32)
+    obs[0, SLICE_OBS_NAMES.index("embb_now")] = 0.2
+    obs[0, SLICE_OBS_NAMES.index("embb_fc")] = 0.3  # the larger of now and forecast
+    obs[0, SLICE_OBS_NAMES.index("urllc_fc")] = 0.05
+    obs[0, SLICE_OBS_NAMES.index("mmtc_now")] = 0.02
+    base = expected_requirement(obs)
+    np.testing.assert_allclose(
+        base[0], [0.3 + BASE_FLOOR, (0.05 + BASE_FLOOR) * URLLC_HEADROOM, 0.02 + BASE_FLOOR]
+    )
+    shares = shares_from_action(np.array([[0.0, 1.0, -1.0]]), obs)
+    np.testing.assert_allclose(
+        shares[0, :3], base[0] * [1.0, MARGIN_RANGE, 1 / MARGIN_RANGE], rtol=1e-12
+    )
+    assert shares[0, 3] == pytest.approx(1 - shares[0, :3].sum())
+
+
+def test_a_full_carrier_keeps_the_expected_requirement_first() -> None:
+    base = np.array([[0.5, 0.2, 0.1], [0.7, 0.3, 0.2]])
+    want = base * np.array([[1.5, 2.0, 1.0], [1.0, 1.0, 1.0]])
+    shares = fit_carrier(want, base)
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0)
+    # Row 0 fits its base (0.8): each slice keeps it, the slack goes by the extra asked.
+    assert (shares[0] >= base[0] - 1e-12).all()
+    np.testing.assert_allclose(shares[0] - base[0], [0.25 / 0.45 * 0.2, 0.2 / 0.45 * 0.2, 0.0])
+    # Row 1 needs more than the carrier: split in proportion to the requirement.
+    np.testing.assert_allclose(shares[1], base[1] / 1.2)
+    fits = np.array([[0.1, 0.1, 0.1]])
+    assert (fit_carrier(fits, fits) == fits).all()
+
+
+def test_hindsight_bound_is_a_ceiling(data: DecisionData) -> None:
+    ctx = context(data, None, 0)
+    bound = hindsight_bound(ctx, data.test_start, data.steps)
+    for policy in (static_shares, proportional_current, proportional_forecast):
+        tr = evaluate(ctx, data.test_start, data.steps, policy)
+        assert tr.met.mean() <= bound["sla_satisfaction"]
+    assert 0 < bound["reserved_prb_pct"] <= 100.0
+    quiet = context(replace(data, load=data.load * 0.1), None, 0)
+    assert hindsight_bound(quiet, data.test_start, data.steps)["sla_satisfaction"] == 1.0
 
 
 def test_slice_mix_adds_up_and_is_seeded(data: DecisionData) -> None:
@@ -101,14 +154,14 @@ def test_env_is_deterministic_and_validates(data: DecisionData) -> None:
     assert o1.shape == (SLICE_OBS_DIM,) and (o1 == o2).all()
     rng = np.random.default_rng(0)
     for n in range(50):
-        a = rng.normal(size=SHARES_DIM).astype(np.float32)
+        a = rng.normal(size=ACTION_DIM).astype(np.float32)
         s1, r1, _, t1, i1 = e1.step(a)
         s2, r2, _, t2, _ = e2.step(a)
         assert (s1 == s2).all() and r1 == r2 and t1 == t2 and t1 == (n == 49)
         assert isinstance(i1["sla_met"], bool)
     with pytest.raises(DecisionInputError):
-        e1.step(np.array([np.nan, 0, 0, 0], dtype=np.float32))
+        e1.step(np.array([np.nan, 0, 0], dtype=np.float32))
     with pytest.raises(DecisionInputError):
-        e1.step(np.zeros(3, dtype=np.float32))
+        e1.step(np.zeros(SHARES_DIM, dtype=np.float32))
     with pytest.raises(DecisionError, match="no awake"):
         SliceAllocationEnv(ctx, data.test_start, data.steps)
