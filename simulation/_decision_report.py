@@ -112,6 +112,12 @@ def decision_plots(
         x, y = 100 * r["qos_violation_rate"], r["energy_saved_pct"]
         ax.scatter(x, y, s=60)
         ax.annotate(f"{m} (reward {r['reward']:.3f})", (x, y), fontsize=8)
+    if "hindsight_bound" in energy:
+        ceiling = energy["hindsight_bound"]["energy_saved_pct"]
+        ax.axhline(ceiling, color="grey", ls="--", lw=1)
+        ax.annotate(
+            f"hindsight ceiling at zero violations ({ceiling:.1f}%)", (0, ceiling), fontsize=8
+        )
     ax.set(xlabel="site-steps with a QoS violation (%)", ylabel="energy saved vs always-on (%)")
     ax.set_xscale("symlog", linthresh=0.1)
     out.append(("Energy saved vs QoS violations, per method", figure_png(fig)))
