@@ -22,6 +22,9 @@ from simulation._source import SiteSource
 
 HOUR_STEPS = 12  # forecast horizon of the decision layer: one hour of 5-minute steps
 DECISION_STEPS = 3  # the strategic agent acts every 15 minutes
+# Load (share of a site's available PRBs) the strategic layer may fill: see
+# simulation._energy_env.HEADROOM_LOAD for why 0.84.
+DEFAULT_HEADROOM = 0.84
 _PRB = KPI_NAMES.index("dl_prb_util")
 _UES = KPI_NAMES.index("active_ues")
 
@@ -41,6 +44,7 @@ class DecisionData:
     val_start: int
     test_start: int
     clusters: NDArray[np.int64]  # (clusters, K): site indices of each neighbourhood
+    headroom: float = DEFAULT_HEADROOM  # load the strategic layer may fill per site
 
     @property
     def num_sites(self) -> int:
@@ -87,8 +91,10 @@ def build_data(
     forecast_epochs: int,
     seed: int,
     on_epoch: Callable[[], None] | None = None,
+    headroom: float = DEFAULT_HEADROOM,
 ) -> DecisionData:
     """Load the clustered sites, train the hour-ahead forecaster, forecast every step."""
+    check_headroom(headroom)
     clusters = make_clusters(source.num_sites, cluster_size)
     series = [source.site(int(i)) for i in clusters.ravel()]
     steps = {s.steps for s in series}
@@ -129,7 +135,13 @@ def build_data(
         val_start=val_start,
         test_start=test_start,
         clusters=np.arange(len(series), dtype=np.int64).reshape(clusters.shape),
+        headroom=headroom,
     )
+
+
+def check_headroom(headroom: float) -> None:
+    if not 0.0 < headroom <= 1.0:  # NaN fails too
+        raise DecisionError(f"headroom must be in (0, 1] of a site's PRBs, got {headroom}")
 
 
 def _train_forecaster(

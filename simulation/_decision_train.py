@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from simulation._decision_data import DecisionData, build_data
+from simulation._decision_data import DEFAULT_HEADROOM, DecisionData, build_data, check_headroom
 from simulation._energy_env import (
     ENERGY_OBS_DIM,
     ENERGY_OBS_NAMES,
@@ -77,6 +77,7 @@ class DecisionConfig:
     dqn_timesteps: int = 150_000
     ppo_timesteps: int = 300_000
     seed: int = 0
+    headroom: float = DEFAULT_HEADROOM
 
     def __post_init__(self) -> None:
         if self.cluster_size < 2:
@@ -87,6 +88,7 @@ class DecisionConfig:
             raise DecisionError("need at least 100 DQN and 64 PPO timesteps")
         if self.val_days < 1 or self.test_days < 1:
             raise DecisionError("val_days and test_days must be >= 1")
+        check_headroom(self.headroom)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,6 +158,7 @@ def train(
         config.forecast_epochs,
         config.seed,
         lambda: progress.advance("hour-ahead forecaster"),
+        config.headroom,
     )
     seconds["forecaster"] = time.perf_counter() - t0
 
@@ -369,6 +372,7 @@ def write_manifest(
         },
         "sites": list(data.site_ids),
         "cluster_size": int(data.clusters.shape[1]),
+        "headroom": data.headroom,
         "config": config.to_dict(),
         "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
         "stable_baselines3": stable_baselines3.__version__,

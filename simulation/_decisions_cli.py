@@ -52,6 +52,13 @@ def train_command(
     seed: Annotated[int | None, typer.Option(help="Seed for data, forecaster and agents.")] = None,
     dqn_steps: Annotated[int | None, typer.Option(help="DQN timesteps.")] = None,
     ppo_steps: Annotated[int | None, typer.Option(help="PPO timesteps.")] = None,
+    headroom: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of a site's PRBs the energy layer may fill (default 0.84): lower "
+            "keeps more room for the slices' SLA, higher saves more energy."
+        ),
+    ] = None,
 ) -> None:
     """Train the hour-ahead forecaster, the DQN and the PPO; export ONNX; score held-out days."""
     from rich.console import Console
@@ -65,6 +72,7 @@ def train_command(
         "seed": seed,
         "dqn_timesteps": dqn_steps,
         "ppo_timesteps": ppo_steps,
+        "headroom": headroom,
     }
     config = replace(config, **{k: v for k, v in changes.items() if v is not None})
     if seed is not None:
@@ -82,6 +90,8 @@ def train_command(
     for col in ("method", "energy saved", "QoS viol.", "reward"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for m, r in section["energy"].items():
+        if "reward" not in r:  # a ceiling, printed below
+            continue
         table.add_row(
             m,
             f"{r['energy_saved_pct']:.1f}%",
@@ -93,6 +103,8 @@ def train_command(
     for col in ("slice method", "SLA met", "PRBs reserved", "reward"):
         table.add_column(col, justify="left" if col == "slice method" else "right")
     for m, r in section["slices"].items():
+        if "reward" not in r:
+            continue
         table.add_row(
             m,
             f"{100 * r['sla_satisfaction']:.2f}%",
@@ -100,6 +112,20 @@ def train_command(
             f"{r['reward']:.4f}",
         )
     console.print(table)
+    e_ceiling, s_ceiling = (
+        section["energy"].get("hindsight_bound"),
+        section["slices"].get("hindsight_bound"),
+    )
+    if e_ceiling:
+        console.print(
+            f"ceiling: at most {e_ceiling['energy_saved_pct']:.1f}% energy saved in hindsight"
+        )
+    if s_ceiling:
+        console.print(
+            f"ceiling: SLA met in at most {100 * s_ceiling['sla_satisfaction']:.2f}% of "
+            f"site-steps in hindsight, "
+            f"{100 * s_ceiling['sla_satisfaction_without_foresight']:.2f}% without foresight"
+        )
     lat = section["latency_us"]
     console.print(f"decision latency p50 {lat['p50']} µs, p99 {lat['p99']} µs")
     console.print(f"policies: {out}  evaluation: {out / 'evaluation.json'}")

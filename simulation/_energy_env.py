@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from simulation._decision_data import DECISION_STEPS, HOUR_STEPS, DecisionData
+from simulation._decision_data import DECISION_STEPS, DEFAULT_HEADROOM, HOUR_STEPS, DecisionData
 from simulation._errors import DecisionError, DecisionInputError
 
 MODES: tuple[str, ...] = ("active", "capacity_off", "deep_sleep")
@@ -45,8 +45,9 @@ OFFLOAD_EFFICIENCY = 0.8
 # only up to it. 0.84 is the highest load at which a split of the PRBs still meets every
 # slice's SLA in 99% of steps without foresight of the URLLC burst, for the median site
 # (URLLC share 0.115; derived in docs/decisions.md and checked by a test against
-# simulation._slice_env.sla_without_foresight). Above it, energy saved costs slice SLAs.
-HEADROOM_LOAD = 0.84
+# simulation._slice_env.sla_at_load). Above it, energy saved costs slice SLAs. The
+# default; ``DecisionData.headroom`` (``--headroom``) carries the one in force.
+HEADROOM_LOAD = DEFAULT_HEADROOM
 # Cost weights, fixed before any training: one unit = a fully loaded site for 15 minutes.
 UNSERVED_WEIGHT = 10.0  # per unit of unserved demand (fraction of a site's capacity)
 VIOLATION_WEIGHT = 1.0  # per site-step with any unserved demand
@@ -115,7 +116,10 @@ def wake_power(prev: NDArray[np.int64], modes: NDArray[np.int64]) -> NDArray[np.
 
 
 def resolve(
-    modes: NDArray[np.int64], demand: NDArray[np.float64], prev: NDArray[np.int64]
+    modes: NDArray[np.int64],
+    demand: NDArray[np.float64],
+    prev: NDArray[np.int64],
+    headroom: float = HEADROOM_LOAD,
 ) -> Outcome:
     """Serve ``demand`` (clusters, K, substeps) under ``modes`` (clusters, K).
 
@@ -124,7 +128,7 @@ def resolve(
     their headroom.
     """
     cap = CAPACITY[modes][..., None]
-    room = HEADROOM_LOAD * cap
+    room = headroom * cap
     own = np.minimum(demand, np.where(modes[..., None] == ACTIVE, cap, room))
     excess = demand - own
     spare = np.clip(room - own, 0.0, None)
@@ -168,7 +172,7 @@ def energy_obs(
     peaks = fc.max(axis=-1)  # (n, K, 4)
     now = data.load[sites, t - DECISION_STEPS : t].mean(axis=-1)
     assumed = np.where(np.arange(k)[None, :] < position, modes, ACTIVE)
-    room = HEADROOM_LOAD * CAPACITY[assumed][..., None]
+    room = data.headroom * CAPACITY[assumed][..., None]
     net = np.clip(room - peaks, 0.0, None) * OFFLOAD_EFFICIENCY - np.clip(peaks - room, 0.0, None)
     others = np.arange(k) != position
     net_n = net[:, others].sum(axis=1)  # (n, 4)
@@ -239,7 +243,7 @@ def rollout(data: DecisionData, starts: NDArray[np.int64], policy: EnergyPolicy)
         for pos in range(k):
             obs = energy_obs(data, sites, int(t), pos, modes, prev)
             modes[:, pos] = policy(obs, sites[:, pos])
-        out = resolve(modes, data.load[sites, t : t + DECISION_STEPS], prev)
+        out = resolve(modes, data.load[sites, t : t + DECISION_STEPS], prev, data.headroom)
         c, u, v = site_costs(out)
         modes_h[j], power[j], cost[j], unserved[j], violated[j] = modes, out.power_w, c, u, v
         served[j] = out.own_served + out.absorbed
@@ -292,7 +296,7 @@ def hindsight_bound(data: DecisionData, starts: NDArray[np.int64]) -> dict[str, 
     for t in starts:
         demand = data.load[data.clusters, t : t + DECISION_STEPS]
         energy_on += float(site_power(np.zeros((n, k), dtype=np.int64), demand).mean(-1).sum())
-        out = resolve(modes, np.tile(demand, (c, 1, 1)), modes)
+        out = resolve(modes, np.tile(demand, (c, 1, 1)), modes, data.headroom)
         power = out.power_w.sum(axis=1).reshape(c, n)
         feasible = (out.unserved <= _EPS).all(axis=(1, 2)).reshape(c, n)
         energy_best += float(np.where(feasible, power, np.inf).min(axis=0).sum())
@@ -372,7 +376,8 @@ class EnergySavingEnv(gym.Env[NDArray[np.float32], np.int64]):
     def _cost(self, modes: NDArray[np.int64], upto: int) -> float:
         t = int(self.starts[self._block])
         prev = np.where(np.arange(self.k) <= upto, self._prev, modes)  # no wake after upto
-        out = resolve(modes, self.data.load[self._cluster, t : t + DECISION_STEPS], prev)
+        load = self.data.load[self._cluster, t : t + DECISION_STEPS]
+        out = resolve(modes, load, prev, self.data.headroom)
         return float(site_costs(out)[0].sum())
 
     def _obs(self) -> NDArray[np.float32]:

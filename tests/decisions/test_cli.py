@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -15,6 +18,8 @@ runner = CliRunner()
     [
         (["decisions", "train", "--preset", "nope"], "unknown decision preset 'nope'"),
         (["decisions", "train", "--preset", "smoke", "--dqn-steps", "5"], "at least 100 DQN"),
+        (["decisions", "train", "--preset", "smoke", "--headroom", "1.5"], "headroom must be"),
+        (["decisions", "train", "--preset", "smoke", "--headroom", "0"], "headroom must be"),
     ],
 )
 def test_train_rejects_bad_settings(args: list[str], message: str) -> None:
@@ -26,6 +31,29 @@ def test_train_rejects_bad_settings(args: list[str], message: str) -> None:
 
 def test_config_validation() -> None:
     assert decision_preset("default").dqn_timesteps > decision_preset("smoke").dqn_timesteps
-    for bad in ({"cluster_size": 1}, {"forecast_epochs": 0}, {"ppo_timesteps": 1}, {"val_days": 0}):
+    for bad in (
+        {"cluster_size": 1},
+        {"forecast_epochs": 0},
+        {"ppo_timesteps": 1},
+        {"val_days": 0},
+        {"headroom": float("nan")},
+        {"headroom": -0.1},
+    ):
         with pytest.raises(DecisionError):
-            DecisionConfig(**bad)  # type: ignore[arg-type]
+            DecisionConfig(**bad)
+
+
+@pytest.mark.slow
+def test_train_command_writes_policies_and_prints_the_ceilings(tmp_path: Path) -> None:
+    _register()
+    out = tmp_path / "policies"
+    result = runner.invoke(
+        app, ["decisions", "train", "--preset", "smoke", "--out", str(out), "--headroom", "0.9"]
+    )
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())  # rich wraps at the runner's width
+    assert "ceiling: at most" in printed and "without foresight" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["headroom"] == 0.9 and manifest["config"]["headroom"] == 0.9
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert "hindsight_bound" in evaluation["energy"] and "ppo" in evaluation["slices"]

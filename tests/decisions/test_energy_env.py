@@ -19,6 +19,7 @@ from simulation._energy_env import (
     SLEEP,
     EnergySavingEnv,
     always_on,
+    energy_obs,
     hindsight_bound,
     random_policy,
     resolve,
@@ -206,3 +207,24 @@ def test_headroom_is_where_the_slices_stop_meeting_their_sla() -> None:
     median_site = sum(URLLC_SHARE) / 2
     assert sla_at_load(HEADROOM_LOAD, median_site) >= 0.99
     assert sla_at_load(HEADROOM_LOAD + 0.01, median_site) < 0.99
+
+
+def test_headroom_limits_what_neighbours_take() -> None:
+    # Site 0 asleep with 0.6 of demand; three neighbours each carrying 0.5 of their own.
+    modes = np.array([[SLEEP, ACTIVE, ACTIVE, ACTIVE]])
+    demand = np.array([[[0.6] * 3, [0.5] * 3, [0.5] * 3, [0.5] * 3]])
+    tight = resolve(modes, demand, modes, headroom=0.6)
+    loose = resolve(modes, demand, modes, headroom=1.0)
+    # 0.1 of room each at 0.6: 0.3 of PRBs serve 0.24 of demand; at 1.0 all of it fits.
+    np.testing.assert_allclose(tight.unserved[0, 0], 0.6 - 3 * 0.1 * OFFLOAD_EFFICIENCY)
+    np.testing.assert_allclose(loose.unserved[0, 0], 0.0, atol=1e-12)
+    assert (tight.own_served[0, 1:] + tight.absorbed[0, 1:] <= 0.6 + 1e-12).all()
+
+
+def test_observation_counts_room_under_the_headroom(data: DecisionData) -> None:
+    t = int(data.block_starts("test")[0])
+    modes = np.zeros_like(data.clusters)
+    i = ENERGY_OBS_NAMES.index("neighbour_spare_15min")
+    low = energy_obs(replace(data, headroom=0.5), data.clusters, t, 0, modes, modes)[:, i]
+    high = energy_obs(replace(data, headroom=1.0), data.clusters, t, 0, modes, modes)[:, i]
+    assert (low < high).all()
