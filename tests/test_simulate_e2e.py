@@ -62,3 +62,19 @@ def test_report_schema(report: dict) -> None:  # type: ignore[type-arg]
     assert report["timing"]["wall_s"] > 0 and report["timing"]["site_rounds_per_min"] > 0
     assert len(report["forecast"]["sites"]) == 3
     assert Path(report["artifacts"]["fedavg_onnx"]).is_file()
+
+
+def test_simulate_with_decisions_reports_methods_and_ceilings(tmp_path: Path) -> None:
+    """``fedge simulate --decisions``: the hierarchy trained on the run's sites, in the report."""
+    config = replace(preset("smoke"), name="dec", methods=("fedavg",), decisions=True)
+    result = run(config, tmp_path)
+    json_path, html_path = write_report(result.report, result.run_dir, result.plot_series)
+    dec = json.loads(json_path.read_text())["decisions"]
+    assert {"dqn", "always_on", "threshold", "random", "hindsight_bound"} <= set(dec["energy"])
+    assert {"ppo", "static", "proportional_forecast", "hindsight_bound"} <= set(dec["slices"])
+    ceiling = dec["slices"]["hindsight_bound"]
+    assert 0 < ceiling["sla_satisfaction_without_foresight"] <= 1
+    assert dec["slices"]["ppo"]["sla_satisfaction"] <= ceiling["sla_satisfaction"]
+    page = html_path.read_text()
+    assert "Central decisions" in page and "Ceilings (hindsight, not methods)" in page
+    assert (result.run_dir / "decisions" / "manifest.json").is_file()
