@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from models import ForecastSpec, SiteScaler, site_features, split_bounds, windows
 from simulation._errors import DecisionError
 from simulation._kpis import KPI_NAMES, TARGET_INDEX
+from simulation._power import EARTH_MACRO, PowerModel
 from simulation._source import SiteSource
 
 HOUR_STEPS = 12  # forecast horizon of the decision layer: one hour of 5-minute steps
@@ -45,6 +46,7 @@ class DecisionData:
     test_start: int
     clusters: NDArray[np.int64]  # (clusters, K): site indices of each neighbourhood
     headroom: float = DEFAULT_HEADROOM  # load the strategic layer may fill per site
+    power: PowerModel = EARTH_MACRO  # per-carrier power of the sites
 
     @property
     def num_sites(self) -> int:
@@ -92,6 +94,7 @@ def build_data(
     seed: int,
     on_epoch: Callable[[], None] | None = None,
     headroom: float = DEFAULT_HEADROOM,
+    power: PowerModel = EARTH_MACRO,
 ) -> DecisionData:
     """Load the clustered sites, train the hour-ahead forecaster, forecast every step."""
     check_headroom(headroom)
@@ -136,6 +139,7 @@ def build_data(
         test_start=test_start,
         clusters=np.arange(len(series), dtype=np.int64).reshape(clusters.shape),
         headroom=headroom,
+        power=power,
     )
 
 

@@ -8,7 +8,7 @@ heuristic's thresholds are chosen on the validation days.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,7 @@ def held_out(trained: Trained) -> dict[str, Any]:
             "cluster_size": int(data.clusters.shape[1]),
             "site_steps_energy": int(traces["dqn"].modes.size),
         },
+        "power_model": asdict(data.power),
         "policy_version": service.version,
         "policy_dir": str(trained.out_dir),
         "train_seconds": {k: round(v, 1) for k, v in trained.seconds.items()},

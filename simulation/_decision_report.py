@@ -33,14 +33,23 @@ def decision_html(report: dict[str, Any]) -> str:
     held = dec.get("held_out", {})
     return f"""<h2>Central decisions on the held-out days</h2>
 <p>{held.get("clusters")} clusters of {held.get("cluster_size")} sites over {held.get("days")} held-out
-days; policy version <code>{html.escape(str(dec.get("policy_version")))}</code>. Energy is EARTH
-macro-cell power (docs/decisions.md); the threshold heuristic's thresholds (sleep below
+days; policy version <code>{html.escape(str(dec.get("policy_version")))}</code>. Power per carrier:
+{html.escape(_power_line(dec.get("power_model")))} (docs/decisions.md); the threshold heuristic's thresholds (sleep below
 {th.get("sleep_below")}, capacity carrier off below {th.get("off_below")}) were chosen on the
 validation days. Slices run under the DQN's modes.</p>
 <table><tr><th>energy method</th><th>energy saved</th><th>site-steps with QoS violation</th><th>reward</th></tr>{rows_e}</table>
 <table><tr><th>slice method</th><th>SLA met (site-steps)</th><th>PRBs reserved</th><th>reward</th></tr>{rows_s}</table>
 {_ceilings(e, s)}<p>One site's decision (mode, then shares) through the DecisionService: p50 {lat["p50"]} µs,
 p99 {lat["p99"]} µs.</p>"""
+
+
+def _power_line(model: dict[str, Any] | None) -> str:
+    if not model:
+        return "EARTH macro cell"
+    return (
+        f"{model['source']}: P0 {model['p0_w']} W, Δp {model['delta_p']}, Pmax "
+        f"{model['pmax_w']} W, asleep {model['sleep_w']} W"
+    )
 
 
 def _ceilings(energy: dict[str, Any], slices: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from simulation._energy_env import (
 )
 from simulation._errors import DecisionError
 from simulation._generator import GeneratorConfig
+from simulation._power import EARTH_MACRO, PowerModel
 from simulation._slice_env import (
     BASE_FLOOR,
     MARGIN_RANGE,
@@ -78,6 +79,7 @@ class DecisionConfig:
     ppo_timesteps: int = 300_000
     seed: int = 0
     headroom: float = DEFAULT_HEADROOM
+    power: PowerModel = EARTH_MACRO
 
     def __post_init__(self) -> None:
         if self.cluster_size < 2:
@@ -159,6 +161,7 @@ def train(
         config.seed,
         lambda: progress.advance("hour-ahead forecaster"),
         config.headroom,
+        config.power,
     )
     seconds["forecaster"] = time.perf_counter() - t0
 
@@ -373,6 +376,7 @@ def write_manifest(
         "sites": list(data.site_ids),
         "cluster_size": int(data.clusters.shape[1]),
         "headroom": data.headroom,
+        "power": asdict(data.power),
         "config": config.to_dict(),
         "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
         "stable_baselines3": stable_baselines3.__version__,

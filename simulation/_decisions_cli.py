@@ -59,6 +59,18 @@ def train_command(
             "keeps more room for the slices' SLA, higher saves more energy."
         ),
     ] = None,
+    idle_w: Annotated[
+        float | None, typer.Option(help="Carrier power idle, P0 in W (EARTH macro: 130).")
+    ] = None,
+    delta_p: Annotated[
+        float | None, typer.Option(help="Load slope Δp of the carrier power (EARTH: 4.7).")
+    ] = None,
+    pmax_w: Annotated[
+        float | None, typer.Option(help="Carrier RF output at full load, W (EARTH: 20).")
+    ] = None,
+    sleep_w: Annotated[
+        float | None, typer.Option(help="Carrier power asleep, W (EARTH macro: 75).")
+    ] = None,
 ) -> None:
     """Train the hour-ahead forecaster, the DQN and the PPO; export ONNX; score held-out days."""
     from rich.console import Console
@@ -73,6 +85,7 @@ def train_command(
         "dqn_timesteps": dqn_steps,
         "ppo_timesteps": ppo_steps,
         "headroom": headroom,
+        "power": _power(idle_w, delta_p, pmax_w, sleep_w),
     }
     config = replace(config, **{k: v for k, v in changes.items() if v is not None})
     if seed is not None:
@@ -129,6 +142,19 @@ def train_command(
     lat = section["latency_us"]
     console.print(f"decision latency p50 {lat['p50']} µs, p99 {lat['p99']} µs")
     console.print(f"policies: {out}  evaluation: {out / 'evaluation.json'}")
+
+
+def _power(
+    idle_w: float | None, delta_p: float | None, pmax_w: float | None, sleep_w: float | None
+) -> Any:
+    """The EARTH macro cell with the operator's own figures in place of those given."""
+    from simulation._power import EARTH_MACRO
+
+    given = {"p0_w": idle_w, "delta_p": delta_p, "pmax_w": pmax_w, "sleep_w": sleep_w}
+    changes = {k: v for k, v in given.items() if v is not None}
+    if not changes:
+        return None
+    return replace(EARTH_MACRO, **changes, source="operator figures over EARTH macro cell")
 
 
 def register(app: typer.Typer) -> None:

@@ -24,18 +24,19 @@ from numpy.typing import NDArray
 
 from simulation._decision_data import DECISION_STEPS, DEFAULT_HEADROOM, HOUR_STEPS, DecisionData
 from simulation._errors import DecisionError, DecisionInputError
+from simulation._power import EARTH_MACRO, PowerModel
 
 MODES: tuple[str, ...] = ("active", "capacity_off", "deep_sleep")
 ACTIVE, CAP_OFF, SLEEP = 0, 1, 2
 CAPACITY = np.array([1.0, 0.5, 0.0])  # share of the site's radio capacity per mode
 
-# EARTH macro-cell parameters per carrier (Auer et al. 2011, Table 2).
-P0_W = 130.0
-DELTA_P = 4.7
-PMAX_W = 20.0
-SLEEP_W = 75.0
+# EARTH macro-cell parameters per carrier (Auer et al. 2011, Table 2): the default model.
+P0_W = EARTH_MACRO.p0_w
+DELTA_P = EARTH_MACRO.delta_p
+PMAX_W = EARTH_MACRO.pmax_w
+SLEEP_W = EARTH_MACRO.sleep_w
 CARRIERS = 2
-P_FULL_W = CARRIERS * (P0_W + DELTA_P * PMAX_W)  # a fully loaded active site: 448 W
+P_FULL_W = CARRIERS * EARTH_MACRO.full_w  # a fully loaded active site: 448 W
 # Waking a carrier: it draws full-load power for this long before it serves (see docs).
 WAKE_MINUTES = 1.0
 # Traffic served by a neighbour comes from cell-edge users: 1/0.8 PRBs per unit of demand.
@@ -91,26 +92,32 @@ class Outcome:
     power_w: NDArray[np.float64]  # (clusters, K): mean power over the block, wake-up included
 
 
-def carrier_power(load: NDArray[np.float64]) -> NDArray[np.float64]:
-    """EARTH: P = P0 + Δp·load·Pmax for a carrier at ``load`` ∈ [0, 1] of its capacity."""
-    return P0_W + DELTA_P * np.clip(load, 0.0, 1.0) * PMAX_W
+def carrier_power(
+    load: NDArray[np.float64], power: PowerModel = EARTH_MACRO
+) -> NDArray[np.float64]:
+    """P = P0 + Δp·load·Pmax for a carrier at ``load`` ∈ [0, 1] of its capacity."""
+    return power.carrier(load)
 
 
-def site_power(modes: NDArray[np.int64], used: NDArray[np.float64]) -> NDArray[np.float64]:
+def site_power(
+    modes: NDArray[np.int64], used: NDArray[np.float64], power: PowerModel = EARTH_MACRO
+) -> NDArray[np.float64]:
     """Power of sites in ``modes`` carrying ``used`` (fraction of full site capacity)."""
     m = modes if used.ndim == modes.ndim else modes[..., None]
-    active = CARRIERS * carrier_power(used)
-    cap_off = carrier_power(used / CAPACITY[CAP_OFF]) + SLEEP_W
-    asleep = np.full_like(used, CARRIERS * SLEEP_W)
+    active = CARRIERS * power.carrier(used)
+    cap_off = power.carrier(used / CAPACITY[CAP_OFF]) + power.sleep_w
+    asleep = np.full_like(used, CARRIERS * power.sleep_w)
     return np.where(m == ACTIVE, active, np.where(m == CAP_OFF, cap_off, asleep))
 
 
-def wake_power(prev: NDArray[np.int64], modes: NDArray[np.int64]) -> NDArray[np.float64]:
+def wake_power(
+    prev: NDArray[np.int64], modes: NDArray[np.int64], power: PowerModel = EARTH_MACRO
+) -> NDArray[np.float64]:
     """Extra mean power over a block for carriers that wake up at its start."""
     awake = np.array([CARRIERS, 1, 0])
     woken = np.clip(awake[modes] - awake[prev], 0, None)
     extra: NDArray[np.float64] = (
-        woken * (P0_W + DELTA_P * PMAX_W - SLEEP_W) * WAKE_MINUTES / (5.0 * DECISION_STEPS)
+        woken * (power.full_w - power.sleep_w) * WAKE_MINUTES / (5.0 * DECISION_STEPS)
     ).astype(np.float64)
     return extra
 
@@ -120,6 +127,7 @@ def resolve(
     demand: NDArray[np.float64],
     prev: NDArray[np.int64],
     headroom: float = HEADROOM_LOAD,
+    power: PowerModel = EARTH_MACRO,
 ) -> Outcome:
     """Serve ``demand`` (clusters, K, substeps) under ``modes`` (clusters, K).
 
@@ -140,16 +148,21 @@ def resolve(
     share = np.divide(spare, spare_tot, out=np.zeros_like(spare), where=spare_tot > 0)
     absorbed = share * servable / OFFLOAD_EFFICIENCY
     used = own + absorbed
-    power = site_power(modes, used).mean(axis=-1) + wake_power(prev, modes)
-    return Outcome(demand, own, absorbed, off_served, excess - off_served, spare, power)
+    watts = site_power(modes, used, power).mean(axis=-1) + wake_power(prev, modes, power)
+    return Outcome(demand, own, absorbed, off_served, excess - off_served, spare, watts)
 
 
-def site_costs(out: Outcome) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
-    """(cost, mean unserved, violated) per site for one block; reward is -cost."""
+def site_costs(
+    out: Outcome, power: PowerModel = EARTH_MACRO
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """(cost, mean unserved, violated) per site for one block; reward is -cost. Power
+    counts in units of a fully loaded site of the model in force."""
     unserved = out.unserved.mean(axis=-1)
     violated: NDArray[np.bool_] = np.asarray((out.unserved > _EPS).any(axis=-1))
     cost: NDArray[np.float64] = (
-        out.power_w / P_FULL_W + UNSERVED_WEIGHT * unserved + VIOLATION_WEIGHT * violated
+        out.power_w / (CARRIERS * power.full_w)
+        + UNSERVED_WEIGHT * unserved
+        + VIOLATION_WEIGHT * violated
     )
     return cost, unserved, violated
 
@@ -243,8 +256,9 @@ def rollout(data: DecisionData, starts: NDArray[np.int64], policy: EnergyPolicy)
         for pos in range(k):
             obs = energy_obs(data, sites, int(t), pos, modes, prev)
             modes[:, pos] = policy(obs, sites[:, pos])
-        out = resolve(modes, data.load[sites, t : t + DECISION_STEPS], prev, data.headroom)
-        c, u, v = site_costs(out)
+        load = data.load[sites, t : t + DECISION_STEPS]
+        out = resolve(modes, load, prev, data.headroom, data.power)
+        c, u, v = site_costs(out, data.power)
         modes_h[j], power[j], cost[j], unserved[j], violated[j] = modes, out.power_w, c, u, v
         served[j] = out.own_served + out.absorbed
         absorbed[j] = out.absorbed
@@ -295,11 +309,12 @@ def hindsight_bound(data: DecisionData, starts: NDArray[np.int64]) -> dict[str, 
     energy_on = energy_best = 0.0
     for t in starts:
         demand = data.load[data.clusters, t : t + DECISION_STEPS]
-        energy_on += float(site_power(np.zeros((n, k), dtype=np.int64), demand).mean(-1).sum())
-        out = resolve(modes, np.tile(demand, (c, 1, 1)), modes, data.headroom)
-        power = out.power_w.sum(axis=1).reshape(c, n)
+        on = site_power(np.zeros((n, k), dtype=np.int64), demand, data.power)
+        energy_on += float(on.mean(-1).sum())
+        out = resolve(modes, np.tile(demand, (c, 1, 1)), modes, data.headroom, data.power)
+        watts = out.power_w.sum(axis=1).reshape(c, n)
         feasible = (out.unserved <= _EPS).all(axis=(1, 2)).reshape(c, n)
-        energy_best += float(np.where(feasible, power, np.inf).min(axis=0).sum())
+        energy_best += float(np.where(feasible, watts, np.inf).min(axis=0).sum())
     saved = 100.0 * (1.0 - energy_best / energy_on) if energy_on > 0 else 0.0
     return {
         "energy_saved_pct": round(saved, 3),
@@ -377,8 +392,8 @@ class EnergySavingEnv(gym.Env[NDArray[np.float32], np.int64]):
         t = int(self.starts[self._block])
         prev = np.where(np.arange(self.k) <= upto, self._prev, modes)  # no wake after upto
         load = self.data.load[self._cluster, t : t + DECISION_STEPS]
-        out = resolve(modes, load, prev, self.data.headroom)
-        return float(site_costs(out)[0].sum())
+        out = resolve(modes, load, prev, self.data.headroom, self.data.power)
+        return float(site_costs(out, self.data.power)[0].sum())
 
     def _obs(self) -> NDArray[np.float32]:
         t = int(self.starts[self._block])

@@ -20,6 +20,8 @@ runner = CliRunner()
         (["decisions", "train", "--preset", "smoke", "--dqn-steps", "5"], "at least 100 DQN"),
         (["decisions", "train", "--preset", "smoke", "--headroom", "1.5"], "headroom must be"),
         (["decisions", "train", "--preset", "smoke", "--headroom", "0"], "headroom must be"),
+        (["decisions", "train", "--preset", "smoke", "--sleep-w", "200"], "idle power"),
+        (["decisions", "train", "--preset", "smoke", "--idle-w", "-1"], "P0 > 0"),
     ],
 )
 def test_train_rejects_bad_settings(args: list[str], message: str) -> None:
@@ -48,12 +50,27 @@ def test_train_command_writes_policies_and_prints_the_ceilings(tmp_path: Path) -
     _register()
     out = tmp_path / "policies"
     result = runner.invoke(
-        app, ["decisions", "train", "--preset", "smoke", "--out", str(out), "--headroom", "0.9"]
+        app,
+        [
+            "decisions",
+            "train",
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+            "--headroom",
+            "0.9",
+            "--sleep-w",
+            "40",
+        ],
     )
     assert result.exit_code == 0, result.output
     printed = " ".join(result.output.split())  # rich wraps at the runner's width
     assert "ceiling: at most" in printed and "without foresight" in printed
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["headroom"] == 0.9 and manifest["config"]["headroom"] == 0.9
+    assert manifest["power"]["sleep_w"] == 40 and manifest["power"]["p0_w"] == 130
+    assert manifest["power"]["source"].startswith("operator figures")
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert "hindsight_bound" in evaluation["energy"] and "ppo" in evaluation["slices"]
+    assert evaluation["power_model"]["sleep_w"] == 40

@@ -211,6 +211,7 @@ def test_held_out_report_section(trained: Trained) -> None:
     assert len(titles) == 3 and "Slice shares vs demand" in titles
     page = decision_html(report)
     assert "Central decisions" in page and "Ceilings (hindsight, not methods)" in page
+    assert "EARTH macro cell (Auer et al. 2011): P0 130.0 W" in page
     assert section["energy"]["hindsight_bound"]["energy_saved_pct"] > 0
     ceiling = section["slices"]["hindsight_bound"]
     for m in ("ppo", "static", "proportional_current", "proportional_forecast"):
