@@ -23,8 +23,13 @@ from simulation._source import SiteSource
 
 HOUR_STEPS = 12  # forecast horizon of the decision layer: one hour of 5-minute steps
 DECISION_STEPS = 3  # the strategic agent acts every 15 minutes
-# Load (share of a site's available PRBs) the strategic layer may fill: see
-# simulation._energy_env.HEADROOM_LOAD for why 0.84.
+# The strategic layer leaves the tactical one room: a site in a reduced mode carries its
+# own demand only up to this share of its available PRBs, and a neighbour takes offload
+# only up to it. 0.84 is the highest load at which a split of the PRBs still meets every
+# slice's SLA in 99% of steps without foresight of the URLLC burst, for the median site
+# (URLLC share 0.115; derived in docs/decisions.md and checked by a test against
+# simulation._slice_env.sla_at_load). Above it, energy saved costs slice SLAs. The
+# default; ``DecisionData.headroom`` (``--headroom``) carries the one in force.
 DEFAULT_HEADROOM = 0.84
 _PRB = KPI_NAMES.index("dl_prb_util")
 _UES = KPI_NAMES.index("active_ues")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from simulation._power import PowerModel
 
 decisions_app = typer.Typer(
     help="Central decisions: DQN energy saving and PPO slice allocation.", no_args_is_help=True
@@ -146,7 +149,7 @@ def train_command(
 
 def _power(
     idle_w: float | None, delta_p: float | None, pmax_w: float | None, sleep_w: float | None
-) -> Any:
+) -> PowerModel | None:
     """The EARTH macro cell with the operator's own figures in place of those given."""
     from simulation._power import EARTH_MACRO
 

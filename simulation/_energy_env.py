@@ -30,25 +30,12 @@ MODES: tuple[str, ...] = ("active", "capacity_off", "deep_sleep")
 ACTIVE, CAP_OFF, SLEEP = 0, 1, 2
 CAPACITY = np.array([1.0, 0.5, 0.0])  # share of the site's radio capacity per mode
 
-# EARTH macro-cell parameters per carrier (Auer et al. 2011, Table 2): the default model.
-P0_W = EARTH_MACRO.p0_w
-DELTA_P = EARTH_MACRO.delta_p
-PMAX_W = EARTH_MACRO.pmax_w
-SLEEP_W = EARTH_MACRO.sleep_w
 CARRIERS = 2
-P_FULL_W = CARRIERS * EARTH_MACRO.full_w  # a fully loaded active site: 448 W
+P_FULL_W = CARRIERS * EARTH_MACRO.full_w  # a fully loaded active EARTH macro site: 448 W
 # Waking a carrier: it draws full-load power for this long before it serves (see docs).
 WAKE_MINUTES = 1.0
 # Traffic served by a neighbour comes from cell-edge users: 1/0.8 PRBs per unit of demand.
 OFFLOAD_EFFICIENCY = 0.8
-# The strategic layer leaves the tactical one room: a site in a reduced mode carries its
-# own demand only up to this share of its available PRBs, and a neighbour takes offload
-# only up to it. 0.84 is the highest load at which a split of the PRBs still meets every
-# slice's SLA in 99% of steps without foresight of the URLLC burst, for the median site
-# (URLLC share 0.115; derived in docs/decisions.md and checked by a test against
-# simulation._slice_env.sla_at_load). Above it, energy saved costs slice SLAs. The
-# default; ``DecisionData.headroom`` (``--headroom``) carries the one in force.
-HEADROOM_LOAD = DEFAULT_HEADROOM
 # Cost weights, fixed before any training: one unit = a fully loaded site for 15 minutes.
 UNSERVED_WEIGHT = 10.0  # per unit of unserved demand (fraction of a site's capacity)
 VIOLATION_WEIGHT = 1.0  # per site-step with any unserved demand
@@ -92,13 +79,6 @@ class Outcome:
     power_w: NDArray[np.float64]  # (clusters, K): mean power over the block, wake-up included
 
 
-def carrier_power(
-    load: NDArray[np.float64], power: PowerModel = EARTH_MACRO
-) -> NDArray[np.float64]:
-    """P = P0 + Δp·load·Pmax for a carrier at ``load`` ∈ [0, 1] of its capacity."""
-    return power.carrier(load)
-
-
 def site_power(
     modes: NDArray[np.int64], used: NDArray[np.float64], power: PowerModel = EARTH_MACRO
 ) -> NDArray[np.float64]:
@@ -126,7 +106,7 @@ def resolve(
     modes: NDArray[np.int64],
     demand: NDArray[np.float64],
     prev: NDArray[np.int64],
-    headroom: float = HEADROOM_LOAD,
+    headroom: float = DEFAULT_HEADROOM,
     power: PowerModel = EARTH_MACRO,
 ) -> Outcome:
     """Serve ``demand`` (clusters, K, substeps) under ``modes`` (clusters, K).

@@ -7,13 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulation._decision_data import DecisionData, make_clusters
+from simulation._decision_data import DEFAULT_HEADROOM, DecisionData, make_clusters
 from simulation._energy_env import (
     ACTIVE,
     CAP_OFF,
     ENERGY_OBS_DIM,
     ENERGY_OBS_NAMES,
-    HEADROOM_LOAD,
     OFFLOAD_EFFICIENCY,
     P_FULL_W,
     SLEEP,
@@ -76,9 +75,9 @@ def test_offload_accounting(modes: list[int], demand: list[float], prev: list[in
     cap = np.array([1.0, 0.5, 0.0])[m][..., None]
     carried = out.own_served + out.absorbed
     absorbing = out.absorbed > 1e-12
-    assert (carried[absorbing] <= HEADROOM_LOAD * cap.repeat(3, -1)[absorbing] + 1e-9).all()
+    assert (carried[absorbing] <= DEFAULT_HEADROOM * cap.repeat(3, -1)[absorbing] + 1e-9).all()
     reduced = (m != ACTIVE)[..., None].repeat(3, -1)
-    assert (carried[reduced] <= HEADROOM_LOAD * cap.repeat(3, -1)[reduced] + 1e-9).all()
+    assert (carried[reduced] <= DEFAULT_HEADROOM * cap.repeat(3, -1)[reduced] + 1e-9).all()
     # Energy: the EARTH power of what each site carries, plus wake-up.
     used = out.own_served + out.absorbed
     expected = site_power(m, used).mean(axis=-1) + wake_power(np.array(prev).reshape(2, 4), m)
@@ -205,8 +204,8 @@ def test_headroom_is_where_the_slices_stop_meeting_their_sla() -> None:
     from simulation._slice_env import URLLC_SHARE, sla_at_load
 
     median_site = sum(URLLC_SHARE) / 2
-    assert sla_at_load(HEADROOM_LOAD, median_site) >= 0.99
-    assert sla_at_load(HEADROOM_LOAD + 0.01, median_site) < 0.99
+    assert sla_at_load(DEFAULT_HEADROOM, median_site) >= 0.99
+    assert sla_at_load(DEFAULT_HEADROOM + 0.01, median_site) < 0.99
 
 
 def test_headroom_limits_what_neighbours_take() -> None:
