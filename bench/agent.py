@@ -88,8 +88,8 @@ def start_broker(work: Path) -> tuple[subprocess.Popen[bytes], int]:
 def train_model(path: Path) -> tuple[Path, np.ndarray]:
     import torch
 
-    from models import ForecastSpec, LoadForecaster, export_onnx, prepare_site, train_epochs
-    from simulation import GeneratorConfig, SiteGenerator
+    from fedge.models import ForecastSpec, LoadForecaster, export_onnx, prepare_site, train_epochs
+    from fedge.simulation import GeneratorConfig, SiteGenerator
 
     torch.manual_seed(0)
     spec = ForecastSpec()  # the reference model: LSTM 128/64, lookback 12, horizon 1
@@ -108,7 +108,7 @@ def train_model(path: Path) -> tuple[Path, np.ndarray]:
 
 
 def seed_store(db: Path, values: np.ndarray, last_step: int) -> None:
-    from edge_agent import KpiSample, Store
+    from fedge.edge_agent import KpiSample, Store
 
     store = Store(db, step_seconds=STEP)
     day = values[:288]
@@ -285,10 +285,10 @@ def stop_agent(proc: subprocess.Popen[bytes]) -> None:
 
 
 def alert_quality(model: Path) -> dict[str, Any]:
-    from edge_agent import AnomalyConfig, Serving
-    from edge_agent._replay import replay_alerts, score_alerts
-    from models import OnnxForecaster
-    from simulation import GeneratorConfig, SiteGenerator
+    from fedge.edge_agent import AnomalyConfig, Serving
+    from fedge.edge_agent._replay import replay_alerts, score_alerts
+    from fedge.models import OnnxForecaster
+    from fedge.simulation import GeneratorConfig, SiteGenerator
 
     serving = Serving("bench", OnnxForecaster(model))
     gen = SiteGenerator(GeneratorConfig(num_sites=4, days=14, seed=11, anomalies_per_week=3))
@@ -320,7 +320,7 @@ def main() -> None:
     try:
         cached = os.environ.get("FEDGE_BENCH_MODEL")  # reuse an earlier run's trained model
         if cached:
-            from simulation import GeneratorConfig, SiteGenerator
+            from fedge.simulation import GeneratorConfig, SiteGenerator
 
             model = Path(cached)
             values = SiteGenerator(GeneratorConfig(num_sites=4, days=14, seed=5)).site(0).values

@@ -26,12 +26,12 @@ from flwr.app.message.message import make_message
 from flwr.serverapp.strategy import FedAvg
 
 from bench._common import write_result
-from federation import CodecSpec, decode, encode, wire_size
-from federation._channel import TRAIN, _round_session
-from federation._sealed_strategy import SealedStrategy
-from federation._site_mod import SEALED
-from federation._update import apply_update, frame, unframe
-from security import ContentType
+from fedge.federation import CodecSpec, decode, encode, wire_size
+from fedge.federation._channel import TRAIN, _round_session
+from fedge.federation._sealed_strategy import SealedStrategy
+from fedge.federation._site_mod import SEALED
+from fedge.federation._update import apply_update, frame, unframe
+from fedge.security import ContentType
 
 CODECS = (
     "fp32",
@@ -54,8 +54,8 @@ def _message(content: RecordDict) -> Message:
 
 def real_update() -> tuple[list[np.ndarray[Any, Any]], list[np.ndarray[Any, Any]], int]:
     """(global weights, one trained site's delta, its training examples)."""
-    from federation._site_task import site_task
-    from models import ForecastSpec, LoadForecaster, get_weights, train_epochs
+    from fedge.federation._site_task import site_task
+    from fedge.models import ForecastSpec, LoadForecaster, get_weights, train_epochs
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -162,7 +162,7 @@ def _prepare(port: int) -> dict[str, Any]:
     """Keys, 64 enrolled sites, 10 model versions, and the pre-encoded requests."""
     import httpx
 
-    from coordinator import Role, sign_request
+    from fedge.coordinator import Role, sign_request
     from tests.coordinator.helpers import Fleet
 
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
@@ -232,7 +232,7 @@ def main() -> None:
     figures: dict[str, Any] = {}
     root = Path(tempfile.mkdtemp(prefix="fedge-bench-coordinator-", dir="/tmp"))
     try:
-        from security import SiteIdentity, save_identity
+        from fedge.security import SiteIdentity, save_identity
 
         save_identity(root / "key", SiteIdentity.generate(), b"fedge-dev-kek", log2_n=10)
         policies, policy_kind = _policies(root)

@@ -32,7 +32,7 @@ def _cpu_s() -> float:
 def _serving(
     policy_dir: Path, energy: np.ndarray, slices: np.ndarray, ids: list[str]
 ) -> dict[str, Any]:
-    from coordinator import DecisionService
+    from fedge.coordinator import DecisionService
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -71,10 +71,10 @@ def _serving(
 
 
 def main() -> None:
-    from simulation._decision_eval import held_out
-    from simulation._decision_train import decision_preset, train
-    from simulation._energy_env import energy_obs
-    from simulation._slice_env import context, slice_obs
+    from fedge.simulation._decision_eval import held_out
+    from fedge.simulation._decision_train import decision_preset, train
+    from fedge.simulation._energy_env import energy_obs
+    from fedge.simulation._slice_env import context, slice_obs
 
     load_before = os.getloadavg()[0]
     config = decision_preset("default")

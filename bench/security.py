@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench._common import write_result
-from security import (
+from fedge.security import (
     ContentType,
     Initiator,
     KeyDirectory,
@@ -27,7 +27,7 @@ from security import (
     Suite,
     get_provider,
 )
-from security._provider import Provider
+from fedge.security._provider import Provider
 
 
 def _median_us(fn: Callable[[], object], runs: int, clock: Callable[[], float]) -> float:

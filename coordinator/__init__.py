@@ -1,13 +1,13 @@
-"""The central service: enrollment, sites, model versions, rounds (``coordinator.api``),
+"""The central service: enrollment, sites, model versions, rounds (``fedge.coordinator.api``),
 and the decision serving (:class:`DecisionService`: power modes and slice shares from
 ONNX policies, without importing torch).
 
-Importing this package does not import fastapi; ``coordinator.api`` does.
+Importing this package does not import fastapi; ``fedge.coordinator.api`` does.
 """
 
-from coordinator._access import REQUEST_CONTEXT, sign_request
-from coordinator._decisions import DecisionService, StrategicDecision, TacticalDecision
-from coordinator._errors import (
+from fedge.coordinator._access import REQUEST_CONTEXT, sign_request
+from fedge.coordinator._decisions import DecisionService, StrategicDecision, TacticalDecision
+from fedge.coordinator._errors import (
     ConflictError,
     CoordinatorError,
     DatabaseError,
@@ -17,9 +17,9 @@ from coordinator._errors import (
     SettingsError,
     UnauthenticatedError,
 )
-from coordinator._schema import DecisionKind, ModelStatus, Role, RoundStatus, SiteState
-from coordinator._service import Coordinator
-from coordinator._settings import (
+from fedge.coordinator._schema import DecisionKind, ModelStatus, Role, RoundStatus, SiteState
+from fedge.coordinator._service import Coordinator
+from fedge.coordinator._settings import (
     DEV_ADMIN_KEY,
     DEV_KEK,
     CoordinatorSettings,

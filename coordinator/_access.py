@@ -21,9 +21,9 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from coordinator._errors import ForbiddenError, UnauthenticatedError
-from coordinator._schema import ApiKey, RequestNonce, Role
-from security import KeyDirectory, SecurityError, SiteIdentity
+from fedge.coordinator._errors import ForbiddenError, UnauthenticatedError
+from fedge.coordinator._schema import ApiKey, RequestNonce, Role
+from fedge.security import KeyDirectory, SecurityError, SiteIdentity
 
 REQUEST_CONTEXT: Final = b"fedge-request-v1"
 API_KEY_PREFIX: Final = "fedge-op."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from coordinator._schema import AuditEntry
+from fedge.coordinator._schema import AuditEntry
 
 __all__ = ["audit_entry"]
 

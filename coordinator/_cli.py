@@ -33,10 +33,10 @@ def serve(
 
     import uvicorn
 
-    from coordinator._service import Coordinator
-    from coordinator._settings import load_settings
-    from coordinator._workers import serve_workers
-    from coordinator.api import ENV_FILE_VARIABLE, create_app
+    from fedge.coordinator._service import Coordinator
+    from fedge.coordinator._settings import load_settings
+    from fedge.coordinator._workers import serve_workers
+    from fedge.coordinator.api import ENV_FILE_VARIABLE, create_app
 
     overrides: dict[str, object] = {}
     if env_file is not None:
@@ -68,7 +68,7 @@ def serve(
             app, host=settings.host, port=settings.port, log_level="warning", access_log=False
         )
     else:
-        serve_workers("coordinator.api:worker_app", settings.host, settings.port, workers)
+        serve_workers("fedge.coordinator.api:worker_app", settings.host, settings.port, workers)
 
 
 def register(app: typer.Typer) -> None:

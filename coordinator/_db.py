@@ -21,7 +21,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
-from coordinator._errors import DatabaseError
+from fedge.coordinator._errors import DatabaseError
 
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")

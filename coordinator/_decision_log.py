@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from coordinator._db import WriterTurn
+from fedge.coordinator._db import WriterTurn
 
 _MAX_BATCHES = 256  # per transaction: bounds the latency one commit adds
 _ROWS_PER_STATEMENT = 1000  # 5,000 parameters: below SQLite's and PostgreSQL's limits

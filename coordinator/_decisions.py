@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from simulation._errors import DecisionInputError, PolicyError, UnknownSiteError
+from fedge.simulation._errors import DecisionInputError, PolicyError, UnknownSiteError
 
 MANIFEST = "manifest.json"
 OBS_INPUT = "obs"

@@ -11,8 +11,8 @@ import time
 from sqlalchemy import Engine, update
 from sqlmodel import Session
 
-from coordinator._schema import EnrollmentToken, Site, SiteState
-from security import SitePublicKeys, SiteRecord, SiteStatus
+from fedge.coordinator._schema import EnrollmentToken, Site, SiteState
+from fedge.security import SitePublicKeys, SiteRecord, SiteStatus
 
 
 class DatabaseRegistry:

@@ -31,14 +31,14 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from coordinator._audit import audit_entry
-from coordinator._errors import (
+from fedge.coordinator._audit import audit_entry
+from fedge.coordinator._errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     UnauthenticatedError,
 )
-from coordinator._schema import (
+from fedge.coordinator._schema import (
     ModelVersion,
     Round,
     RoundReport,
@@ -49,8 +49,8 @@ from coordinator._schema import (
     RunModelReport,
     RunStatus,
 )
-from coordinator._settings import CoordinatorSettings
-from coordinator._store import ModelStore, decode_model
+from fedge.coordinator._settings import CoordinatorSettings
+from fedge.coordinator._store import ModelStore, decode_model
 
 __all__ = ["RUN_TOKEN_HEADER", "Federation", "run_config"]
 
@@ -90,7 +90,7 @@ def run_config(app_dir: Path, spec: RunCreate) -> dict[str, RunConfigValue]:
             raise InvalidInputError(f"run config {key!r} is longer than 2000 characters")
     config = {**defaults, **spec.config}
     config.update({"num-rounds": spec.num_rounds, "strategy": spec.strategy, "codec": spec.codec})
-    from federation import FederationError, FederationPlan
+    from fedge.federation import FederationError, FederationPlan
 
     try:
         FederationPlan.from_config(config)

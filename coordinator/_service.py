@@ -17,20 +17,20 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from coordinator._access import Operator, OperatorCache, key_hash, new_api_key
-from coordinator._audit import audit_entry
-from coordinator._db import WalCheckpointer, open_database, read_only
-from coordinator._decision_log import DecisionLog
-from coordinator._decisions import DecisionService
-from coordinator._errors import (
+from fedge.coordinator._access import Operator, OperatorCache, key_hash, new_api_key
+from fedge.coordinator._audit import audit_entry
+from fedge.coordinator._db import WalCheckpointer, open_database, read_only
+from fedge.coordinator._decision_log import DecisionLog
+from fedge.coordinator._decisions import DecisionService
+from fedge.coordinator._errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     SettingsError,
 )
-from coordinator._registry import DatabaseRegistry
-from coordinator._runs import Federation
-from coordinator._schema import (
+from fedge.coordinator._registry import DatabaseRegistry
+from fedge.coordinator._runs import Federation
+from fedge.coordinator._schema import (
     ApiKey,
     ApiKeyCreate,
     AuditEntry,
@@ -46,9 +46,9 @@ from coordinator._schema import (
     Site,
     SiteState,
 )
-from coordinator._settings import CoordinatorSettings
-from coordinator._store import ModelStore, decode_model
-from security import (
+from fedge.coordinator._settings import CoordinatorSettings
+from fedge.coordinator._store import ModelStore, decode_model
+from fedge.security import (
     ContentType,
     EnrollmentAuthority,
     KeyDirectory,
@@ -59,7 +59,7 @@ from security import (
     save_identity,
     token_hash,
 )
-from simulation._errors import DecisionError, PolicyError, UnknownSiteError
+from fedge.simulation._errors import DecisionError, PolicyError, UnknownSiteError
 
 BOOTSTRAP_KEY_NAME = "bootstrap-admin"
 
@@ -402,7 +402,7 @@ class Coordinator:
 
     def sealed_production_model(self, site_id: bytes) -> tuple[bytes, ModelVersion]:
         """The production model as a ``ModelBundle``, sealed to the requesting site."""
-        from edge_agent import ModelBundle
+        from fedge.edge_agent import ModelBundle
 
         with Session(self.engine) as session:
             row = session.exec(

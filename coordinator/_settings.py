@@ -13,7 +13,7 @@ from typing import Final
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from coordinator._errors import SettingsError
+from fedge.coordinator._errors import SettingsError
 
 DEV_ADMIN_KEY: Final = "fedge-dev-admin-key"
 DEV_KEK: Final = "fedge-dev-kek"

@@ -8,7 +8,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from coordinator._errors import DatabaseError, InvalidInputError, NotFoundError
+from fedge.coordinator._errors import DatabaseError, InvalidInputError, NotFoundError
 
 MAX_MODEL_BYTES = 16 * 1024 * 1024
 

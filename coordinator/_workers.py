@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 from functools import partial
 
-from coordinator._errors import CoordinatorError
+from fedge.coordinator._errors import CoordinatorError
 
 __all__ = ["serve_workers"]
 

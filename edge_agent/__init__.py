@@ -4,10 +4,10 @@ durable SQLite store, shadow-gated model swaps, and a supervised Flower SuperNod
 Importing this package never imports torch, ray, fastapi or flwr (see docs/agent.md).
 """
 
-from edge_agent._agent import Agent, ModelOpener
-from edge_agent._anomaly import Alert, KpiDeviation, ResidualDetector
-from edge_agent._broker import Inbound, Link, MqttLink, backoff_delay, falls_back, probe
-from edge_agent._config import (
+from fedge.edge_agent._agent import Agent, ModelOpener
+from fedge.edge_agent._anomaly import Alert, KpiDeviation, ResidualDetector
+from fedge.edge_agent._broker import Inbound, Link, MqttLink, backoff_delay, falls_back, probe
+from fedge.edge_agent._config import (
     AgentConfig,
     AnomalyConfig,
     BrokerConfig,
@@ -21,7 +21,7 @@ from edge_agent._config import (
     load_config,
     parse_config,
 )
-from edge_agent._errors import (
+from fedge.edge_agent._errors import (
     AgentError,
     BrokerError,
     ConfigError,
@@ -30,11 +30,11 @@ from edge_agent._errors import (
     StoreError,
     SupervisorError,
 )
-from edge_agent._forecast import ForecastEngine, Serving, shadow_score
-from edge_agent._kpi import KPI_NAMES, TARGET_NAMES, KpiSample, OrderGuard, Reason, parse_kpi
-from edge_agent._lifecycle import Decision, ModelBundle, ModelManager, rollback
-from edge_agent._store import ForecastRow, ModelRecord, Store, read_cell_series, stored_cells
-from edge_agent._supernode import SupernodeSupervisor, resolve_binary, supernode_command
+from fedge.edge_agent._forecast import ForecastEngine, Serving, shadow_score
+from fedge.edge_agent._kpi import KPI_NAMES, TARGET_NAMES, KpiSample, OrderGuard, Reason, parse_kpi
+from fedge.edge_agent._lifecycle import Decision, ModelBundle, ModelManager, rollback
+from fedge.edge_agent._store import ForecastRow, ModelRecord, Store, read_cell_series, stored_cells
+from fedge.edge_agent._supernode import SupernodeSupervisor, resolve_binary, supernode_command
 
 __all__ = [
     "KPI_NAMES",

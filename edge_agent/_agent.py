@@ -18,16 +18,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edge_agent._anomaly import Alert
-from edge_agent._broker import Inbound, MqttLink
-from edge_agent._config import AgentConfig
-from edge_agent._errors import AgentError, KpiRejected, ModelRejected
-from edge_agent._forecast import ForecastEngine
-from edge_agent._kpi import TARGET_NAMES, KpiSample, OrderGuard, Reason, parse_kpi
-from edge_agent._lifecycle import Decision, ModelBundle, ModelManager
-from edge_agent._metrics import AgentMetrics, HealthServer, Heartbeat
-from edge_agent._store import ForecastRow, Store
-from edge_agent._supernode import SupernodeSupervisor
+from fedge.edge_agent._anomaly import Alert
+from fedge.edge_agent._broker import Inbound, MqttLink
+from fedge.edge_agent._config import AgentConfig
+from fedge.edge_agent._errors import AgentError, KpiRejected, ModelRejected
+from fedge.edge_agent._forecast import ForecastEngine
+from fedge.edge_agent._kpi import TARGET_NAMES, KpiSample, OrderGuard, Reason, parse_kpi
+from fedge.edge_agent._lifecycle import Decision, ModelBundle, ModelManager
+from fedge.edge_agent._metrics import AgentMetrics, HealthServer, Heartbeat
+from fedge.edge_agent._store import ForecastRow, Store
+from fedge.edge_agent._supernode import SupernodeSupervisor
 
 log = logging.getLogger("fedge.agent")
 
@@ -39,7 +39,7 @@ class ModelOpener:
     """Opens sealed model envelopes from the coordinator (security one-shot envelopes)."""
 
     def __init__(self, config: AgentConfig) -> None:
-        from security import (
+        from fedge.security import (
             KeyDirectory,
             OneShotOpener,
             SecurityError,
@@ -61,7 +61,7 @@ class ModelOpener:
         self._opener = OneShotOpener(identity, directory)
 
     def open(self, envelope: bytes) -> ModelBundle:
-        from security import ContentType, SecurityError
+        from fedge.security import ContentType, SecurityError
 
         try:
             opened = self._opener.open(envelope)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent._config import AnomalyConfig
-from edge_agent._kpi import KPI_NAMES, TARGET_INDEX, TARGET_NAMES, KpiSample
+from fedge.edge_agent._config import AnomalyConfig
+from fedge.edge_agent._kpi import KPI_NAMES, TARGET_INDEX, TARGET_NAMES, KpiSample
 
 _MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
 _MAD_FLOOR = 0.05  # in cell standard deviations: a near-perfect model must not alert on noise

@@ -27,8 +27,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent._config import AgentConfig
-from edge_agent._errors import BrokerError
+from fedge.edge_agent._config import AgentConfig
+from fedge.edge_agent._errors import BrokerError
 
 log = logging.getLogger("fedge.agent.broker")
 

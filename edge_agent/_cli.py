@@ -16,8 +16,8 @@ def run(config: _CONFIG = Path("agent.toml")) -> None:
     import signal
     import threading
 
-    from edge_agent._agent import Agent
-    from edge_agent._config import load_config
+    from fedge.edge_agent._agent import Agent
+    from fedge.edge_agent._config import load_config
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -33,13 +33,13 @@ def run(config: _CONFIG = Path("agent.toml")) -> None:
 
 def check(config: _CONFIG = Path("agent.toml")) -> None:
     """Validate the config, the store, the model, the keys and the broker connection."""
-    from edge_agent._agent import ModelOpener, _read_password
-    from edge_agent._broker import probe
-    from edge_agent._config import load_config
-    from edge_agent._errors import AgentError
-    from edge_agent._lifecycle import ModelManager
-    from edge_agent._store import Store
-    from edge_agent._supernode import resolve_binary
+    from fedge.edge_agent._agent import ModelOpener, _read_password
+    from fedge.edge_agent._broker import probe
+    from fedge.edge_agent._config import load_config
+    from fedge.edge_agent._errors import AgentError
+    from fedge.edge_agent._lifecycle import ModelManager
+    from fedge.edge_agent._store import Store
+    from fedge.edge_agent._supernode import resolve_binary
 
     cfg = load_config(config)
     typer.echo(f"ok    config {config} (site {cfg.site})")
@@ -82,9 +82,9 @@ def check(config: _CONFIG = Path("agent.toml")) -> None:
 
 def rollback(config: _CONFIG = Path("agent.toml")) -> None:
     """Serve the previously served model again (a running agent picks it up within 1 s)."""
-    from edge_agent._config import load_config
-    from edge_agent._lifecycle import rollback as do_rollback
-    from edge_agent._store import Store
+    from fedge.edge_agent._config import load_config
+    from fedge.edge_agent._lifecycle import rollback as do_rollback
+    from fedge.edge_agent._store import Store
 
     cfg = load_config(config)
     store = Store(cfg.store.path, synchronous=cfg.store.synchronous, step_seconds=cfg.step_seconds)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from edge_agent._errors import ConfigError
+from fedge.edge_agent._errors import ConfigError
 
 T = TypeVar("T")
 

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent._anomaly import Alert, ResidualDetector
-from edge_agent._config import AnomalyConfig
-from edge_agent._kpi import KPI_NAMES, TARGET_INDEX, KpiSample
-from edge_agent._store import ForecastRow, Store
-from models import (
+from fedge.edge_agent._anomaly import Alert, ResidualDetector
+from fedge.edge_agent._config import AnomalyConfig
+from fedge.edge_agent._kpi import KPI_NAMES, TARGET_INDEX, KpiSample
+from fedge.edge_agent._store import ForecastRow, Store
+from fedge.models import (
     ForecastSpec,
     ModelError,
     SiteProfile,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from edge_agent._errors import KpiRejected
+from fedge.edge_agent._errors import KpiRejected
 
 SCHEMA_VERSION: Final = 1
 #: (name, low, high); None: unbounded above. Same order as ``simulation.KPI_NAMES``.

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from edge_agent._config import ModelConfig
-from edge_agent._errors import ModelRejected, StoreError
-from edge_agent._forecast import Features, Serving, shadow_score
-from edge_agent._store import ModelRecord, Store
-from models import ModelError, OnnxForecaster
+from fedge.edge_agent._config import ModelConfig
+from fedge.edge_agent._errors import ModelRejected, StoreError
+from fedge.edge_agent._forecast import Features, Serving, shadow_score
+from fedge.edge_agent._store import ModelRecord, Store
+from fedge.models import ModelError, OnnxForecaster
 
 MAGIC: Final = b"FEDGEMDL"
 _LEN: Final = struct.Struct(">I")

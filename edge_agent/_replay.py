@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent._config import AnomalyConfig
-from edge_agent._forecast import ForecastEngine, Serving
-from edge_agent._kpi import KpiSample
-from edge_agent._store import Store
+from fedge.edge_agent._config import AnomalyConfig
+from fedge.edge_agent._forecast import ForecastEngine, Serving
+from fedge.edge_agent._kpi import KpiSample
+from fedge.edge_agent._store import Store
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent._errors import StoreError
-from edge_agent._kpi import KPI_NAMES, KpiSample
+from fedge.edge_agent._errors import StoreError
+from fedge.edge_agent._kpi import KPI_NAMES, KpiSample
 
 SCHEMA_VERSION: Final = 1
 _N = len(KPI_NAMES)

@@ -1,7 +1,7 @@
 """Supervise a ``flower-supernode`` that trains the shared ClientApp from this agent's store.
 
 The SuperNode is a separate process (the agent never imports flwr or torch). It runs
-``federation.client_app:app`` in an isolated subprocess; that app opens its data through
+``fedge.federation.client_app:app`` in an isolated subprocess; that app opens its data through
 ``simulation.open_sites({"kind": "agent_store"})``, which reads the store named by
 ``$FEDGE_AGENT_STORE``. If the SuperNode exits, it is restarted after an exponential
 backoff that resets once a run has lasted ``stable_after_s``.
@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent._broker import backoff_delay
-from edge_agent._config import FederationConfig
-from edge_agent._errors import SupervisorError
+from fedge.edge_agent._broker import backoff_delay
+from fedge.edge_agent._config import FederationConfig
+from fedge.edge_agent._errors import SupervisorError
 
 log = logging.getLogger("fedge.agent.supernode")
 

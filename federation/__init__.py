@@ -1,13 +1,13 @@
 """Federated training of the forecaster on Flower (Message API).
 
-``federation.client_app:app`` and ``federation.server_app:app`` are the Flower
+``fedge.federation.client_app:app`` and ``fedge.federation.server_app:app`` are the Flower
 components; :func:`run_rounds` is the round loop both the simulation and a deployment
 run.
 """
 
-from federation._accounting import Ledger, wire_size
-from federation._adversary import ATTACKS, AdversaryPlan
-from federation._codec import (
+from fedge.federation._accounting import Ledger, wire_size
+from fedge.federation._adversary import ATTACKS, AdversaryPlan
+from fedge.federation._codec import (
     CODECS,
     DOWNLINK_CODECS,
     CodecId,
@@ -18,18 +18,18 @@ from federation._codec import (
     encode,
     error_bound,
 )
-from federation._errors import (
+from fedge.federation._errors import (
     CodecError,
     CorruptPayloadError,
     FederationError,
     TruncatedPayloadError,
     UpdateRejectedError,
 )
-from federation._plan import STRATEGIES, FederationPlan, cosine_lr
-from federation._residual import FEEDBACK_MODES, ResidualStore, compress_with_feedback
-from federation._rounds import FederationOutcome, RoundRecord, initial_weights, run_rounds
-from federation._sealed_strategy import SealedStrategy
-from federation._site_mod import sealed_update_mod
+from fedge.federation._plan import STRATEGIES, FederationPlan, cosine_lr
+from fedge.federation._residual import FEEDBACK_MODES, ResidualStore, compress_with_feedback
+from fedge.federation._rounds import FederationOutcome, RoundRecord, initial_weights, run_rounds
+from fedge.federation._sealed_strategy import SealedStrategy
+from fedge.federation._site_mod import sealed_update_mod
 
 __all__ = [
     "ATTACKS",

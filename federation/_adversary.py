@@ -17,8 +17,8 @@ from typing import Final
 
 import numpy as np
 
-from federation._codec import Arrays
-from federation._errors import FederationError
+from fedge.federation._codec import Arrays
+from fedge.federation._errors import FederationError
 
 ATTACKS: Final = ("tampered", "replayed", "nonfinite", "misshaped", "boosted")
 

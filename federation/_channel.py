@@ -28,8 +28,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
-from federation._errors import FederationError, UpdateRejectedError
-from security import (
+from fedge.federation._errors import FederationError, UpdateRejectedError
+from fedge.security import (
     CompositeSigningKey,
     ContentType,
     Initiator,

@@ -18,8 +18,8 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from federation._errors import CodecError, CorruptPayloadError, TruncatedPayloadError
-from federation._sparse import decode_indices, encode_indices
+from fedge.federation._errors import CodecError, CorruptPayloadError, TruncatedPayloadError
+from fedge.federation._sparse import decode_indices, encode_indices
 
 MAGIC: Final = b"FU"
 VERSION: Final = 1

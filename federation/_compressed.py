@@ -1,7 +1,7 @@
 """Set up a sealed, compressed run: keys, the node-to-site binding, and the wrapped strategy.
 
 Key distribution is the simulation's: every site's identity and the server's are derived
-from the plan's seed (:func:`federation._channel.simulated_identity`), the server's
+from the plan's seed (:func:`fedge.federation._channel.simulated_identity`), the server's
 directory is an in-process :class:`security.MemoryRegistry` holding every site's public
 keys, and each site derives the server's public keys the same way. A deployment enrolls
 sites instead (``security.EnrollmentAuthority``) and provisions the server's keys.
@@ -15,13 +15,13 @@ import tempfile
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from federation._accounting import Ledger
-from federation._channel import ServerChannel, simulated_identity
-from federation._codec import CodecSchedule, downlink_spec
-from federation._errors import FederationError
-from federation._plan import FederationPlan
-from federation._sealed_strategy import SealedStrategy, introduce
-from security import KeyDirectory
+from fedge.federation._accounting import Ledger
+from fedge.federation._channel import ServerChannel, simulated_identity
+from fedge.federation._codec import CodecSchedule, downlink_spec
+from fedge.federation._errors import FederationError
+from fedge.federation._plan import FederationPlan
+from fedge.federation._sealed_strategy import SealedStrategy, introduce
+from fedge.security import KeyDirectory
 
 log = logging.getLogger(__name__)
 

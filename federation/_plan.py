@@ -7,8 +7,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from federation._errors import FederationError
-from models import ForecastSpec
+from fedge.federation._errors import FederationError
+from fedge.models import ForecastSpec
 
 STRATEGIES = ("fedavg", "fedprox", "fedtrimmedavg", "fedmedian", "krum", "fedavgm")
 
@@ -63,13 +63,13 @@ class FederationPlan:
         except json.JSONDecodeError as exc:
             raise FederationError(f"data_spec is not JSON: {exc}") from exc
         if self.codec != "none":
-            from federation._codec import CodecSchedule
+            from fedge.federation._codec import CodecSchedule
 
             CodecSchedule.parse(self.codec)
-        from federation._codec import downlink_spec
+        from fedge.federation._codec import downlink_spec
 
         downlink_spec(self.downlink_codec)  # a CodecError is a FederationError
-        from federation._residual import FEEDBACK_MODES
+        from fedge.federation._residual import FEEDBACK_MODES
 
         if self.feedback not in FEEDBACK_MODES:
             raise FederationError(

@@ -29,9 +29,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from federation._accounting import wire_size
-from federation._errors import FederationError
-from federation._plan import FederationPlan
+from fedge.federation._accounting import wire_size
+from fedge.federation._errors import FederationError
+from fedge.federation._plan import FederationPlan
 
 __all__ = ["RoundReporter", "RUN_TOKEN_HEADER"]
 
@@ -126,7 +126,7 @@ class RoundReporter:
 
     def model(self, weights: list[Any]) -> dict[str, Any]:
         """Export the final weights to ONNX and hand them over; the run completes."""
-        from models import LoadForecaster, export_onnx, set_weights
+        from fedge.models import LoadForecaster, export_onnx, set_weights
 
         model = LoadForecaster(self.plan.forecast)
         set_weights(model, weights)

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from federation._codec import Arrays, CodecSpec, decode, encode
-from federation._errors import FederationError
+from fedge.federation._codec import Arrays, CodecSpec, decode, encode
+from fedge.federation._errors import FederationError
 
 RESIDUAL_FILE = "residual.npz"
 ESTIMATE_FILE = "estimate.npz"

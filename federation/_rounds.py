@@ -1,6 +1,6 @@
 """The server side of a federated run: one Flower strategy driven over the Grid.
 
-Used by the deployment ServerApp (``federation.server_app``) and by ``fedge simulate``,
+Used by the deployment ServerApp (``fedge.federation.server_app``) and by ``fedge simulate``,
 so both run exactly the same rounds.
 """
 
@@ -26,9 +26,9 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from federation._plan import FederationPlan
-from models import LoadForecaster, Weights, get_weights
-from simulation._kpis import TARGET_KPIS
+from fedge.federation._plan import FederationPlan
+from fedge.models import LoadForecaster, Weights, get_weights
+from fedge.simulation._kpis import TARGET_KPIS
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def run_rounds(
     strategy = build_strategy(plan, kwargs)
     ledger = None
     if plan.codec != "none":
-        from federation._compressed import seal_strategy
+        from fedge.federation._compressed import seal_strategy
 
         strategy, ledger = seal_strategy(grid, plan, strategy)
     if wrap is not None:

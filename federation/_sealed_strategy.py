@@ -20,13 +20,13 @@ from flwr.app.message_type import MessageType
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from federation._accounting import Ledger, wire_size
-from federation._channel import EVALUATE, TRAIN, ServerChannel
-from federation._codec import Arrays, CodecId, CodecSpec, encode
-from federation._errors import CodecError, UpdateRejectedError
-from federation._site_mod import FEEDBACK_BASE, HELLO, SEALED, envelope_fields
-from federation._update import apply_update, checked_delta, frame, unframe
-from security import SecurityError
+from fedge.federation._accounting import Ledger, wire_size
+from fedge.federation._channel import EVALUATE, TRAIN, ServerChannel
+from fedge.federation._codec import Arrays, CodecId, CodecSpec, encode
+from fedge.federation._errors import CodecError, UpdateRejectedError
+from fedge.federation._site_mod import FEEDBACK_BASE, HELLO, SEALED, envelope_fields
+from fedge.federation._update import apply_update, checked_delta, frame, unframe
+from fedge.security import SecurityError
 
 log = logging.getLogger(__name__)
 

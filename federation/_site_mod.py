@@ -17,18 +17,18 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from federation._adversary import AdversaryPlan, spoil_delta, tamper
-from federation._channel import EVALUATE, TRAIN, SiteChannel, simulated_identity
-from federation._codec import CodecId, CodecSpec, decode, encode
-from federation._errors import FederationError
-from federation._residual import (
+from fedge.federation._adversary import AdversaryPlan, spoil_delta, tamper
+from fedge.federation._channel import EVALUATE, TRAIN, SiteChannel, simulated_identity
+from fedge.federation._codec import CodecId, CodecSpec, decode, encode
+from fedge.federation._errors import FederationError
+from fedge.federation._residual import (
     ESTIMATE_FILE,
     ResidualStore,
     compress_difference,
     compress_with_feedback,
 )
-from federation._update import frame, unframe
-from security import ContentType
+from fedge.federation._update import frame, unframe
+from fedge.security import ContentType
 
 SEALED: Final = "fedge-sealed"
 HELLO: Final = "fedge-hello"

@@ -12,7 +12,7 @@ from enum import IntEnum
 import numpy as np
 from numpy.typing import NDArray
 
-from federation._errors import CorruptPayloadError
+from fedge.federation._errors import CorruptPayloadError
 
 MAX_VARINT_BYTES = 5  # u32 gaps
 

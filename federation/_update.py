@@ -13,8 +13,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from federation._codec import Arrays, decode
-from federation._errors import (
+from fedge.federation._codec import Arrays, decode
+from fedge.federation._errors import (
     CodecError,
     CorruptPayloadError,
     TruncatedPayloadError,

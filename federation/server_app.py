@@ -14,9 +14,9 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from federation._plan import FederationPlan
-from federation._report import RoundReporter
-from federation._rounds import run_rounds
+from fedge.federation._plan import FederationPlan
+from fedge.federation._report import RoundReporter
+from fedge.federation._rounds import run_rounds
 
 app = ServerApp()
 

@@ -45,22 +45,22 @@ def _register(only: str | None = None) -> None:
     ``fedge agent ...`` never imports the simulation (pandas) stack."""
     if "agent" not in _registered:
         _registered.add("agent")
-        from edge_agent._cli import register as register_agent
+        from fedge.edge_agent._cli import register as register_agent
 
         register_agent(app)
     if only == "agent" or "rest" in _registered:
         return
     _registered.add("rest")
-    from simulation._cli import register as register_simulate
+    from fedge.simulation._cli import register as register_simulate
 
     register_simulate(app)
-    from security._cli import register as register_keys
+    from fedge.security._cli import register as register_keys
 
     register_keys(app)
-    from simulation._decisions_cli import register as register_decisions
+    from fedge.simulation._decisions_cli import register as register_decisions
 
     register_decisions(app)
-    from coordinator._cli import register as register_coordinator
+    from fedge.coordinator._cli import register as register_coordinator
 
     register_coordinator(app)
 

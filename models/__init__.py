@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from models._errors import ModelError
-from models._features import (
+from fedge.models._errors import ModelError
+from fedge.models._features import (
     PreparedSite,
     fit_profile,
     prepare_site,
@@ -20,25 +20,25 @@ from models._features import (
     time_features,
     windows,
 )
-from models._onnx_runtime import OnnxForecaster
-from models._profile import SiteProfile
-from models._scaling import SiteScaler
-from models._spec import N_TARGETS, TARGET_FEATURES, ForecastSpec
+from fedge.models._onnx_runtime import OnnxForecaster
+from fedge.models._profile import SiteProfile
+from fedge.models._scaling import SiteScaler
+from fedge.models._spec import N_TARGETS, TARGET_FEATURES, ForecastSpec
 
 if TYPE_CHECKING:
-    from models._forecaster import LoadForecaster, asymmetric_loss
-    from models._onnx_export import export_onnx
-    from models._training import Weights, get_weights, predict, set_weights, train_epochs
+    from fedge.models._forecaster import LoadForecaster, asymmetric_loss
+    from fedge.models._onnx_export import export_onnx
+    from fedge.models._training import Weights, get_weights, predict, set_weights, train_epochs
 
 _LAZY = {
-    "LoadForecaster": "models._forecaster",
-    "asymmetric_loss": "models._forecaster",
-    "export_onnx": "models._onnx_export",
-    "Weights": "models._training",
-    "get_weights": "models._training",
-    "set_weights": "models._training",
-    "predict": "models._training",
-    "train_epochs": "models._training",
+    "LoadForecaster": "fedge.models._forecaster",
+    "asymmetric_loss": "fedge.models._forecaster",
+    "export_onnx": "fedge.models._onnx_export",
+    "Weights": "fedge.models._training",
+    "get_weights": "fedge.models._training",
+    "set_weights": "fedge.models._training",
+    "predict": "fedge.models._training",
+    "train_epochs": "fedge.models._training",
 }
 
 __all__ = [

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from models._errors import ModelError
-from models._profile import SiteProfile
-from models._scaling import SiteScaler
-from models._spec import ForecastSpec
+from fedge.models._errors import ModelError
+from fedge.models._profile import SiteProfile
+from fedge.models._scaling import SiteScaler
+from fedge.models._spec import ForecastSpec
 
 MINUTES_PER_WEEK = 7 * 1440
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models._spec import N_TARGETS, TARGET_FEATURES, ForecastSpec
+from fedge.models._spec import N_TARGETS, TARGET_FEATURES, ForecastSpec
 
 
 class LoadForecaster(nn.Module):

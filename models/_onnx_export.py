@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from models._errors import ModelError
-from models._forecaster import LoadForecaster
+from fedge.models._errors import ModelError
+from fedge.models._forecaster import LoadForecaster
 
 INPUT_NAME = "kpi_window"
 OUTPUT_NAME = "forecast"

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from models._errors import ModelError
-from models._spec import ForecastSpec
+from fedge.models._errors import ModelError
+from fedge.models._spec import ForecastSpec
 
 INPUT_NAME = "kpi_window"
 

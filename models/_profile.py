@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from models._errors import ModelError
+from fedge.models._errors import ModelError
 
 _DAY_TYPES = 2  # weekday, weekend (minute_of_week: 0 is Monday 00:00)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from models._errors import ModelError
+from fedge.models._errors import ModelError
 
 _MIN_STD = 1e-3
 

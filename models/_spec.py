@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from models._errors import ModelError
+from fedge.models._errors import ModelError
 
 N_KPIS = 5
 N_TIME_FEATURES = 4  # sin/cos time of day, sin/cos day of week

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from models._errors import ModelError
-from models._forecaster import LoadForecaster, asymmetric_loss
+from fedge.models._errors import ModelError
+from fedge.models._forecaster import LoadForecaster, asymmetric_loss
 
 Weights = list[NDArray[np.float32]]
 

@@ -4,16 +4,16 @@ Importing this package never imports liboqs-python (``oqs``): the optional provi
 it only when asked for, after checking that its native library exists.
 """
 
-from security._composite import CompositeSigningKey, CompositeVerifyKey
-from security._enrollment import (
+from fedge.security._composite import CompositeSigningKey, CompositeVerifyKey
+from fedge.security._enrollment import (
     EnrollmentAuthority,
     enrollment_request,
     prove_possession,
     token_hash,
 )
-from security._envelope import OVERHEAD as ONESHOT_OVERHEAD
-from security._envelope import OneShotOpener, OneShotSealer
-from security._errors import (
+from fedge.security._envelope import OVERHEAD as ONESHOT_OVERHEAD
+from fedge.security._envelope import OneShotOpener, OneShotSealer
+from fedge.security._errors import (
     AlreadyUsed,
     DecryptionFailed,
     InvalidEnvelope,
@@ -28,15 +28,15 @@ from security._errors import (
     UnknownSender,
     UnsupportedSuite,
 )
-from security._handshake import Initiator, Responder
-from security._identity import SiteIdentity, SitePublicKeys, fingerprint
-from security._keystore import load_identity, read_kek, save_identity
-from security._provider import CryptographyProvider, OqsProvider, Provider, get_provider
-from security._registry import KeyDirectory, MemoryRegistry, Registry, SiteRecord, SiteStatus
-from security._session import OVERHEAD as SESSION_OVERHEAD
-from security._session import Session, SessionPolicy
-from security._wire import ContentType, Opened, Suite
-from security._xwing import XWingPrivateKey, XWingPublicKey
+from fedge.security._handshake import Initiator, Responder
+from fedge.security._identity import SiteIdentity, SitePublicKeys, fingerprint
+from fedge.security._keystore import load_identity, read_kek, save_identity
+from fedge.security._provider import CryptographyProvider, OqsProvider, Provider, get_provider
+from fedge.security._registry import KeyDirectory, MemoryRegistry, Registry, SiteRecord, SiteStatus
+from fedge.security._session import OVERHEAD as SESSION_OVERHEAD
+from fedge.security._session import Session, SessionPolicy
+from fedge.security._wire import ContentType, Opened, Suite
+from fedge.security._xwing import XWingPrivateKey, XWingPublicKey
 
 __all__ = [
     # errors

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from security._identity import SiteIdentity
+    from fedge.security._identity import SiteIdentity
 
 DEFAULT_KEY_FILE = Path("fedge-site.key")
 
@@ -49,9 +49,9 @@ def register(app: typer.Typer) -> None:
         force: bool = _FORCE,
     ) -> None:
         """Create a new site identity and write it encrypted (mode 0600)."""
-        from security._errors import KeyStoreError
-        from security._identity import SiteIdentity
-        from security._keystore import read_kek, save_identity
+        from fedge.security._errors import KeyStoreError
+        from fedge.security._identity import SiteIdentity
+        from fedge.security._keystore import read_kek, save_identity
 
         kek = read_kek(kek_file)
         if key_file.exists() and not force:
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
     @keys.command("show")
     def show(key_file: Path = _KEY_FILE, kek_file: Path | None = _KEK_FILE) -> None:
         """Print the site id and key fingerprint (never the private keys)."""
-        from security._keystore import load_identity, read_kek
+        from fedge.security._keystore import load_identity, read_kek
 
         _print(load_identity(key_file, read_kek(kek_file)), key_file)
 
@@ -74,8 +74,8 @@ def register(app: typer.Typer) -> None:
         statement: Path | None = _STATEMENT,
     ) -> None:
         """Replace the keys, keep the site id; the old keys stay for the grace period."""
-        from security._errors import KeyStoreError
-        from security._keystore import load_identity, read_kek, save_identity
+        from fedge.security._errors import KeyStoreError
+        from fedge.security._keystore import load_identity, read_kek, save_identity
 
         kek = read_kek(kek_file)
         identity = load_identity(key_file, kek)

@@ -8,8 +8,8 @@ import hashlib
 import os
 from typing import Final
 
-from security._errors import InvalidKey, InvalidSignature
-from security._provider import Provider, SigPrivateKey, get_provider
+from fedge.security._errors import InvalidKey, InvalidSignature
+from fedge.security._provider import Provider, SigPrivateKey, get_provider
 
 PREFIX: Final = b"CompositeAlgorithmSignatures2025"
 LABEL: Final = b"COMPSIG-MLDSA65-Ed25519-SHA512"

@@ -16,17 +16,25 @@ import struct
 import time
 from typing import Final
 
-from security._composite import SIGNATURE_SIZE
-from security._errors import (
+from fedge.security._composite import SIGNATURE_SIZE
+from fedge.security._errors import (
     InvalidEnvelope,
     InvalidSignature,
     InvalidToken,
 )
-from security._identity import PUBLIC_KEYS_SIZE, SiteIdentity, SitePublicKeys, fingerprint
-from security._provider import Provider, get_provider
-from security._registry import KeyDirectory, SiteRecord
-from security._wire import AEAD_OF_SUITE, TAG_SIZE, VERSION, Mode, Suite, check_prefix, suite_of
-from security._xwing import CIPHERTEXT_SIZE
+from fedge.security._identity import PUBLIC_KEYS_SIZE, SiteIdentity, SitePublicKeys, fingerprint
+from fedge.security._provider import Provider, get_provider
+from fedge.security._registry import KeyDirectory, SiteRecord
+from fedge.security._wire import (
+    AEAD_OF_SUITE,
+    TAG_SIZE,
+    VERSION,
+    Mode,
+    Suite,
+    check_prefix,
+    suite_of,
+)
+from fedge.security._xwing import CIPHERTEXT_SIZE
 
 TOKEN_PREFIX: Final = "fedge-enroll-v1."
 TOKEN_SIZE: Final = 32

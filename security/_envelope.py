@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from security._composite import SIGNATURE_SIZE
-from security._errors import InvalidEnvelope
-from security._identity import SiteIdentity, SitePublicKeys
-from security._provider import Aead, Provider, get_provider
-from security._registry import KeyDirectory
-from security._replay import DEFAULT_WINDOW, ReplayWindow
-from security._wire import (
+from fedge.security._composite import SIGNATURE_SIZE
+from fedge.security._errors import InvalidEnvelope
+from fedge.security._identity import SiteIdentity, SitePublicKeys
+from fedge.security._provider import Aead, Provider, get_provider
+from fedge.security._registry import KeyDirectory
+from fedge.security._replay import DEFAULT_WINDOW, ReplayWindow
+from fedge.security._wire import (
     AEAD_OF_SUITE,
     ONESHOT_HEADER,
     TAG_SIZE,
@@ -31,7 +31,7 @@ from security._wire import (
     content_type_of,
     suite_of,
 )
-from security._xwing import CIPHERTEXT_SIZE
+from fedge.security._xwing import CIPHERTEXT_SIZE
 
 SIGNATURE_CONTEXT: Final = b"fedge-oneshot-v1"
 _KEY_INFO: Final = b"fedge v1 oneshot key"

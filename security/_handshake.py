@@ -14,13 +14,13 @@ import os
 import struct
 from typing import Final
 
-from security._errors import AlreadyUsed, DecryptionFailed, InvalidEnvelope, InvalidKey
-from security._identity import SiteIdentity, SitePublicKeys
-from security._provider import Provider, get_provider
-from security._registry import KeyDirectory
-from security._session import Session, SessionPolicy
-from security._wire import VERSION, Mode, Suite, check_prefix, suite_of
-from security._xwing import CIPHERTEXT_SIZE, PUBLIC_KEY_SIZE, XWingPrivateKey, XWingPublicKey
+from fedge.security._errors import AlreadyUsed, DecryptionFailed, InvalidEnvelope, InvalidKey
+from fedge.security._identity import SiteIdentity, SitePublicKeys
+from fedge.security._provider import Provider, get_provider
+from fedge.security._registry import KeyDirectory
+from fedge.security._session import Session, SessionPolicy
+from fedge.security._wire import VERSION, Mode, Suite, check_prefix, suite_of
+from fedge.security._xwing import CIPHERTEXT_SIZE, PUBLIC_KEY_SIZE, XWingPrivateKey, XWingPublicKey
 
 #: version, mode, suite, initiator id, initiator generation, responder id, responder generation.
 INIT_HEADER: Final = struct.Struct(">BBB16sI16sI")

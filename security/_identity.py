@@ -10,12 +10,12 @@ import hashlib
 import struct
 from typing import Final
 
-from security._composite import PUBLIC_KEY_SIZE as SIG_PUBLIC_SIZE
-from security._composite import CompositeSigningKey, CompositeVerifyKey
-from security._errors import InvalidKey
-from security._provider import Provider, get_provider
-from security._xwing import PUBLIC_KEY_SIZE as KEM_PUBLIC_SIZE
-from security._xwing import XWingPrivateKey, XWingPublicKey
+from fedge.security._composite import PUBLIC_KEY_SIZE as SIG_PUBLIC_SIZE
+from fedge.security._composite import CompositeSigningKey, CompositeVerifyKey
+from fedge.security._errors import InvalidKey
+from fedge.security._provider import Provider, get_provider
+from fedge.security._xwing import PUBLIC_KEY_SIZE as KEM_PUBLIC_SIZE
+from fedge.security._xwing import XWingPrivateKey, XWingPublicKey
 
 SITE_ID_SIZE: Final = 16
 PUBLIC_KEYS_SIZE: Final = SITE_ID_SIZE + 4 + SIG_PUBLIC_SIZE + KEM_PUBLIC_SIZE

@@ -16,11 +16,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from security._composite import PRIVATE_KEY_SIZE, CompositeSigningKey
-from security._errors import InvalidKey, KeyStoreError
-from security._identity import SITE_ID_SIZE, SiteIdentity
-from security._provider import Provider
-from security._xwing import SEED_SIZE, XWingPrivateKey
+from fedge.security._composite import PRIVATE_KEY_SIZE, CompositeSigningKey
+from fedge.security._errors import InvalidKey, KeyStoreError
+from fedge.security._identity import SITE_ID_SIZE, SiteIdentity
+from fedge.security._provider import Provider
+from fedge.security._xwing import SEED_SIZE, XWingPrivateKey
 
 KEK_ENV: Final = "FEDGE_KEK"
 MAGIC: Final = b"FEDGEKEY"

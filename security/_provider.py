@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa, mlkem, x25
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from security._errors import (
+from fedge.security._errors import (
     DecryptionFailed,
     InvalidKey,
     InvalidSignature,

@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final, Protocol
 
-from security._composite import SIGNATURE_SIZE
-from security._errors import InvalidEnvelope, RevokedSender, UnknownSender
-from security._identity import PUBLIC_KEYS_SIZE, ROTATION_CONTEXT, SitePublicKeys
-from security._provider import Provider
+from fedge.security._composite import SIGNATURE_SIZE
+from fedge.security._errors import InvalidEnvelope, RevokedSender, UnknownSender
+from fedge.security._identity import PUBLIC_KEYS_SIZE, ROTATION_CONTEXT, SitePublicKeys
+from fedge.security._provider import Provider
 
 DEFAULT_GRACE_SECONDS: Final = 7 * 24 * 3600.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from security._errors import ReplayDetected
+from fedge.security._errors import ReplayDetected
 
 DEFAULT_WINDOW: Final = 1024
 

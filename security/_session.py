@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from security._errors import InvalidEnvelope, ReplayDetected, SecurityError
-from security._provider import Aead, Provider
-from security._registry import KeyDirectory
-from security._replay import DEFAULT_WINDOW, ReplayWindow
-from security._wire import (
+from fedge.security._errors import InvalidEnvelope, ReplayDetected, SecurityError
+from fedge.security._provider import Aead, Provider
+from fedge.security._registry import KeyDirectory
+from fedge.security._replay import DEFAULT_WINDOW, ReplayWindow
+from fedge.security._wire import (
     AEAD_OF_SUITE,
     SESSION_HEADER,
     TAG_SIZE,

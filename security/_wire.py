@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from security._errors import InvalidEnvelope, UnsupportedSuite
+from fedge.security._errors import InvalidEnvelope, UnsupportedSuite
 
 VERSION: Final = 1
 

@@ -10,8 +10,8 @@ import hashlib
 import os
 from typing import Final
 
-from security._errors import DecryptionFailed, InvalidKey
-from security._provider import KemPublicKey, Provider, get_provider
+from fedge.security._errors import DecryptionFailed, InvalidKey
+from fedge.security._provider import KemPublicKey, Provider, get_provider
 
 LABEL: Final = b"\\.//^\\"
 SEED_SIZE: Final = 32

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from simulation._config import ALL_METHODS, PRESETS, preset
-from simulation._errors import SimulationError
+from fedge.simulation._config import ALL_METHODS, PRESETS, preset
+from fedge.simulation._errors import SimulationError
 
 
 def simulate(
@@ -92,9 +92,9 @@ def simulate(
     """Federated load forecasting over many simulated sites, against the baselines."""
     from rich.console import Console
 
-    from simulation._progress import RichProgress
-    from simulation._report import console_summary, write_report
-    from simulation._run import run
+    from fedge.simulation._progress import RichProgress
+    from fedge.simulation._report import console_summary, write_report
+    from fedge.simulation._run import run
 
     config = preset(preset_name)
     gen = config.generator
@@ -150,8 +150,8 @@ def export(
     seed: Annotated[int | None, typer.Option(help="Generator seed.")] = None,
 ) -> None:
     """Write generated telemetry in the operator import format (see docs/data-format.md)."""
-    from simulation._generator import SiteGenerator
-    from simulation._kpi_file import export_kpi_csv
+    from fedge.simulation._generator import SiteGenerator
+    from fedge.simulation._kpi_file import export_kpi_csv
 
     gen = preset(preset_name).generator
     overrides: dict[str, Any] = {"num_sites": sites, "days": days, "seed": seed}

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from federation import (
+from fedge.federation import (
     FEEDBACK_MODES,
     AdversaryPlan,
     CodecSchedule,
@@ -25,10 +25,10 @@ from federation import (
     FederationPlan,
     downlink_spec,
 )
-from simulation._errors import SimulationError
+from fedge.simulation._errors import SimulationError
 
 if TYPE_CHECKING:
-    from simulation._config import SimulationConfig
+    from fedge.simulation._config import SimulationConfig
 
 Scorer = Callable[[FederationOutcome], dict[str, Any]]
 

@@ -6,8 +6,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from simulation._errors import SimulationError
-from simulation._generator import GeneratorConfig
+from fedge.simulation._errors import SimulationError
+from fedge.simulation._generator import GeneratorConfig
 
 OPT_IN_METHODS = ("fedtrimmedavg", "fedmedian", "krum", "fedavgm")  # not in the default set
 FEDERATED_METHODS = ("fedavg", "fedprox", *OPT_IN_METHODS)
@@ -56,7 +56,7 @@ class SimulationConfig:
             raise SimulationError(
                 f"unknown method(s) {unknown or '(none given)'}; choose from {', '.join(KNOWN_METHODS)}"
             )
-        from simulation._comm import check_comm_config
+        from fedge.simulation._comm import check_comm_config
 
         check_comm_config(self)
         if len(set(self.methods)) != len(self.methods):

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from models import ForecastSpec, SiteScaler, site_features, split_bounds, windows
-from simulation._errors import DecisionError
-from simulation._kpis import KPI_NAMES, TARGET_INDEX
-from simulation._power import EARTH_MACRO, PowerModel
-from simulation._source import SiteSource
+from fedge.models import ForecastSpec, SiteScaler, site_features, split_bounds, windows
+from fedge.simulation._errors import DecisionError
+from fedge.simulation._kpis import KPI_NAMES, TARGET_INDEX
+from fedge.simulation._power import EARTH_MACRO, PowerModel
+from fedge.simulation._source import SiteSource
 
 HOUR_STEPS = 12  # forecast horizon of the decision layer: one hour of 5-minute steps
 DECISION_STEPS = 3  # the strategic agent acts every 15 minutes
@@ -164,7 +164,7 @@ def _train_forecaster(
     """Pooled training on the training days of every decision site (targets before val_start)."""
     import torch
 
-    from models import LoadForecaster, get_weights, train_epochs
+    from fedge.models import LoadForecaster, get_weights, train_epochs
 
     torch.manual_seed(seed)
     xs, ys = [], []
@@ -201,7 +201,7 @@ def _forecast_all(
     """(sites, steps, horizon, targets) in original units; NaN where no window fits."""
     import torch
 
-    from models import LoadForecaster, predict, set_weights
+    from fedge.models import LoadForecaster, predict, set_weights
 
     model = LoadForecaster(spec)
     set_weights(model, weights)

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from simulation._config import SimulationConfig
-from simulation._decision_data import DecisionData
-from simulation._decision_train import DecisionProgress, Trained, config_for_run, train
-from simulation._energy_env import (
+from fedge.simulation._config import SimulationConfig
+from fedge.simulation._decision_data import DecisionData
+from fedge.simulation._decision_train import DecisionProgress, Trained, config_for_run, train
+from fedge.simulation._energy_env import (
     EnergyPolicy,
     EnergyTrace,
     always_on,
@@ -29,7 +29,7 @@ from simulation._energy_env import (
     rollout,
     threshold_policy,
 )
-from simulation._slice_env import (
+from fedge.simulation._slice_env import (
     SliceContext,
     SlicePolicy,
     SliceTrace,
@@ -40,12 +40,12 @@ from simulation._slice_env import (
     slice_obs,
     static_shares,
 )
-from simulation._slice_env import hindsight_bound as slice_bound
-from simulation._source import SiteSource
+from fedge.simulation._slice_env import hindsight_bound as slice_bound
+from fedge.simulation._source import SiteSource
 
 
 def service_policies(trained: Trained) -> tuple[Any, EnergyPolicy, SlicePolicy]:
-    from coordinator import DecisionService
+    from fedge.coordinator import DecisionService
 
     data = trained.data
     service = DecisionService(trained.out_dir, data.site_ids)

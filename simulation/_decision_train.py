@@ -19,18 +19,23 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from simulation._decision_data import DEFAULT_HEADROOM, DecisionData, build_data, check_headroom
-from simulation._energy_env import (
+from fedge.simulation._decision_data import (
+    DEFAULT_HEADROOM,
+    DecisionData,
+    build_data,
+    check_headroom,
+)
+from fedge.simulation._energy_env import (
     ENERGY_OBS_DIM,
     ENERGY_OBS_NAMES,
     MODES,
     EnergySavingEnv,
     rollout,
 )
-from simulation._errors import DecisionError
-from simulation._generator import GeneratorConfig
-from simulation._power import EARTH_MACRO, PowerModel
-from simulation._slice_env import (
+from fedge.simulation._errors import DecisionError
+from fedge.simulation._generator import GeneratorConfig
+from fedge.simulation._power import EARTH_MACRO, PowerModel
+from fedge.simulation._slice_env import (
     BASE_FLOOR,
     MARGIN_RANGE,
     SLICE_OBS_DIM,
@@ -41,7 +46,7 @@ from simulation._slice_env import (
     SliceAllocationEnv,
     context,
 )
-from simulation._source import GeneratedSites, SiteSource
+from fedge.simulation._source import GeneratedSites, SiteSource
 
 ENERGY_ONNX = "energy_policy.onnx"
 SLICE_ONNX = "slice_policy.onnx"
@@ -306,7 +311,7 @@ def export_energy_onnx(dqn: Any, path: Path) -> Path:
 
 def export_slice_onnx(ppo: Any, path: Path) -> Path:
     """obs (batch, 14) -> shares (batch, 4): the deterministic margins through the same
-    carrier fitting as :func:`simulation._slice_env.shares_from_action`."""
+    carrier fitting as :func:`fedge.simulation._slice_env.shares_from_action`."""
     import torch
 
     i_now, i_fc = SLICE_OBS_NAMES.index("embb_now"), SLICE_OBS_NAMES.index("embb_fc")

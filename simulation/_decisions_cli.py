@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from simulation._power import PowerModel
+    from fedge.simulation._power import PowerModel
 
 decisions_app = typer.Typer(
     help="Central decisions: DQN energy saving and PPO slice allocation.", no_args_is_help=True
@@ -79,8 +79,8 @@ def train_command(
     from rich.console import Console
     from rich.table import Table
 
-    from simulation._decision_eval import held_out
-    from simulation._decision_train import decision_preset, train
+    from fedge.simulation._decision_eval import held_out
+    from fedge.simulation._decision_train import decision_preset, train
 
     config = decision_preset(preset_name)
     changes: dict[str, Any] = {
@@ -151,7 +151,7 @@ def _power(
     idle_w: float | None, delta_p: float | None, pmax_w: float | None, sleep_w: float | None
 ) -> PowerModel | None:
     """The EARTH macro cell with the operator's own figures in place of those given."""
-    from simulation._power import EARTH_MACRO
+    from fedge.simulation._power import EARTH_MACRO
 
     given = {"p0_w": idle_w, "delta_p": delta_p, "pmax_w": pmax_w, "sleep_w": sleep_w}
     changes = {k: v for k, v in given.items() if v is not None}

@@ -22,9 +22,14 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from simulation._decision_data import DECISION_STEPS, DEFAULT_HEADROOM, HOUR_STEPS, DecisionData
-from simulation._errors import DecisionError, DecisionInputError
-from simulation._power import EARTH_MACRO, PowerModel
+from fedge.simulation._decision_data import (
+    DECISION_STEPS,
+    DEFAULT_HEADROOM,
+    HOUR_STEPS,
+    DecisionData,
+)
+from fedge.simulation._errors import DecisionError, DecisionInputError
+from fedge.simulation._power import EARTH_MACRO, PowerModel
 
 MODES: tuple[str, ...] = ("active", "capacity_off", "deep_sleep")
 ACTIVE, CAP_OFF, SLEEP = 0, 1, 2

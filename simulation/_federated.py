@@ -12,9 +12,9 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from federation import FederationOutcome, FederationPlan, run_rounds
-from federation.client_app import app as client_app
-from simulation._errors import SimulationError
+from fedge.federation import FederationOutcome, FederationPlan, run_rounds
+from fedge.federation.client_app import app as client_app
+from fedge.simulation._errors import SimulationError
 
 
 @dataclass

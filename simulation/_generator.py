@@ -13,15 +13,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from simulation._archetypes import ARCHETYPE_CYCLE, ARCHETYPES, Archetype, profile
-from simulation._errors import DataError
-from simulation._kpis import (
+from fedge.simulation._archetypes import ARCHETYPE_CYCLE, ARCHETYPES, Archetype, profile
+from fedge.simulation._errors import DataError
+from fedge.simulation._kpis import (
     ANOMALY_DEGRADATION,
     ANOMALY_OUTAGE,
     ANOMALY_SPIKE,
     KPI_NAMES,
 )
-from simulation._series import SiteSeries
+from fedge.simulation._series import SiteSeries
 
 _COL = {name: i for i, name in enumerate(KPI_NAMES)}
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulation._errors import DataError
-from simulation._kpis import ANOMALY_NAMES, KPI_BY_NAME, KPI_NAMES, TARGET_KPIS
-from simulation._series import SiteSeries
+from fedge.simulation._errors import DataError
+from fedge.simulation._kpis import ANOMALY_NAMES, KPI_BY_NAME, KPI_NAMES, TARGET_KPIS
+from fedge.simulation._series import SiteSeries
 
 REQUIRED_COLUMNS = ("timestamp", "site_id", *TARGET_KPIS)
 OPTIONAL_COLUMNS = (*tuple(k for k in KPI_NAMES if k not in TARGET_KPIS), "archetype", "anomaly")

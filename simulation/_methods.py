@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from federation import FederationPlan
-from federation._site_task import site_task
-from models import LoadForecaster, Weights, get_weights, predict, train_epochs
+from fedge.federation import FederationPlan
+from fedge.federation._site_task import site_task
+from fedge.models import LoadForecaster, Weights, get_weights, predict, train_epochs
 
 Tick = Callable[[], None] | None
 

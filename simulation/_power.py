@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from simulation._errors import DecisionError
+from fedge.simulation._errors import DecisionError
 
 
 @dataclass(frozen=True)

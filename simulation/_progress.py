@@ -14,7 +14,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from simulation._run import RunProgress
+from fedge.simulation._run import RunProgress
 
 _UNITS = {"fedavg": "rounds", "fedprox": "rounds", "local": "sites", "centralized": "rounds"}
 

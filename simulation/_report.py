@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from simulation._kpis import KPI_BY_NAME, TARGET_KPIS
+from fedge.simulation._kpis import KPI_BY_NAME, TARGET_KPIS
 
 METHOD_ORDER = (
     "fedavg",
@@ -103,10 +103,10 @@ def _plots(
         ax.set(title="per-site test RMSE (fraction of KPI range) across sites")
         out.append(("Error distribution across sites", _figure_png(fig)))
         plt.close(fig)
-    from simulation._comm import comm_plots
+    from fedge.simulation._comm import comm_plots
 
     out.extend(comm_plots(report, _figure_png))
-    from simulation._decision_report import decision_plots
+    from fedge.simulation._decision_report import decision_plots
 
     out.extend(decision_plots(report, _figure_png))
     return out
@@ -172,13 +172,13 @@ trained to lean high.</p>
 
 
 def _decision_html(report: dict[str, Any]) -> str:
-    from simulation._decision_report import decision_html
+    from fedge.simulation._decision_report import decision_html
 
     return decision_html(report)
 
 
 def _comm_html(report: dict[str, Any]) -> str:
-    from simulation._comm import comm_html
+    from fedge.simulation._comm import comm_html
 
     return comm_html(report)
 

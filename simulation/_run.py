@@ -13,17 +13,17 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from federation import FederationPlan, RoundRecord
-from federation._site_task import SiteTask, site_task
-from models import ForecastSpec, LoadForecaster, Weights, predict, set_weights
-from simulation._baselines import actuals, persistence, seasonal
-from simulation._comm import attacks_json, comm_plan
-from simulation._config import FEDERATED_METHODS, SimulationConfig
-from simulation._errors import SimulationError
-from simulation._kpi_file import read_kpi_file
-from simulation._kpis import TARGET_INDEX
-from simulation._metrics import SiteScore, pool_scores, score_site
-from simulation._source import GeneratedSites, SiteSource, archive_sites
+from fedge.federation import FederationPlan, RoundRecord
+from fedge.federation._site_task import SiteTask, site_task
+from fedge.models import ForecastSpec, LoadForecaster, Weights, predict, set_weights
+from fedge.simulation._baselines import actuals, persistence, seasonal
+from fedge.simulation._comm import attacks_json, comm_plan
+from fedge.simulation._config import FEDERATED_METHODS, SimulationConfig
+from fedge.simulation._errors import SimulationError
+from fedge.simulation._kpi_file import read_kpi_file
+from fedge.simulation._kpis import TARGET_INDEX
+from fedge.simulation._metrics import SiteScore, pool_scores, score_site
+from fedge.simulation._source import GeneratedSites, SiteSource, archive_sites
 
 PLOT_DAYS = 1
 
@@ -113,7 +113,7 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
         t0 = time.perf_counter()
         res = MethodResult()
         if method in FEDERATED_METHODS:
-            from simulation._federated import run_federated
+            from fedge.simulation._federated import run_federated
 
             fplan = comm_plan(make_plan(config, source, method), run_dir, method)
             progress.start(method, fplan.num_rounds)
@@ -123,7 +123,7 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
             res.rounds, res.site_rounds = fed.outcome.rounds, fed.site_rounds
             res.scores = _score_model(fed.outcome.weights, plan, tasks)
         elif method == "local":
-            from simulation._methods import train_local
+            from fedge.simulation._methods import train_local
 
             progress.start(method, len(indices))
             forecasts = train_local(
@@ -131,7 +131,7 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
             )
             res.scores = [_score(tasks[i], forecasts[i], scaled=True) for i in indices]
         elif method == "centralized":
-            from simulation._methods import train_centralized
+            from fedge.simulation._methods import train_centralized
 
             progress.start(method, plan.num_rounds)
             weights[method] = train_centralized(
@@ -155,7 +155,7 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
 
     artifacts: dict[str, str] = {}
     if config.export_onnx and "fedavg" in weights:
-        from models import export_onnx
+        from fedge.models import export_onnx
 
         model = LoadForecaster(plan.forecast)
         set_weights(model, weights["fedavg"])
@@ -163,7 +163,7 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
 
     comm = _comm_sections(config, source, run_dir, results, plan, tasks, progress)
     if config.decisions:
-        from simulation._decision_eval import run_decisions
+        from fedge.simulation._decision_eval import run_decisions
 
         comm["decisions"] = run_decisions(config, source, run_dir, progress)
     wall = time.perf_counter() - started
@@ -182,8 +182,8 @@ def _comm_sections(
     tasks: dict[int, SiteTask],
     progress: RunProgress,
 ) -> dict[str, Any]:
-    from simulation._comm import comm_sections
-    from simulation._federated import run_federated
+    from fedge.simulation._comm import comm_sections
+    from fedge.simulation._federated import run_federated
 
     outcomes = {
         m: (pool_scores(r.scores)["rmse"], r.comm)

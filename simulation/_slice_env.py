@@ -22,9 +22,9 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from simulation._decision_data import DECISION_STEPS, DecisionData
-from simulation._energy_env import ACTIVE, CAP_OFF, CAPACITY, SLEEP, EnergyTrace
-from simulation._errors import DecisionError, DecisionInputError
+from fedge.simulation._decision_data import DECISION_STEPS, DecisionData
+from fedge.simulation._energy_env import ACTIVE, CAP_OFF, CAPACITY, SLEEP, EnergyTrace
+from fedge.simulation._errors import DecisionError, DecisionInputError
 
 SLICES: tuple[str, ...] = ("embb", "urllc", "mmtc")
 EMBB, URLLC, MMTC = 0, 1, 2

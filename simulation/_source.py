@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from simulation._errors import DataError
-from simulation._generator import GeneratorConfig, SiteGenerator
-from simulation._series import SiteSeries
+from fedge.simulation._errors import DataError
+from fedge.simulation._generator import GeneratorConfig, SiteGenerator
+from fedge.simulation._series import SiteSeries
 
 
 class SiteSource(Protocol):
@@ -87,8 +87,8 @@ class AgentStoreSites:
     """
 
     def __init__(self, path: Path) -> None:
-        from edge_agent._errors import StoreError
-        from edge_agent._store import stored_cells
+        from fedge.edge_agent._errors import StoreError
+        from fedge.edge_agent._store import stored_cells
 
         self.path = path
         try:
@@ -101,8 +101,8 @@ class AgentStoreSites:
         return len(self._cells)
 
     def site(self, index: int) -> SiteSeries:
-        from edge_agent._errors import StoreError
-        from edge_agent._store import read_cell_series
+        from fedge.edge_agent._errors import StoreError
+        from fedge.edge_agent._store import read_cell_series
 
         try:
             cell, step_seconds, steps, values = read_cell_series(self.path, index)

@@ -61,7 +61,7 @@ def test_bad_data_file_exits_2(
 def test_data_export_writes_the_import_format(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from simulation import read_kpi_file
+    from fedge.simulation import read_kpi_file
 
     path = tmp_path / "out.csv"
     assert run_main(["data", "export", str(path), "--sites", "2", "--days", "3"], monkeypatch) == 0

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from simulation._config import ALL_METHODS, preset
-from simulation._report import write_report
-from simulation._run import run
+from fedge.simulation._config import ALL_METHODS, preset
+from fedge.simulation._report import write_report
+from fedge.simulation._run import run
 
 pytestmark = pytest.mark.slow
 

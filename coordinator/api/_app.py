@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from coordinator._errors import (
+from fedge.coordinator._errors import (
     ConflictError,
     CoordinatorError,
     ForbiddenError,
@@ -22,10 +22,10 @@ from coordinator._errors import (
     NotFoundError,
     UnauthenticatedError,
 )
-from coordinator._service import Coordinator
-from coordinator._settings import CoordinatorSettings
-from coordinator.api.routes import ROUTERS, decisions, runs
-from security import (
+from fedge.coordinator._service import Coordinator
+from fedge.coordinator._settings import CoordinatorSettings
+from fedge.coordinator.api.routes import ROUTERS, decisions, runs
+from fedge.security import (
     InvalidSignature,
     InvalidToken,
     RevokedSender,
@@ -118,7 +118,7 @@ def worker_app() -> FastAPI:
     database and interrupted stale runs; a worker must not interrupt its siblings' runs)."""
     import os
 
-    from coordinator._settings import load_settings
+    from fedge.coordinator._settings import load_settings
 
     env_file = os.environ.get(ENV_FILE_VARIABLE)
     settings = load_settings(**({"_env_file": env_file} if env_file else {}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from coordinator._errors import InvalidInputError
+from fedge.coordinator._errors import InvalidInputError
 
 
 def unb64(value: str, name: str) -> bytes:

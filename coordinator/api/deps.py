@@ -9,7 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
-from coordinator._access import (
+from fedge.coordinator._access import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
     SITE_HEADER,
@@ -18,9 +18,9 @@ from coordinator._access import (
     require_role,
     verify_site_request,
 )
-from coordinator._runs import RUN_TOKEN_HEADER
-from coordinator._schema import Role
-from coordinator._service import Coordinator
+from fedge.coordinator._runs import RUN_TOKEN_HEADER
+from fedge.coordinator._schema import Role
+from fedge.coordinator._service import Coordinator
 
 _api_key = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An operator API key (fedge-op....)."
@@ -71,7 +71,7 @@ AdminDep = Annotated[Operator, Depends(_needs(Role.ADMIN))]
 
 
 async def _site(request: Request, coordinator: CoordinatorDep) -> bytes:
-    """The site id of a correctly signed request (see ``coordinator._access``)."""
+    """The site id of a correctly signed request (see ``fedge.coordinator._access``)."""
     body = await request.body()
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     headers = {

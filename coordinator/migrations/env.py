@@ -3,7 +3,7 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import coordinator._schema  # noqa: F401  (registers the tables)
+import fedge.coordinator._schema  # noqa: F401  (registers the tables)
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from coordinator import CoordinatorSettings, Role
-from coordinator.api import create_app
+from fedge.coordinator import CoordinatorSettings, Role
+from fedge.coordinator.api import create_app
 from tests.coordinator.helpers import Fleet
 from tests.support.ports import free_port
 
@@ -99,7 +99,7 @@ def postgres() -> Iterator[Postgres]:
 @pytest.fixture(scope="session")
 def identity_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One coordinator key file for the session (scrypt makes each new one slow)."""
-    from security import SiteIdentity, save_identity
+    from fedge.security import SiteIdentity, save_identity
 
     path = tmp_path_factory.mktemp("coordinator-key") / "coordinator.key"
     save_identity(path, SiteIdentity.generate(), b"fedge-dev-kek", log2_n=10)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from fastapi.testclient import TestClient
 
-from coordinator import DEV_ADMIN_KEY, Role
-from security import SiteIdentity, SitePublicKeys, enrollment_request, prove_possession
+from fedge.coordinator import DEV_ADMIN_KEY, Role
+from fedge.security import SiteIdentity, SitePublicKeys, enrollment_request, prove_possession
 
 ADMIN = {"X-API-Key": DEV_ADMIN_KEY}
 

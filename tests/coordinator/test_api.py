@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from coordinator import CoordinatorSettings, Role, sign_request
-from coordinator.api import create_app
-from edge_agent import ModelBundle
-from security import (
+from fedge.coordinator import CoordinatorSettings, Role, sign_request
+from fedge.coordinator.api import create_app
+from fedge.edge_agent import ModelBundle
+from fedge.security import (
     ContentType,
     KeyDirectory,
     OneShotOpener,
@@ -158,7 +158,7 @@ def test_sealed_download_opens_only_for_the_requesting_site(
     assert opened.round_id == model_id
     bundle = ModelBundle.decode(opened.plaintext)
     assert (bundle.version, bundle.onnx) == (f"v{model_id}", onnx_model("served"))
-    from security import InvalidEnvelope
+    from fedge.security import InvalidEnvelope
 
     with pytest.raises(InvalidEnvelope):
         OneShotOpener(other, directory).open(answer.content)

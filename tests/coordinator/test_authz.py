@@ -11,9 +11,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from coordinator import CoordinatorSettings, Role
-from coordinator._schema import RunCreate
-from coordinator.api import create_app
+from fedge.coordinator import CoordinatorSettings, Role
+from fedge.coordinator._schema import RunCreate
+from fedge.coordinator.api import create_app
 from tests.coordinator.helpers import Fleet, onnx_model
 from tests.coordinator.policies import write_policies
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from coordinator import DEV_ADMIN_KEY
+from fedge.coordinator import DEV_ADMIN_KEY
 from tests.support.ports import free_port, service, wait_for_port
 
 FEDGE = str(Path(sys.executable).with_name("fedge"))

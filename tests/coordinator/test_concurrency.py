@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from coordinator import Role
-from security import SiteIdentity, enrollment_request
+from fedge.coordinator import Role
+from fedge.security import SiteIdentity, enrollment_request
 from tests.coordinator.helpers import Fleet
 
 

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from coordinator import CoordinatorSettings
-from coordinator._db import open_database
-from coordinator._decision_log import DecisionLog
+from fedge.coordinator import CoordinatorSettings
+from fedge.coordinator._db import open_database
+from fedge.coordinator._decision_log import DecisionLog
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_close_commits_what_is_queued(engine: Engine, log: DecisionLog) -> None:
 
 def test_the_wal_is_checkpointed_in_the_background_not_in_commits(tmp_path: Path) -> None:
     """SQLite only (PostgreSQL manages its own WAL), so not on the two-database fixture."""
-    from coordinator._db import WalCheckpointer
+    from fedge.coordinator._db import WalCheckpointer
 
     db = tmp_path / "coordinator.db"
     engine = open_database(f"sqlite:///{db}")
@@ -109,8 +109,8 @@ def test_reads_do_not_take_the_sqlite_write_lock(tmp_path: Path) -> None:
 
     from sqlmodel import Session, select
 
-    from coordinator._db import read_only
-    from coordinator._schema import ApiKey
+    from fedge.coordinator._db import read_only
+    from fedge.coordinator._schema import ApiKey
 
     db = tmp_path / "coordinator.db"
     engine = open_database(f"sqlite:///{db}")
@@ -136,7 +136,7 @@ def test_decision_writers_take_turns_through_the_writer_lock(tmp_path: Path) -> 
     until the first lets go, woken by the kernel rather than by SQLite's sleeping retries."""
     import threading
 
-    from coordinator._db import WriterTurn
+    from fedge.coordinator._db import WriterTurn
 
     engine = open_database(f"sqlite:///{tmp_path / 'coordinator.db'}")
     first, second = WriterTurn(engine), WriterTurn(engine)
@@ -165,7 +165,7 @@ def test_a_writer_lock_that_cannot_be_opened_fails_the_requests_with_a_database_
 ) -> None:
     """The lock file's place is taken (here by a directory): the batch fails with a typed
     error naming the file, and nothing is stored."""
-    from coordinator._errors import DatabaseError
+    from fedge.coordinator._errors import DatabaseError
 
     db = tmp_path / "coordinator.db"
     engine = open_database(f"sqlite:///{db}")

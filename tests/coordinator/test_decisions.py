@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from coordinator import Coordinator, CoordinatorSettings, Role, SettingsError
-from coordinator.api import create_app
+from fedge.coordinator import Coordinator, CoordinatorSettings, Role, SettingsError
+from fedge.coordinator.api import create_app
 from tests.coordinator.helpers import Fleet
 from tests.coordinator.policies import ENERGY_OBS, SLICE_OBS, write_policies
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from coordinator import DEV_ADMIN_KEY
+from fedge.coordinator import DEV_ADMIN_KEY
 from tests.coordinator.helpers import onnx_model
 from tests.support.flower import Deployment, deployment, flower_env
 from tests.support.ports import free_port, service, wait_for_port

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from coordinator import Role, sign_request
+from fedge.coordinator import Role, sign_request
 from tests.coordinator.helpers import Fleet
 
 PATH = "/api/v1/site/forecasts"

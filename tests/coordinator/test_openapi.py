@@ -18,8 +18,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup, ServerError
 from sqlmodel import SQLModel
 
-from coordinator import DEV_ADMIN_KEY, CoordinatorSettings
-from coordinator.api import create_app
+from fedge.coordinator import DEV_ADMIN_KEY, CoordinatorSettings
+from fedge.coordinator.api import create_app
 from tests.coordinator.policies import write_policies
 
 

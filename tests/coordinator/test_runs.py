@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from coordinator import CoordinatorSettings, InvalidInputError, Role
-from coordinator._runs import RUN_TOKEN_HEADER, run_config
-from coordinator._schema import RunCreate
-from coordinator.api import create_app
-from federation import FederationError
-from federation._plan import FederationPlan
-from federation._report import RoundReporter
+from fedge.coordinator import CoordinatorSettings, InvalidInputError, Role
+from fedge.coordinator._runs import RUN_TOKEN_HEADER, run_config
+from fedge.coordinator._schema import RunCreate
+from fedge.coordinator.api import create_app
+from fedge.federation import FederationError
+from fedge.federation._plan import FederationPlan
+from fedge.federation._report import RoundReporter
 from tests.coordinator.helpers import ADMIN, Fleet, onnx_model
 from tests.support.ports import free_port
 

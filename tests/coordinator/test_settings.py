@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import (
+from fedge.coordinator import (
     DEV_ADMIN_KEY,
     Coordinator,
     CoordinatorSettings,

@@ -9,16 +9,16 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from coordinator import (
+from fedge.coordinator import (
     Coordinator,
     CoordinatorSettings,
     Role,
     UnauthenticatedError,
     sign_request,
 )
-from coordinator._access import verify_site_request
-from coordinator.api import create_app
-from security import SiteIdentity
+from fedge.coordinator._access import verify_site_request
+from fedge.coordinator.api import create_app
+from fedge.security import SiteIdentity
 from tests.coordinator.helpers import ADMIN, Fleet
 
 PATH = "/api/v1/site/model"

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulation import GeneratorConfig
-from simulation._decision_data import HOUR_STEPS, DecisionData, make_clusters
-from simulation._decision_train import DECISION_PRESETS, Trained, train
-from simulation._source import GeneratedSites
+from fedge.simulation import GeneratorConfig
+from fedge.simulation._decision_data import HOUR_STEPS, DecisionData, make_clusters
+from fedge.simulation._decision_train import DECISION_PRESETS, Trained, train
+from fedge.simulation._source import GeneratedSites
 
 
 def oracle_data(num_sites: int = 8, days: int = 6, seed: int = 3) -> DecisionData:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulation._decision_data import DEFAULT_HEADROOM, DecisionData, make_clusters
-from simulation._energy_env import (
+from fedge.simulation._decision_data import DEFAULT_HEADROOM, DecisionData, make_clusters
+from fedge.simulation._energy_env import (
     ACTIVE,
     CAP_OFF,
     ENERGY_OBS_DIM,
@@ -28,7 +28,7 @@ from simulation._energy_env import (
     threshold_policy,
     wake_power,
 )
-from simulation._errors import DecisionError, DecisionInputError
+from fedge.simulation._errors import DecisionError, DecisionInputError
 
 
 def test_earth_power_per_mode() -> None:
@@ -201,7 +201,7 @@ def test_hindsight_bound_refuses_clusters_too_large_to_enumerate(data: DecisionD
 
 
 def test_headroom_is_where_the_slices_stop_meeting_their_sla() -> None:
-    from simulation._slice_env import URLLC_SHARE, sla_at_load
+    from fedge.simulation._slice_env import URLLC_SHARE, sla_at_load
 
     median_site = sum(URLLC_SHARE) / 2
     assert sla_at_load(DEFAULT_HEADROOM, median_site) >= 0.99

@@ -12,18 +12,18 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from coordinator import DecisionService
-from simulation._decision_eval import held_out
-from simulation._decision_report import decision_html, decision_plots
-from simulation._decision_train import (
+from fedge.coordinator import DecisionService
+from fedge.simulation._decision_eval import held_out
+from fedge.simulation._decision_report import decision_html, decision_plots
+from fedge.simulation._decision_train import (
     ENERGY_ONNX,
     MANIFEST,
     SLICE_ONNX,
     Trained,
 )
-from simulation._energy_env import ENERGY_OBS_DIM, energy_obs, rollout
-from simulation._errors import DecisionInputError, PolicyError, UnknownSiteError
-from simulation._slice_env import (
+from fedge.simulation._energy_env import ENERGY_OBS_DIM, energy_obs, rollout
+from fedge.simulation._errors import DecisionInputError, PolicyError, UnknownSiteError
+from fedge.simulation._slice_env import (
     SHARES_DIM,
     SLICE_OBS_DIM,
     context,

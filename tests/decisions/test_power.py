@@ -7,10 +7,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from simulation._decision_data import DecisionData
-from simulation._energy_env import ACTIVE, CAP_OFF, SLEEP, hindsight_bound, site_power, wake_power
-from simulation._errors import DecisionError
-from simulation._power import EARTH_MACRO, PowerModel
+from fedge.simulation._decision_data import DecisionData
+from fedge.simulation._energy_env import (
+    ACTIVE,
+    CAP_OFF,
+    SLEEP,
+    hindsight_bound,
+    site_power,
+    wake_power,
+)
+from fedge.simulation._errors import DecisionError
+from fedge.simulation._power import EARTH_MACRO, PowerModel
 
 
 def test_earth_macro_is_the_default() -> None:

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulation._decision_data import DecisionData
-from simulation._energy_env import CAP_OFF, SLEEP, always_on, rollout, threshold_policy
-from simulation._errors import DecisionError, DecisionInputError
-from simulation._slice_env import (
+from fedge.simulation._decision_data import DecisionData
+from fedge.simulation._energy_env import CAP_OFF, SLEEP, always_on, rollout, threshold_policy
+from fedge.simulation._errors import DecisionError, DecisionInputError
+from fedge.simulation._slice_env import (
     ACTION_DIM,
     BASE_FLOOR,
     MARGIN_RANGE,
@@ -132,7 +132,7 @@ def test_strategic_mode_sets_capacity(data: DecisionData) -> None:
     sites, steps = ctx.valid(data.test_start, data.steps)
     assert (ctx.mode[sites, steps] != SLEEP).all()
     i_off = SLICE_OBS_NAMES.index("mode_capacity_off")
-    from simulation._slice_env import slice_obs
+    from fedge.simulation._slice_env import slice_obs
 
     obs = slice_obs(ctx, sites, steps)
     off = ctx.mode[sites, steps] == CAP_OFF

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent import Agent, KpiSample, Store, load_config
+from fedge.edge_agent import Agent, KpiSample, Store, load_config
 from tests.support.ports import free_port, wait_for_port
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -150,8 +150,8 @@ class Models:
 def _train(seed: int, path: Path, epochs: int, corrupt: bool = False) -> Path:
     import torch
 
-    from models import ForecastSpec, LoadForecaster, export_onnx, prepare_site, train_epochs
-    from simulation import GeneratorConfig, SiteGenerator
+    from fedge.models import ForecastSpec, LoadForecaster, export_onnx, prepare_site, train_epochs
+    from fedge.simulation import GeneratorConfig, SiteGenerator
 
     torch.manual_seed(seed)
     torch.set_num_threads(1)
@@ -182,7 +182,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Models:
 
 
 def site_values(days: int = 6, seed: int = 3, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from simulation import GeneratorConfig, SiteGenerator
+    from fedge.simulation import GeneratorConfig, SiteGenerator
 
     s = SiteGenerator(GeneratorConfig(num_sites=index + 1, days=days, seed=seed)).site(index)
     return s.values, s.anomalies

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent import ConfigError, load_config, parse_config
+from fedge.edge_agent import ConfigError, load_config, parse_config
 
 FULL = """
 [agent]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent import Store
+from fedge.edge_agent import Store
 from tests.edge_agent.conftest import (
     STEP,
     Client,
@@ -159,7 +159,7 @@ def test_a_store_failure_ends_the_run_and_the_kpi_is_not_acknowledged(
     end ``run`` with the error, before the KPI is acknowledged (the broker redelivers)."""
     import sqlite3
 
-    from edge_agent import StoreError
+    from fedge.edge_agent import StoreError
 
     values, _ = site_values()
     last = now_step() - 40

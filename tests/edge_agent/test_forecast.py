@@ -9,10 +9,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent import AnomalyConfig, ForecastEngine, KpiSample, ResidualDetector, Serving, Store
-from edge_agent._forecast import minute_of_week
-from edge_agent._replay import replay_alerts, score_alerts
-from models import OnnxForecaster, SiteProfile, SiteScaler, site_features
+from fedge.edge_agent import (
+    AnomalyConfig,
+    ForecastEngine,
+    KpiSample,
+    ResidualDetector,
+    Serving,
+    Store,
+)
+from fedge.edge_agent._forecast import minute_of_week
+from fedge.edge_agent._replay import replay_alerts, score_alerts
+from fedge.models import OnnxForecaster, SiteProfile, SiteScaler, site_features
 from tests.edge_agent.conftest import STEP, Models, seed_history, site_values
 
 
@@ -45,7 +52,7 @@ def test_batched_forecasts_equal_the_training_feature_path(
 
 
 def test_minute_of_week_matches_site_series() -> None:
-    from simulation import GeneratorConfig, SiteGenerator
+    from fedge.simulation import GeneratorConfig, SiteGenerator
 
     s = SiteGenerator(GeneratorConfig(num_sites=1, days=2)).site(0)
     start = int(s.start.astype("datetime64[s]").astype(np.int64)) // STEP

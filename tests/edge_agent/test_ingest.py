@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent import Store
+from fedge.edge_agent import Store
 from tests.edge_agent.conftest import (
     STEP,
     Client,
@@ -139,7 +139,7 @@ def test_mqtt_3_1_1_link_end_to_end(
 def test_backoff_bounds_and_protocol_fallback_rule() -> None:
     import random
 
-    from edge_agent import backoff_delay, falls_back
+    from fedge.edge_agent import backoff_delay, falls_back
 
     rng = random.Random(0)
     for attempt in range(40):

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from edge_agent import KPI_NAMES, KpiRejected, KpiSample, OrderGuard, Reason, parse_kpi
-from edge_agent._kpi import KPI_FIELDS, TARGET_INDEX
+from fedge.edge_agent import KPI_NAMES, KpiRejected, KpiSample, OrderGuard, Reason, parse_kpi
+from fedge.edge_agent._kpi import KPI_FIELDS, TARGET_INDEX
 
 NOW = 1_800_000_000.0
 GOOD_KPIS = {
@@ -125,8 +125,8 @@ def test_order_guard_seeded_from_the_store_after_a_restart() -> None:
 
 
 def test_wire_schema_matches_the_simulation_kpis() -> None:
-    from simulation import KPIS
-    from simulation import TARGET_INDEX as SIM_TARGETS
+    from fedge.simulation import KPIS
+    from fedge.simulation import TARGET_INDEX as SIM_TARGETS
 
     assert tuple(k.name for k in KPIS) == KPI_NAMES
     assert tuple((k.name, k.low, k.high) for k in KPIS) == KPI_FIELDS

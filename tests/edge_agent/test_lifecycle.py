@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import ModelBundle, ModelManager, ModelRejected, Store, rollback
-from edge_agent._config import ModelConfig
-from security import ContentType, OneShotSealer, SiteIdentity, save_identity
+from fedge.edge_agent import ModelBundle, ModelManager, ModelRejected, Store, rollback
+from fedge.edge_agent._config import ModelConfig
+from fedge.security import ContentType, OneShotSealer, SiteIdentity, save_identity
 from tests.edge_agent.conftest import (
     STEP,
     Client,

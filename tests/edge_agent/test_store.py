@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent import ForecastRow, KpiSample, Store, StoreError, read_cell_series
-from simulation import DataError, open_sites
+from fedge.edge_agent import ForecastRow, KpiSample, Store, StoreError, read_cell_series
+from fedge.simulation import DataError, open_sites
 from tests.edge_agent.conftest import STEP, seed_history, site_values
 
 
@@ -83,8 +83,8 @@ def test_federation_state_round_trips_across_reopen(tmp_path: Path) -> None:
 def test_agent_store_site_source_feeds_the_clientapp_task(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from federation._site_task import site_task
-    from models import ForecastSpec
+    from fedge.federation._site_task import site_task
+    from fedge.models import ForecastSpec
 
     values, _ = site_values(days=6)
     values = values.copy()

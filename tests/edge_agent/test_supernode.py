@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import FederationConfig, SupervisorError, resolve_binary, supernode_command
+from fedge.edge_agent import FederationConfig, SupervisorError, resolve_binary, supernode_command
 from tests.edge_agent.conftest import Mosquitto, RunningAgent, agent_env, write_config
 from tests.support.ports import free_port, service, wait_for_port
 

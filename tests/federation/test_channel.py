@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from federation import FederationError, UpdateRejectedError
-from federation._adversary import AdversaryPlan, tamper
-from federation._channel import (
+from fedge.federation import FederationError, UpdateRejectedError
+from fedge.federation._adversary import AdversaryPlan, tamper
+from fedge.federation._channel import (
     EVALUATE,
     TRAIN,
     ServerChannel,
     SiteChannel,
     simulated_identity,
 )
-from federation._update import frame, unframe
-from security import ContentType, KeyDirectory
+from fedge.federation._update import frame, unframe
+from fedge.security import ContentType, KeyDirectory
 
 SEED = 11
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
-from federation import (
+from fedge.federation import (
     CodecError,
     CodecId,
     CodecSchedule,
@@ -22,7 +22,7 @@ from federation import (
     encode,
     error_bound,
 )
-from federation._sparse import (
+from fedge.federation._sparse import (
     IndexCoding,
     decode_indices,
     decode_varints,
@@ -104,7 +104,7 @@ def test_whole_update_topk_uses_one_threshold_within_its_bound(
     """``topk+global``: exactly k of all entries, the largest across tensors; what is
     dropped is no larger than what is kept, what is kept is off by at most half an int8
     step of its tensor's kept values."""
-    from federation._codec import _whole_topk
+    from fedge.federation._codec import _whole_topk
 
     out = decode(encode(arrays, CodecSpec.parse(f"topk+global:{fraction}")))
     chosen = _whole_topk(arrays, fraction)
@@ -155,7 +155,7 @@ def test_varints_round_trip(values: list[int]) -> None:
 
 
 def test_reference_model_sizes() -> None:
-    from models import ForecastSpec, LoadForecaster, get_weights
+    from fedge.models import ForecastSpec, LoadForecaster, get_weights
 
     w = get_weights(LoadForecaster(ForecastSpec()))
     fp32 = len(encode(w, CodecSpec.parse("fp32")))

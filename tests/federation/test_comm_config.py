@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from federation import STRATEGIES, FederationError, FederationPlan
-from simulation._config import SimulationConfig
-from simulation._errors import SimulationError
+from fedge.federation import STRATEGIES, FederationError, FederationPlan
+from fedge.simulation._config import SimulationConfig
+from fedge.simulation._errors import SimulationError
 
 SPEC = json.dumps({"kind": "generator", "num_sites": 2, "days": 8, "seed": 0})
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from federation import FederationError, FederationPlan, cosine_lr
-from models import ForecastSpec
+from fedge.federation import FederationError, FederationPlan, cosine_lr
+from fedge.models import ForecastSpec
 
 SPEC = '{"kind": "generator", "num_sites": 2}'
 

@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from federation import CodecSpec, FederationError, ResidualStore, compress_with_feedback, decode
+from fedge.federation import (
+    CodecSpec,
+    FederationError,
+    ResidualStore,
+    compress_with_feedback,
+    decode,
+)
 
 
 @pytest.mark.parametrize("codec", ["topk:0.02", "sign", "int4"])
@@ -82,7 +88,7 @@ def test_unreadable_store_raises_typed_error(tmp_path: Path) -> None:
 def test_tracked_estimate_converges_to_a_steady_update() -> None:
     """EF21: each round sends top-k of (delta - estimate); with a steady delta the estimate
     both ends keep becomes the whole update, which residual feedback never hands over."""
-    from federation._residual import compress_difference
+    from fedge.federation._residual import compress_difference
 
     rng = np.random.default_rng(0)
     delta = [rng.normal(0, 1, (40, 25)).astype(np.float32), rng.normal(0, 3, 30).astype(np.float32)]
@@ -100,7 +106,7 @@ def test_tracked_estimate_converges_to_a_steady_update() -> None:
 
 
 def test_estimate_store_returns_only_the_estimate_asked_for(tmp_path: Path) -> None:
-    from federation._residual import ESTIMATE_FILE
+    from fedge.federation._residual import ESTIMATE_FILE
 
     store = ResidualStore(tmp_path, ESTIMATE_FILE)
     like = [np.zeros((2, 2), np.float32)]
@@ -118,8 +124,8 @@ def test_server_tracks_each_site_estimate_and_refuses_a_mismatch() -> None:
     """The server's half of tracked feedback (``SealedStrategy._track``)."""
     from flwr.serverapp.strategy import FedAvg
 
-    from federation import CodecId, UpdateRejectedError, encode
-    from federation._sealed_strategy import SealedStrategy
+    from fedge.federation import CodecId, UpdateRejectedError, encode
+    from fedge.federation._sealed_strategy import SealedStrategy
 
     strategy = SealedStrategy(
         FedAvg(),

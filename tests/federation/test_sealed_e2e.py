@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from simulation._comm import comm_plots, pareto
-from simulation._config import preset
-from simulation._report import _figure_png, write_report
-from simulation._run import run
+from fedge.simulation._comm import comm_plots, pareto
+from fedge.simulation._config import preset
+from fedge.simulation._report import _figure_png, write_report
+from fedge.simulation._run import run
 
 
 @pytest.mark.slow

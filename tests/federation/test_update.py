@@ -7,10 +7,10 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, RecordDict
 from flwr.app.message.message import make_message
 
-from federation import CodecError, CodecSpec, Ledger, UpdateRejectedError, encode, wire_size
-from federation._adversary import spoil_delta
-from federation._sealed_strategy import _metrics
-from federation._update import apply_update, frame, unframe
+from fedge.federation import CodecError, CodecSpec, Ledger, UpdateRejectedError, encode, wire_size
+from fedge.federation._adversary import spoil_delta
+from fedge.federation._sealed_strategy import _metrics
+from fedge.federation._update import apply_update, frame, unframe
 
 GLOBAL = [np.ones((4, 3), np.float32), np.zeros(3, np.float32)]
 

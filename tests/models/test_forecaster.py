@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import (
+from fedge.models import (
     ForecastSpec,
     LoadForecaster,
     ModelError,
@@ -19,7 +19,7 @@ from models import (
     set_weights,
     train_epochs,
 )
-from simulation import TARGET_INDEX, GeneratorConfig, SiteGenerator
+from fedge.simulation import TARGET_INDEX, GeneratorConfig, SiteGenerator
 
 
 def test_reference_architecture() -> None:
@@ -31,7 +31,7 @@ def test_reference_architecture() -> None:
 
 
 def test_persistence_skip_starts_from_the_latest_observation() -> None:
-    from models import TARGET_FEATURES
+    from fedge.models import TARGET_FEATURES
 
     assert TARGET_FEATURES == TARGET_INDEX  # the model's view of the KPI layout is the data's
     spec = ForecastSpec(horizon=2)

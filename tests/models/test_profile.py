@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import ForecastSpec, ModelError, SiteProfile, prepare_site
-from simulation import TARGET_INDEX, GeneratorConfig, SiteGenerator
+from fedge.models import ForecastSpec, ModelError, SiteProfile, prepare_site
+from fedge.simulation import TARGET_INDEX, GeneratorConfig, SiteGenerator
 
 SPD = 288  # 5-minute steps
 

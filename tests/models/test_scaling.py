@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import ForecastSpec, ModelError, SiteScaler, prepare_site, split_bounds
-from simulation import TARGET_INDEX, GeneratorConfig, SiteGenerator
+from fedge.models import ForecastSpec, ModelError, SiteScaler, prepare_site, split_bounds
+from fedge.simulation import TARGET_INDEX, GeneratorConfig, SiteGenerator
 
 
 def site_and_prep(values: np.ndarray | None = None):  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from security import KeyDirectory, SiteIdentity
+from fedge.security import KeyDirectory, SiteIdentity
 
 SHARED_VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from security import (
+from fedge.security import (
     Initiator,
     KeyDirectory,
     Responder,

@@ -9,8 +9,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from security import KeyDirectory, KeyStoreError, SiteIdentity, load_identity
-from security._cli import register
+from fedge.security import KeyDirectory, KeyStoreError, SiteIdentity, load_identity
+from fedge.security._cli import register
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from security import CompositeSigningKey, CompositeVerifyKey, InvalidKey, InvalidSignature
+from fedge.security import CompositeSigningKey, CompositeVerifyKey, InvalidKey, InvalidSignature
 from tests.security.conftest import shared_vector
 
 

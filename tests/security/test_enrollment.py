@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from security import (
+from fedge.security import (
     DecryptionFailed,
     EnrollmentAuthority,
     InvalidEnvelope,
@@ -20,9 +20,9 @@ from security import (
     prove_possession,
     token_hash,
 )
-from security._composite import CompositeSigningKey
-from security._enrollment import REQUEST_SIZE
-from security._identity import SiteIdentity as _SiteIdentity
+from fedge.security._composite import CompositeSigningKey
+from fedge.security._enrollment import REQUEST_SIZE
+from fedge.security._identity import SiteIdentity as _SiteIdentity
 from tests.security.helpers import flip
 
 
@@ -173,7 +173,7 @@ def test_request_sealed_to_unknown_authority_generation(
 
 
 def test_enrollment_request_with_unknown_suite(coordinator: SiteIdentity) -> None:
-    from security import UnsupportedSuite
+    from fedge.security import UnsupportedSuite
 
     token = "fedge-enroll-v1." + "A" * 43
     with pytest.raises(UnsupportedSuite):

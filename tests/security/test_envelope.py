@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from security import (
+from fedge.security import (
     ONESHOT_OVERHEAD,
     ContentType,
     DecryptionFailed,
@@ -19,9 +19,9 @@ from security import (
     UnknownSender,
     UnsupportedSuite,
 )
-from security._composite import SIGNATURE_SIZE, CompositeSigningKey
-from security._envelope import SIGNATURE_CONTEXT
-from security._wire import ONESHOT_HEADER
+from fedge.security._composite import SIGNATURE_SIZE, CompositeSigningKey
+from fedge.security._envelope import SIGNATURE_CONTEXT
+from fedge.security._wire import ONESHOT_HEADER
 from tests.security.helpers import flip
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from security import (
+from fedge.security import (
     ContentType,
     EnrollmentAuthority,
     Initiator,
@@ -21,8 +21,8 @@ from security import (
     Session,
     SiteIdentity,
 )
-from security._handshake import INIT_SIZE, RESPONSE_SIZE
-from security._keystore import decode_identity
+from fedge.security._handshake import INIT_SIZE, RESPONSE_SIZE
+from fedge.security._keystore import decode_identity
 from tests.security.helpers import handshake
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

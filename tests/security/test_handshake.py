@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from security import (
+from fedge.security import (
     AlreadyUsed,
     ContentType,
     DecryptionFailed,
@@ -18,7 +18,7 @@ from security import (
     UnknownSender,
     UnsupportedSuite,
 )
-from security._handshake import INIT_SIZE, RESPONSE_SIZE
+from fedge.security._handshake import INIT_SIZE, RESPONSE_SIZE
 from tests.security.helpers import flip, handshake
 
 

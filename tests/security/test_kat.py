@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from security import CryptographyProvider, DecryptionFailed, InvalidKey, InvalidSignature
+from fedge.security import CryptographyProvider, DecryptionFailed, InvalidKey, InvalidSignature
 
 cryptography_vectors = pytest.importorskip("cryptography_vectors")
 VECTORS = Path(cryptography_vectors.__file__).resolve().parent / "asymmetric"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from security import KeyStoreError, SiteIdentity, load_identity, read_kek, save_identity
-from security._keystore import decode_identity, encode_identity
+from fedge.security import KeyStoreError, SiteIdentity, load_identity, read_kek, save_identity
+from fedge.security._keystore import decode_identity, encode_identity
 
 KEK = b"correct horse battery staple"
 FAST = 10  # scrypt log2(N) for tests; the default is 15

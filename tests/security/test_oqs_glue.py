@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from security import (
+from fedge.security import (
     ContentType,
     InvalidSignature,
     KeyDirectory,
@@ -22,7 +22,7 @@ from security import (
     SiteIdentity,
     get_provider,
 )
-from security import _provider as provider_module
+from fedge.security import _provider as provider_module
 from tests.security.helpers import handshake
 
 FAKE_OQS = textwrap.dedent(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from security import (
+from fedge.security import (
     CryptographyProvider,
     DecryptionFailed,
     InvalidKey,
@@ -18,7 +18,7 @@ from security import (
     UnsupportedSuite,
     get_provider,
 )
-from security import _provider as provider_module
+from fedge.security import _provider as provider_module
 
 ROOT = Path(__file__).resolve().parents[2]
 

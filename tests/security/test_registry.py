@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from security import (
+from fedge.security import (
     CryptographyProvider,
     InvalidEnvelope,
     InvalidKey,
@@ -17,8 +17,8 @@ from security import (
     UnknownSender,
     XWingPublicKey,
 )
-from security._composite import SIGNATURE_SIZE
-from security._identity import PUBLIC_KEYS_SIZE
+from fedge.security._composite import SIGNATURE_SIZE
+from fedge.security._identity import PUBLIC_KEYS_SIZE
 from tests.security.helpers import flip
 
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from security import ReplayDetected
-from security._replay import ReplayWindow
+from fedge.security import ReplayDetected
+from fedge.security._replay import ReplayWindow
 
 
 @settings(max_examples=300, deadline=None)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from security import (
+from fedge.security import (
     SESSION_OVERHEAD,
     ContentType,
     DecryptionFailed,
@@ -18,8 +18,8 @@ from security import (
     SiteIdentity,
     UnsupportedSuite,
 )
-from security._session import Session
-from security._wire import Suite
+from fedge.security._session import Session
+from fedge.security._wire import Suite
 from tests.security.helpers import flip, handshake
 
 
@@ -116,7 +116,7 @@ def test_suite_mismatch_and_unknown_suite(
 def test_chacha_suite_sessions(
     site: SiteIdentity, coordinator: SiteIdentity, directory: KeyDirectory
 ) -> None:
-    from security import Initiator, Responder
+    from fedge.security import Initiator, Responder
 
     initiator = Initiator(site, coordinator.public_keys(), suite=Suite.XWING_CHACHA20POLY1305)
     response, theirs = Responder(coordinator, directory).respond(initiator.start())
@@ -185,7 +185,7 @@ def test_policy_validation() -> None:
 def test_sequence_exhaustion_is_typed(
     site: SiteIdentity, coordinator: SiteIdentity, directory: KeyDirectory
 ) -> None:
-    from security import SecurityError
+    from fedge.security import SecurityError
 
     mine, _ = handshake(site, coordinator, directory, SessionPolicy(rekey_messages=2**70))
     mine._seq = 2**64

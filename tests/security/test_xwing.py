@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from security import DecryptionFailed, InvalidKey, XWingPrivateKey, XWingPublicKey
+from fedge.security import DecryptionFailed, InvalidKey, XWingPrivateKey, XWingPublicKey
 from tests.security.conftest import shared_vector
 
 

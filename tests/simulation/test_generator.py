@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulation import (
+from fedge.simulation import (
     ARCHETYPE_NAMES,
     KPI_NAMES,
     DataError,
@@ -11,7 +11,7 @@ from simulation import (
     SiteGenerator,
     SiteSeries,
 )
-from simulation._kpis import ANOMALY_DEGRADATION, ANOMALY_OUTAGE, ANOMALY_SPIKE
+from fedge.simulation._kpis import ANOMALY_DEGRADATION, ANOMALY_OUTAGE, ANOMALY_SPIKE
 
 PRB = KPI_NAMES.index("dl_prb_util")
 

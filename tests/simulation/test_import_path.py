@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from simulation import SiteGenerator, export_kpi_csv
-from simulation._config import preset
-from simulation._run import run
+from fedge.simulation import SiteGenerator, export_kpi_csv
+from fedge.simulation._config import preset
+from fedge.simulation._run import run
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulation import DataError, GeneratorConfig, SiteGenerator, export_kpi_csv, read_kpi_file
-from simulation._source import ArchivedSites, archive_sites, open_sites
+from fedge.simulation import (
+    DataError,
+    GeneratorConfig,
+    SiteGenerator,
+    export_kpi_csv,
+    read_kpi_file,
+)
+from fedge.simulation._source import ArchivedSites, archive_sites, open_sites
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulation._baselines import actuals, persistence, seasonal
-from simulation._metrics import pool_scores, score_site
+from fedge.simulation._baselines import actuals, persistence, seasonal
+from fedge.simulation._metrics import pool_scores, score_site
 
 RANGE = np.array([100.0, 500.0, 200.0])
 

@@ -1,7 +1,7 @@
 """One module per resource; ``ROUTERS`` is what the app always mounts (``decisions``
 only when policies are configured, ``runs.control`` only when a SuperLink is)."""
 
-from coordinator.api.routes import (
+from fedge.coordinator.api.routes import (
     audit,
     decisions,
     enrollment,

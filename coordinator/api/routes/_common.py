@@ -2,7 +2,7 @@
 
 from typing import Any, Final
 
-from coordinator.api._bodies import Problem
+from fedge.coordinator.api._bodies import Problem
 
 PREFIX: Final = "/api/v1"
 

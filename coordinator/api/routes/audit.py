@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from coordinator._schema import AuditPublic
-from coordinator.api.deps import AdminDep, CoordinatorDep
-from coordinator.api.routes._common import ERRORS, PREFIX
+from fedge.coordinator._schema import AuditPublic
+from fedge.coordinator.api.deps import AdminDep, CoordinatorDep
+from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
 router = APIRouter(prefix=f"{PREFIX}/audit", tags=["audit"], responses=ERRORS)
 

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from coordinator._schema import DecisionAnswer, DecisionRequest
-from coordinator.api.deps import CoordinatorDep, OperatorDep
-from coordinator.api.routes._common import ERRORS, PREFIX
+from fedge.coordinator._schema import DecisionAnswer, DecisionRequest
+from fedge.coordinator.api.deps import CoordinatorDep, OperatorDep
+from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
 # DecisionKind is in the components already (DecisionAnswer uses it).
 _REQUEST_SCHEMA = {

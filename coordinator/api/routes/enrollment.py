@@ -5,11 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
-from coordinator._schema import SitePublic, TokenCreate, TokenIssued
-from coordinator.api._bodies import AuthorityKeys, EnrollBegin, EnrollChallenge, EnrollComplete
-from coordinator.api._codec import b64, unb64
-from coordinator.api.deps import CoordinatorDep, OperatorDep
-from coordinator.api.routes._common import ERRORS, PREFIX
+from fedge.coordinator._schema import SitePublic, TokenCreate, TokenIssued
+from fedge.coordinator.api._bodies import (
+    AuthorityKeys,
+    EnrollBegin,
+    EnrollChallenge,
+    EnrollComplete,
+)
+from fedge.coordinator.api._codec import b64, unb64
+from fedge.coordinator.api.deps import CoordinatorDep, OperatorDep
+from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
 router = APIRouter(prefix=f"{PREFIX}/enrollment", tags=["enrollment"], responses=ERRORS)
 

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from coordinator._schema import ForecastPublic
-from coordinator.api._bodies import HEX_SITE_ID
-from coordinator.api.deps import CoordinatorDep, ViewerDep
-from coordinator.api.routes._common import ERRORS, PREFIX
+from fedge.coordinator._schema import ForecastPublic
+from fedge.coordinator.api._bodies import HEX_SITE_ID
+from fedge.coordinator.api.deps import CoordinatorDep, ViewerDep
+from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
 router = APIRouter(prefix=f"{PREFIX}/forecasts", tags=["forecasts"], responses=ERRORS)
 

@@ -8,9 +8,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from coordinator._errors import DatabaseError
-from coordinator.api._bodies import Health
-from coordinator.api.deps import CoordinatorDep
+from fedge.coordinator._errors import DatabaseError
+from fedge.coordinator.api._bodies import Health
+from fedge.coordinator.api.deps import CoordinatorDep
 
 router = APIRouter(tags=["health"])
 

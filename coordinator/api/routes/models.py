@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from coordinator._schema import ModelStatus, ModelVersionCreate, ModelVersionPublic
-from coordinator.api.deps import AdminDep, CoordinatorDep, OperatorDep, ViewerDep
-from coordinator.api.routes._common import ERRORS, PREFIX
+from fedge.coordinator._schema import ModelStatus, ModelVersionCreate, ModelVersionPublic
+from fedge.coordinator.api.deps import AdminDep, CoordinatorDep, OperatorDep, ViewerDep
+from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
 router = APIRouter(prefix=f"{PREFIX}/models", tags=["models"], responses=ERRORS)
 

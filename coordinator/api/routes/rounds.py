@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from coordinator._schema import RoundPublic
-from coordinator.api.deps import CoordinatorDep, ViewerDep
-from coordinator.api.routes._common import ERRORS, PREFIX
+from fedge.coordinator._schema import RoundPublic
+from fedge.coordinator.api.deps import CoordinatorDep, ViewerDep
+from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
 router = APIRouter(prefix=f"{PREFIX}/rounds", tags=["rounds"], responses=ERRORS)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from coordinator._schema import (
+from fedge.coordinator._schema import (
     RoundPublic,
     RoundReport,
     RunCreate,
@@ -16,8 +16,8 @@ from coordinator._schema import (
     RunModelReport,
     RunPublic,
 )
-from coordinator.api.deps import CoordinatorDep, OperatorDep, RunTokenDep, ViewerDep
-from coordinator.api.routes._common import ERRORS, PREFIX
+from fedge.coordinator.api.deps import CoordinatorDep, OperatorDep, RunTokenDep, ViewerDep
+from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
 router = APIRouter(prefix=f"{PREFIX}/runs", tags=["runs"], responses=ERRORS)
 #: Mounted only when ``superlink`` is set: what starts runs.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 
-from coordinator._schema import ForecastBatch, IngestResult
-from coordinator.api.deps import CoordinatorDep, SiteDep
-from coordinator.api.routes._common import ERRORS, PREFIX
+from fedge.coordinator._schema import ForecastBatch, IngestResult
+from fedge.coordinator.api.deps import CoordinatorDep, SiteDep
+from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
 router = APIRouter(prefix=f"{PREFIX}/site", tags=["site"], responses=ERRORS)
 

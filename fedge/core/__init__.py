@@ -1,0 +1,1 @@
+"""The dependency-free core: what several layers share, with numpy at most."""
