@@ -26,9 +26,9 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from fedge.core import TARGET_KPIS
 from fedge.federation._plan import FederationPlan
 from fedge.models import LoadForecaster, Weights, get_weights
-from fedge.simulation._kpis import TARGET_KPIS
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
+from fedge.core import TARGET_INDEX
 from fedge.models import ForecastSpec, PreparedSite, prepare_site
 from fedge.simulation import SiteSeries, open_sites
-from fedge.simulation._kpis import TARGET_INDEX
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedge.core import TARGET_INDEX, TARGET_KPIS
 from fedge.federation._errors import FederationError
 from fedge.federation._plan import FederationPlan
 from fedge.federation._site_mod import hello_reply, sealed_update_mod
 from fedge.federation._site_task import SiteTask, site_task
 from fedge.models import LoadForecaster, get_weights, predict, set_weights, train_epochs
-from fedge.simulation._kpis import TARGET_INDEX, TARGET_KPIS
 
 # The mod compresses and seals train/evaluate replies when the server asks for it.
 app = ClientApp(mods=[sealed_update_mod])

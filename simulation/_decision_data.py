@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from fedge.core import KPI_NAMES, TARGET_INDEX
 from fedge.models import ForecastSpec, SiteScaler, site_features, split_bounds, windows
 from fedge.simulation._errors import DecisionError
-from fedge.simulation._kpis import KPI_NAMES, TARGET_INDEX
 from fedge.simulation._power import EARTH_MACRO, PowerModel
 from fedge.simulation._source import SiteSource
 

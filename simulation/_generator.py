@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.simulation._archetypes import ARCHETYPE_CYCLE, ARCHETYPES, Archetype, profile
-from fedge.simulation._errors import DataError
-from fedge.simulation._kpis import (
+from fedge.core import (
     ANOMALY_DEGRADATION,
     ANOMALY_OUTAGE,
     ANOMALY_SPIKE,
     KPI_NAMES,
 )
+from fedge.simulation._archetypes import ARCHETYPE_CYCLE, ARCHETYPES, Archetype, profile
+from fedge.simulation._errors import DataError
 from fedge.simulation._series import SiteSeries
 
 _COL = {name: i for i, name in enumerate(KPI_NAMES)}

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedge.core import ANOMALY_NAMES, KPI_BY_NAME, KPI_NAMES, TARGET_KPIS
 from fedge.simulation._errors import DataError
-from fedge.simulation._kpis import ANOMALY_NAMES, KPI_BY_NAME, KPI_NAMES, TARGET_KPIS
 from fedge.simulation._series import SiteSeries
 
 REQUIRED_COLUMNS = ("timestamp", "site_id", *TARGET_KPIS)

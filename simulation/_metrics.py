@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.simulation._kpis import TARGET_KPIS
+from fedge.core import TARGET_KPIS
 
 UNDERPROVISION_MARGIN = 0.05
 # The forecaster's own objective: a missed peak costs BETA_UNDER, an overestimate 1.

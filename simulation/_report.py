@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.simulation._kpis import KPI_BY_NAME, TARGET_KPIS
+from fedge.core import KPI_BY_NAME, TARGET_KPIS
 
 METHOD_ORDER = (
     "fedavg",

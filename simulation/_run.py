@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from fedge.core import TARGET_INDEX
 from fedge.federation import FederationPlan, RoundRecord
 from fedge.federation._site_task import SiteTask, site_task
 from fedge.models import ForecastSpec, LoadForecaster, Weights, predict, set_weights
@@ -21,7 +22,6 @@ from fedge.simulation._comm import attacks_json, comm_plan
 from fedge.simulation._config import FEDERATED_METHODS, SimulationConfig
 from fedge.simulation._errors import SimulationError
 from fedge.simulation._kpi_file import read_kpi_file
-from fedge.simulation._kpis import TARGET_INDEX
 from fedge.simulation._metrics import SiteScore, pool_scores, score_site
 from fedge.simulation._source import GeneratedSites, SiteSource, archive_sites
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.simulation._kpis import KPI_NAMES
+from fedge.core import KPI_NAMES
 
 
 @dataclass(frozen=True)

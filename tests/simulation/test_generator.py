@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedge.core import ANOMALY_DEGRADATION, ANOMALY_OUTAGE, ANOMALY_SPIKE
 from fedge.simulation import (
     ARCHETYPE_NAMES,
     KPI_NAMES,
@@ -11,7 +12,6 @@ from fedge.simulation import (
     SiteGenerator,
     SiteSeries,
 )
-from fedge.simulation._kpis import ANOMALY_DEGRADATION, ANOMALY_OUTAGE, ANOMALY_SPIKE
 
 PRB = KPI_NAMES.index("dl_prb_util")
 

@@ -1,4 +1,6 @@
-"""The KPIs fedge knows, their units and valid ranges: shared by generator, import and models."""
+"""The KPI schema: the KPIs fedge knows, their units and valid ranges, and the forecast targets.
+
+The one home of these names for every layer (generator, import, models, agent, coordinator)."""
 
 from __future__ import annotations
 
