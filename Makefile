@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -27,6 +27,7 @@ test: $(STAMP) system-deps lint typecheck pytest
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -34,7 +35,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator
+bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup
 
 bench-simulate: $(STAMP)
 	$(BIN)/python -m bench.simulate
@@ -54,5 +55,8 @@ bench-decisions: $(STAMP)
 bench-coordinator: $(STAMP) system-deps
 	$(BIN)/python -m bench.coordinator
 
+bench-startup: $(STAMP) system-deps
+	$(BIN)/python -m bench.startup
+
 clean:
-	rm -rf runs .mypy_cache .ruff_cache .pytest_cache
+	rm -rf runs .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .grimp_cache

@@ -40,6 +40,7 @@ import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench._common import write_result
+from fedge.core import KPI_NAMES, TARGET_INDEX
 
 STEP = 300
 SITE = "gnb-bench"
@@ -47,7 +48,6 @@ CELLS = 1000
 RATES = (100, 1000, 5000)
 PHASE_S = {100: 10.0, 1000: 10.0, 5000: 6.0}
 RAMP = (2000, 5000, 8000, 12000, 16000)
-NAMES = ("dl_prb_util", "ul_prb_util", "dl_throughput_mbps", "active_ues", "cpu_util")
 
 
 def mosquitto_version() -> str:
@@ -98,7 +98,7 @@ def train_model(path: Path) -> tuple[Path, np.ndarray]:
     xs, ys = [], []
     for i in range(4):
         s = gen.site(i)
-        p = prepare_site(s.values, s.minute_of_week(), s.steps_per_day, spec, (0, 2, 3), 2, 3)
+        p = prepare_site(s.values, s.minute_of_week(), s.steps_per_day, spec, TARGET_INDEX, 2, 3)
         xs.append(p.x_train)
         ys.append(p.y_train)
     train_epochs(model, np.concatenate(xs), np.concatenate(ys), epochs=3, batch_size=128,
@@ -187,7 +187,7 @@ class Bench:
             "v": 1,
             "cell": name,
             "ts": step * STEP,
-            "kpis": {n: float(v) for n, v in zip(NAMES, row, strict=True)},
+            "kpis": {n: float(v) for n, v in zip(KPI_NAMES, row, strict=True)},
         }
         payload = json.dumps(body).encode()
         key = (name, step)

@@ -54,7 +54,7 @@ def _message(content: RecordDict) -> Message:
 
 def real_update() -> tuple[list[np.ndarray[Any, Any]], list[np.ndarray[Any, Any]], int]:
     """(global weights, one trained site's delta, its training examples)."""
-    from fedge.federation._site_task import site_task
+    from fedge.simulation._site_task import site_task
     from fedge.models import ForecastSpec, LoadForecaster, get_weights, train_epochs
 
     torch.set_num_threads(1)

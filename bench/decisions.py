@@ -3,7 +3,7 @@
 Training is the documented ``fedge decisions train`` path (forecaster, DQN, PPO, ONNX
 export) and its held-out evaluation; wall and CPU seconds are both recorded because the
 2-core development machine is shared and wall time there depends on the neighbours' load.
-Serving is timed through :class:`coordinator.DecisionService` pinned to one core with one
+Serving is timed through :class:`fedge.decisions.DecisionService` pinned to one core with one
 ONNX Runtime thread: a decision is one site's power mode plus its slice shares.
 """
 
@@ -32,7 +32,7 @@ def _cpu_s() -> float:
 def _serving(
     policy_dir: Path, energy: np.ndarray, slices: np.ndarray, ids: list[str]
 ) -> dict[str, Any]:
-    from fedge.coordinator import DecisionService
+    from fedge.decisions import DecisionService
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -71,10 +71,10 @@ def _serving(
 
 
 def main() -> None:
+    from fedge.decisions import energy_obs, slice_obs
     from fedge.simulation._decision_eval import held_out
     from fedge.simulation._decision_train import decision_preset, train
-    from fedge.simulation._energy_env import energy_obs
-    from fedge.simulation._slice_env import context, slice_obs
+    from fedge.simulation._slice_env import context
 
     load_before = os.getloadavg()[0]
     config = decision_preset("default")

@@ -1,12 +1,10 @@
 """The central service: enrollment, sites, model versions, rounds (``fedge.coordinator.api``),
-and the decision serving (:class:`DecisionService`: power modes and slice shares from
-ONNX policies, without importing torch).
+and the decision serving (``Coordinator.decisions``, a :class:`fedge.decisions.DecisionService`:
+power modes and slice shares from ONNX policies, without importing torch).
 
 Importing this package does not import fastapi; ``fedge.coordinator.api`` does.
 """
 
-from fedge.coordinator._access import REQUEST_CONTEXT, sign_request
-from fedge.coordinator._decisions import DecisionService, StrategicDecision, TacticalDecision
 from fedge.coordinator._errors import (
     ConflictError,
     CoordinatorError,
@@ -26,6 +24,8 @@ from fedge.coordinator._settings import (
     Environment,
     load_settings,
 )
+from fedge.core import REQUEST_CONTEXT, sign_request
+from fedge.decisions import DecisionService, StrategicDecision, TacticalDecision
 
 __all__ = [
     "DecisionService",

@@ -1,17 +1,15 @@
 """Who is calling: operator API keys (hashed, with a role) and signed site requests.
 
-A site signs ``method, path?query, SHA-256(body), timestamp, nonce, site id`` with its
-composite (ML-DSA-65 + Ed25519) key. The coordinator accepts a timestamp within the
+A site signs its request as ``fedge.core`` defines (``sign_request``) with its composite
+(ML-DSA-65 + Ed25519) key. The coordinator parses the headers with the same module,
+verifies the signature against the site's enrolled key, and accepts a timestamp within the
 replay window and each (site, nonce) once: nonces are stored in the database until they
 fall out of the window, so a replay is refused across restarts too.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -23,14 +21,10 @@ from sqlmodel import Session, col, select
 
 from fedge.coordinator._errors import ForbiddenError, UnauthenticatedError
 from fedge.coordinator._schema import ApiKey, RequestNonce, Role
-from fedge.security import KeyDirectory, SecurityError, SiteIdentity
+from fedge.core import REQUEST_CONTEXT, SiteRequestError, parse_site_request
+from fedge.security import KeyDirectory, SecurityError
 
-REQUEST_CONTEXT: Final = b"fedge-request-v1"
 API_KEY_PREFIX: Final = "fedge-op."
-SITE_HEADER: Final = "X-Fedge-Site"
-TIMESTAMP_HEADER: Final = "X-Fedge-Timestamp"
-NONCE_HEADER: Final = "X-Fedge-Nonce"
-SIGNATURE_HEADER: Final = "X-Fedge-Signature"
 
 
 def new_api_key() -> str:
@@ -100,38 +94,6 @@ def require_role(operator: Operator, role: Role) -> None:
         )
 
 
-def request_message(
-    method: str, target: str, body: bytes, timestamp: str, nonce: str, site_id: str
-) -> bytes:
-    """What a site signs; ``target`` is the path with its query string."""
-    digest = hashlib.sha256(body).hexdigest()
-    return "\n".join((method.upper(), target, digest, timestamp, nonce, site_id)).encode()
-
-
-def sign_request(
-    identity: SiteIdentity,
-    method: str,
-    target: str,
-    body: bytes = b"",
-    *,
-    now: float | None = None,
-    nonce: str | None = None,
-) -> dict[str, str]:
-    """Headers that authenticate one request from ``identity`` (the site's side)."""
-    timestamp = f"{time.time() if now is None else now:.3f}"
-    nonce = os.urandom(16).hex() if nonce is None else nonce
-    site_id = identity.site_id.hex()
-    signature = identity.signing_key.sign(
-        request_message(method, target, body, timestamp, nonce, site_id), REQUEST_CONTEXT
-    )
-    return {
-        SITE_HEADER: site_id,
-        TIMESTAMP_HEADER: timestamp,
-        NONCE_HEADER: nonce,
-        SIGNATURE_HEADER: base64.b64encode(signature).decode(),
-    }
-
-
 def verify_site_request(
     engine: Engine,
     directory: KeyDirectory,
@@ -144,36 +106,20 @@ def verify_site_request(
     now: float | None = None,
 ) -> bytes:
     """The site id of a correctly signed, fresh, first-seen request; anything else raises."""
-    site_hex, timestamp, nonce, signature_b64 = (
-        headers.get(h) for h in (SITE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
-    )
-    if not (site_hex and timestamp and nonce and signature_b64):
-        raise UnauthenticatedError(
-            f"site requests need {SITE_HEADER}, {TIMESTAMP_HEADER}, {NONCE_HEADER} "
-            f"and {SIGNATURE_HEADER} headers"
-        )
-    try:
-        site_id = bytes.fromhex(site_hex)
-        sent_at = float(timestamp)
-        signature = base64.b64decode(signature_b64, validate=True)
-    except (ValueError, binascii.Error) as exc:
-        raise UnauthenticatedError("malformed site authentication headers") from exc
-    if not 16 <= len(nonce) <= 64:
-        raise UnauthenticatedError("the nonce must be 16 to 64 characters")
     now = time.time() if now is None else now
-    if not abs(now - sent_at) <= window:  # also refuses NaN
-        raise UnauthenticatedError("request timestamp is outside the replay window")
     try:
-        keys = directory.keys(site_id)
-        keys.verify_key().verify(
-            signature,
-            request_message(method, target, body, timestamp, nonce, site_hex),
-            REQUEST_CONTEXT,
+        request = parse_site_request(
+            method=method, target=target, body=body, headers=headers, window=window, now=now
         )
+    except SiteRequestError as exc:
+        raise UnauthenticatedError(str(exc)) from exc
+    try:
+        keys = directory.keys(request.site_id)
+        keys.verify_key().verify(request.signature, request.message, REQUEST_CONTEXT)
     except SecurityError as exc:
         raise UnauthenticatedError(f"site request refused: {exc}") from exc
-    _remember_nonce(engine, site_hex, nonce, now + window, now)
-    return site_id
+    _remember_nonce(engine, request.site_hex, request.nonce, now + window, now)
+    return request.site_id
 
 
 def _remember_nonce(engine: Engine, site_hex: str, nonce: str, until: float, now: float) -> None:

@@ -31,11 +31,9 @@ def serve(
     """Run the coordinator API (settings from FEDGE_COORDINATOR_* variables)."""
     import os
 
-    import uvicorn
-
     from fedge.coordinator._service import Coordinator
     from fedge.coordinator._settings import load_settings
-    from fedge.coordinator._workers import serve_workers
+    from fedge.coordinator._workers import bind_exclusive, serve_app, serve_workers
     from fedge.coordinator.api import ENV_FILE_VARIABLE, create_app
 
     overrides: dict[str, object] = {}
@@ -46,10 +44,13 @@ def serve(
     if port is not None:
         overrides["port"] = port
     settings = load_settings(**overrides)
+    # A taken port is refused before the database is opened or migrated.
+    bind_exclusive(settings.host, settings.port).close()
     if workers == 1:
         app = create_app(settings)
         dialect = app.state.coordinator.engine.dialect.name
     else:  # migrate and recover once here; each worker builds its app from the environment
+        settings.make_state_dir()
         once = Coordinator(settings)
         dialect = once.engine.dialect.name
         once.close()
@@ -64,9 +65,7 @@ def serve(
         f"({settings.environment.value}, {dialect}, {workers} worker(s))"
     )
     if workers == 1:
-        uvicorn.run(
-            app, host=settings.host, port=settings.port, log_level="warning", access_log=False
-        )
+        serve_app(app, settings.host, settings.port)
     else:
         serve_workers("fedge.coordinator.api:worker_app", settings.host, settings.port, workers)
 

@@ -33,3 +33,16 @@ class UnauthenticatedError(CoordinatorError):
 
 class ForbiddenError(CoordinatorError):
     """Valid credentials without the role the call needs (HTTP 403)."""
+
+
+class UnavailableError(CoordinatorError):
+    """A service the call needs is not there: not configured, or not reachable (HTTP 503)."""
+
+
+class NotConfiguredError(UnavailableError):
+    """The feature is off because the setting that turns it on is unset; names the setting,
+    so an operator reads what to do rather than a bare 404."""
+
+    def __init__(self, feature: str, setting: str, hint: str) -> None:
+        super().__init__(f"{feature} is not configured: set {setting} ({hint})")
+        self.setting = setting

@@ -18,6 +18,8 @@ import logging
 import math
 import os
 import secrets
+import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -35,8 +37,10 @@ from fedge.coordinator._audit import audit_entry
 from fedge.coordinator._errors import (
     ConflictError,
     InvalidInputError,
+    NotConfiguredError,
     NotFoundError,
     UnauthenticatedError,
+    UnavailableError,
 )
 from fedge.coordinator._schema import (
     ModelVersion,
@@ -48,19 +52,22 @@ from fedge.coordinator._schema import (
     RunCreate,
     RunModelReport,
     RunStatus,
+    Site,
 )
 from fedge.coordinator._settings import CoordinatorSettings
 from fedge.coordinator._store import ModelStore, decode_model
+from fedge.core import RUN_TOKEN_HEADER
+from fedge.security import SiteIdentity
 
 __all__ = ["RUN_TOKEN_HEADER", "Federation", "run_config"]
 
 log = logging.getLogger(__name__)
 
-RUN_TOKEN_HEADER = "X-Fedge-Run-Token"
 FEDERATION = "fedge"  # the name of the coordinator's SuperLink in its own FLWR_HOME
 #: Keys the coordinator sets itself; a run request cannot override them.
 RESERVED = ("num-rounds", "strategy", "codec", "coordinator-url", "coordinator-run-id",
-            "coordinator-token", "output-dir", "state-dir", "attacks")  # fmt: skip
+            "coordinator-token", "output-dir", "state-dir", "attacks",
+            "key-directory")  # fmt: skip
 FLWR = str(Path(sys.executable).with_name("flwr"))
 
 
@@ -84,19 +91,38 @@ def run_config(app_dir: Path, spec: RunCreate) -> dict[str, RunConfigValue]:
     for key, value in spec.config.items():
         if key in RESERVED or key not in defaults:
             raise InvalidInputError(f"run config key {key!r} is not one a run request may set")
+        _same_kind(key, value, defaults[key])
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidInputError(f"run config {key!r} must be finite")
         if isinstance(value, str) and len(value) > 2000:
             raise InvalidInputError(f"run config {key!r} is longer than 2000 characters")
     config = {**defaults, **spec.config}
     config.update({"num-rounds": spec.num_rounds, "strategy": spec.strategy, "codec": spec.codec})
-    from fedge.federation import FederationError, FederationPlan
+    from fedge import FedgeError
+    from fedge.federation import FederationPlan
 
-    try:
+    try:  # a bad forecast spec is a ModelError, a bad codec a CodecError: all FedgeErrors
         FederationPlan.from_config(config)
-    except (FederationError, ValueError, TypeError) as exc:
+    except (FedgeError, ValueError, TypeError) as exc:
         raise InvalidInputError(f"bad run: {exc}") from exc
     return config
+
+
+def _same_kind(key: str, value: RunConfigValue, default: object) -> None:
+    """A value of the kind the app's default has (an int where a float goes is fine): the
+    ServerApp would otherwise fail on it only after the run was handed to the SuperLink."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise InvalidInputError(
+            f"run config {key!r} must be a {type(default).__name__}, got {value!r}"
+        )
 
 
 def _toml(config: dict[str, Any]) -> str:
@@ -116,8 +142,17 @@ def _toml(config: dict[str, Any]) -> str:
 class Federation:
     """Starts runs on the SuperLink and records their rounds and final models."""
 
-    def __init__(self, settings: CoordinatorSettings, engine: Engine, store: ModelStore) -> None:
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        engine: Engine,
+        store: ModelStore,
+        identity: SiteIdentity | None = None,
+    ) -> None:
+        """``identity``: the coordinator's own, which each run's ServerApp is given (as a
+        per-run export) to seal the run with the enrolled sites."""
         self.settings, self.engine, self.store = settings, engine, store
+        self.identity = identity
         self._threads: list[threading.Thread] = []
 
     @property
@@ -154,12 +189,36 @@ class Federation:
             "coordinator-run-id": run.id,
             "coordinator-token": token,
         })  # fmt: skip
+        if self.identity is not None:
+            config["key-directory"] = str(self.export_keys(run.id))
         return run, token, config
+
+    def _keys_dir(self, run_id: str) -> Path:
+        return self.settings.flwr_home.resolve() / "run-keys" / run_id
+
+    def export_keys(self, run_id: str) -> Path:
+        """The run's key directory for its ServerApp: the enrolled sites' public keys (all,
+        with their status: a revoked site is refused by name) and the coordinator's
+        identity under a fresh per-run KEK, in a private folder removed when the run ends."""
+        from fedge.coordinator._registry import to_record
+        from fedge.federation import export_run_keys
+
+        if self.identity is None:
+            raise ConflictError("the coordinator has no identity to seal runs with")
+        with Session(self.engine) as session:
+            sites = [to_record(row) for row in session.exec(select(Site)).all()]
+        home = self.settings.flwr_home.resolve()
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return export_run_keys(self._keys_dir(run_id), self.identity, sites)
+
+    def forget_keys(self, run_id: str) -> None:
+        shutil.rmtree(self._keys_dir(run_id), ignore_errors=True)
 
     def start(self, actor: str, spec: RunCreate, *, rerun_of: str | None = None) -> Run:
         """Record the run, then hand it to ``flwr run`` in the background."""
-        if not self.enabled:
-            raise ConflictError("no SuperLink is configured (superlink)")
+        self.require_superlink()
+        run_config(self.settings.flwr_app, spec)  # a bad request is refused first
+        self._reachable()
         run, _, config = self.create(actor, spec, rerun_of=rerun_of)
         thread = threading.Thread(
             target=self._launch, args=(run.id, config), name=f"flwr-run-{run.id}", daemon=True
@@ -168,8 +227,28 @@ class Federation:
         thread.start()
         return run
 
+    def require_superlink(self) -> None:
+        """Starting runs is off until a SuperLink is configured; say which setting."""
+        if not self.enabled:
+            raise NotConfiguredError(
+                "starting runs", "FEDGE_COORDINATOR_SUPERLINK", "the SuperLink's HOST:PORT"
+            )
+
+    def _reachable(self, timeout: float = 3.0) -> None:
+        """Refuse a run while the SuperLink does not take connections: recorded and handed
+        to ``flwr run`` it would only fail minutes later, out of the operator's sight."""
+        host, _, port = str(self.settings.superlink).rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except OSError as exc:
+            raise UnavailableError(
+                f"the SuperLink at {self.settings.superlink} is not reachable: "
+                f"{exc.strerror or exc}"
+            ) from exc
+
     def rerun(self, actor: str, run_id: str) -> Run:
         """The same run again (an interrupted or failed one, or any other)."""
+        self.require_superlink()
         old = self.run(run_id)
         spec = RunCreate(
             num_rounds=old.num_rounds, strategy=old.strategy, codec=old.codec, config=old.config
@@ -262,6 +341,7 @@ class Federation:
                 .values(status=RoundStatus.INTERRUPTED, finished_at=now)
             )
             for run in live:
+                self.forget_keys(run.id)
                 run.status, run.finished_at = RunStatus.INTERRUPTED, now
                 run.detail = "the coordinator restarted during the run; re-run it"
                 session.add(run)
@@ -365,7 +445,8 @@ class Federation:
                                     digest))  # fmt: skip
             session.commit()
             session.refresh(run)
-            return run
+        self.forget_keys(run_id)
+        return run
 
     def report_failure(self, run_id: str, token: str | None, detail: str) -> Run:
         with Session(self.engine) as session:
@@ -375,7 +456,8 @@ class Federation:
             session.add(audit_entry(f"run:{run_id}", "run.failed", f"run:{run_id}", "ok", detail))
             session.commit()
             session.refresh(run)
-            return run
+        self.forget_keys(run_id)
+        return run
 
 
 def _summary(spec: RunCreate) -> str:

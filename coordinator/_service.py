@@ -21,7 +21,6 @@ from fedge.coordinator._access import Operator, OperatorCache, key_hash, new_api
 from fedge.coordinator._audit import audit_entry
 from fedge.coordinator._db import WalCheckpointer, open_database, read_only
 from fedge.coordinator._decision_log import DecisionLog
-from fedge.coordinator._decisions import DecisionService
 from fedge.coordinator._errors import (
     ConflictError,
     InvalidInputError,
@@ -48,6 +47,8 @@ from fedge.coordinator._schema import (
 )
 from fedge.coordinator._settings import CoordinatorSettings
 from fedge.coordinator._store import ModelStore, decode_model
+from fedge.core import ModelBundle
+from fedge.decisions import DecisionError, DecisionService, PolicyError, UnknownSiteError
 from fedge.security import (
     ContentType,
     EnrollmentAuthority,
@@ -59,7 +60,6 @@ from fedge.security import (
     save_identity,
     token_hash,
 )
-from fedge.simulation._errors import DecisionError, PolicyError, UnknownSiteError
 
 BOOTSTRAP_KEY_NAME = "bootstrap-admin"
 
@@ -101,7 +101,7 @@ class Coordinator:
         self._checkpointer = (
             WalCheckpointer(self.engine) if self.engine.dialect.name == "sqlite" else None
         )
-        self.federation = Federation(settings, self.engine, self.store)
+        self.federation = Federation(settings, self.engine, self.store, self.identity)
         if recover:
             self.federation.recover()
         self._operators = OperatorCache(self.reader)
@@ -402,8 +402,6 @@ class Coordinator:
 
     def sealed_production_model(self, site_id: bytes) -> tuple[bytes, ModelVersion]:
         """The production model as a ``ModelBundle``, sealed to the requesting site."""
-        from fedge.edge_agent import ModelBundle
-
         with Session(self.engine) as session:
             row = session.exec(
                 select(ModelVersion).where(ModelVersion.status == ModelStatus.PRODUCTION)

@@ -1,23 +1,55 @@
 """Coordinator settings from the environment (``FEDGE_COORDINATOR_*``) or an env file.
 
 Development runs work out of the box with built-in secrets; any other environment must
-be given its own, so a forgotten setting cannot ship a well-known admin key.
+be given its own, so a forgotten setting cannot ship a well-known admin key. A setting
+name that is not one of these is refused, wherever it comes from: a misspelt variable
+would otherwise leave its default in force without a word. State (database, key, models)
+defaults to a private directory outside the working directory, so a coordinator started
+in a checkout writes nothing into it.
 """
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from fedge.coordinator._errors import SettingsError
 
 DEV_ADMIN_KEY: Final = "fedge-dev-admin-key"
 DEV_KEK: Final = "fedge-dev-kek"
 APP_DIR: Final = Path(__file__).resolve().parent.parent
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/fedge/coordinator``, else ``~/.local/state/fedge/coordinator``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "fedge" / "coordinator"
+
+
+class _Environment(EnvSettingsSource):
+    """The process environment, with every unknown ``FEDGE_COORDINATOR_*`` variable kept
+    as an input of its own, so that ``extra="forbid"`` refuses it by name exactly as it
+    refuses an unknown key of an env file."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        prefix = self.env_prefix if self.case_sensitive else self.env_prefix.lower()
+        known = {prefix + (name if self.case_sensitive else name.lower())
+                 for name in self.settings_cls.model_fields}  # fmt: skip
+        for name, value in self.env_vars.items():
+            if name.startswith(prefix) and name not in known:
+                data[name] = value
+        return data
 
 
 class Environment(StrEnum):
@@ -31,20 +63,50 @@ class CoordinatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FEDGE_COORDINATOR_", extra="forbid")
 
     environment: Environment = Environment.DEVELOPMENT
-    database_url: str = "sqlite:///coordinator.db"
-    model_store: Path = Path("coordinator-models")
-    identity_file: Path = Path("coordinator.key")
+    # Where the other state paths default to (each may be set on its own instead).
+    state_dir: Path = Field(default_factory=default_state_dir)
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite:///{data['state_dir'] / 'coordinator.db'}"
+    )
+    model_store: Path = Field(default_factory=lambda data: data["state_dir"] / "models")
+    identity_file: Path = Field(default_factory=lambda data: data["state_dir"] / "coordinator.key")
     kek: SecretStr = SecretStr(DEV_KEK)
     admin_api_key: SecretStr = SecretStr(DEV_ADMIN_KEY)
-    # Federation runs (coordinator/_runs.py); superlink unset: the coordinator starts none.
-    superlink: str | None = None  # the SuperLink's Control API, HOST:PORT
+    # Federation runs (coordinator/_runs.py); superlink unset: starting one answers 503.
+    # HOST:PORT of the SuperLink, whose Fleet, Control and Runtime APIs share one port
+    # (Flower 1.41: 8000 by default).
+    superlink: str | None = None
     flwr_app: Path = APP_DIR  # the Flower app `flwr run` ships: fedge's pyproject.toml
-    flwr_home: Path = Path("coordinator-flwr")  # FLWR_HOME of the coordinator's `flwr run`
+    # FLWR_HOME of the coordinator's `flwr run`
+    flwr_home: Path = Field(default_factory=lambda data: data["state_dir"] / "flwr")
     public_url: str | None = None  # where ServerApps reach the coordinator; default host:port
-    policy_dir: Path | None = None  # from `fedge decisions train`; unset: no decisions API
+    policy_dir: Path | None = None  # from `fedge decisions train`; unset: decisions answer 503
     replay_window_seconds: float = Field(default=300.0, gt=0, le=3600)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _Environment(settings_cls), dotenv_settings, file_secret_settings
+
+    def make_state_dir(self) -> None:
+        """Create the state directory, owner-only, when a state path lies inside it (the
+        database and the key would otherwise land in a directory anyone may list)."""
+        state = self.state_dir.resolve()
+        paths = [self.model_store, self.identity_file]
+        if self.superlink is not None:  # flwr_home is used, and made, only to start runs
+            paths.append(self.flwr_home)
+        if self.database_url.startswith("sqlite:///"):
+            paths.append(Path(self.database_url.removeprefix("sqlite:///")))
+        if any(path.resolve().is_relative_to(state) for path in paths):
+            state.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     @field_validator("database_url")
     @classmethod
@@ -94,7 +156,8 @@ def load_settings(**overrides: object) -> CoordinatorSettings:
         return CoordinatorSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: "
+            + ("not a coordinator setting" if err["type"] == "extra_forbidden" else err["msg"])
             for err in exc.errors()
         )
         raise SettingsError(f"invalid coordinator settings: {problems}") from exc

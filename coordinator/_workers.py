@@ -1,4 +1,5 @@
-"""``serve --workers N``: N uvicorn processes, each accepting on its own SO_REUSEPORT socket.
+"""``serve``: the listening sockets. One process binds its port exclusively; with
+``--workers N``, N uvicorn processes each accept on their own SO_REUSEPORT socket.
 
 uvicorn's own multi-worker mode shares one listening socket, and the worker that wakes
 first accepts every connection waiting: a burst of keep-alive clients (a load balancer's
@@ -6,32 +7,66 @@ pool, the benchmark's 16 connections) landed on one worker while the other idled
 that worker's CPU capped the whole service. With a socket per worker the kernel spreads
 new connections over them. uvicorn's supervisor still restarts dead or hung workers and
 handles the signals.
+
+A port already taken is one clear error before anything starts, even when its holder also
+set SO_REUSEPORT (another coordinator on the same port would otherwise share its traffic).
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 from functools import partial
+from typing import TYPE_CHECKING
 
 from fedge.coordinator._errors import CoordinatorError
 
-__all__ = ["serve_workers"]
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["PortInUseError", "bind_exclusive", "serve_app", "serve_workers"]
 
 
-def _listener(host: str, port: int, *, listen: bool) -> socket.socket:
+class PortInUseError(CoordinatorError):
+    """The address to listen on is taken (or cannot be bound at all)."""
+
+
+def _listener(host: str, port: int, *, listen: bool, share: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT only
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
+        if listen:
+            sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise CoordinatorError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    if listen:
-        sock.listen(2048)
+        why = exc.strerror or str(exc)
+        hint = "; is another coordinator running?" if exc.errno == errno.EADDRINUSE else ""
+        raise PortInUseError(f"cannot listen on {host}:{port}: {why}{hint}") from exc
     sock.set_inheritable(True)
     return sock
+
+
+def bind_exclusive(host: str, port: int) -> socket.socket:
+    """A listening socket no other process shares: binding without SO_REUSEPORT fails on a
+    port any socket holds, SO_REUSEPORT or not."""
+    return _listener(host, port, listen=True, share=False)
+
+
+def serve_app(app: FastAPI, host: str, port: int) -> None:
+    """Run ``app`` in this process on a socket bound here, so a taken port raises
+    :class:`PortInUseError` instead of a uvicorn log line and exit 1."""
+    import uvicorn
+
+    sock = bind_exclusive(host, port)
+    try:
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 def _worker(host: str, port: int, app: str, sockets: list[socket.socket] | None = None) -> None:
@@ -46,8 +81,9 @@ def serve_workers(app: str, host: str, port: int, workers: int) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    # Bound, never listening: claims the port (a clear error if taken) without joining
-    # the group the kernel hands connections to.
+    # The exclusive probe refuses a port already held; then the claim, bound but never
+    # listening, holds it without joining the group the kernel hands connections to.
+    bind_exclusive(host, port).close()
     claim = _listener(host, port, listen=False)
     try:
         config = uvicorn.Config(app, factory=True, workers=workers, log_level="warning")

@@ -31,14 +31,12 @@ from fedge.edge_agent._errors import (
     SupervisorError,
 )
 from fedge.edge_agent._forecast import ForecastEngine, Serving, shadow_score
-from fedge.edge_agent._kpi import KPI_NAMES, TARGET_NAMES, KpiSample, OrderGuard, Reason, parse_kpi
-from fedge.edge_agent._lifecycle import Decision, ModelBundle, ModelManager, rollback
+from fedge.edge_agent._kpi import KpiSample, OrderGuard, Reason, parse_kpi
+from fedge.edge_agent._lifecycle import ModelManager, Verdict, rollback
 from fedge.edge_agent._store import ForecastRow, ModelRecord, Store, read_cell_series, stored_cells
 from fedge.edge_agent._supernode import SupernodeSupervisor, resolve_binary, supernode_command
 
 __all__ = [
-    "KPI_NAMES",
-    "TARGET_NAMES",
     "Agent",
     "AgentConfig",
     "AgentError",
@@ -47,7 +45,7 @@ __all__ = [
     "BrokerConfig",
     "BrokerError",
     "ConfigError",
-    "Decision",
+    "Verdict",
     "FederationConfig",
     "ForecastEngine",
     "ForecastRow",
@@ -58,7 +56,6 @@ __all__ = [
     "KpiSample",
     "Link",
     "MetricsConfig",
-    "ModelBundle",
     "ModelConfig",
     "ModelManager",
     "ModelOpener",

@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fedge.core import TARGET_KPIS, BundleError, ModelBundle
 from fedge.edge_agent._anomaly import Alert
 from fedge.edge_agent._broker import Inbound, MqttLink
 from fedge.edge_agent._config import AgentConfig
 from fedge.edge_agent._errors import AgentError, KpiRejected, ModelRejected
 from fedge.edge_agent._forecast import ForecastEngine
-from fedge.edge_agent._kpi import TARGET_NAMES, KpiSample, OrderGuard, Reason, parse_kpi
-from fedge.edge_agent._lifecycle import Decision, ModelBundle, ModelManager
+from fedge.edge_agent._kpi import KpiSample, OrderGuard, Reason, parse_kpi
+from fedge.edge_agent._lifecycle import ModelManager, Verdict
 from fedge.edge_agent._metrics import AgentMetrics, HealthServer, Heartbeat
 from fedge.edge_agent._store import ForecastRow, Store
 from fedge.edge_agent._supernode import SupernodeSupervisor
@@ -71,7 +72,10 @@ class ModelOpener:
             raise ModelRejected("sealed model is not from the coordinator")
         if opened.content_type != ContentType.GLOBAL_MODEL:
             raise ModelRejected(f"envelope carries {opened.content_type!r}, not a global model")
-        return ModelBundle.decode(opened.plaintext)
+        try:
+            return ModelBundle.decode(opened.plaintext)
+        except BundleError as exc:
+            raise ModelRejected(str(exc)) from exc
 
 
 class Agent:
@@ -330,7 +334,7 @@ class Agent:
                 "forecast": [
                     {
                         "ts": r.step * step_s,
-                        **dict(zip(TARGET_NAMES, (round(v, 4) for v in r.values), strict=True)),
+                        **dict(zip(TARGET_KPIS, (round(v, 4) for v in r.values), strict=True)),
                     }
                     for r in rows
                 ],
@@ -363,33 +367,33 @@ class Agent:
             self.link.publish(topic, payload)
         self.metrics.messages_out.labels("deadletter").inc(len(dead))
 
-    def _handle_model(self, msg: Inbound) -> Decision | None:
+    def _handle_model(self, msg: Inbound) -> Verdict | None:
         assert self.opener is not None
         try:
             bundle = self.opener.open(msg.payload)
         except ModelRejected as exc:
-            self.metrics.decisions.labels("refused").inc()
-            self._publish_decision({"v": 1, "version": None, "accepted": False, "reason": str(exc)})
+            self.metrics.verdicts.labels("refused").inc()
+            self._publish_verdict({"v": 1, "version": None, "accepted": False, "reason": str(exc)})
             return None
-        decision = self.models.consider(
+        verdict = self.models.consider(
             bundle, self.engine.recent_features(self.config.model.shadow_days)
         )
-        self.metrics.decisions.labels("accepted" if decision.accepted else "rejected").inc()
+        self.metrics.verdicts.labels("accepted" if verdict.accepted else "rejected").inc()
         self.metrics.set_model(self.version)
-        self._publish_decision(decision.to_json())
+        self._publish_verdict(verdict.to_json())
         log.warning(
             "model %s %s: %s",
-            decision.version,
-            "accepted" if decision.accepted else "rejected",
-            decision.reason,
+            verdict.version,
+            "accepted" if verdict.accepted else "rejected",
+            verdict.reason,
         )
-        if decision.accepted:
+        if verdict.accepted:
             self.link.publish(self.config.topic("status"), self._status("online"), retain=True)
-        return decision
+        return verdict
 
-    def _publish_decision(self, body: dict[str, object]) -> None:
-        self.link.publish(self.config.topic("decision"), json.dumps(body).encode())
-        self.metrics.messages_out.labels("decision").inc()
+    def _publish_verdict(self, body: dict[str, object]) -> None:
+        self.link.publish(self.config.topic("verdict"), json.dumps(body).encode())
+        self.metrics.messages_out.labels("verdict").inc()
 
 
 def _read_password(config: AgentConfig) -> str | None:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from fedge.core import KPI_NAMES, TARGET_INDEX, TARGET_KPIS
 from fedge.edge_agent._config import AnomalyConfig
-from fedge.edge_agent._kpi import KPI_NAMES, TARGET_INDEX, TARGET_NAMES, KpiSample
+from fedge.edge_agent._kpi import KpiSample
 
 _MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
 _MAD_FLOOR = 0.05  # in cell standard deviations: a near-perfect model must not alert on noise
@@ -109,7 +110,7 @@ class ResidualDetector:
             KpiDeviation(
                 name, float(sample.values[KPI_NAMES.index(name)] or 0.0), forecast[j], float(z[j])
             )
-            for j, name in enumerate(TARGET_NAMES)
+            for j, name in enumerate(TARGET_KPIS)
             if np.isfinite(z[j]) and abs(z[j]) >= cfg.z_warning
         ]
         if len(hits) < max(cfg.min_kpis, 1):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -92,16 +92,36 @@ class SecurityConfig:
     kek_file: Path | None = None
 
 
+#: Node-config keys the agent sets itself (from [security], [store] and [federation]).
+NODE_CONFIG_KEYS = (
+    "key-file", "kek-file", "kek-env", "coordinator-keys", "state-dir", "store", "cell-index",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class FederationConfig:
     superlink: str
     supernode: str = "flower-supernode"
-    site_index: int = 0
+    site_index: int = 0  # which of the store's cells (sorted by id) the SuperNode trains on
     restart_min_s: float = 1.0
     restart_max_s: float = 60.0
     stable_after_s: float = 60.0
     extra_node_config: str = ""
     runtime_port: int = 9094  # the SuperNode's ClientApp-facing API (its --port)
+    # TLS to the SuperLink (its CA); without it the SuperNode connects with --insecure.
+    root_certificates: Path | None = None
+    # Flower's SuperNode authentication: the node's EC private key (OpenSSH format), whose
+    # public key the operator registers with the SuperLink (``flwr supernode register``).
+    auth_private_key: Path | None = None
+    # Flower's FAB verification: the trusted publishers' Ed25519 keys (YAML).
+    trusted_entities: Path | None = None
+    state_dir: Path = Path("fedge-federation")  # the ClientApp's channel and residual state
+    # Filled from [security] and [store]: what the SuperNode's ClientApp reads its keys
+    # and data from (never from the server's messages).
+    key_file: Path | None = None
+    kek_file: Path | None = None
+    coordinator_keys: Path | None = None
+    store: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -357,6 +377,19 @@ def _federation(s: _Section) -> FederationConfig:
     rmax = s.positive("restart_max_s", float, 60.0)
     if rmax < rmin:
         raise ConfigError("federation.restart_max_s: must be >= restart_min_s")
+    extra = s.get("extra_node_config", str, "")
+    for key in NODE_CONFIG_KEYS:
+        if re.search(rf"(^|\s){re.escape(key)}=", extra):
+            raise ConfigError(f"federation.extra_node_config: {key} is set by the agent itself")
+    roots = _existing(s, "root_certificates")
+    auth = _existing(s, "auth_private_key")
+    if auth is not None:
+        if roots is None:
+            raise ConfigError(
+                "federation.auth_private_key: SuperNode authentication needs TLS "
+                "(set federation.root_certificates)"
+            )
+        _check_auth_key(auth)
     cfg = FederationConfig(
         superlink=superlink,
         supernode=s.get("supernode", str, "flower-supernode"),
@@ -364,13 +397,75 @@ def _federation(s: _Section) -> FederationConfig:
         restart_min_s=rmin,
         restart_max_s=rmax,
         stable_after_s=s.positive("stable_after_s", float, 60.0),
-        extra_node_config=s.get("extra_node_config", str, ""),
+        extra_node_config=extra,
         runtime_port=s.positive("runtime_port", int, 9094),
+        root_certificates=roots,
+        auth_private_key=auth,
+        trusted_entities=_existing(s, "trusted_entities"),
+        state_dir=s.path("state_dir", s.base / "fedge-federation") or s.base,
     )
     if cfg.runtime_port > 65535:
         raise ConfigError("federation.runtime_port: at most 65535")
     s.done()
     return cfg
+
+
+def _existing(s: _Section, key: str) -> Path | None:
+    path = s.path(key)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{s.key(key)}: no such file {path}")
+    if path is not None and ('"' in str(path) or "\\" in str(path)):
+        raise ConfigError(f"{s.key(key)}: a path without quotes or backslashes, got {path}")
+    return path
+
+
+def _check_auth_key(path: Path) -> None:
+    """The SuperNode's authentication key: private to the agent, and one Flower can load."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(
+            f"federation.auth_private_key: {path} is readable by others (mode {mode:o}); chmod 600"
+        )
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
+    try:
+        key = load_ssh_private_key(path.read_bytes(), None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"federation.auth_private_key: not an unencrypted OpenSSH private key: {exc}"
+        ) from exc
+    except Exception as exc:  # cryptography's UnsupportedAlgorithm
+        raise ConfigError(f"federation.auth_private_key: unusable key: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError("federation.auth_private_key: Flower needs an EC (e.g. P-384) key")
+
+
+def _node_files(
+    federation: FederationConfig, security: SecurityConfig | None, store: StoreConfig
+) -> FederationConfig:
+    """The SuperNode's node config comes from the agent's own sections: its keys and store."""
+    if security is None:
+        raise ConfigError(
+            "federation: needs a [security] section (the site's key_file and the "
+            "coordinator_keys from enrollment): a SuperNode's ClientApp seals with them"
+        )
+    for name, path in (
+        ("security.key_file", security.key_file),
+        ("security.kek_file", security.kek_file),
+        ("security.coordinator_keys", security.coordinator_keys),
+        ("store.path", store.path),
+        ("federation.state_dir", federation.state_dir),
+    ):
+        if path is not None and ('"' in str(path) or "\\" in str(path)):
+            raise ConfigError(f"{name}: a path without quotes or backslashes, got {path}")
+    return replace(
+        federation,
+        key_file=security.key_file,
+        kek_file=security.kek_file,
+        coordinator_keys=security.coordinator_keys,
+        store=store.path,
+    )
 
 
 def _metrics(s: _Section) -> MetricsConfig | None:
@@ -398,18 +493,23 @@ def parse_config(data: dict[str, Any], base: Path) -> AgentConfig:
     if 86_400 % step:
         raise ConfigError(f"agent.step_seconds: must divide a day, got {step}")
     agent.done()
-    security = root.table("security")
-    federation = root.table("federation")
+    security_table = root.table("security")
+    federation_table = root.table("federation")
+    store = _store(_section(root, "store"))
+    security = _security(security_table) if security_table is not None else None
+    federation = None
+    if federation_table is not None:
+        federation = _node_files(_federation(federation_table), security, store)
     cfg = AgentConfig(
         site=site,
         step_seconds=step,
         broker=_broker(_section(root, "broker")),
-        store=_store(_section(root, "store")),
+        store=store,
         ingest=_ingest(_section(root, "ingest")),
         model=_model(_section(root, "model")),
         anomaly=_anomaly(_section(root, "anomaly")),
-        security=_security(security) if security is not None else None,
-        federation=_federation(federation) if federation is not None else None,
+        security=security,
+        federation=federation,
         metrics=_metrics(_section(root, "metrics")),
     )
     root.done()

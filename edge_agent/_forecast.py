@@ -16,9 +16,17 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from fedge.core import (
+    KPI_NAMES,
+    TARGET_INDEX,
+    day_type,
+    step_minute_of_week,
+    step_of_day,
+    time_features,
+)
 from fedge.edge_agent._anomaly import Alert, ResidualDetector
 from fedge.edge_agent._config import AnomalyConfig
-from fedge.edge_agent._kpi import KPI_NAMES, TARGET_INDEX, KpiSample
+from fedge.edge_agent._kpi import KpiSample
 from fedge.edge_agent._store import ForecastRow, Store
 from fedge.models import (
     ForecastSpec,
@@ -27,7 +35,6 @@ from fedge.models import (
     SiteScaler,
     fit_profile,
     site_features,
-    time_features,
 )
 
 _N = len(KPI_NAMES)
@@ -46,12 +53,6 @@ class Predictor(Protocol):
 class Serving:
     version: str
     model: Predictor
-
-
-def minute_of_week(steps: NDArray[np.int64], step_seconds: int) -> NDArray[np.int64]:
-    """Same encoding as ``SiteSeries.minute_of_week``: 0 is Monday 00:00 UTC."""
-    minutes = steps * step_seconds // 60
-    return np.asarray((minutes + 3 * 1440) % (7 * 1440), dtype=np.int64)
 
 
 @dataclass
@@ -96,13 +97,10 @@ class ForecastEngine:
         self.cells: dict[str, CellState] = {}
         # time encodings repeat weekly: one lookup table instead of sin/cos per forecast
         self._week = 7 * self.steps_per_day
-        week_minutes = minute_of_week(np.arange(self._week, dtype=np.int64), step_seconds)
+        week_minutes = step_minute_of_week(np.arange(self._week, dtype=np.int64), step_seconds)
         self._times = time_features(week_minutes)
         # where each step of the week reads a site profile: (day type, step of day)
-        self._profile_at = (
-            (week_minutes // 1440 >= 5).astype(np.int64),
-            (week_minutes % 1440) * self.steps_per_day // 1440,
-        )
+        self._profile_at = (day_type(week_minutes), step_of_day(week_minutes, self.steps_per_day))
         self._clock = clock
 
     # cell state ---------------------------------------------------------------------------
@@ -172,7 +170,7 @@ class ForecastEngine:
         if len(values) < 2:
             return
         scaler = SiteScaler.fit(values)
-        mow = minute_of_week(steps, self.step_seconds)
+        mow = step_minute_of_week(steps, self.step_seconds)
         profile = fit_profile(values, mow, self.steps_per_day, scaler, TARGET_INDEX)
         state.scaler, state.profile, state.scaler_samples = scaler, profile, state.count
         self.store.put_scaler(cell, {**scaler.to_dict(), "profile": profile.to_dict()}, state.count)
@@ -280,7 +278,7 @@ class ForecastEngine:
             grid = np.arange(steps[0], state.newest + 1, dtype=np.int64)
             full = np.full((len(grid), _N), np.nan)
             full[steps - steps[0]] = values
-            mow = minute_of_week(grid, self.step_seconds)
+            mow = step_minute_of_week(grid, self.step_seconds)
             feats = site_features(full, mow, state.scaler)
             targets = feats[:, list(TARGET_INDEX)]
             observed = ~np.isnan(full[:, list(TARGET_INDEX)]).any(axis=1)

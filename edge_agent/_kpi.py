@@ -1,8 +1,7 @@
 """The KPI message schema (v1) and its strict validator.
 
-The wire contract lives here, not in ``simulation``: the agent must not import pandas, and
-a test keeps these names and ranges equal to ``simulation.KPIS``. Validation is split in
-two: :func:`parse_kpi` checks one payload on its own; :class:`OrderGuard` checks it
+The names, units and ranges are the KPI schema of ``fedge.core``, the one every layer
+reads; this module checks a message against it. Validation is split in two: :func:`parse_kpi` checks one payload on its own; :class:`OrderGuard` checks it
 against what the cell already sent (duplicates, reordering).
 """
 
@@ -15,21 +14,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from fedge.core import KPI_NAMES, KPIS
 from fedge.edge_agent._errors import KpiRejected
 
 SCHEMA_VERSION: Final = 1
-#: (name, low, high); None: unbounded above. Same order as ``simulation.KPI_NAMES``.
-KPI_FIELDS: Final[tuple[tuple[str, float, float | None], ...]] = (
-    ("dl_prb_util", 0.0, 100.0),
-    ("ul_prb_util", 0.0, 100.0),
-    ("dl_throughput_mbps", 0.0, None),
-    ("active_ues", 0.0, None),
-    ("cpu_util", 0.0, 100.0),
-)
-KPI_NAMES: Final = tuple(name for name, _, _ in KPI_FIELDS)
-#: What the forecaster predicts (indices into KPI_NAMES), as in ``simulation.TARGET_INDEX``.
-TARGET_INDEX: Final = (0, 2, 3)
-TARGET_NAMES: Final = tuple(KPI_NAMES[i] for i in TARGET_INDEX)
 #: Sanity ceiling for unbounded KPIs: a value above this is a unit or encoding error.
 UNBOUNDED_CEILING: Final = 1e6
 _TOP_FIELDS: Final = ("v", "cell", "ts", "kpis")
@@ -113,15 +101,17 @@ def parse_kpi(
         raise KpiRejected(Reason.WRONG_TYPE, f"kpis must be an object, got {type(kpis).__name__}")
     _exact_fields(kpis, KPI_NAMES, "kpis.")
     values: list[float | None] = []
-    for name, low, high in KPI_FIELDS:
-        raw = kpis[name]
+    for kpi in KPIS:
+        raw = kpis[kpi.name]
         if raw is None:
             values.append(None)
             continue
-        value = _number(raw, f"kpis.{name}")
-        top = UNBOUNDED_CEILING if high is None else high
-        if not low <= value <= top:
-            raise KpiRejected(Reason.OUT_OF_RANGE, f"kpis.{name}={value} outside [{low}, {top}]")
+        value = _number(raw, f"kpis.{kpi.name}")
+        top = UNBOUNDED_CEILING if kpi.high is None else kpi.high
+        if not kpi.low <= value <= top:
+            raise KpiRejected(
+                Reason.OUT_OF_RANGE, f"kpis.{kpi.name}={value} outside [{kpi.low}, {top}]"
+            )
         values.append(value)
     return KpiSample(cell, ts, int(ts // step_seconds), tuple(values))
 

@@ -1,7 +1,6 @@
 """Model lifecycle: sealed bundles in, shadow evaluation, atomic swap, rollback.
 
-A bundle is ``FEDGEMDL`` + a 4-byte big-endian header length + a JSON header
-(``version``, ``sha256`` of the ONNX bytes) + the ONNX bytes, sealed with a
+A bundle is ``fedge.core.ModelBundle`` (the format the coordinator encodes), sealed with a
 ``security`` one-shot envelope (content type GLOBAL_MODEL) by the coordinator.
 A candidate serves only if its shadow score on recent local data is no worse than the
 serving model's by more than the configured margin.
@@ -10,60 +9,21 @@ serving model's by more than the configured margin.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
-import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
+from fedge.core import ModelBundle
 from fedge.edge_agent._config import ModelConfig
 from fedge.edge_agent._errors import ModelRejected, StoreError
 from fedge.edge_agent._forecast import Features, Serving, shadow_score
 from fedge.edge_agent._store import ModelRecord, Store
 from fedge.models import ModelError, OnnxForecaster
 
-MAGIC: Final = b"FEDGEMDL"
-_LEN: Final = struct.Struct(">I")
-_VERSION_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
 
 @dataclass(frozen=True)
-class ModelBundle:
-    version: str
-    onnx: bytes
-
-    def encode(self) -> bytes:
-        header = json.dumps(
-            {"version": self.version, "sha256": hashlib.sha256(self.onnx).hexdigest()}
-        ).encode()
-        return MAGIC + _LEN.pack(len(header)) + header + self.onnx
-
-    @classmethod
-    def decode(cls, data: bytes) -> ModelBundle:
-        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _LEN.size:
-            raise ModelRejected("not a fedge model bundle (bad magic)")
-        (n,) = _LEN.unpack_from(data, len(MAGIC))
-        start = len(MAGIC) + _LEN.size
-        if n > 4096 or start + n > len(data):
-            raise ModelRejected("model bundle header length is out of bounds")
-        try:
-            header = json.loads(data[start : start + n])
-            version, digest = header["version"], header["sha256"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelRejected(f"model bundle header is malformed: {exc}") from exc
-        if not isinstance(version, str) or not _VERSION_RE.match(version):
-            raise ModelRejected(f"model version {version!r} is not [A-Za-z0-9._-]{{1,64}}")
-        onnx = data[start + n :]
-        if hashlib.sha256(onnx).hexdigest() != digest:
-            raise ModelRejected(f"model {version}: ONNX bytes do not match the header digest")
-        return cls(version, onnx)
-
-
-@dataclass(frozen=True)
-class Decision:
+class Verdict:
     version: str
     accepted: bool
     reason: str
@@ -139,7 +99,7 @@ class ModelManager:
             self.serving = Serving(record.version, load_model(record.path, self.config.threads))
         return self.serving
 
-    def consider(self, bundle: ModelBundle, data: list[Features]) -> Decision:
+    def consider(self, bundle: ModelBundle, data: list[Features]) -> Verdict:
         """Shadow-evaluate a candidate; serve it (atomically) or record why not."""
         if self.store.model(bundle.version) is not None:
             return self._reject(
@@ -163,7 +123,7 @@ class ModelManager:
                 bundle.version, path, digest, serve=True, reason="no model was serving"
             )
             self.serving = Serving(bundle.version, candidate)
-            return Decision(bundle.version, True, "no model was serving", None, None, None, 0)
+            return Verdict(bundle.version, True, "no model was serving", None, None, None, 0)
         spec = current.model.spec
         serving_score, n = shadow_score(current.model, data, spec.beta_under, spec.beta_over)
         candidate_score, _ = shadow_score(candidate, data, spec.beta_under, spec.beta_over)
@@ -209,7 +169,7 @@ class ModelManager:
             reason="passed shadow gate",
         )
         self.serving = Serving(bundle.version, candidate)  # one reference swap: atomic
-        return Decision(
+        return Verdict(
             bundle.version,
             True,
             "passed shadow gate",
@@ -229,7 +189,7 @@ class ModelManager:
         serving_version: str | None = None,
         *,
         record: bool = True,
-    ) -> Decision:
+    ) -> Verdict:
         if record:
             self.store.record_model(
                 bundle.version,
@@ -240,7 +200,7 @@ class ModelManager:
                 candidate_score=candidate_score,
                 reason=reason,
             )
-        return Decision(
+        return Verdict(
             bundle.version, False, reason, serving_version, serving_score, candidate_score, windows
         )
 

@@ -51,8 +51,8 @@ class AgentMetrics:
         self.model_info = Gauge(
             "fedge_agent_model_info", "Serving model (1 on its version)", ["version"], registry=r
         )
-        self.decisions = Counter(
-            "fedge_agent_model_decisions", "Candidate model verdicts", ["outcome"], registry=r
+        self.verdicts = Counter(
+            "fedge_agent_model_verdicts", "Candidate model verdicts", ["outcome"], registry=r
         )
         self.alerts = Counter("fedge_agent_alerts", "Anomaly alerts", ["severity"], registry=r)
         self.store_bytes = Gauge("fedge_agent_store_bytes", "SQLite store size on disk", registry=r)

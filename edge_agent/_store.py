@@ -22,8 +22,10 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from fedge.core import KPI_NAMES, AgentStoreError, read_cell
+from fedge.core import stored_cells as _stored_cells
 from fedge.edge_agent._errors import StoreError
-from fedge.edge_agent._kpi import KPI_NAMES, KpiSample
+from fedge.edge_agent._kpi import KpiSample
 
 SCHEMA_VERSION: Final = 1
 _N = len(KPI_NAMES)
@@ -419,50 +421,20 @@ class _Checkpointer(threading.Thread):
 
 def stored_cells(path: Path) -> list[str]:
     """Cell ids in a store (sorted), read-only: the sites a SuperNode can train on."""
-    if not path.is_file():
-        raise StoreError(f"{path}: no agent store")
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-        try:
-            return [r[0] for r in db.execute("SELECT DISTINCT cell FROM samples ORDER BY cell")]
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: {exc}") from exc
+        return _stored_cells(path)
+    except AgentStoreError as exc:
+        raise StoreError(str(exc)) from exc
 
 
 def read_cell_series(
     path: Path, index: int
 ) -> tuple[str, int, NDArray[np.int64], NDArray[np.float64]]:
-    """The ``index``-th cell (sorted by id) of a store, read-only, on a regular grid.
-
-    Returns the cell id, step seconds, the grid's steps and its KPIs (NaN where no sample
-    arrived). Used by the SuperNode's ClientApp through ``simulation.open_sites``.
-    """
-    if not path.is_file():
-        raise StoreError(f"{path}: no agent store")
+    """The ``index``-th cell (sorted by id) of a store, read-only, on a regular grid:
+    its id, step seconds, the grid's steps and its KPIs (NaN where no sample arrived).
+    The reader is ``fedge.core``'s, the one the SuperNode's ClientApp uses."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open store read-only: {exc}") from exc
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key='step_seconds'").fetchone()
-        cells = [r[0] for r in db.execute("SELECT DISTINCT cell FROM samples ORDER BY cell")]
-        if row is None or not cells:
-            raise StoreError(f"{path}: the store holds no samples yet")
-        if not 0 <= index < len(cells):
-            raise StoreError(f"{path}: cell index {index} outside 0..{len(cells) - 1}")
-        rows = db.execute(
-            f"SELECT step, {', '.join(KPI_NAMES)} FROM samples WHERE cell=? ORDER BY step",
-            (cells[index],),
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: {exc}") from exc
-    finally:
-        db.close()
-    first, last = int(rows[0][0]), int(rows[-1][0])
-    grid = np.arange(first, last + 1, dtype=np.int64)
-    values = np.full((len(grid), _N), np.nan)
-    for r in rows:
-        values[int(r[0]) - first] = [np.nan if v is None else v for v in r[1:]]
-    return cells[index], int(row[0]), grid, values
+        cell = read_cell(path, index)
+    except AgentStoreError as exc:
+        raise StoreError(str(exc)) from exc
+    return cell.cell, cell.step_seconds, cell.steps, cell.values

@@ -1,10 +1,18 @@
 """Supervise a ``flower-supernode`` that trains the shared ClientApp from this agent's store.
 
 The SuperNode is a separate process (the agent never imports flwr or torch). It runs
-``fedge.federation.client_app:app`` in an isolated subprocess; that app opens its data through
-``simulation.open_sites({"kind": "agent_store"})``, which reads the store named by
-``$FEDGE_AGENT_STORE``. If the SuperNode exits, it is restarted after an exponential
-backoff that resets once a run has lasted ``stable_after_s``.
+fedge's deployed ClientApp (``fedge.federation.client_app:app``) in an isolated
+subprocess, and the agent hands it, in its ``--node-config``, everything that ClientApp
+works from: the site's key file and KEK file (``[security]``), the coordinator's public
+keys from enrollment, the agent's store and cell, and the node's own state directory.
+The server's messages never set any of these.
+
+With ``federation.root_certificates`` the SuperNode talks TLS to the SuperLink; with
+``federation.auth_private_key`` it also authenticates with Flower's SuperNode
+authentication (the SuperLink runs ``--enable-supernode-auth`` and the operator registers
+the node's public key with ``flwr supernode register``); ``federation.trusted_entities``
+turns on Flower's FAB verification. If the SuperNode exits, it is restarted after an
+exponential backoff that resets once a run has lasted ``stable_after_s``.
 """
 
 from __future__ import annotations
@@ -43,19 +51,40 @@ def resolve_binary(name: str) -> Path:
     return Path(found)
 
 
-def supernode_command(config: FederationConfig, binary: Path) -> list[str]:
-    node_config = f"site-index={config.site_index}"
+def node_config(config: FederationConfig) -> str:
+    """The SuperNode's ``--node-config``: TOML values, paths quoted."""
+    items: list[tuple[str, Path | None]] = [
+        ("key-file", config.key_file),
+        ("kek-file", config.kek_file),
+        ("coordinator-keys", config.coordinator_keys),
+        ("store", config.store),
+        ("state-dir", config.state_dir),
+    ]
+    parts = [f'{key}="{value.resolve()}"' for key, value in items if value is not None]
+    parts.append(f"cell-index={config.site_index}")
     if config.extra_node_config:
-        node_config += " " + config.extra_node_config
+        parts.append(config.extra_node_config)
+    return " ".join(parts)
+
+
+def supernode_command(config: FederationConfig, binary: Path) -> list[str]:
+    if config.root_certificates is not None:
+        transport = ["--root-certificates", str(config.root_certificates)]
+    else:
+        transport = ["--insecure"]
+    if config.auth_private_key is not None:
+        transport += ["--auth-supernode-private-key", str(config.auth_private_key)]
+    if config.trusted_entities is not None:
+        transport += ["--trusted-entities", str(config.trusted_entities)]
     return [
         str(binary),
-        "--insecure",
+        *transport,
         "--superlink",
         config.superlink,
         "--isolation",
         "subprocess",
         "--node-config",
-        node_config,
+        node_config(config),
         "--host",
         "127.0.0.1",
         "--port",
@@ -98,11 +127,11 @@ class SupernodeSupervisor:
         bindir = str(Path(self.command[0]).parent)
         env.update(
             PATH=os.pathsep.join([bindir, env.get("PATH", "")]),
-            FEDGE_AGENT_STORE=str(self.store_path.resolve()),
             FLWR_TELEMETRY_ENABLED="0",
             RAY_USAGE_STATS_ENABLED="0",
         )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.log_path, "ab") as out:
             try:
                 return subprocess.Popen(

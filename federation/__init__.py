@@ -1,15 +1,17 @@
 """Federated training of the forecaster on Flower (Message API).
 
-``fedge.federation.client_app:app`` and ``fedge.federation.server_app:app`` are the Flower
-components; :func:`run_rounds` is the round loop both the simulation and a deployment
-run.
+``fedge.federation.client_app:app`` and ``fedge.federation.server_app:app`` are the
+deployed Flower components; :func:`run_rounds` is the round loop both the simulation and
+a deployment run, and :func:`site_app` builds a ClientApp around a :class:`Site` (the
+simulation builds its own). Keys come from the coordinator's per-run export
+(:func:`export_run_keys`, :func:`load_run_keys`) and from each node's own config.
 """
 
 from fedge.federation._accounting import Ledger, wire_size
-from fedge.federation._adversary import ATTACKS, AdversaryPlan
 from fedge.federation._codec import (
     CODECS,
     DOWNLINK_CODECS,
+    Arrays,
     CodecId,
     CodecSchedule,
     CodecSpec,
@@ -25,17 +27,39 @@ from fedge.federation._errors import (
     TruncatedPayloadError,
     UpdateRejectedError,
 )
+from fedge.federation._introduce import BoundGrid, Introducer
+from fedge.federation._keys import (
+    KEY_DIRECTORY,
+    NodeSetup,
+    ServerKeys,
+    export_run_keys,
+    load_run_keys,
+    node_setup,
+)
 from fedge.federation._plan import STRATEGIES, FederationPlan, cosine_lr
 from fedge.federation._residual import FEEDBACK_MODES, ResidualStore, compress_with_feedback
 from fedge.federation._rounds import FederationOutcome, RoundRecord, initial_weights, run_rounds
 from fedge.federation._sealed_strategy import SealedStrategy
-from fedge.federation._site_mod import sealed_update_mod
+from fedge.federation._site_app import site_app
+from fedge.federation._site_mod import Site, SiteResolver, Uplink, sealed_mod
 
 __all__ = [
-    "ATTACKS",
     "CODECS",
+    "KEY_DIRECTORY",
     "STRATEGIES",
-    "AdversaryPlan",
+    "Arrays",
+    "BoundGrid",
+    "Introducer",
+    "NodeSetup",
+    "ServerKeys",
+    "Site",
+    "SiteResolver",
+    "Uplink",
+    "export_run_keys",
+    "load_run_keys",
+    "node_setup",
+    "sealed_mod",
+    "site_app",
     "CodecError",
     "CodecId",
     "CodecSchedule",
@@ -54,7 +78,6 @@ __all__ = [
     "decode",
     "encode",
     "error_bound",
-    "sealed_update_mod",
     "wire_size",
     "FederationOutcome",
     "FederationPlan",

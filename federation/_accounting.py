@@ -36,6 +36,25 @@ class Ledger:
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     rejected_nodes: dict[int, dict[int, str]] = field(default_factory=dict)
+    sampled: dict[int, int] = field(default_factory=dict)  # round -> train messages asked for
+    accepted_in: dict[int, int] = field(default_factory=dict)  # round -> updates aggregated
+    nodes_bound: int = 0  # nodes that proved an enrolled site in their hello
+    hello_refused: Counter[str] = field(default_factory=Counter)  # reason -> nodes
+
+    def sample(self, server_round: int, n: int) -> None:
+        self.sampled[server_round] = self.sampled.get(server_round, 0) + n
+
+    def accept(self, server_round: int) -> None:
+        self.accepted += 1
+        self.accepted_in[server_round] = self.accepted_in.get(server_round, 0) + 1
+
+    def round_counts(self, server_round: int) -> dict[str, int]:
+        """Sampled, accepted and rejected train updates of one round."""
+        return {
+            "sampled": self.sampled.get(server_round, 0),
+            "accepted": self.accepted_in.get(server_round, 0),
+            "rejected": len(self.rejected_nodes.get(server_round, {})),
+        }
 
     def add_down(self, server_round: int, node: int, n: int) -> None:
         per = self.down.setdefault(server_round, {})
@@ -79,13 +98,16 @@ class Ledger:
                         "up": sum(self.up.get(r, {}).values()),
                         "down": sum(self.down.get(r, {}).values()),
                         "sites_up": len(self.up.get(r, {})),
+                        **self.round_counts(r),
                     }
-                    for r in sorted(set(self.up) | set(self.down))
+                    for r in sorted(set(self.up) | set(self.down) | set(self.sampled))
                 ],
             },
             "security": {
                 "updates_sealed": self.updates_sealed,
                 "accepted": self.accepted,
                 "rejected": dict(sorted(self.rejected.items())),
+                "nodes_bound": self.nodes_bound,
+                "hello_refused": dict(sorted(self.hello_refused.items())),
             },
         }

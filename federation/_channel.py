@@ -24,13 +24,11 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
 from fedge.federation._errors import FederationError, UpdateRejectedError
 from fedge.security import (
-    CompositeSigningKey,
     ContentType,
     Initiator,
     KeyDirectory,
@@ -42,8 +40,6 @@ from fedge.security import (
     SiteIdentity,
     SitePublicKeys,
     Suite,
-    XWingPrivateKey,
-    fingerprint,
     get_provider,
 )
 
@@ -52,23 +48,6 @@ EVALUATE: Final = 2
 CHANNEL_FILE: Final = "channel.json"
 RUN_SECRET_SIZE: Final = 32
 _ROUND_INFO: Final = struct.Struct(">4sIB")  # direction label, round, kind
-
-
-def simulated_identity(seed: int, name: str) -> SiteIdentity:
-    """A deterministic identity for the simulation (never for a real site: see docs)."""
-    return _identity(seed, name)
-
-
-@lru_cache(maxsize=4096)
-def _identity(seed: int, name: str) -> SiteIdentity:
-    material = hashlib.shake_256(f"fedge-sim-identity|{seed}|{name}".encode()).digest(96)
-    signing = CompositeSigningKey(material[:64])
-    return SiteIdentity(
-        fingerprint(signing.public_key().public_bytes()),
-        0,
-        signing,
-        XWingPrivateKey(material[64:]),
-    )
 
 
 def _round_session(
@@ -125,6 +104,9 @@ class ServerChannel:
 
     def knows(self, node_id: int) -> bool:
         return node_id in self._links
+
+    def bound_nodes(self) -> list[int]:
+        return list(self._links)
 
     def site_id(self, node_id: int) -> bytes:
         return self._link(node_id).keys.site_id

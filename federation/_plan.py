@@ -10,6 +10,8 @@ from typing import Any
 from fedge.federation._errors import FederationError
 from fedge.models import ForecastSpec
 
+#: Fields only the simulation harness uses; never sent to sites.
+SIMULATION_ONLY = ("attacks", "state_dir")
 STRATEGIES = ("fedavg", "fedprox", "fedtrimmedavg", "fedmedian", "krum", "fedavgm")
 
 
@@ -33,8 +35,8 @@ class FederationPlan:
     downlink_codec: str = "int8"  # the sealed global model sent down (dense codecs only)
     residual_decay: float = 1.0  # error-feedback residual x decay**missed_rounds
     feedback: str = "tracked"  # error feedback: "tracked" (EF21) or "residual" (classic)
-    attacks: str = ""  # simulation only: AdversaryPlan JSON
-    state_dir: str = ""  # simulation only: where each site keeps its state
+    attacks: str = ""  # simulation only: AdversaryPlan JSON (the harness's, never sent)
+    state_dir: str = ""  # simulation only: where the harness keeps its sites' state
     trim_beta: float = 0.2  # fedtrimmedavg: fraction cut at each end
     krum_malicious: int = 2  # krum: assumed number of malicious sites
     server_momentum: float = 0.9  # fedavgm: momentum of the server's update
@@ -93,8 +95,11 @@ class FederationPlan:
         return cosine_lr(self.learning_rate, server_round - 1, self.num_rounds)
 
     def to_config(self) -> dict[str, Any]:
-        """Flat, Flower-ConfigRecord-friendly view sent to sites each round."""
-        out: dict[str, Any] = {k: v for k, v in asdict(self).items() if k not in ("forecast",)}
+        """Flat, Flower-ConfigRecord-friendly view sent to sites each round (without the
+        simulation's own settings, which its harness keeps in-process)."""
+        out: dict[str, Any] = {
+            k: v for k, v in asdict(self).items() if k not in ("forecast", *SIMULATION_ONLY)
+        }
         out["forecast"] = json.dumps(self.forecast.to_dict())
         return {k.replace("_", "-"): v for k, v in out.items()}
 

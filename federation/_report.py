@@ -29,6 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedge.core import RUN_TOKEN_HEADER
 from fedge.federation._accounting import wire_size
 from fedge.federation._errors import FederationError
 from fedge.federation._plan import FederationPlan
@@ -36,8 +37,6 @@ from fedge.federation._plan import FederationPlan
 __all__ = ["RoundReporter", "RUN_TOKEN_HEADER"]
 
 log = logging.getLogger(__name__)
-
-RUN_TOKEN_HEADER = "X-Fedge-Run-Token"  # coordinator._runs.RUN_TOKEN_HEADER
 
 
 @dataclass
@@ -190,8 +189,13 @@ class _ReportingStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         got = self._received(server_round, replies)
         state = self._rounds[server_round]
-        state.participants = sum(1 for m in got if not m.has_error())
         arrays, metrics = self.inner.aggregate_train(server_round, got)
+        accepted = metrics.get("accepted") if metrics is not None else None  # sealed runs
+        state.participants = (
+            int(accepted)
+            if isinstance(accepted, int | float)
+            else sum(1 for m in got if not m.has_error())
+        )
         state.metrics.update(_finite(metrics, ""))
         return arrays, metrics
 

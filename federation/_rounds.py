@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     FedAvg,
@@ -27,6 +28,8 @@ from flwr.serverapp.strategy import (
 )
 
 from fedge.core import TARGET_KPIS
+from fedge.federation._errors import FederationError
+from fedge.federation._keys import ServerKeys
 from fedge.federation._plan import FederationPlan
 from fedge.models import LoadForecaster, Weights, get_weights
 
@@ -38,7 +41,9 @@ class RoundRecord:
     round: int
     train_loss: float | None
     eval_rmse: float | None
-    participants: int | None = None
+    participants: int | None = None  # sealed runs: updates accepted into the aggregate
+    sampled: int | None = None  # sealed runs: nodes asked to train
+    rejected: int | None = None  # sealed runs: updates refused
 
 
 @dataclass
@@ -58,8 +63,15 @@ def run_rounds(
     plan: FederationPlan,
     on_round: Callable[[int], None] | None = None,
     wrap: Callable[[Strategy], Strategy] | None = None,
+    keys: ServerKeys | None = None,
+    seal: Callable[[Strategy], Strategy] | None = None,
 ) -> FederationOutcome:
-    """``wrap`` (the coordinator's round reporter) sees the strategy as the Grid does."""
+    """``wrap`` (the coordinator's round reporter) sees the strategy as the Grid does.
+
+    A sealed run (``plan.codec != "none"``) needs ``keys``: the server's identity and the
+    enrolled sites. ``seal`` lets the simulation wrap the sealed strategy (its attackers
+    act on the wire, between the sealed strategy and the Grid).
+    """
     random.seed(plan.seed)  # Flower samples sites with the stdlib RNG
     kwargs: dict[str, Any] = {
         "fraction_train": plan.fraction_train,
@@ -70,41 +82,93 @@ def run_rounds(
     }
     strategy = build_strategy(plan, kwargs)
     ledger = None
+    introducer = None
+    view: Grid = grid
     if plan.codec != "none":
+        if keys is None:
+            raise FederationError("a sealed run needs the server's keys and the enrolled sites")
         from fedge.federation._compressed import seal_strategy
+        from fedge.federation._introduce import BoundGrid
 
-        strategy, ledger = seal_strategy(grid, plan, strategy)
+        strategy, ledger, introducer = seal_strategy(grid, plan, strategy, keys)
+        if seal is not None:
+            strategy = seal(strategy)
+        view = BoundGrid(grid, introducer.channel)
+        introducer.wait_for_nodes()
     if wrap is not None:
         strategy = wrap(strategy)
-    config = ConfigRecord(plan.to_config())
 
-    def round_done(server_round: int, _arrays: ArrayRecord) -> MetricRecord | None:
-        if on_round is not None and server_round > 0:
-            on_round(server_round)
-        return None
+    def before(server_round: int) -> None:  # Grid I/O between the strategy's hooks
+        if introducer is None:
+            return
+        introducer.introduce()
+        if server_round == 1 and not introducer.channel.bound_nodes():
+            raise FederationError("no node proved an enrolled site; nothing to federate")
 
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord.from_numpy_ndarrays(initial_weights(plan)),
-        num_rounds=plan.num_rounds,
-        train_config=config,
-        evaluate_config=ConfigRecord(plan.to_config()),
-        evaluate_fn=round_done,
+    arrays, history = _loop(
+        strategy,
+        view,
+        ArrayRecord.from_numpy_ndarrays(initial_weights(plan)),
+        plan.num_rounds,
+        (ConfigRecord(plan.to_config()), ConfigRecord(plan.to_config())),
+        before,
+        on_round,
     )
     rounds = []
     for r in range(1, plan.num_rounds + 1):
-        train = result.train_metrics_clientapp.get(r)
-        ev = result.evaluate_metrics_clientapp.get(r)
+        train, ev = history.get(r, (None, None))
+        counts = ledger.round_counts(r) if ledger is not None else {}
         rounds.append(
             RoundRecord(
                 round=r,
                 train_loss=_number(train, "train_loss"),
                 eval_rmse=_eval_rmse(ev),
+                participants=counts.get("accepted"),
+                sampled=counts.get("sampled"),
+                rejected=counts.get("rejected"),
             )
         )
-    weights = [np.asarray(a, dtype=np.float32) for a in result.arrays.to_numpy_ndarrays()]
+    weights = [np.asarray(a, dtype=np.float32) for a in arrays.to_numpy_ndarrays()]
     comm = ledger.summary() if ledger is not None else None
     return FederationOutcome(weights=weights, rounds=rounds, comm=comm)
+
+
+_Metrics = tuple[MetricRecord | None, MetricRecord | None]
+
+
+def _loop(
+    strategy: Strategy,
+    grid: Grid,
+    arrays: ArrayRecord,
+    num_rounds: int,
+    configs: tuple[ConfigRecord, ConfigRecord],
+    before: Callable[[int], None],
+    on_round: Callable[[int], None] | None,
+    timeout: float = 3600.0,
+) -> tuple[ArrayRecord, dict[int, _Metrics]]:
+    """Flower's ``Strategy.start`` round loop, with ``before(round)`` (node introductions)
+    run as Grid I/O ahead of each round's train and evaluate messages."""
+    train_config, eval_config = configs
+    strategy.summary()
+    history: dict[int, _Metrics] = {}
+    for server_round in range(1, num_rounds + 1):
+        flwr_log(logging.INFO, "[ROUND %s/%s]", server_round, num_rounds)
+        before(server_round)
+        replies = grid.send_and_receive(
+            strategy.configure_train(server_round, arrays, train_config, grid), timeout=timeout
+        )
+        new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+        if new_arrays is not None:
+            arrays = new_arrays
+        before(server_round)
+        replies = grid.send_and_receive(
+            strategy.configure_evaluate(server_round, arrays, eval_config, grid), timeout=timeout
+        )
+        eval_metrics = strategy.aggregate_evaluate(server_round, replies)
+        history[server_round] = (train_metrics, eval_metrics)
+        if on_round is not None:
+            on_round(server_round)
+    return arrays, history
 
 
 def build_strategy(plan: FederationPlan, kwargs: dict[str, Any]) -> Strategy:

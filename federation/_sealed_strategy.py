@@ -10,13 +10,11 @@ that fails anywhere is excluded from the round, logged by node and counted by re
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.app.message_type import MessageType
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -24,9 +22,8 @@ from fedge.federation._accounting import Ledger, wire_size
 from fedge.federation._channel import EVALUATE, TRAIN, ServerChannel
 from fedge.federation._codec import Arrays, CodecId, CodecSpec, encode
 from fedge.federation._errors import CodecError, UpdateRejectedError
-from fedge.federation._site_mod import FEEDBACK_BASE, HELLO, SEALED, envelope_fields
+from fedge.federation._site_mod import FEEDBACK_BASE, SEALED, envelope_fields
 from fedge.federation._update import apply_update, checked_delta, frame, unframe
-from fedge.security import SecurityError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +37,6 @@ class SealedStrategy(Strategy):
         channel: ServerChannel,
         codec_for: CodecChooser,
         *,
-        key_seed: int,
-        state_dir: str,
         residual_decay: float = 1.0,
         ledger: Ledger | None = None,
         downlink: CodecSpec | None = None,
@@ -50,8 +45,6 @@ class SealedStrategy(Strategy):
         self.inner = inner
         self.channel = channel
         self.codec_for = codec_for
-        self.key_seed = key_seed
-        self.state_dir = state_dir
         self.residual_decay = residual_decay
         # The site computes its delta against the global it decoded and the server adds
         # it to its own fp32 global, so quantising the downlink adds no drift: a site that
@@ -76,6 +69,9 @@ class SealedStrategy(Strategy):
         self._global[server_round] = weights
         payload = encode(weights, self.downlink)
         out = []
+        messages = list(messages)
+        if kind == TRAIN:
+            self.ledger.sample(server_round, len(messages))
         for m in messages:
             node = m.metadata.dst_node_id
             if not self.channel.knows(node):
@@ -92,9 +88,7 @@ class SealedStrategy(Strategy):
                 control["feedback-seq"] = held[0] if held is not None else 0
             fields = self.channel.seal_down(node, server_round, kind, frame(control, payload))
             config = ConfigRecord(dict(m.content.config_records["config"]))
-            sealed = ConfigRecord(
-                {**fields, "sim-key-seed": self.key_seed, "state-dir": self.state_dir}
-            )
+            sealed = ConfigRecord(dict(fields))
             msg = Message(
                 content=RecordDict({"config": config, SEALED: sealed}),
                 dst_node_id=node,
@@ -160,7 +154,7 @@ class SealedStrategy(Strategy):
                     if server_round not in self._plain_measured:  # the unsealed fp32 reply
                         self._plain_measured.add(server_round)
                         self.ledger.plain_update_bytes.append(wire_size(reply))
-                    self.ledger.accepted += 1
+                    self.ledger.accept(server_round)
                 else:
                     reply.content = RecordDict({"metrics": metrics})
             except UpdateRejectedError as exc:
@@ -200,7 +194,11 @@ class SealedStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid = self._split(server_round, TRAIN, replies)
-        return self.inner.aggregate_train(server_round, valid)
+        arrays, metrics = self.inner.aggregate_train(server_round, valid)
+        counts = self.ledger.round_counts(server_round)
+        log.info("round %d: %s", server_round, counts)
+        merged = MetricRecord({**dict(metrics or {}), **counts})
+        return arrays, merged
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -220,53 +218,3 @@ def _metrics(meta: dict[str, Any]) -> dict[str, int | float | list[int] | list[f
     if not isinstance(n, int) or n < 0:
         raise UpdateRejectedError("corrupt_payload", "num-examples missing or negative")
     return out
-
-
-def introduce(
-    grid: Grid,
-    channel: ServerChannel,
-    key_seed: int,
-    ledger: Ledger,
-    enroll: Callable[[int], None] | None = None,
-) -> int:
-    """Ask every node which site it is (one QUERY each); binds node ids to enrolled sites.
-
-    ``enroll(site_index)`` lets the simulation register the simulated site's keys first;
-    the site id the node claims must still match the enrolled keys' id.
-    """
-    nodes: list[int] = []
-    for _ in range(600):  # nodes register with the simulation engine asynchronously
-        nodes = list(grid.get_node_ids())
-        if nodes:
-            break
-        time.sleep(0.1)
-    msgs = [
-        Message(
-            content=RecordDict({HELLO: ConfigRecord({"sim-key-seed": key_seed})}),
-            dst_node_id=n,
-            message_type=MessageType.QUERY,
-        )
-        for n in nodes
-    ]
-    ledger.hello_down += sum(wire_size(m) for m in msgs)
-    bound = 0
-    for reply in grid.send_and_receive(msgs):
-        ledger.hello_up += wire_size(reply)
-        if reply.has_error():
-            log.warning("hello: node %d failed: %s", reply.metadata.src_node_id, reply.error.reason)
-            continue
-        record = reply.content.config_records.get(HELLO)
-        site_id = record.get("site-id") if record is not None else None
-        index = record.get("site-index") if record is not None else None
-        if not isinstance(site_id, bytes) or not isinstance(index, int):
-            log.warning("hello: node %d sent no site id", reply.metadata.src_node_id)
-            continue
-        try:
-            if enroll is not None:
-                enroll(index)
-            channel.bind(reply.metadata.src_node_id, site_id)
-        except SecurityError as exc:  # unknown or revoked site
-            log.warning("hello: node %d: %s", reply.metadata.src_node_id, exc)
-            continue
-        bound += 1
-    return bound

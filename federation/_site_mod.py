@@ -1,26 +1,32 @@
-"""The site side of compressed, sealed rounds: a Flower ClientApp mod, plus the hello reply.
+"""The site side of compressed, sealed rounds: a Flower ClientApp mod.
 
 The mod sits between the transport and the app's ``train``/``evaluate`` functions, which
 stay unaware of it: it opens and decodes the global model on the way in, and on the way
 out turns the trained weights into a delta, adds the error-feedback residual, compresses,
-and seals. Messages without the ``fedge-sealed`` record pass through untouched.
+and seals. Who the site is (its identity, the coordinator's public keys, its own state
+directory) comes from the :class:`Site` the app resolves from its own side (the node
+config on a SuperNode), never from the server's message. A train or evaluate message
+that is not sealed is refused unless the site allows plain rounds (the simulation's
+``codec="none"`` runs do; a deployed node never does), so no server can have a site
+hand over its update in clear.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
-from flwr.clientapp.typing import ClientAppCallable
+from flwr.clientapp.typing import ClientAppCallable, Mod
 
-from fedge.federation._adversary import AdversaryPlan, spoil_delta, tamper
-from fedge.federation._channel import EVALUATE, TRAIN, SiteChannel, simulated_identity
-from fedge.federation._codec import CodecId, CodecSpec, decode, encode
+from fedge.federation._channel import EVALUATE, TRAIN, SiteChannel
+from fedge.federation._codec import Arrays, CodecSpec, decode
 from fedge.federation._errors import FederationError
+from fedge.federation._plan import FederationPlan
 from fedge.federation._residual import (
     ESTIMATE_FILE,
     ResidualStore,
@@ -28,34 +34,41 @@ from fedge.federation._residual import (
     compress_with_feedback,
 )
 from fedge.federation._update import frame, unframe
-from fedge.security import ContentType
+from fedge.models import PreparedSite
+from fedge.security import ContentType, SiteIdentity, SitePublicKeys
 
 SEALED: Final = "fedge-sealed"
-HELLO: Final = "fedge-hello"
 _ENVELOPE_FIELDS: Final = ("init", "oneshot", "env", "resp", "secret")
-LAST_ENVELOPE: Final = "last_envelope.bin"
-
-
 FEEDBACK_BASE = "feedback-base"  # tracked feedback: the estimate the payload is against
 
 
-def site_index(context: Context) -> int:
-    cfg = context.node_config
-    for key in ("site-index", "partition-id"):
-        if key in cfg:
-            return int(cfg[key])
-    raise FederationError(
-        "node config names no site: start the SuperNode with --node-config 'site-index=N'"
-    )
+class Uplink(Protocol):
+    """What a site does to its own reply beyond sealing it (the simulation's attackers)."""
+
+    def payload(self, delta: Arrays, spec: CodecSpec, rng: np.random.Generator) -> bytes | None:
+        """A payload to send instead of the honest one, or None."""
+        ...
+
+    def fields(self, fields: dict[str, bytes], state_dir: Path) -> dict[str, bytes]:
+        """The sealed fields as they leave the site."""
+        ...
 
 
-def hello_reply(msg: Message, context: Context) -> Message:
-    """Answer the server's hello with this site's id, so it can bind node to site."""
-    ctl = msg.content.config_records[HELLO]
-    site = site_index(context)
-    identity = simulated_identity(_int(ctl.get("sim-key-seed")), f"site-{site}")
-    record = ConfigRecord({"site-id": identity.site_id, "site-index": site})
-    return Message(content=RecordDict({HELLO: record}), reply_to=msg)
+@dataclass(frozen=True)
+class Site:
+    """One site as its ClientApp knows itself; resolved on the site's side only."""
+
+    index: int  # local: which data, and the training seed; binds nothing on the server
+    identity: SiteIdentity
+    coordinator: SitePublicKeys
+    state_dir: Path
+    task: Callable[[FederationPlan], PreparedSite]
+    rng: Callable[[int], np.random.Generator]  # per round: stochastic rounding, top-k ties
+    uplink: Uplink | None = None
+    allow_plain: bool = False
+
+
+SiteResolver = Callable[[Context], Site]
 
 
 def _int(value: object) -> int:
@@ -73,22 +86,31 @@ def envelope_fields(record: ConfigRecord) -> dict[str, bytes]:
     return out
 
 
-def sealed_update_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+def sealed_mod(resolve: SiteResolver) -> Mod:
+    """The mod for sites that ``resolve`` describes."""
+
+    def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        return _sealed(resolve(context), msg, context, call_next)
+
+    return mod
+
+
+def _sealed(site: Site, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     content = msg.content
-    if SEALED not in content.config_records:
+    kind_name = msg.metadata.message_type
+    if kind_name not in (MessageType.TRAIN, MessageType.EVALUATE):
         return call_next(msg, context)
-    kind = TRAIN if msg.metadata.message_type == MessageType.TRAIN else EVALUATE
+    if SEALED not in content.config_records:
+        if site.allow_plain:
+            return call_next(msg, context)
+        raise FederationError(
+            f"refusing an unsealed {kind_name} message: this site only answers sealed rounds"
+        )
+    kind = TRAIN if kind_name == MessageType.TRAIN else EVALUATE
     ctl = content.config_records[SEALED]
     config = content.config_records["config"]
     server_round = _int(config.get("server-round"))
-    site = site_index(context)
-    seed = _int(ctl.get("sim-key-seed"))
-    site_dir = Path(str(ctl.get("state-dir"))) / f"site-{site:05d}"
-    channel = SiteChannel(
-        simulated_identity(seed, f"site-{site}"),
-        simulated_identity(seed, "server").public_keys(),
-        site_dir,
-    )
+    channel = SiteChannel(site.identity, site.coordinator, site.state_dir)
     control, payload = unframe(channel.open_down(server_round, kind, envelope_fields(ctl)))
     global_arrays = decode(payload)
     msg.content = RecordDict(
@@ -108,17 +130,12 @@ def sealed_update_mod(msg: Message, context: Context, call_next: ClientAppCallab
     ]
     delta = [(t - g).astype(np.float32) for t, g in zip(trained, global_arrays, strict=True)]
     spec = CodecSpec.parse(str(control.get("codec")))
-    attacks = AdversaryPlan.from_json(str(config.get("attacks", "")))
-    attack = attacks.role(site)
-    rng = np.random.default_rng([seed, site, server_round])
-    if attack in ("boosted", "nonfinite", "misshaped"):
-        bad = spoil_delta(attack, delta, attacks.boost)
-        if attack == "boosted":
-            payload_out = encode(bad, spec, rng)
-        else:  # a raw fp32 payload: the codecs themselves refuse such input
-            payload_out = encode(bad, CodecSpec(CodecId.FP32))
+    rng = site.rng(server_round)
+    spoiled = site.uplink.payload(delta, spec, rng) if site.uplink is not None else None
+    if spoiled is not None:
+        payload_out = spoiled
     elif control.get("feedback", "residual") == "tracked":
-        store = ResidualStore(site_dir, ESTIMATE_FILE)
+        store = ResidualStore(site.state_dir, ESTIMATE_FILE)
         chan = channel.channel()
         held = _int(control.get("feedback-seq", 0))  # the server's count of our updates
         estimate = store.load_estimate(chan, delta, held)
@@ -129,7 +146,7 @@ def sealed_update_mod(msg: Message, context: Context, call_next: ClientAppCallab
         store.save(chan, estimate, server_round, seq=base + 1)
         metrics[FEEDBACK_BASE] = base
     else:
-        store = ResidualStore(site_dir)
+        store = ResidualStore(site.state_dir)
         chan = channel.channel()
         decay = float(control.get("decay", 1.0))
         residual = store.load(chan, delta, server_round, decay)
@@ -138,21 +155,7 @@ def sealed_update_mod(msg: Message, context: Context, call_next: ClientAppCallab
     fields = channel.seal_up(
         server_round, kind, frame(metrics, payload_out), ContentType.MODEL_UPDATE
     )
-    if attack == "tampered":
-        fields["env"] = tamper(fields["env"])
-    elif attack == "replayed":  # first time: send honestly, keep it; later: resend it
-        last = site_dir / LAST_ENVELOPE
-        if last.exists():
-            fields = json_fields(last.read_text())
-        else:
-            last.write_text(fields_json(fields))
+    if site.uplink is not None:
+        fields = site.uplink.fields(fields, site.state_dir)
     reply.content = RecordDict({SEALED: ConfigRecord(dict(fields))})
     return reply
-
-
-def fields_json(fields: dict[str, bytes]) -> str:
-    return json.dumps({k: v.hex() for k, v in fields.items()})
-
-
-def json_fields(text: str) -> dict[str, bytes]:
-    return {k: bytes.fromhex(v) for k, v in json.loads(text).items()}

@@ -1,43 +1,49 @@
-"""A site's training material inside a worker: opened once per process and reused."""
+"""A site's training material inside a worker: prepared once per process and reused.
+
+A deployed SuperNode trains on one cell of its agent's store, named by its own node
+config; the server's plan only says how to prepare it (forecast spec, validation and
+test days), never where the data is.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
-from fedge.core import TARGET_INDEX
+from fedge.core import TARGET_INDEX, AgentStoreError, read_cell
+from fedge.federation._errors import FederationError
 from fedge.models import ForecastSpec, PreparedSite, prepare_site
-from fedge.simulation import SiteSeries, open_sites
 
 
-@dataclass(frozen=True)
-class SiteTask:
-    series: SiteSeries
-    prepared: PreparedSite
-
-
-@lru_cache(maxsize=32)
-def _site_task(
-    data_spec: str, index: int, forecast_json: str, val_days: int, test_days: int
-) -> SiteTask:
-    series = open_sites(data_spec).site(index)
+@lru_cache(maxsize=8)
+def _store_task(
+    store: str, mtime_ns: int, cell: int, forecast_json: str, val_days: int, test_days: int
+) -> PreparedSite:
+    try:
+        stored = read_cell(Path(store), cell)
+    except AgentStoreError as exc:
+        raise FederationError(f"site data: {exc}") from exc
     spec = ForecastSpec.from_dict(json.loads(forecast_json))
-    prepared = prepare_site(
-        series.values,
-        series.minute_of_week(),
-        series.steps_per_day,
+    return prepare_site(
+        stored.values,
+        stored.minute_of_week(),
+        stored.steps_per_day,
         spec,
         TARGET_INDEX,
         val_days,
         test_days,
     )
-    return SiteTask(series, prepared)
 
 
-def site_task(
-    data_spec: str, index: int, spec: ForecastSpec, val_days: int, test_days: int
-) -> SiteTask:
-    return _site_task(
-        data_spec, index, json.dumps(spec.to_dict(), sort_keys=True), val_days, test_days
-    )
+def store_task(
+    store: Path, cell: int, spec: ForecastSpec, val_days: int, test_days: int
+) -> PreparedSite:
+    """Cell ``cell`` of the agent store at ``store``, prepared for ``spec`` (re-read when
+    the store changed since)."""
+    try:
+        mtime = store.stat().st_mtime_ns
+    except OSError as exc:
+        raise FederationError(f"site data: {store}: {exc.strerror or exc}") from exc
+    forecast = json.dumps(spec.to_dict(), sort_keys=True)
+    return _store_task(str(store), mtime, cell, forecast, val_days, test_days)

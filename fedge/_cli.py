@@ -1,20 +1,130 @@
 """The ``fedge`` command.
 
-Sub-commands are imported lazily inside their callbacks so that ``fedge agent`` never
-pays for (or imports) torch, ray or fastapi.
+Each sub-command's module is imported only when that command runs: ``fedge keys`` and
+``fedge agent`` never pay for (or import) torch, pandas, ray, flwr or fastapi, and a
+role's install (``fedge[agent]``) runs its own commands without the others' extras.
+``fedge --help`` lists every command from the light table below.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from dataclasses import dataclass
+from typing import Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from fedge import FedgeError, __version__
+from fedge._errors import MissingExtraError
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """Where a sub-command lives, the extra that installs its dependencies, its help."""
+
+    module: str
+    extra: str | None
+    help: str
+
+
+# The help strings repeat the commands' own first help lines (a test keeps them equal),
+# so that listing the commands imports none of them.
+COMMANDS: dict[str, _Entry] = {
+    "agent": _Entry(
+        "fedge.edge_agent._cli",
+        "agent",
+        "The gNB edge agent: MQTT KPIs in, forecasts and alerts out.",
+    ),
+    "keys": _Entry(
+        "fedge.security._cli", None, "Site identity keys (post-quantum, encrypted at rest)."
+    ),
+    "simulate": _Entry(
+        "fedge.simulation._cli",
+        "sim",
+        "Federated load forecasting over many simulated sites, against the baselines.",
+    ),
+    "data": _Entry("fedge.simulation._cli", "sim", "Site telemetry: the import format."),
+    "decisions": _Entry(
+        "fedge.simulation._decisions_cli",
+        "sim",
+        "Central decisions: DQN energy saving and PPO slice allocation.",
+    ),
+    "coordinator": _Entry(
+        "fedge.coordinator._cli",
+        "coordinator",
+        "The central service: enrollment, sites, model versions, rounds.",
+    ),
+}
+
+_loaded: dict[str, click.Command] = {}
+
+
+def _missing(name: str, exc: ModuleNotFoundError) -> MissingExtraError | None:
+    """The typed error for a third-party module the command's extra installs, else None."""
+    module = (exc.name or "").split(".")[0]
+    if not module or module == "fedge":
+        return None  # our own code is broken or absent: not an install choice
+    entry = COMMANDS[name]
+    return MissingExtraError(command=name, extra=entry.extra, module=module)
+
+
+def _load(name: str) -> click.Command:
+    """Import the module of ``name`` and build its click command (once per process)."""
+    if name not in _loaded:
+        entry = COMMANDS[name]
+        try:
+            module = importlib.import_module(entry.module)
+        except ModuleNotFoundError as exc:
+            raise (_missing(name, exc) or exc) from exc
+        holder = typer.Typer()
+        module.register(holder)
+        group = typer.main.get_group(holder)
+        for sub, command in group.commands.items():
+            if sub in COMMANDS:
+                _loaded.setdefault(sub, command)
+    return _loaded[name]
+
+
+class _LazyGroup(TyperGroup):
+    """A group whose sub-commands are imported on use; help lists them from the table."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in COMMANDS:
+            return command
+        if cmd_name in _loaded:
+            return _loaded[cmd_name]
+        # Only listed (help): a stand-in with the help text; running it loads the real one.
+        return click.Command(cmd_name, help=COMMANDS[cmd_name].help)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] in COMMANDS and super().get_command(ctx, args[0]) is None:
+            _load(args[0])
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:  # a dependency imported when the command runs
+            name = ctx.invoked_subcommand
+            error = _missing(name, exc) if name in COMMANDS else None
+            if error is None:
+                raise
+            raise error from exc
+
 
 app = typer.Typer(
     name="fedge",
+    cls=_LazyGroup,
     help="Federated learning at the radio edge.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -37,32 +147,11 @@ def _root(
     """Federated learning at the radio edge."""
 
 
-_registered: set[str] = set()
-
-
 def _register(only: str | None = None) -> None:
-    """Add the sub-commands; ``only="agent"`` adds just the agent's, so that
-    ``fedge agent ...`` never imports the simulation (pandas) stack."""
-    if "agent" not in _registered:
-        _registered.add("agent")
-        from fedge.edge_agent._cli import register as register_agent
-
-        register_agent(app)
-    if only == "agent" or "rest" in _registered:
-        return
-    _registered.add("rest")
-    from fedge.simulation._cli import register as register_simulate
-
-    register_simulate(app)
-    from fedge.security._cli import register as register_keys
-
-    register_keys(app)
-    from fedge.simulation._decisions_cli import register as register_decisions
-
-    register_decisions(app)
-    from fedge.coordinator._cli import register as register_coordinator
-
-    register_coordinator(app)
+    """Load ``only`` now (every command when None), so that its typed errors, such as a
+    missing extra, surface before the command line is parsed."""
+    for name in [only] if only is not None else list(COMMANDS):
+        _load(name)
 
 
 def main() -> None:
@@ -70,8 +159,9 @@ def main() -> None:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-    _register("agent" if command == "agent" else None)
     try:
+        if command in COMMANDS:
+            _register(command)
         app()
     except FedgeError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)

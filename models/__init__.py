@@ -17,13 +17,12 @@ from fedge.models._features import (
     prepare_site,
     site_features,
     split_bounds,
-    time_features,
     windows,
 )
 from fedge.models._onnx_runtime import OnnxForecaster
 from fedge.models._profile import SiteProfile
 from fedge.models._scaling import SiteScaler
-from fedge.models._spec import N_TARGETS, TARGET_FEATURES, ForecastSpec
+from fedge.models._spec import N_TARGETS, ForecastSpec
 
 if TYPE_CHECKING:
     from fedge.models._forecaster import LoadForecaster, asymmetric_loss
@@ -43,7 +42,6 @@ _LAZY = {
 
 __all__ = [
     "N_TARGETS",
-    "TARGET_FEATURES",
     "ForecastSpec",
     "LoadForecaster",
     "ModelError",
@@ -61,7 +59,6 @@ __all__ = [
     "set_weights",
     "site_features",
     "split_bounds",
-    "time_features",
     "train_epochs",
     "windows",
 ]

@@ -1,4 +1,5 @@
-"""Model inputs from a site's KPIs: scaled KPIs plus time encodings, cut into windows."""
+"""Model inputs from a site's KPIs: scaled KPIs plus time encodings (``fedge.core``), cut
+into windows."""
 
 from __future__ import annotations
 
@@ -8,19 +9,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fedge.core import time_features
 from fedge.models._errors import ModelError
 from fedge.models._profile import SiteProfile
 from fedge.models._scaling import SiteScaler
 from fedge.models._spec import ForecastSpec
-
-MINUTES_PER_WEEK = 7 * 1440
-
-
-def time_features(minute_of_week: NDArray[np.integer[Any]]) -> NDArray[np.float32]:
-    """sin/cos of time of day and of day of week: smooth across midnight and Sunday."""
-    tod = 2 * np.pi * (minute_of_week % 1440) / 1440.0
-    dow = 2 * np.pi * minute_of_week / MINUTES_PER_WEEK
-    return np.stack([np.sin(tod), np.cos(tod), np.sin(dow), np.cos(dow)], axis=1).astype(np.float32)
 
 
 def site_features(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedge.models._spec import N_TARGETS, TARGET_FEATURES, ForecastSpec
+from fedge.core import TARGET_INDEX
+from fedge.models._spec import N_TARGETS, ForecastSpec
 
 
 class LoadForecaster(nn.Module):
@@ -18,9 +19,11 @@ class LoadForecaster(nn.Module):
         self.lstm1 = nn.LSTM(spec.n_features, h1, batch_first=True)
         self.lstm2 = nn.LSTM(h1, h2, batch_first=True)
         self.head = nn.Linear(h2, N_TARGETS * spec.horizon)
+        # where the targets sit among the KPI features: the persistence skip adds their
+        # latest scaled values to the network's output
         self.target_features: torch.Tensor
         self.register_buffer(
-            "target_features", torch.tensor(TARGET_FEATURES, dtype=torch.long), persistent=False
+            "target_features", torch.tensor(TARGET_INDEX, dtype=torch.long), persistent=False
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,13 +16,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fedge.core import MINUTES_PER_DAY, MINUTES_PER_WEEK, day_type, step_of_day
 from fedge.models._errors import ModelError
 
-_DAY_TYPES = 2  # weekday, weekend (minute_of_week: 0 is Monday 00:00)
-
-
-def _day_type(minute_of_week: NDArray[np.integer[Any]]) -> NDArray[np.int64]:
-    return (np.asarray(minute_of_week, dtype=np.int64) // 1440 >= 5).astype(np.int64)
+_DAY_TYPES = 2  # weekday, weekend (fedge.core.day_type)
 
 
 @dataclass(frozen=True)
@@ -56,8 +53,8 @@ class SiteProfile:
             raise ModelError(f"need (steps, targets) values and one minute per step, got {z.shape}")
         if steps_per_day < 1:
             raise ModelError(f"steps_per_day must be positive, got {steps_per_day}")
-        step = (mow % 1440) * steps_per_day // 1440
-        kind = _day_type(mow)
+        step = step_of_day(mow, steps_per_day)
+        kind = day_type(mow)
         ok = ~np.isnan(z)
         zz = np.where(ok, z, 0.0)
         sums = np.zeros((_DAY_TYPES, steps_per_day, z.shape[1]))
@@ -73,13 +70,13 @@ class SiteProfile:
     ) -> NDArray[np.float32]:
         """Per step: the profile now and at each of the next ``horizon`` steps."""
         mow = np.asarray(minute_of_week, dtype=np.int64)
-        cols = [self.lookup(mow + (k * 1440) // self.steps_per_day) for k in range(horizon + 1)]
+        ahead = [mow + (k * MINUTES_PER_DAY) // self.steps_per_day for k in range(horizon + 1)]
+        cols = [self.lookup(m) for m in ahead]
         return np.concatenate(cols, axis=-1)
 
     def lookup(self, minute_of_week: NDArray[np.integer[Any]]) -> NDArray[np.float32]:
-        mow = np.asarray(minute_of_week, dtype=np.int64) % (7 * 1440)
-        step = (mow % 1440) * self.steps_per_day // 1440
-        return self.table[_day_type(mow), step]
+        mow = np.asarray(minute_of_week, dtype=np.int64) % MINUTES_PER_WEEK
+        return self.table[day_type(mow), step_of_day(mow, self.steps_per_day)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"table": self.table.tolist()}

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from fedge.core import KPI_NAMES, TARGET_KPIS, TIME_FEATURE_NAMES
 from fedge.models._errors import ModelError
 
-N_KPIS = 5
-N_TIME_FEATURES = 4  # sin/cos time of day, sin/cos day of week
-N_TARGETS = 3
-# Where the targets sit among the KPI features (dl_prb_util, dl_throughput_mbps, active_ues):
-# the persistence skip adds their latest scaled values to the network's output.
-TARGET_FEATURES: tuple[int, ...] = (0, 2, 3)
+# The input layout: every KPI of the schema, then the time encodings (fedge.core).
+N_KPIS = len(KPI_NAMES)
+N_TIME_FEATURES = len(TIME_FEATURE_NAMES)
+N_TARGETS = len(TARGET_KPIS)
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ class ForecastSpec:
             raise ModelError(f"horizon must be >= 1, got {self.horizon}")
         if len(self.hidden) != 2 or min(self.hidden) < 1:
             raise ModelError(f"hidden must be two positive sizes, got {self.hidden}")
-        if self.beta_under <= 0 or self.beta_over <= 0:
-            raise ModelError("loss weights must be positive")
+        if not all(0 < b < math.inf for b in (self.beta_under, self.beta_over)):
+            raise ModelError("loss weights must be positive and finite")
 
     @property
     def n_features(self) -> int:
@@ -52,18 +52,45 @@ class ForecastSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ForecastSpec:
-        try:
-            hidden = tuple(int(h) for h in data.get("hidden", (128, 64)))
-            return cls(
-                lookback=int(data.get("lookback", 12)),
-                horizon=int(data.get("horizon", 1)),
-                hidden=(hidden[0], hidden[1]) if len(hidden) == 2 else (0, 0),
-                beta_under=float(data.get("beta_under", 5.0)),
-                beta_over=float(data.get("beta_over", 1.0)),
-                # Specs written before the skip or the profile existed describe models without them.
-                persistence_skip=bool(data.get("persistence_skip", False)),
-                site_profile=bool(data.get("site_profile", False)),
+    def from_dict(cls, data: object) -> ForecastSpec:
+        """A spec from JSON-like ``data``: fields it leaves out keep this class's defaults,
+        so a partial spec (``{"horizon": 3}``) still gets the current forecaster; a field
+        this class does not have is refused rather than silently ignored."""
+        if not isinstance(data, dict):
+            raise ModelError(f"a forecast spec is a JSON object, got {type(data).__name__}")
+        unknown = sorted(str(k) for k in data if k not in cls.__dataclass_fields__)
+        if unknown:
+            raise ModelError(
+                f"unknown forecast spec field(s) {', '.join(unknown)}; "
+                f"known: {', '.join(cls.__dataclass_fields__)}"
             )
-        except (TypeError, ValueError, IndexError) as exc:
-            raise ModelError(f"bad forecast spec {data!r}: {exc}") from exc
+        default = cls()
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            kwargs[name] = _typed(name, value, getattr(default, name))
+        try:
+            return cls(**kwargs)
+        except ModelError as exc:
+            raise ModelError(f"forecast spec: {exc}") from exc
+
+
+def _typed(name: str, value: object, default: object) -> object:
+    """``value`` as the type of ``default``; JSON's int, float and bool are not mixed up."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ModelError(f"forecast spec {name} must be true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ModelError(f"forecast spec {name} must be an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ModelError(f"forecast spec {name} must be a number, got {value!r}")
+    # hidden: two layer sizes
+    if isinstance(value, list | tuple) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return tuple(value)
+    raise ModelError(f"forecast spec {name} must be a list of integers, got {value!r}")

@@ -141,7 +141,7 @@ def simulate(
 
 
 def export(
-    path: Annotated[Path, typer.Argument(help="CSV file to write.")],
+    path: Annotated[Path, typer.Argument(help="File to write: .csv, or .parquet/.pq for Parquet.")],
     preset_name: Annotated[
         str, typer.Option("--preset", help="Generator settings of this preset.")
     ] = "demo",
@@ -151,12 +151,12 @@ def export(
 ) -> None:
     """Write generated telemetry in the operator import format (see docs/data-format.md)."""
     from fedge.simulation._generator import SiteGenerator
-    from fedge.simulation._kpi_file import export_kpi_csv
+    from fedge.simulation._kpi_file import export_kpi_file
 
     gen = preset(preset_name).generator
     overrides: dict[str, Any] = {"num_sites": sites, "days": days, "seed": seed}
     gen = replace(gen, **{k: v for k, v in overrides.items() if v is not None})
-    export_kpi_csv(SiteGenerator(gen), path)
+    export_kpi_file(SiteGenerator(gen), path)
     typer.echo(f"wrote {gen.num_sites} sites x {gen.days} days to {path}")
 
 

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from fedge.federation import (
     FEEDBACK_MODES,
-    AdversaryPlan,
     CodecSchedule,
     FederationError,
     FederationOutcome,
     FederationPlan,
     downlink_spec,
 )
+from fedge.simulation._adversary import AdversaryPlan
 from fedge.simulation._errors import SimulationError
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""What the decision agents see: site load, hour-ahead forecasts, clusters and splits.
+"""Filling the decision arrays (``fedge.decisions.DecisionData``) from a fleet of sites.
 
 Demand is the site's own downlink PRB utilisation (fraction of one site's radio
 capacity). The hour-ahead forecasts come from the project's forecaster architecture
@@ -10,78 +10,26 @@ data in its fitting.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fedge.core import KPI_NAMES, TARGET_INDEX
+from fedge.decisions import (
+    DEFAULT_HEADROOM,
+    EARTH_MACRO,
+    HOUR_STEPS,
+    DecisionData,
+    DecisionError,
+    PowerModel,
+    check_headroom,
+    make_clusters,
+)
 from fedge.models import ForecastSpec, SiteScaler, site_features, split_bounds, windows
-from fedge.simulation._errors import DecisionError
-from fedge.simulation._power import EARTH_MACRO, PowerModel
 from fedge.simulation._source import SiteSource
 
-HOUR_STEPS = 12  # forecast horizon of the decision layer: one hour of 5-minute steps
-DECISION_STEPS = 3  # the strategic agent acts every 15 minutes
-# The strategic layer leaves the tactical one room: a site in a reduced mode carries its
-# own demand only up to this share of its available PRBs, and a neighbour takes offload
-# only up to it. 0.84 is the highest load at which a split of the PRBs still meets every
-# slice's SLA in 99% of steps without foresight of the URLLC burst, for the median site
-# (URLLC share 0.115; derived in docs/decisions.md and checked by a test against
-# simulation._slice_env.sla_at_load). Above it, energy saved costs slice SLAs. The
-# default; ``DecisionData.headroom`` (``--headroom``) carries the one in force.
-DEFAULT_HEADROOM = 0.84
 _PRB = KPI_NAMES.index("dl_prb_util")
 _UES = KPI_NAMES.index("active_ues")
-
-
-@dataclass(frozen=True)
-class DecisionData:
-    """Per-site arrays on the common 5-minute grid; sites share one calendar."""
-
-    site_ids: tuple[str, ...]
-    archetypes: tuple[str, ...]
-    load: NDArray[np.float64]  # (sites, steps): demand as a fraction of site capacity
-    ues: NDArray[np.float64]  # (sites, steps): active UEs / the site's training maximum
-    fc_load: NDArray[np.float64]  # (sites, steps, 12): forecast made at the end of step t
-    fc_ues: NDArray[np.float64]  # (sites, steps, 12)
-    minute_of_week: NDArray[np.int64]  # (steps,)
-    steps_per_day: int
-    val_start: int
-    test_start: int
-    clusters: NDArray[np.int64]  # (clusters, K): site indices of each neighbourhood
-    headroom: float = DEFAULT_HEADROOM  # load the strategic layer may fill per site
-    power: PowerModel = EARTH_MACRO  # per-carrier power of the sites
-
-    @property
-    def num_sites(self) -> int:
-        return len(self.site_ids)
-
-    @property
-    def steps(self) -> int:
-        return int(self.load.shape[1])
-
-    def block_starts(self, split: str) -> NDArray[np.int64]:
-        """Starts of the 15-minute decision blocks of a split with a full hour of forecast."""
-        lo, hi = {
-            "train": (0, self.val_start),
-            "val": (self.val_start, self.test_start),
-            "test": (self.test_start, self.steps),
-        }[split]
-        first = max(lo, HOUR_STEPS)
-        first += (-first) % DECISION_STEPS
-        last = min(hi, self.steps - HOUR_STEPS + 1)  # forecast at t-1 must reach t+11
-        return np.arange(first, last - DECISION_STEPS + 1, DECISION_STEPS, dtype=np.int64)
-
-
-def make_clusters(num_sites: int, size: int) -> NDArray[np.int64]:
-    """Consecutive sites form a neighbourhood; a remainder too small to cluster is left out."""
-    if size < 2:
-        raise DecisionError(f"cluster size must be >= 2, got {size}")
-    n = num_sites // size
-    if n < 1:
-        raise DecisionError(f"{num_sites} sites cannot form a cluster of {size}")
-    return np.arange(n * size, dtype=np.int64).reshape(n, size)
 
 
 def hour_ahead_spec() -> ForecastSpec:
@@ -146,11 +94,6 @@ def build_data(
         headroom=headroom,
         power=power,
     )
-
-
-def check_headroom(headroom: float) -> None:
-    if not 0.0 < headroom <= 1.0:  # NaN fails too
-        raise DecisionError(f"headroom must be in (0, 1] of a site's PRBs, got {headroom}")
 
 
 def _train_forecaster(

@@ -1,7 +1,7 @@
 """The hierarchy on held-out days: forecasts -> DQN modes -> PPO shares -> outcomes.
 
-The trained policies run through :class:`coordinator.DecisionService` (the ONNX files
-the coordinator serves), against the baselines on the same days; the threshold
+The trained policies run through :class:`fedge.decisions.DecisionService` (the ONNX
+files the coordinator serves, through the same service), against the baselines on the same days; the threshold
 heuristic's thresholds are chosen on the validation days.
 """
 
@@ -15,38 +15,34 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fedge.core import MINUTES_PER_DAY
+from fedge.decisions import DecisionData, DecisionService, SliceContext, energy_obs, slice_obs
 from fedge.simulation._config import SimulationConfig
-from fedge.simulation._decision_data import DecisionData
 from fedge.simulation._decision_train import DecisionProgress, Trained, config_for_run, train
 from fedge.simulation._energy_env import (
     EnergyPolicy,
     EnergyTrace,
     always_on,
     best_threshold,
-    energy_obs,
     hindsight_bound,
     random_policy,
     rollout,
     threshold_policy,
 )
 from fedge.simulation._slice_env import (
-    SliceContext,
     SlicePolicy,
     SliceTrace,
     context,
     evaluate,
     proportional_current,
     proportional_forecast,
-    slice_obs,
     static_shares,
 )
 from fedge.simulation._slice_env import hindsight_bound as slice_bound
 from fedge.simulation._source import SiteSource
 
 
-def service_policies(trained: Trained) -> tuple[Any, EnergyPolicy, SlicePolicy]:
-    from fedge.coordinator import DecisionService
-
+def service_policies(trained: Trained) -> tuple[DecisionService, EnergyPolicy, SlicePolicy]:
     data = trained.data
     service = DecisionService(trained.out_dir, data.site_ids)
     ids = np.array(data.site_ids)
@@ -117,7 +113,7 @@ def held_out(trained: Trained) -> dict[str, Any]:
     return section
 
 
-def _latency(service: Any, data: DecisionData, ctx: SliceContext) -> dict[str, Any]:
+def _latency(service: DecisionService, data: DecisionData, ctx: SliceContext) -> dict[str, Any]:
     """One site's full decision (mode, then shares) through the service, one thread."""
     t = int(data.block_starts("test")[0])
     sites = data.clusters[:1]
@@ -165,7 +161,9 @@ def plot_data(
     idx = np.nonzero(ppo.sites == site)[0][: data.steps_per_day]
 
     def hours(steps: NDArray[np.int64]) -> list[float]:
-        out: list[float] = np.round((data.minute_of_week[steps] % 1440) / 60.0, 4).tolist()
+        out: list[float] = np.round(
+            (data.minute_of_week[steps] % MINUTES_PER_DAY) / 60.0, 4
+        ).tolist()
         return out
 
     return {

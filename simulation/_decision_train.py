@@ -19,39 +19,41 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.simulation._decision_data import (
-    DEFAULT_HEADROOM,
-    DecisionData,
-    build_data,
-    check_headroom,
+from fedge.core import (
+    ENERGY_ONNX,
+    ENERGY_OUTPUTS,
+    MANIFEST,
+    OBS_INPUT,
+    SLICE_ONNX,
+    SLICE_OUTPUT,
+    PolicyFile,
+    PolicyManifest,
+    policy_version,
 )
-from fedge.simulation._energy_env import (
+from fedge.decisions import (
+    BASE_FLOOR,
+    DEFAULT_HEADROOM,
+    EARTH_MACRO,
     ENERGY_OBS_DIM,
     ENERGY_OBS_NAMES,
-    MODES,
-    EnergySavingEnv,
-    rollout,
-)
-from fedge.simulation._errors import DecisionError
-from fedge.simulation._generator import GeneratorConfig
-from fedge.simulation._power import EARTH_MACRO, PowerModel
-from fedge.simulation._slice_env import (
-    BASE_FLOOR,
     MARGIN_RANGE,
+    MODES,
+    SHARE_NAMES,
     SLICE_OBS_DIM,
     SLICE_OBS_NAMES,
     SLICES,
     URLLC,
     URLLC_HEADROOM,
-    SliceAllocationEnv,
-    context,
+    DecisionData,
+    DecisionError,
+    PowerModel,
+    check_headroom,
 )
+from fedge.simulation._decision_data import build_data
+from fedge.simulation._energy_env import EnergySavingEnv, rollout
+from fedge.simulation._generator import GeneratorConfig
+from fedge.simulation._slice_env import SliceAllocationEnv, context
 from fedge.simulation._source import GeneratedSites, SiteSource
-
-ENERGY_ONNX = "energy_policy.onnx"
-SLICE_ONNX = "slice_policy.onnx"
-MANIFEST = "manifest.json"
-OBS_INPUT = "obs"
 
 
 class DecisionProgress(Protocol):
@@ -305,13 +307,13 @@ def export_energy_onnx(dqn: Any, path: Path) -> Path:
             q = self.q_net(obs)
             return q.argmax(dim=1), q
 
-    _export(Greedy(dqn.q_net), ENERGY_OBS_DIM, ["mode", "q_values"], path)
+    _export(Greedy(dqn.q_net), ENERGY_OBS_DIM, list(ENERGY_OUTPUTS), path)
     return path
 
 
 def export_slice_onnx(ppo: Any, path: Path) -> Path:
     """obs (batch, 14) -> shares (batch, 4): the deterministic margins through the same
-    carrier fitting as :func:`fedge.simulation._slice_env.shares_from_action`."""
+    carrier fitting as :func:`fedge.decisions.shares_from_action`."""
     import torch
 
     i_now, i_fc = SLICE_OBS_NAMES.index("embb_now"), SLICE_OBS_NAMES.index("embb_fc")
@@ -346,7 +348,7 @@ def export_slice_onnx(ppo: Any, path: Path) -> Path:
             unreserved = torch.clamp(1.0 - alloc.sum(dim=1, keepdim=True), min=0.0)
             return torch.cat([alloc, unreserved], dim=1)
 
-    _export(Shares(ppo.policy), SLICE_OBS_DIM, ["shares"], path)
+    _export(Shares(ppo.policy), SLICE_OBS_DIM, [SLICE_OUTPUT], path)
     return path
 
 
@@ -356,36 +358,23 @@ def write_manifest(
     """The policy version is a digest of both ONNX files: same bytes, same version."""
     import stable_baselines3
 
-    digest = hashlib.sha256()
-    files = {}
-    for name in (ENERGY_ONNX, SLICE_ONNX):
-        blob = (out_dir / name).read_bytes()
-        digest.update(blob)
-        files[name] = hashlib.sha256(blob).hexdigest()
-    manifest = {
-        "format": 1,
-        "version": digest.hexdigest()[:16],
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "energy": {
-            "file": ENERGY_ONNX,
-            "sha256": files[ENERGY_ONNX],
-            "obs": list(ENERGY_OBS_NAMES),
-            "modes": list(MODES),
+    blobs = {name: (out_dir / name).read_bytes() for name in (ENERGY_ONNX, SLICE_ONNX)}
+    files = {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()}
+    manifest = PolicyManifest(
+        version=policy_version(blobs.values()),
+        energy=PolicyFile(ENERGY_ONNX, files[ENERGY_ONNX], ENERGY_OBS_NAMES, MODES),
+        slices=PolicyFile(SLICE_ONNX, files[SLICE_ONNX], SLICE_OBS_NAMES, SHARE_NAMES),
+        details={
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sites": list(data.site_ids),
+            "cluster_size": int(data.clusters.shape[1]),
+            "headroom": data.headroom,
+            "power": asdict(data.power),
+            "config": config.to_dict(),
+            "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "stable_baselines3": stable_baselines3.__version__,
         },
-        "slices": {
-            "file": SLICE_ONNX,
-            "sha256": files[SLICE_ONNX],
-            "obs": list(SLICE_OBS_NAMES),
-            "shares": [*SLICES, "unreserved"],
-        },
-        "sites": list(data.site_ids),
-        "cluster_size": int(data.clusters.shape[1]),
-        "headroom": data.headroom,
-        "power": asdict(data.power),
-        "config": config.to_dict(),
-        "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "stable_baselines3": stable_baselines3.__version__,
-    }
+    ).to_dict()
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from fedge.simulation._power import PowerModel
+    from fedge.decisions import PowerModel
 
 decisions_app = typer.Typer(
     help="Central decisions: DQN energy saving and PPO slice allocation.", no_args_is_help=True
@@ -151,7 +151,7 @@ def _power(
     idle_w: float | None, delta_p: float | None, pmax_w: float | None, sleep_w: float | None
 ) -> PowerModel | None:
     """The EARTH macro cell with the operator's own figures in place of those given."""
-    from fedge.simulation._power import EARTH_MACRO
+    from fedge.decisions import EARTH_MACRO
 
     given = {"p0_w": idle_w, "delta_p": delta_p, "pmax_w": pmax_w, "sleep_w": sleep_w}
     changes = {k: v for k, v in given.items() if v is not None}

@@ -8,8 +8,9 @@ is unserved, a QoS violation. Power per carrier follows the EARTH model (Auer et
 "How much energy is needed to run a wireless network?", IEEE Wireless Commun. 18(5),
 2011, table of macro-cell parameters): P = P0 + Δp·load·Pmax, P_sleep when asleep.
 
-Decisions inside a cluster are sequential (site 0 first): each site sees what the sites
-before it chose, which lets one shared per-site policy coordinate a cluster of any size.
+The modes, the observation a site sees and the power model are the decision runtime's
+(``fedge.decisions``), shared with serving; the cluster's dynamics, costs, baselines and
+the Gymnasium environment are the simulation's.
 """
 
 from __future__ import annotations
@@ -22,50 +23,33 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.simulation._decision_data import (
+from fedge.decisions import (
+    ACTIVE,
+    CAP_OFF,
+    CAPACITY,
     DECISION_STEPS,
     DEFAULT_HEADROOM,
-    HOUR_STEPS,
+    EARTH_MACRO,
+    ENERGY_OBS_DIM,
+    ENERGY_OBS_NAMES,
+    MODES,
+    OFFLOAD_EFFICIENCY,
+    SLEEP,
     DecisionData,
+    DecisionError,
+    DecisionInputError,
+    PowerModel,
+    energy_obs,
 )
-from fedge.simulation._errors import DecisionError, DecisionInputError
-from fedge.simulation._power import EARTH_MACRO, PowerModel
-
-MODES: tuple[str, ...] = ("active", "capacity_off", "deep_sleep")
-ACTIVE, CAP_OFF, SLEEP = 0, 1, 2
-CAPACITY = np.array([1.0, 0.5, 0.0])  # share of the site's radio capacity per mode
 
 CARRIERS = 2
 P_FULL_W = CARRIERS * EARTH_MACRO.full_w  # a fully loaded active EARTH macro site: 448 W
 # Waking a carrier: it draws full-load power for this long before it serves (see docs).
 WAKE_MINUTES = 1.0
-# Traffic served by a neighbour comes from cell-edge users: 1/0.8 PRBs per unit of demand.
-OFFLOAD_EFFICIENCY = 0.8
 # Cost weights, fixed before any training: one unit = a fully loaded site for 15 minutes.
 UNSERVED_WEIGHT = 10.0  # per unit of unserved demand (fraction of a site's capacity)
 VIOLATION_WEIGHT = 1.0  # per site-step with any unserved demand
 _EPS = 1e-6
-
-ENERGY_OBS_NAMES: tuple[str, ...] = (
-    "load_now",
-    "fc_peak_0_15min",
-    "fc_peak_15_30min",
-    "fc_peak_30_45min",
-    "fc_peak_45_60min",
-    "fc_peak_hour",
-    "neighbour_spare_15min",
-    "neighbour_spare_hour",
-    "neighbours_asleep",
-    "neighbours_undecided",
-    "prev_active",
-    "prev_capacity_off",
-    "prev_deep_sleep",
-    "tod_sin",
-    "tod_cos",
-    "dow_sin",
-    "dow_cos",
-)
-ENERGY_OBS_DIM = len(ENERGY_OBS_NAMES)
 
 # (observations, site indices) -> modes; baselines ignore the sites.
 EnergyPolicy = Callable[[NDArray[np.float32], NDArray[np.int64]], NDArray[np.int64]]
@@ -150,50 +134,6 @@ def site_costs(
         + VIOLATION_WEIGHT * violated
     )
     return cost, unserved, violated
-
-
-def energy_obs(
-    data: DecisionData,
-    sites: NDArray[np.int64],
-    t: int,
-    position: int,
-    modes: NDArray[np.int64],
-    prev: NDArray[np.int64],
-) -> NDArray[np.float32]:
-    """Observation of the site at ``position`` of each cluster (rows of ``sites``) at block ``t``.
-
-    Sites before ``position`` have chosen ``modes`` for this block; the ones after it are
-    counted as active (what they are unless they choose otherwise).
-    """
-    n, k = sites.shape
-    fc = data.fc_load[sites, t - 1].reshape(n, k, HOUR_STEPS // DECISION_STEPS, DECISION_STEPS)
-    peaks = fc.max(axis=-1)  # (n, K, 4)
-    now = data.load[sites, t - DECISION_STEPS : t].mean(axis=-1)
-    assumed = np.where(np.arange(k)[None, :] < position, modes, ACTIVE)
-    room = data.headroom * CAPACITY[assumed][..., None]
-    net = np.clip(room - peaks, 0.0, None) * OFFLOAD_EFFICIENCY - np.clip(peaks - room, 0.0, None)
-    others = np.arange(k) != position
-    net_n = net[:, others].sum(axis=1)  # (n, 4)
-    decided = others & (np.arange(k) < position)
-    asleep = (assumed[:, decided] != ACTIVE).sum(axis=1) / max(1, k - 1)
-    undecided = np.full(n, (k - 1 - position) / max(1, k - 1))
-    prev_onehot = np.eye(3)[prev[:, position]]
-    mow = data.minute_of_week[t]
-    tod, dow = 2 * np.pi * (mow % 1440) / 1440.0, 2 * np.pi * mow / (7 * 1440.0)
-    time = np.tile([np.sin(tod), np.cos(tod), np.sin(dow), np.cos(dow)], (n, 1))
-    own = peaks[:, position]
-    cols = [
-        now[:, position, None],
-        own,
-        own.max(axis=1, keepdims=True),
-        net_n[:, :1],
-        net_n.min(axis=1, keepdims=True),
-        asleep[:, None],
-        undecided[:, None],
-        prev_onehot,
-        time,
-    ]
-    return np.concatenate(cols, axis=1).astype(np.float32)
 
 
 @dataclass

@@ -1,9 +1,17 @@
-"""Run the federation apps on Flower's simulation runtime (Ray backend) in this process."""
+"""Run the federation apps on Flower's simulation runtime (Ray backend) in this process.
+
+The harness is the simulation's key authority: it draws a key seed per run, enrolls every
+simulated site in an in-process directory for the server, and hands the seed, the state
+directory and the attack plan to its own ClientApp's workers through their environment
+(``fedge.simulation._client_app``), never through a Flower message.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,9 +20,11 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from fedge.federation import FederationOutcome, FederationPlan, run_rounds
-from fedge.federation.client_app import app as client_app
+from fedge.federation import FederationOutcome, FederationPlan, ServerKeys, run_rounds
+from fedge.simulation._client_app import HARNESS_ENV, Harness
+from fedge.simulation._client_app import app as client_app
 from fedge.simulation._errors import SimulationError
+from fedge.simulation._identities import simulated_directory, simulated_identity
 
 
 @dataclass
@@ -37,10 +47,18 @@ def run_federated(
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     holder: list[FederationOutcome] = []
     server_app = ServerApp()
+    key_seed = secrets.randbits(62)
+    state_dir = plan.state_dir or tempfile.mkdtemp(prefix="fedge-site-state-")
+    harness = Harness(key_seed, plan.seed, state_dir, plan.attacks)
+    keys = None
+    if plan.codec != "none":
+        keys = ServerKeys(
+            simulated_identity(key_seed, "server"), simulated_directory(key_seed, num_sites)
+        )
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        holder.append(run_rounds(grid, plan, on_round))
+        holder.append(run_rounds(grid, plan, on_round, keys=keys))
 
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -57,6 +75,8 @@ def run_federated(
     if quiet:
         flwr_logger.setLevel(logging.ERROR)  # also hides run_simulation's deprecation banner
     start = time.perf_counter()
+    before = os.environ.get(HARNESS_ENV)
+    os.environ[HARNESS_ENV] = harness.to_json()  # the workers inherit it (never the wire)
     try:
         run_simulation(
             server_app=server_app,
@@ -68,6 +88,10 @@ def run_federated(
         raise SimulationError(f"federated run ({plan.strategy}) failed: {exc}") from exc
     finally:
         flwr_logger.setLevel(level)
+        if before is None:
+            os.environ.pop(HARNESS_ENV, None)
+        else:
+            os.environ[HARNESS_ENV] = before
     wall = time.perf_counter() - start
     if not holder:
         raise SimulationError(f"federated run ({plan.strategy}) ended without a result")

@@ -18,6 +18,8 @@ from fedge.core import (
     ANOMALY_OUTAGE,
     ANOMALY_SPIKE,
     KPI_NAMES,
+    MINUTES_PER_DAY,
+    datetime_minute_of_week,
 )
 from fedge.simulation._archetypes import ARCHETYPE_CYCLE, ARCHETYPES, Archetype, profile
 from fedge.simulation._errors import DataError
@@ -210,5 +212,5 @@ def _make_site(
 
 
 def _weekday(date: str) -> int:
-    """Monday = 0, from an ISO date (1970-01-01 was a Thursday)."""
-    return int((np.datetime64(date, "D").astype(np.int64) + 3) % 7)
+    """Monday = 0, from an ISO date."""
+    return int(datetime_minute_of_week(np.array([np.datetime64(date, "D")]))[0] // MINUTES_PER_DAY)

@@ -1,4 +1,5 @@
-"""The operator import format: one CSV or Parquet file of exported counters.
+"""The operator import format: one CSV or Parquet file of exported counters, read by
+``read_kpi_file`` and written (from generated sites) by ``export_kpi_file``.
 
 Columns: ``timestamp`` (ISO 8601; naive means UTC), ``site_id``, then one column per KPI
 in ``KPI_NAMES``. The forecast targets are required; other KPIs may be absent as columns
@@ -27,21 +28,62 @@ MIN_SITE_DAYS = 3
 _ANOMALY_CODES = {name: code for code, name in ANOMALY_NAMES.items()}
 
 
+#: What ``export_kpi_file`` writes, by suffix (``read_kpi_file`` reads the same ones).
+EXPORT_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def export_kpi_file(sites: Iterable[SiteSeries], path: Path) -> Path:
+    """Write sites in the import format, as CSV or Parquet by ``path``'s suffix; any other
+    suffix is refused before anything is written (a CSV named ``.parquet`` fails later, in
+    whichever tool opens it)."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return export_kpi_csv(sites, path)
+    if suffix in (".parquet", ".pq"):
+        return export_kpi_parquet(sites, path)
+    raise DataError(
+        f"{path}: cannot export to {suffix or 'a file without a suffix'!r}; "
+        f"use one of {', '.join(EXPORT_SUFFIXES)}"
+    )
+
+
+def _frame(s: SiteSeries) -> pd.DataFrame:
+    frame = pd.DataFrame(s.values, columns=list(KPI_NAMES))
+    frame.insert(0, "site_id", s.site_id)
+    frame.insert(0, "timestamp", pd.DatetimeIndex(s.timestamps()).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    frame["archetype"] = s.archetype
+    frame["anomaly"] = [ANOMALY_NAMES[int(c)] for c in s.anomalies]
+    return frame
+
+
 def export_kpi_csv(sites: Iterable[SiteSeries], path: Path) -> Path:
-    """Write sites in the import format, one site at a time (the fleet need not fit in RAM)."""
+    """Write sites as CSV, one site at a time (the fleet need not fit in RAM)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         header = True
         for s in sites:
-            frame = pd.DataFrame(s.values, columns=list(KPI_NAMES))
-            frame.insert(0, "site_id", s.site_id)
-            frame.insert(
-                0, "timestamp", pd.DatetimeIndex(s.timestamps()).strftime("%Y-%m-%dT%H:%M:%SZ")
-            )
-            frame["archetype"] = s.archetype
-            frame["anomaly"] = [ANOMALY_NAMES[int(c)] for c in s.anomalies]
-            frame.to_csv(fh, index=False, header=header, float_format="%.4f")
+            _frame(s).to_csv(fh, index=False, header=header, float_format="%.4f")
             header = False
+    return path
+
+
+def export_kpi_parquet(sites: Iterable[SiteSeries], path: Path) -> Path:
+    """Write sites as Parquet, one row group per site (the fleet need not fit in RAM).
+    KPIs keep their float32 values; timestamps are the same ISO 8601 text as the CSV's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema(
+        [("timestamp", pa.string()), ("site_id", pa.string())]
+        + [(name, pa.float32()) for name in KPI_NAMES]
+        + [("archetype", pa.string()), ("anomaly", pa.string())]
+    )
+    with pq.ParquetWriter(path, schema) as writer:
+        for s in sites:
+            frame = _frame(s)
+            frame[list(KPI_NAMES)] = frame[list(KPI_NAMES)].astype(np.float32)
+            writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
     return path
 
 

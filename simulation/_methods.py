@@ -17,8 +17,8 @@ import torch
 from numpy.typing import NDArray
 
 from fedge.federation import FederationPlan
-from fedge.federation._site_task import site_task
 from fedge.models import LoadForecaster, Weights, get_weights, predict, train_epochs
+from fedge.simulation._site_task import site_task
 
 Tick = Callable[[], None] | None
 

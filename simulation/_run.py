@@ -15,7 +15,6 @@ from numpy.typing import NDArray
 
 from fedge.core import TARGET_INDEX
 from fedge.federation import FederationPlan, RoundRecord
-from fedge.federation._site_task import SiteTask, site_task
 from fedge.models import ForecastSpec, LoadForecaster, Weights, predict, set_weights
 from fedge.simulation._baselines import actuals, persistence, seasonal
 from fedge.simulation._comm import attacks_json, comm_plan
@@ -23,6 +22,7 @@ from fedge.simulation._config import FEDERATED_METHODS, SimulationConfig
 from fedge.simulation._errors import SimulationError
 from fedge.simulation._kpi_file import read_kpi_file
 from fedge.simulation._metrics import SiteScore, pool_scores, score_site
+from fedge.simulation._site_task import SiteTask, site_task
 from fedge.simulation._source import GeneratedSites, SiteSource, archive_sites
 
 PLOT_DAYS = 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.core import KPI_NAMES
+from fedge.core import KPI_NAMES, MINUTES_PER_DAY, datetime_minute_of_week
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class SiteSeries:
 
     @property
     def steps_per_day(self) -> int:
-        return 1440 // self.step_minutes
+        return MINUTES_PER_DAY // self.step_minutes
 
     def timestamps(self) -> NDArray[np.datetime64]:
         step = np.timedelta64(self.step_minutes, "m")
@@ -45,6 +45,4 @@ class SiteSeries:
 
     def minute_of_week(self) -> NDArray[np.int64]:
         """Minutes since Monday 00:00, the basis of the time-of-day/day-of-week encodings."""
-        minutes = self.timestamps().astype("datetime64[m]").astype(np.int64)
-        # 1970-01-01 was a Thursday: shift so that 0 is a Monday.
-        return (minutes + 3 * 1440) % (7 * 1440)
+        return datetime_minute_of_week(self.timestamps())

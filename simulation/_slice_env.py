@@ -9,7 +9,9 @@ unreserved; an SLA is met when every slice got at least its requirement.
 The policy does not pick shares from nothing: it picks a margin per slice over the
 slice's expected requirement (the larger of its last step and its forecast, URLLC with
 its headroom), between 1/3 and 3 times. What a slice needs is mostly known; how much
-to hedge against the next five minutes is the decision.
+to hedge against the next five minutes is the decision. The observation and the margin
+arithmetic are the decision runtime's (``fedge.decisions``); the traffic model, rewards,
+baselines and the Gymnasium environment are the simulation's.
 """
 
 from __future__ import annotations
@@ -22,13 +24,28 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.simulation._decision_data import DECISION_STEPS, DecisionData
-from fedge.simulation._energy_env import ACTIVE, CAP_OFF, CAPACITY, SLEEP, EnergyTrace
-from fedge.simulation._errors import DecisionError, DecisionInputError
+from fedge.decisions import (
+    ACTION_DIM,
+    ACTIVE,
+    CAPACITY,
+    DECISION_STEPS,
+    MMTC,
+    SHARES_DIM,
+    SLEEP,
+    SLICE_OBS_DIM,
+    SLICE_OBS_NAMES,
+    SLICES,
+    URLLC,
+    URLLC_HEADROOM,
+    DecisionData,
+    DecisionError,
+    DecisionInputError,
+    SliceContext,
+    shares_from_action,
+    slice_obs,
+)
+from fedge.simulation._energy_env import EnergyTrace
 
-SLICES: tuple[str, ...] = ("embb", "urllc", "mmtc")
-EMBB, URLLC, MMTC = 0, 1, 2
-URLLC_HEADROOM = 1.2  # URLLC must have 20% more PRBs than its demand
 URLLC_BURST_SIGMA = 0.25  # log-normal burstiness of URLLC per 5-minute step
 URLLC_SHARE = (0.08, 0.15)  # per-site range of URLLC's share of the PRB demand
 MMTC_PER_UE = (0.04, 0.08)  # per-site PRB share of mMTC at the training-maximum UE count
@@ -36,59 +53,9 @@ MMTC_PER_UE = (0.04, 0.08)  # per-site PRB share of mMTC at the training-maximum
 SATISFACTION_WEIGHTS = np.array([1.0, 2.0, 0.5])
 SLA_BONUS = 1.0
 OVER_RESERVATION_COST = 1.0  # per unit of PRB share reserved beyond the requirement
-MARGIN_RANGE = 3.0  # a margin spans MARGIN_RANGE**-1 .. MARGIN_RANGE (action -1 .. 1)
-BASE_FLOOR = 0.005  # expected share of a slice idle in the last step and the forecast
-
-SLICE_OBS_NAMES: tuple[str, ...] = (
-    "mode_active",
-    "mode_capacity_off",
-    "embb_now",
-    "urllc_now",
-    "mmtc_now",
-    "embb_fc",
-    "urllc_fc",
-    "mmtc_fc",
-    "load_fc_peak_15min",
-    "absorbed_now",
-    "tod_sin",
-    "tod_cos",
-    "dow_sin",
-    "dow_cos",
-)
-SLICE_OBS_DIM = len(SLICE_OBS_NAMES)
-SHARES_DIM = len(SLICES) + 1  # the last share is left unreserved
-ACTION_DIM = len(SLICES)  # one margin per slice
 
 # (observations, site indices) -> shares; baselines ignore the sites.
 SlicePolicy = Callable[[NDArray[np.float32], NDArray[np.int64]], NDArray[np.float64]]
-
-
-@dataclass(frozen=True)
-class SliceContext:
-    """Per-site, per-step inputs of the tactical layer under a strategic plan (sites, steps)."""
-
-    data: DecisionData
-    own: NDArray[np.float64]  # (sites, steps, 3): each slice's own demand
-    mode: NDArray[np.int64]  # strategic mode in force (SLEEP where not planned)
-    host: NDArray[np.float64]  # load the site carries: own served + absorbed offload
-    absorbed: NDArray[np.float64]
-    urllc_share: NDArray[np.float64]  # (sites,)
-    mmtc_per_ue: NDArray[np.float64]  # (sites,)
-
-    def demand(self, sites: NDArray[np.int64], steps: NDArray[np.int64]) -> NDArray[np.float64]:
-        """Slice demand carried by the host (own mix scaled to what it carries)."""
-        own = self.own[sites, steps]
-        total = own.sum(axis=-1, keepdims=True)
-        mix = np.divide(own, total, out=np.full_like(own, 1.0 / 3), where=total > 0)
-        out: NDArray[np.float64] = mix * self.host[sites, steps, None]
-        return out
-
-    def valid(self, lo: int, hi: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """(site, step) pairs in [lo, hi) where the site is awake and its last step is known."""
-        m = self.mode[:, lo:hi] != SLEEP
-        prev_known = ~np.isnan(self.host[:, lo - 1 : hi - 1])
-        s, t = np.nonzero(m & prev_known)
-        return s.astype(np.int64), (t + lo).astype(np.int64)
 
 
 def slice_mix(
@@ -125,82 +92,6 @@ def context(data: DecisionData, trace: EnergyTrace | None, seed: int) -> SliceCo
             host[sites, sl] = trace.served_load[j].reshape(len(sites), DECISION_STEPS)
             absorbed[sites, sl] = trace.absorbed[j].reshape(len(sites), DECISION_STEPS)
     return SliceContext(data, own, mode, host, absorbed, u_share, m_per_ue)
-
-
-def slice_obs(
-    ctx: SliceContext, sites: NDArray[np.int64], steps: NDArray[np.int64]
-) -> NDArray[np.float32]:
-    """Observation for allocating step ``steps`` of ``sites``, made at the end of step-1."""
-    d = ctx.data
-    prev = steps - 1
-    cap = CAPACITY[ctx.mode[sites, steps]][:, None]
-    now = ctx.demand(sites, prev) / cap
-    fc_load = d.fc_load[sites, prev, 0]
-    urllc_fc = ctx.urllc_share[sites] * fc_load
-    mmtc_fc = np.minimum(ctx.mmtc_per_ue[sites] * d.fc_ues[sites, prev, 0], fc_load)
-    embb_fc = np.clip(fc_load - urllc_fc - mmtc_fc, 0.0, None)
-    absorbed = ctx.absorbed[sites, prev]
-    absorbed = np.where(np.isnan(absorbed), 0.0, absorbed)
-    own_fc = np.stack([embb_fc, urllc_fc, mmtc_fc], axis=1)
-    total = own_fc.sum(axis=1, keepdims=True)
-    mix = np.divide(own_fc, total, out=np.full_like(own_fc, 1.0 / 3), where=total > 0)
-    fc = (own_fc + mix * absorbed[:, None]) / cap
-    peak = (d.fc_load[sites, prev, :DECISION_STEPS].max(axis=1) + absorbed) / cap[:, 0]
-    m = ctx.mode[sites, steps]
-    mow = d.minute_of_week[steps]
-    tod, dow = 2 * np.pi * (mow % 1440) / 1440.0, 2 * np.pi * mow / (7 * 1440.0)
-    cols = [
-        (m == ACTIVE)[:, None],
-        (m == CAP_OFF)[:, None],
-        now,
-        fc,
-        peak[:, None],
-        (absorbed / cap[:, 0])[:, None],
-        np.stack([np.sin(tod), np.cos(tod), np.sin(dow), np.cos(dow)], axis=1),
-    ]
-    return np.concatenate(cols, axis=1).astype(np.float32)
-
-
-def expected_requirement(obs: NDArray[np.float32]) -> NDArray[np.float64]:
-    """Each slice's expected share: max(last step, forecast), URLLC with its headroom."""
-    i_now, i_fc = SLICE_OBS_NAMES.index("embb_now"), SLICE_OBS_NAMES.index("embb_fc")
-    o = np.asarray(obs, dtype=np.float64)
-    base = np.maximum(o[:, i_now : i_now + len(SLICES)], o[:, i_fc : i_fc + len(SLICES)])
-    base = np.clip(base, 0.0, None) + BASE_FLOOR
-    base[:, URLLC] *= URLLC_HEADROOM
-    out: NDArray[np.float64] = base
-    return out
-
-
-def fit_carrier(want: NDArray[np.float64], base: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Shares within one carrier: ``want`` when it fits; otherwise each slice first gets
-    the smaller of its wish and its expected requirement, and the rest is split by how
-    much more each wished for. Rows are >= 0 and sum to <= 1."""
-    lo = np.minimum(want, base)
-    lo_sum = lo.sum(axis=1, keepdims=True)
-    extra = want - lo
-    extra_sum = extra.sum(axis=1, keepdims=True)
-    slack = np.clip(1.0 - lo_sum, 0.0, None)
-    squeezed = np.where(
-        lo_sum >= 1.0,
-        lo / np.maximum(lo_sum, 1e-12),
-        lo + extra * slack / np.maximum(extra_sum, 1e-12),
-    )
-    fits = want.sum(axis=1, keepdims=True) <= 1.0
-    out: NDArray[np.float64] = np.where(fits, want, squeezed)
-    return out
-
-
-def shares_from_action(
-    action: NDArray[np.floating[Any]], obs: NDArray[np.float32]
-) -> NDArray[np.float64]:
-    """Margins (one per slice, -1..1) over the expected requirement -> (eMBB, URLLC, mMTC,
-    unreserved) shares, >= 0 and summing to 1."""
-    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-    base = expected_requirement(obs)
-    alloc = fit_carrier(base * MARGIN_RANGE**a, base)
-    unreserved = np.clip(1.0 - alloc.sum(axis=1, keepdims=True), 0.0, None)
-    return np.concatenate([alloc, unreserved], axis=1)
 
 
 def requirement(ctx: SliceContext, sites: NDArray[np.int64], steps: NDArray[np.int64]) -> Any:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fedge.core import AgentStoreError, read_cell, stored_cells
 from fedge.simulation._errors import DataError
 from fedge.simulation._generator import GeneratorConfig, SiteGenerator
 from fedge.simulation._series import SiteSeries
@@ -81,19 +82,16 @@ class ArchivedSites:
 class AgentStoreSites:
     """The cells an edge agent has stored (its SQLite file), one site per cell.
 
-    This is how a SuperNode on a gNB host trains from the agent's own data. Without a
-    ``path`` in the spec the store comes from ``$FEDGE_AGENT_STORE``, which the agent
-    sets for the SuperNode it supervises: the server's plan stays the same for every site.
+    The simulation's view of a store (``fedge data`` and replays); a deployed SuperNode
+    reads its store through ``fedge.core``'s reader, named by its own node config.
+    Without a ``path`` in the spec the store comes from ``$FEDGE_AGENT_STORE``.
     """
 
     def __init__(self, path: Path) -> None:
-        from fedge.edge_agent._errors import StoreError
-        from fedge.edge_agent._store import stored_cells
-
         self.path = path
         try:
             self._cells = stored_cells(path)
-        except StoreError as exc:
+        except AgentStoreError as exc:
             raise DataError(str(exc)) from exc
 
     @property
@@ -101,20 +99,18 @@ class AgentStoreSites:
         return len(self._cells)
 
     def site(self, index: int) -> SiteSeries:
-        from fedge.edge_agent._errors import StoreError
-        from fedge.edge_agent._store import read_cell_series
-
         try:
-            cell, step_seconds, steps, values = read_cell_series(self.path, index)
-        except StoreError as exc:
+            stored = read_cell(self.path, index)
+        except AgentStoreError as exc:
             raise DataError(str(exc)) from exc
+        step_seconds = stored.step_seconds
         return SiteSeries(
-            site_id=cell,
+            site_id=stored.cell,
             archetype="agent",
-            start=np.datetime64(int(steps[0]) * step_seconds, "s").astype("datetime64[m]"),
+            start=np.datetime64(int(stored.steps[0]) * step_seconds, "s").astype("datetime64[m]"),
             step_minutes=step_seconds // 60,
-            values=values.astype(np.float32),
-            anomalies=np.zeros(len(steps), dtype=np.int8),
+            values=stored.values.astype(np.float32),
+            anomalies=np.zeros(len(stored.steps), dtype=np.int8),
         )
 
     def spec(self) -> dict[str, Any]:

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from fedge._cli import app, main
+from fedge import FedgeError, MissingExtraError
+from fedge._cli import COMMANDS, _load, _register, app, main
 
 runner = CliRunner()
 
@@ -78,8 +81,104 @@ def test_version() -> None:
 def test_light_packages_do_not_import_torch_ray_or_fastapi() -> None:
     # What the edge agent will import must stay light.
     code = (
-        "import sys, models, simulation, security, fedge, edge_agent;"
-        "bad = [m for m in ('torch', 'ray', 'fastapi', 'flwr') if m in sys.modules];"
+        "import sys, fedge, fedge.core, fedge.models, fedge.security, fedge.edge_agent;"
+        "bad = [m for m in ('torch', 'ray', 'fastapi', 'flwr', 'pandas') if m in sys.modules];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _imported(stderr: str) -> set[str]:
+    return {
+        line.split("|")[-1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def test_help_lists_every_command_without_importing_any() -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "fedge", "--help"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    for name, entry in COMMANDS.items():
+        assert name in done.stdout and entry.help.split()[0] in done.stdout
+    loaded = {m for m in _imported(done.stderr) if m.startswith("fedge.")}
+    assert loaded <= {"fedge._cli", "fedge._errors"}, loaded
+
+
+def test_the_command_table_repeats_each_commands_own_help() -> None:
+    _register()
+    for name, entry in COMMANDS.items():
+        real = _load(name)
+        assert real.name == name
+        assert (real.help or "").strip().splitlines()[0] == entry.help, name
+
+
+def test_the_table_names_every_command_each_module_registers() -> None:
+    for module in {entry.module for entry in COMMANDS.values()}:
+        holder = typer.Typer()
+        importlib.import_module(module).register(holder)
+        registered = set(typer.main.get_group(holder).commands)
+        assert registered == {n for n, e in COMMANDS.items() if e.module == module}, module
+
+
+def _without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``fedge *args`` in a process where ``module`` cannot be imported (as if not installed)."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv = ['fedge', *{list(args)!r}];"
+        "from fedge._cli import main; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "extra"),
+    [
+        ("torch", ["simulate", "--preset", "smoke"], "sim"),
+        ("pandas", ["data", "export", "x.csv"], "sim"),
+        ("stable_baselines3", ["decisions", "train", "--preset", "smoke"], "sim"),
+        ("fastapi", ["coordinator", "serve"], "coordinator"),
+        ("paho", ["agent", "check"], "agent"),
+        ("prometheus_client", ["agent", "run"], "agent"),
+    ],
+)
+def test_a_missing_extra_is_one_typed_line_naming_it(
+    module: str, args: list[str], extra: str
+) -> None:
+    done = _without(module, *args)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"error: fedge {args[0]} needs the module {module!r}, which this install lacks: "
+        f"pip install 'fedge[{extra}]'"
+    )
+
+
+def test_a_missing_base_dependency_names_the_plain_install() -> None:
+    done = _without("cryptography", "keys", "show")
+    assert done.returncode == 2
+    assert "needs the module 'cryptography'" in done.stderr
+    assert "pip install --force-reinstall fedge" in done.stderr
+
+
+def test_a_missing_module_of_our_own_is_not_called_an_install_choice() -> None:
+    done = _without("fedge.security._keystore", "keys", "show")
+    assert done.returncode == 1
+    assert "ModuleNotFoundError" in done.stderr and "pip install" not in done.stderr
+
+
+def test_other_commands_need_no_extra_and_unknown_ones_are_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert not _without("torch", "keys", "--help").returncode
+    assert not _without("pandas", "agent", "--help").returncode
+    assert run_main(["nope"], monkeypatch) == 2
+    assert "No such command 'nope'" in capsys.readouterr().err
+
+
+def test_missing_extra_is_a_fedge_error() -> None:
+    error = MissingExtraError(command="agent", extra="agent", module="paho")
+    assert isinstance(error, FedgeError)
+    assert (error.command, error.extra, error.module) == ("agent", "agent", "paho")

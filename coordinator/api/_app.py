@@ -19,8 +19,10 @@ from fedge.coordinator._errors import (
     CoordinatorError,
     ForbiddenError,
     InvalidInputError,
+    NotConfiguredError,
     NotFoundError,
     UnauthenticatedError,
+    UnavailableError,
 )
 from fedge.coordinator._service import Coordinator
 from fedge.coordinator._settings import CoordinatorSettings
@@ -39,6 +41,7 @@ _STATUS: dict[type[Exception], int] = {
     NotFoundError: 404,
     ConflictError: 409,
     InvalidInputError: 422,
+    UnavailableError: 503,
     InvalidToken: 401,
     InvalidSignature: 401,
     RevokedSender: 401,
@@ -110,7 +113,9 @@ def _status_of(exc: Exception) -> int:
     return 503  # DatabaseError, SettingsError: the service, not the caller, is at fault
 
 
-ENV_FILE_VARIABLE = "FEDGE_COORDINATOR_SERVE_ENV_FILE"
+#: How ``serve --workers N`` hands its ``--env-file`` to the workers. Not under the
+#: settings' prefix, where it would be refused as an unknown setting.
+ENV_FILE_VARIABLE = "FEDGE_SERVE_ENV_FILE"
 
 
 def worker_app() -> FastAPI:
@@ -127,7 +132,9 @@ def worker_app() -> FastAPI:
 
 def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = None) -> FastAPI:
     """The coordinator's ASGI app; opens (and migrates) the database right away."""
-    coordinator = coordinator or Coordinator(settings)
+    if coordinator is None:
+        settings.make_state_dir()
+        coordinator = Coordinator(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -143,12 +150,12 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
     )
     app.state.coordinator = coordinator
     app.state.metrics = metrics = Metrics()
-    if coordinator.decisions is not None:  # first: the hottest route matches soonest
-        app.include_router(decisions.router)
+    # Every route is mounted: one whose feature is off (no policies, no SuperLink) answers
+    # 503 naming the setting that turns it on, not a 404 that reads like a wrong URL.
+    app.include_router(decisions.router)  # first: the hottest route matches soonest
     for router in ROUTERS:
         app.include_router(router)
-    if coordinator.federation.enabled:
-        app.include_router(runs.control)
+    app.include_router(runs.control)
 
     async def refuse(request: Request, exc: Exception) -> Response:
         status = _status_of(exc)
@@ -164,7 +171,10 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
                 f"{status}: {exc}",
             )
         headers = {"WWW-Authenticate": "X-API-Key"} if status == 401 else None
-        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+        body = {"detail": str(exc)}
+        if isinstance(exc, NotConfiguredError):
+            body["setting"] = exc.setting
+        return JSONResponse(body, status_code=status, headers=headers)
 
     async def unavailable(_: Request, exc: Exception) -> Response:
         return JSONResponse({"detail": f"database error: {type(exc).__name__}"}, status_code=503)

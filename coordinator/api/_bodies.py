@@ -38,3 +38,5 @@ class Problem(BaseModel):
     """Every error answer: one line saying what is wrong."""
 
     detail: str
+    #: A feature that is not configured (503): the setting that turns it on.
+    setting: str | None = None

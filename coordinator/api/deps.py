@@ -9,18 +9,17 @@ from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
-from fedge.coordinator._access import (
+from fedge.coordinator._access import Operator, require_role, verify_site_request
+from fedge.coordinator._runs import Federation
+from fedge.coordinator._schema import Role
+from fedge.coordinator._service import Coordinator
+from fedge.core import (
     NONCE_HEADER,
+    RUN_TOKEN_HEADER,
     SIGNATURE_HEADER,
     SITE_HEADER,
     TIMESTAMP_HEADER,
-    Operator,
-    require_role,
-    verify_site_request,
 )
-from fedge.coordinator._runs import RUN_TOKEN_HEADER
-from fedge.coordinator._schema import Role
-from fedge.coordinator._service import Coordinator
 
 _api_key = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An operator API key (fedge-op....)."
@@ -42,6 +41,16 @@ async def get_coordinator(request: Request) -> Coordinator:
 
 
 CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
+
+
+async def _superlink(coordinator: CoordinatorDep) -> Federation:
+    """The federation, once a SuperLink is configured: 503 naming the setting before it."""
+    coordinator.federation.require_superlink()
+    return coordinator.federation
+
+
+#: What starts runs; declared after the caller's role, so a 401/403 comes first.
+SuperLinkDep = Annotated[Federation, Depends(_superlink)]
 
 
 async def _operator(

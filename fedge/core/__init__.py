@@ -1,10 +1,14 @@
 """The dependency-free core: what several layers share, with numpy at most.
 
-Everything here is imported by more than one of ``fedge.models``, ``fedge.federation``,
+Everything here is used by more than one of ``fedge.models``, ``fedge.federation``,
 ``fedge.edge_agent``, ``fedge.decisions``, ``fedge.coordinator`` and ``fedge.simulation``,
-so it lives once, below all of them.
+so it lives once, below all of them: the KPI schema, the calendar, the model bundle, the
+signed site request and the HTTP headers, and the policy manifest.
 """
 
+from fedge.core._agent_store import AgentStoreError, StoredCell, read_cell, stored_cells
+from fedge.core._bundle import BUNDLE_MAGIC, ModelBundle
+from fedge.core._errors import BundleError, CoreError, ManifestError, SiteRequestError
 from fedge.core._kpi import (
     ANOMALY_DEGRADATION,
     ANOMALY_NAMES,
@@ -18,8 +22,45 @@ from fedge.core._kpi import (
     TARGET_KPIS,
     Kpi,
 )
+from fedge.core._manifest import (
+    ENERGY_ONNX,
+    ENERGY_OUTPUTS,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    OBS_INPUT,
+    SLICE_ONNX,
+    SLICE_OUTPUT,
+    PolicyFile,
+    PolicyManifest,
+    policy_version,
+)
+from fedge.core._time import (
+    MINUTES_PER_DAY,
+    MINUTES_PER_WEEK,
+    TIME_FEATURE_NAMES,
+    datetime_minute_of_week,
+    day_type,
+    minute_of_week,
+    step_minute_of_week,
+    step_of_day,
+    time_features,
+)
+from fedge.core._wire import (
+    NONCE_HEADER,
+    REQUEST_CONTEXT,
+    RUN_TOKEN_HEADER,
+    SIGNATURE_HEADER,
+    SITE_HEADER,
+    TIMESTAMP_HEADER,
+    RequestSigner,
+    SiteRequest,
+    parse_site_request,
+    request_message,
+    sign_request,
+)
 
 __all__ = [
+    # KPI schema
     "ANOMALY_DEGRADATION",
     "ANOMALY_NAMES",
     "ANOMALY_NONE",
@@ -31,4 +72,49 @@ __all__ = [
     "TARGET_INDEX",
     "TARGET_KPIS",
     "Kpi",
+    # calendar
+    "MINUTES_PER_DAY",
+    "MINUTES_PER_WEEK",
+    "TIME_FEATURE_NAMES",
+    "datetime_minute_of_week",
+    "day_type",
+    "minute_of_week",
+    "step_minute_of_week",
+    "step_of_day",
+    "time_features",
+    # model bundle
+    "BUNDLE_MAGIC",
+    "AgentStoreError",
+    "StoredCell",
+    "read_cell",
+    "stored_cells",
+    "ModelBundle",
+    # site requests and headers
+    "NONCE_HEADER",
+    "REQUEST_CONTEXT",
+    "RUN_TOKEN_HEADER",
+    "SIGNATURE_HEADER",
+    "SITE_HEADER",
+    "TIMESTAMP_HEADER",
+    "RequestSigner",
+    "SiteRequest",
+    "parse_site_request",
+    "request_message",
+    "sign_request",
+    # policy manifest
+    "ENERGY_ONNX",
+    "ENERGY_OUTPUTS",
+    "MANIFEST",
+    "MANIFEST_FORMAT",
+    "OBS_INPUT",
+    "SLICE_ONNX",
+    "SLICE_OUTPUT",
+    "PolicyFile",
+    "PolicyManifest",
+    "policy_version",
+    # errors
+    "BundleError",
+    "CoreError",
+    "ManifestError",
+    "SiteRequestError",
 ]

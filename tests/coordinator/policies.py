@@ -13,6 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
+from fedge.core import (
+    ENERGY_ONNX,
+    ENERGY_OUTPUTS,
+    MANIFEST,
+    OBS_INPUT,
+    SLICE_ONNX,
+    SLICE_OUTPUT,
+    PolicyFile,
+    PolicyManifest,
+    policy_version,
+)
+
 ENERGY_OBS = 17
 SLICE_OBS = 14
 MODES = ["active", "capacity_off", "deep_sleep"]
@@ -23,7 +35,7 @@ def _graph(dim: int, weights: np.ndarray, head: str, output: str, name: str) -> 
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("MatMul", ["obs", "w"], ["scores"])]
+    nodes = [helper.make_node("MatMul", [OBS_INPUT, "w"], ["scores"])]
     if head == "argmax":
         nodes.append(helper.make_node("ArgMax", ["scores"], [output], axis=1, keepdims=0))
         out = helper.make_tensor_value_info(output, TensorProto.INT64, ["n"])
@@ -33,7 +45,7 @@ def _graph(dim: int, weights: np.ndarray, head: str, output: str, name: str) -> 
     graph = helper.make_graph(
         nodes,
         name,
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["n", dim])],
+        [helper.make_tensor_value_info(OBS_INPUT, TensorProto.FLOAT, ["n", dim])],
         [out],
         [numpy_helper.from_array(weights.astype(np.float32), "w")],
     )
@@ -55,26 +67,24 @@ def write_policies(directory: Path, slice_weights: np.ndarray | None = None) -> 
     v[2] = [1.0, 0.0, 0.0, 0.0]
     if slice_weights is not None:
         v = slice_weights
-    energy = _graph(ENERGY_OBS, w, "argmax", "mode", "energy")
-    slices = _graph(SLICE_OBS, v, "softmax", "shares", "slices")
-    (directory / "energy_policy.onnx").write_bytes(energy)
-    (directory / "slice_policy.onnx").write_bytes(slices)
-    version = hashlib.sha256(energy + slices).hexdigest()[:16]
-    manifest = {
-        "format": 1,
-        "version": version,
-        "energy": {
-            "file": "energy_policy.onnx",
-            "sha256": hashlib.sha256(energy).hexdigest(),
-            "obs": [f"e{i}" for i in range(ENERGY_OBS)],
-            "modes": MODES,
-        },
-        "slices": {
-            "file": "slice_policy.onnx",
-            "sha256": hashlib.sha256(slices).hexdigest(),
-            "obs": [f"s{i}" for i in range(SLICE_OBS)],
-            "shares": SHARES,
-        },
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    return version
+    energy = _graph(ENERGY_OBS, w, "argmax", ENERGY_OUTPUTS[0], "energy")
+    slices = _graph(SLICE_OBS, v, "softmax", SLICE_OUTPUT, "slices")
+    (directory / ENERGY_ONNX).write_bytes(energy)
+    (directory / SLICE_ONNX).write_bytes(slices)
+    manifest = PolicyManifest(
+        version=policy_version([energy, slices]),
+        energy=PolicyFile(
+            ENERGY_ONNX,
+            hashlib.sha256(energy).hexdigest(),
+            tuple(f"e{i}" for i in range(ENERGY_OBS)),
+            tuple(MODES),
+        ),
+        slices=PolicyFile(
+            SLICE_ONNX,
+            hashlib.sha256(slices).hexdigest(),
+            tuple(f"s{i}" for i in range(SLICE_OBS)),
+            tuple(SHARES),
+        ),
+    )
+    (directory / MANIFEST).write_text(json.dumps(manifest.to_dict()))
+    return manifest.version

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from fedge.coordinator import CoordinatorSettings, Role, sign_request
 from fedge.coordinator.api import create_app
-from fedge.edge_agent import ModelBundle
+from fedge.core import ModelBundle
 from fedge.security import (
     ContentType,
     KeyDirectory,

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from fedge.coordinator import DEV_ADMIN_KEY
 from tests.support.ports import free_port, service, wait_for_port
@@ -25,6 +26,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "FEDGE_COORDINATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
         "FEDGE_COORDINATOR_MODEL_STORE": str(tmp_path / "models"),
         "FEDGE_COORDINATOR_IDENTITY_FILE": str(tmp_path / "coordinator.key"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
         **extra,
     }
 
@@ -87,21 +89,67 @@ def test_workers_each_listen_and_share_keep_alive_connections(tmp_path: Path) ->
                 c.close()
 
 
-def test_workers_refuse_a_port_in_use(tmp_path: Path) -> None:
+def test_workers_read_the_env_file_too(tmp_path: Path) -> None:
+    """The parent hands ``--env-file`` to its workers in a variable of its own, which the
+    workers' strict settings must not take for an unknown setting."""
+    env_file = tmp_path / "coordinator.env"
+    env_file.write_text(
+        f"FEDGE_COORDINATOR_DATABASE_URL=sqlite:///{tmp_path / 'from-file.db'}\n"
+        f"FEDGE_COORDINATOR_MODEL_STORE={tmp_path / 'models'}\n"
+        f"FEDGE_COORDINATOR_IDENTITY_FILE={tmp_path / 'coordinator.key'}\n"
+    )
+    env = {k: v for k, v in _env(tmp_path).items() if not k.startswith("FEDGE_COORDINATOR_")}
+    port = free_port()
+    cmd = [FEDGE, "coordinator", "serve", "--port", str(port), "--workers", "2",
+           "--env-file", str(env_file)]  # fmt: skip
+    with service(cmd, tmp_path / "log", env):
+        wait_for_port(port, timeout=90)
+        for _ in range(4):
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    assert (tmp_path / "from-file.db").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("shared", [False, True], ids=["plain", "reuseport"])
+def test_a_port_in_use_is_one_clear_error(tmp_path: Path, workers: int, shared: bool) -> None:
+    """Taken by anyone, even a socket that allows SO_REUSEPORT sharing (as a second
+    coordinator's workers would): exit 2 with one line, before the database is touched."""
     with socket.socket() as taken:
+        if shared:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [FEDGE, "coordinator", "serve", "--port", str(port), "--workers", "2"],
+            [FEDGE, "coordinator", "serve", "--port", str(port), "--workers", str(workers)],
             env=_env(tmp_path),
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
         )
-    assert done.returncode != 0
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use; "
+        "is another coordinator running?"
+    ]
+    assert not (tmp_path / "c.db").exists()
+
+
+def test_defaults_write_nothing_into_the_working_directory(tmp_path: Path) -> None:
+    work, state = tmp_path / "checkout", tmp_path / "state"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDGE_COORDINATOR_")}
+    env |= {"XDG_STATE_HOME": str(state), "FLWR_TELEMETRY_ENABLED": "0"}
+    port = free_port()
+    with service([FEDGE, "coordinator", "serve", "--port", str(port)], tmp_path / "log", env,
+                 cwd=work):  # fmt: skip
+        wait_for_port(port, timeout=90)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    assert list(work.iterdir()) == []
+    home = state / "fedge" / "coordinator"
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert {"coordinator.db", "coordinator.key", "models"} <= {p.name for p in home.iterdir()}
 
 
 def _on_port(parent: int, port: int, status: str) -> set[int]:

@@ -154,9 +154,12 @@ def test_a_slice_policy_answering_nan_is_refused_and_nothing_recorded(
             assert conn.execute(text("SELECT count(*) FROM decisions")).scalar_one() == 0
 
 
-def test_without_policies_the_route_is_not_served(client: TestClient) -> None:
-    assert "/api/v1/decisions" not in client.get("/openapi.json").json()["paths"]
-    assert client.post("/api/v1/decisions", json={}).status_code == 404
+def test_without_policies_the_route_says_which_setting_turns_it_on(client: TestClient) -> None:
+    assert "/api/v1/decisions" in client.get("/openapi.json").json()["paths"]
+    answer = client.post("/api/v1/decisions", json={})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["setting"] == "FEDGE_COORDINATOR_POLICY_DIR"
+    assert "the decisions API is not configured" in answer.json()["detail"]
 
 
 def test_policy_files_that_do_not_match_the_manifest_stop_the_start(

@@ -1,5 +1,6 @@
-"""The coordinator runs fedge's ServerApp on a real SuperLink with two real SuperNodes and
-records every round and the resulting model version; a coordinator killed with SIGKILL
+"""The coordinator runs fedge's ServerApp on a real SuperLink with two real SuperNodes (each
+with its own key file, enrolled through the coordinator's API, so every run is sealed with
+the coordinator's per-run key export) and records every round and the resulting model version; a coordinator killed with SIGKILL
 mid-run loses nothing it had recorded and marks the run and its open round interrupted."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 from fedge.coordinator import DEV_ADMIN_KEY
 from tests.coordinator.helpers import onnx_model
-from tests.support.flower import Deployment, deployment, flower_env
+from tests.support.flower import Deployment, deployment, enroll, flower_env
 from tests.support.ports import free_port, service, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def flower(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
 
 @contextmanager
 def coordinator(
-    root: Path, database_url: str, flower: Deployment, port: int
+    root: Path, database_url: str, flower: Deployment, port: int, *, enroll_sites: bool = True
 ) -> Iterator[tuple[httpx.Client, Any]]:
     env = flower_env(
         FEDGE_COORDINATOR_DATABASE_URL=database_url,
@@ -49,6 +50,13 @@ def coordinator(
     with service(cmd, root / f"coordinator-{time.monotonic_ns()}.log", env) as proc:
         wait_for_port(port, timeout=120)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=ADMIN, timeout=30) as c:
+            if enroll_sites:  # the sites enroll; they learn the coordinator's keys doing so
+                for site in flower.sites:
+                    enroll(c, site)
+                authority = c.get("/api/v1/enrollment/authority").json()
+                flower.coordinator_keys.write_bytes(
+                    base64.b64decode(authority["public_keys_base64"])
+                )
             yield c, proc
 
 
@@ -75,10 +83,13 @@ def test_two_supernodes_complete_two_recorded_rounds(flower: Deployment, tmp_pat
         rounds = client.get("/api/v1/rounds", params={"run_id": run}).json()
         assert [(r["number"], r["status"]) for r in rounds] == [(1, "completed"), (2, "completed")]
         for r in rounds:
-            assert r["participants"] == 2 and r["strategy"] == "fedavg" and r["codec"] == "none"
+            assert r["participants"] == 2 and r["strategy"] == "fedavg" and r["codec"] == "fp32"
             assert r["bytes_up"] > 10_000 and r["bytes_down"] > 10_000  # ~10 arrays each way
             assert r["finished_at"] >= r["started_at"] > 0
             assert {"train_loss", "eval_rmse"} <= set(r["metrics"])
+            assert (r["metrics"]["sampled"], r["metrics"]["accepted"]) == (2, 2)
+        # The run's key export (the coordinator's identity under a per-run KEK) is gone.
+        assert not (tmp_path / "flwr-home" / "run-keys" / run).exists()
         model = client.get(f"/api/v1/models/{body['model_version_id']}").json()
         assert model["status"] == "candidate" and model["created_by"] == f"run:{run}"
         assert model["metrics"]["eval_rmse"] == rounds[-1]["metrics"]["eval_rmse"]
@@ -114,7 +125,7 @@ def test_sigkill_mid_run_loses_no_completed_round(
         proc.wait(timeout=10)
     completed = [r for r in before if r["status"] == "completed"]
     open_round = next(r["number"] for r in before if r["status"] == "running")
-    with coordinator(tmp_path, url, flower, port) as (client, _):  # the same address
+    with coordinator(tmp_path, url, flower, port, enroll_sites=False) as (client, _):
         body = client.get(f"/api/v1/runs/{run}").json()
         assert body["status"] == "interrupted" and "restarted" in body["detail"]
         after = client.get("/api/v1/rounds", params={"run_id": run}).json()

@@ -14,12 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fedge.coordinator import CoordinatorSettings, InvalidInputError, Role
-from fedge.coordinator._runs import RUN_TOKEN_HEADER, run_config
+from fedge.coordinator._runs import RUN_TOKEN_HEADER, app_config, run_config
 from fedge.coordinator._schema import RunCreate
 from fedge.coordinator.api import create_app
 from fedge.federation import FederationError
 from fedge.federation._plan import FederationPlan
 from fedge.federation._report import RoundReporter
+from fedge.models import ForecastSpec
 from tests.coordinator.helpers import ADMIN, Fleet, onnx_model
 from tests.support.ports import free_port
 
@@ -160,6 +161,14 @@ def test_run_config_is_checked_before_anything_starts() -> None:
         RunCreate(strategy="fedsomething"),
         RunCreate(codec="zip-9000"),
         RunCreate(config={"forecast": "{not json"}),
+        RunCreate(config={"forecast": '{"lookback": 0}'}),
+        RunCreate(config={"forecast": '{"lookbak": 12}'}),
+        RunCreate(config={"forecast": "[12, 3]"}),
+        RunCreate(config={"forecast": '{"persistence_skip": "no"}'}),
+        RunCreate(config={"seed": "zero"}),
+        RunCreate(config={"batch-size": 6.5}),
+        RunCreate(config={"local-epochs": True}),
+        RunCreate(config={"data-spec": 5}),
     ]
     for spec in bad:
         with pytest.raises(InvalidInputError):
@@ -168,9 +177,30 @@ def test_run_config_is_checked_before_anything_starts() -> None:
         run_config(APP_DIR / "docs", RunCreate())
 
 
+def test_the_default_run_trains_the_default_forecaster() -> None:
+    """One source of defaults: neither the app's run config nor the coordinator's pins a
+    forecast spec of its own, and a partial spec keeps the rest of ForecastSpec's."""
+    assert FederationPlan.from_config(app_config(APP_DIR)).forecast == ForecastSpec()
+    assert FederationPlan.from_config(run_config(APP_DIR, RunCreate())).forecast == ForecastSpec()
+    partial = run_config(APP_DIR, RunCreate(config={"forecast": '{"horizon": 3}'}))
+    forecast = FederationPlan.from_config(partial).forecast
+    assert forecast == ForecastSpec(horizon=3)
+    assert forecast.persistence_skip and forecast.site_profile
+
+
 def test_start_needs_a_superlink_and_an_operator(settings: CoordinatorSettings) -> None:
     with TestClient(create_app(settings)) as client:
-        assert client.post("/api/v1/runs", json={}, headers=ADMIN).status_code == 405
+        off = client.post("/api/v1/runs", json={}, headers=ADMIN)
+        assert off.status_code == 503, off.text
+        assert off.json()["setting"] == "FEDGE_COORDINATOR_SUPERLINK"
+        assert "not configured" in off.json()["detail"]
+        assert (
+            client.post("/api/v1/runs", json={"num_rounds": "x"}, headers=ADMIN).status_code == 503
+        )
+        rerun = client.post(f"/api/v1/runs/{'0' * 32}/rerun", headers=ADMIN)
+        assert rerun.status_code == 503 and rerun.json()["setting"] == "FEDGE_COORDINATOR_SUPERLINK"
+        assert client.post("/api/v1/runs", json={}).status_code == 401  # credentials first
+        assert client.get("/api/v1/runs", headers=ADMIN).json() == []  # reading needs none
     closed = settings.model_copy(update={"superlink": f"127.0.0.1:{free_port()}"})
     with TestClient(create_app(closed)) as client:
         fleet = Fleet.with_roles(client, list(Role))
@@ -183,6 +213,15 @@ def test_start_needs_a_superlink_and_an_operator(settings: CoordinatorSettings) 
         )
         assert bad.status_code == 422 and "strategy" in bad.json()["detail"]
         assert client.post("/api/v1/runs", json={"num_rounds": 0}, headers=ADMIN).status_code == 422
+        for forecast in ('{"lookback": 0}', '{"lookbak": 12}', "[1]", '"x"', "{"):
+            answer = client.post(
+                "/api/v1/runs", json={"config": {"forecast": forecast}}, headers=ADMIN
+            )
+            assert answer.status_code == 422, (forecast, answer.text)
+            assert "forecast" in answer.json()["detail"]
+        down = client.post("/api/v1/runs", json={}, headers=ADMIN)  # valid, nobody listening
+        assert down.status_code == 503 and "not reachable" in down.json()["detail"]
+        assert down.json().get("setting") is None
         assert client.get("/api/v1/runs", headers=ADMIN).json() == []  # nothing was recorded
 
 

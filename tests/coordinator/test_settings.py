@@ -96,3 +96,61 @@ def test_unreachable_database_is_a_typed_error(tmp_path: Path, identity_file: Pa
     )
     with pytest.raises(DatabaseError, match="cannot connect"):
         Coordinator(settings)
+
+
+def test_an_unknown_environment_variable_is_refused_like_an_env_file_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FEDGE_COORDINATOR_SUPERLNK", "127.0.0.1:8000")  # misspelt
+    with pytest.raises(SettingsError) as from_env:
+        load_settings()
+    monkeypatch.delenv("FEDGE_COORDINATOR_SUPERLNK")
+    env = tmp_path / "coordinator.env"
+    env.write_text("FEDGE_COORDINATOR_SUPERLNK=127.0.0.1:8000\n")
+    with pytest.raises(SettingsError) as from_file:
+        load_settings(_env_file=env)
+    expected = "fedge_coordinator_superlnk: not a coordinator setting"
+    assert expected in str(from_env.value) and expected in str(from_file.value)
+    # Known names stay case-insensitive; other prefixes are none of the coordinator's business.
+    monkeypatch.setenv("fedge_coordinator_port", "9000")
+    monkeypatch.setenv("FEDGE_AGENT_SOMETHING", "x")
+    assert load_settings().port == 9000
+
+
+def test_state_defaults_to_a_private_directory_outside_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    home = tmp_path / "state" / "fedge" / "coordinator"
+    assert settings.state_dir == home
+    assert settings.database_url == f"sqlite:///{home / 'coordinator.db'}"
+    assert (settings.identity_file, settings.model_store, settings.flwr_home) == (
+        home / "coordinator.key",
+        home / "models",
+        home / "flwr",
+    )
+    settings.make_state_dir()
+    assert home.stat().st_mode & 0o777 == 0o700
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert (
+        load_settings().state_dir
+        == tmp_path / "home" / ".local" / "state" / "fedge" / "coordinator"
+    )
+    moved = load_settings(state_dir=tmp_path / "elsewhere", model_store=tmp_path / "blobs")
+    assert moved.identity_file == tmp_path / "elsewhere" / "coordinator.key"
+    assert moved.model_store == tmp_path / "blobs"
+
+
+def test_no_state_directory_when_every_path_is_set_elsewhere(tmp_path: Path) -> None:
+    settings = load_settings(
+        state_dir=tmp_path / "unused",
+        database_url=f"sqlite:///{tmp_path / 'c.db'}",
+        model_store=tmp_path / "models",
+        identity_file=tmp_path / "c.key",
+        flwr_home=tmp_path / "flwr",
+    )
+    settings.make_state_dir()
+    assert not (tmp_path / "unused").exists()

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedge.decisions import HOUR_STEPS, DecisionData, make_clusters
 from fedge.simulation import GeneratorConfig
-from fedge.simulation._decision_data import HOUR_STEPS, DecisionData, make_clusters
 from fedge.simulation._decision_train import DECISION_PRESETS, Trained, train
 from fedge.simulation._source import GeneratedSites
 

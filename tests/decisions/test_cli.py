@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fedge._cli import _register, app
+from fedge.decisions import DecisionError
 from fedge.simulation._decision_train import DecisionConfig, decision_preset
-from fedge.simulation._errors import DecisionError
 
 runner = CliRunner()
 

@@ -7,18 +7,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedge.simulation._decision_data import DEFAULT_HEADROOM, DecisionData, make_clusters
-from fedge.simulation._energy_env import (
+from fedge.decisions import (
     ACTIVE,
     CAP_OFF,
+    DEFAULT_HEADROOM,
     ENERGY_OBS_DIM,
     ENERGY_OBS_NAMES,
     OFFLOAD_EFFICIENCY,
-    P_FULL_W,
     SLEEP,
+    DecisionData,
+    DecisionError,
+    DecisionInputError,
+    energy_obs,
+    make_clusters,
+)
+from fedge.simulation._energy_env import (
+    P_FULL_W,
     EnergySavingEnv,
     always_on,
-    energy_obs,
     hindsight_bound,
     random_policy,
     resolve,
@@ -28,7 +34,6 @@ from fedge.simulation._energy_env import (
     threshold_policy,
     wake_power,
 )
-from fedge.simulation._errors import DecisionError, DecisionInputError
 
 
 def test_earth_power_per_mode() -> None:

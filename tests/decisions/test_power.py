@@ -7,17 +7,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fedge.simulation._decision_data import DecisionData
-from fedge.simulation._energy_env import (
+from fedge.decisions import (
     ACTIVE,
     CAP_OFF,
+    EARTH_MACRO,
     SLEEP,
-    hindsight_bound,
-    site_power,
-    wake_power,
+    DecisionData,
+    DecisionError,
+    PowerModel,
 )
-from fedge.simulation._errors import DecisionError
-from fedge.simulation._power import EARTH_MACRO, PowerModel
+from fedge.simulation._energy_env import hindsight_bound, site_power, wake_power
 
 
 def test_earth_macro_is_the_default() -> None:

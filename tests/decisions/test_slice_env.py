@@ -7,29 +7,34 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedge.simulation._decision_data import DecisionData
-from fedge.simulation._energy_env import CAP_OFF, SLEEP, always_on, rollout, threshold_policy
-from fedge.simulation._errors import DecisionError, DecisionInputError
-from fedge.simulation._slice_env import (
+from fedge.decisions import (
     ACTION_DIM,
     BASE_FLOOR,
+    CAP_OFF,
     MARGIN_RANGE,
     SHARES_DIM,
+    SLEEP,
     SLICE_OBS_DIM,
     SLICE_OBS_NAMES,
     URLLC,
     URLLC_HEADROOM,
+    DecisionData,
+    DecisionError,
+    DecisionInputError,
+    expected_requirement,
+    fit_carrier,
+    shares_from_action,
+)
+from fedge.simulation._energy_env import always_on, rollout, threshold_policy
+from fedge.simulation._slice_env import (
     SliceAllocationEnv,
     context,
     evaluate,
-    expected_requirement,
-    fit_carrier,
     hindsight_bound,
     outcome,
     proportional_current,
     proportional_forecast,
     requirement,
-    shares_from_action,
     slice_mix,
     static_shares,
 )
@@ -132,7 +137,7 @@ def test_strategic_mode_sets_capacity(data: DecisionData) -> None:
     sites, steps = ctx.valid(data.test_start, data.steps)
     assert (ctx.mode[sites, steps] != SLEEP).all()
     i_off = SLICE_OBS_NAMES.index("mode_capacity_off")
-    from fedge.simulation._slice_env import slice_obs
+    from fedge.decisions import slice_obs
 
     obs = slice_obs(ctx, sites, steps)
     off = ctx.mode[sites, steps] == CAP_OFF

@@ -95,7 +95,7 @@ class Client:
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert connected.wait(20), "test client could not connect"
-        for kind in ("forecast", "alert", "deadletter", "status", "decision"):
+        for kind in ("forecast", "alert", "deadletter", "status", "verdict"):
             self.queues[kind] = queue.Queue()
             self.raw[kind] = queue.Queue()
         subscribed = threading.Event()

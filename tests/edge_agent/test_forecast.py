@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedge.core import step_minute_of_week
 from fedge.edge_agent import (
     AnomalyConfig,
     ForecastEngine,
@@ -17,7 +18,6 @@ from fedge.edge_agent import (
     Serving,
     Store,
 )
-from fedge.edge_agent._forecast import minute_of_week
 from fedge.edge_agent._replay import replay_alerts, score_alerts
 from fedge.models import OnnxForecaster, SiteProfile, SiteScaler, site_features
 from tests.edge_agent.conftest import STEP, Models, seed_history, site_values
@@ -41,7 +41,7 @@ def test_batched_forecasts_equal_the_training_feature_path(
         assert isinstance(scaler, SiteScaler) and isinstance(profile, SiteProfile)
         assert model.spec.site_profile
         steps = np.arange(5_000_000 - 11, 5_000_001, dtype=np.int64)
-        mow = minute_of_week(steps, STEP)
+        mow = step_minute_of_week(steps, STEP)
         feats = site_features(values[-12:], mow, scaler, profile, model.spec.horizon)
         want = np.maximum(scaler.inverse(model.predict(feats[None])[0], (0, 2, 3)), 0.0)[0]
         np.testing.assert_allclose(rows["x"].values, want, rtol=1e-5, atol=1e-4)
@@ -49,15 +49,6 @@ def test_batched_forecasts_equal_the_training_feature_path(
         assert rows["x"].values == rows["y"].values  # same history, same forecast
     finally:
         store.close()
-
-
-def test_minute_of_week_matches_site_series() -> None:
-    from fedge.simulation import GeneratorConfig, SiteGenerator
-
-    s = SiteGenerator(GeneratorConfig(num_sites=1, days=2)).site(0)
-    start = int(s.start.astype("datetime64[s]").astype(np.int64)) // STEP
-    steps = start + np.arange(s.steps, dtype=np.int64)
-    np.testing.assert_array_equal(minute_of_week(steps, STEP), s.minute_of_week())
 
 
 def test_an_injected_outage_raises_an_alert_and_normal_traffic_stays_quiet(

@@ -9,7 +9,20 @@ from pathlib import Path
 
 from tests.edge_agent.conftest import Client, Models, Mosquitto, agent_env, write_config
 
-FORBIDDEN = ("torch", "ray", "fastapi", "flwr", "pandas")
+FORBIDDEN = ("torch", "ray", "fastapi", "flwr", "pandas", "sqlalchemy", "stable_baselines3")
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """The full names of the modules a ``python -X importtime`` run imported."""
+    return {
+        line.split("|")[-1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def top_level(modules: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules}
 
 
 def test_the_agent_process_never_imports_torch_ray_fastapi_flwr(
@@ -33,11 +46,7 @@ def test_the_agent_process_never_imports_torch_ray_fastapi_flwr(
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err[-2000:]
-    imported = {
-        line.split("|")[-1].strip().split(".")[0]
-        for line in err.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
+    imported = top_level(imported_modules(err))
     assert {"onnxruntime", "paho", "numpy", "prometheus_client"} <= imported
     assert not imported & set(FORBIDDEN), imported & set(FORBIDDEN)
     assert client.get("status")["state"] == "offline"
@@ -88,3 +97,42 @@ def test_rollback_without_history_and_bad_keys_exit_2(tmp_path: Path, broker: Mo
     res = run_cli("run", "--config", str(keyed))
     assert res.returncode == 2 and "security:" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_fedge_keys_imports_only_what_keys_need(tmp_path: Path) -> None:
+    key, kek = tmp_path / "site.key", tmp_path / "kek"
+    kek.write_bytes(b"k" * 32)
+    for verb in ("init", "show"):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "fedge", "keys", verb,
+             "--key-file", str(key), "--kek-file", str(kek)],
+            capture_output=True, text=True, env=agent_env(), timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        modules = imported_modules(done.stderr)
+        assert "cryptography" in top_level(modules)
+        assert not top_level(modules) & {*FORBIDDEN, "onnxruntime", "paho", "numpy"}
+        ours = {m.split(".")[1] for m in modules if m.startswith("fedge.")}
+        assert ours <= {"_cli", "_errors", "security"}, ours
+
+
+def test_check_without_onnx_runtime_names_the_agent_extra(
+    tmp_path: Path, tiny_models: Models
+) -> None:
+    """ONNX Runtime loads with the model, when ``check`` runs, not when the command loads."""
+    cfg = write_config(tmp_path, "mqtt://127.0.0.1:1", model={"initial": str(tiny_models.good)})
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None;"
+        f"sys.argv = ['fedge', 'agent', 'check', '--config', {str(cfg)!r}];"
+        "from fedge._cli import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=agent_env(),
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: fedge agent needs the module 'onnxruntime', which this install lacks: "
+        "pip install 'fedge[agent]'"
+    )
+    assert "Traceback" not in done.stderr

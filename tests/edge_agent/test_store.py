@@ -83,8 +83,8 @@ def test_federation_state_round_trips_across_reopen(tmp_path: Path) -> None:
 def test_agent_store_site_source_feeds_the_clientapp_task(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fedge.federation._site_task import site_task
     from fedge.models import ForecastSpec
+    from fedge.simulation._site_task import site_task
 
     values, _ = site_values(days=6)
     values = values.copy()

@@ -1,4 +1,5 @@
-"""The agent supervises a real ``flower-supernode`` against a real ``flower-superlink``."""
+"""The agent supervises a real ``flower-supernode`` against a real ``flower-superlink``,
+handing it the site's own keys, store and state directory in its node config."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from fedge.edge_agent import FederationConfig, SupervisorError, resolve_binary, supernode_command
+from fedge.edge_agent import (
+    ConfigError,
+    FederationConfig,
+    SupervisorError,
+    resolve_binary,
+    supernode_command,
+)
+from fedge.edge_agent._config import parse_config
 from tests.edge_agent.conftest import Mosquitto, RunningAgent, agent_env, write_config
+from tests.support.flower import SiteFiles, export_authority, make_site
 from tests.support.ports import free_port, service, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -45,9 +54,12 @@ def test_supernode_registers_is_restarted_after_kill_9_and_stops_with_the_agent(
     link_log = tmp_path / "superlink.log"
     with service(superlink, link_log, env):
         wait_for_port(link)
+        site = make_site(tmp_path / "site")
+        export_authority(tmp_path, [site], tmp_path / "coordinator.pub")
         cfg = write_config(
             tmp_path,
             broker.url,
+            security=_security(site, tmp_path / "coordinator.pub"),
             federation={
                 "superlink": f"127.0.0.1:{link}",
                 "runtime_port": free_port(),
@@ -86,14 +98,43 @@ def test_supernode_registers_is_restarted_after_kill_9_and_stops_with_the_agent(
             os.kill(last_pid, 0)  # the agent's clean stop took its SuperNode down
 
 
+def _security(site: SiteFiles, coordinator_keys: Path) -> dict[str, str]:
+    return {
+        "key_file": str(site.key_file),
+        "kek_file": str(site.kek_file),
+        "coordinator_keys": str(coordinator_keys),
+    }
+
+
 def test_supernode_command_and_binary_resolution(tmp_path: Path) -> None:
     cfg = FederationConfig(
-        superlink="10.1.2.3:9092", site_index=3, extra_node_config="x=1", runtime_port=9999
-    )
+        superlink="10.1.2.3:8000", site_index=3, extra_node_config="x=1", runtime_port=9999,
+        key_file=tmp_path / "site.key", coordinator_keys=tmp_path / "c.pub",
+        store=tmp_path / "agent.db", state_dir=tmp_path / "state",
+    )  # fmt: skip
     cmd = supernode_command(cfg, Path("/opt/bin/flower-supernode"))
     assert cmd[:3] == ["/opt/bin/flower-supernode", "--insecure", "--superlink"]
-    assert "10.1.2.3:9092" in cmd and "subprocess" in cmd and "site-index=3 x=1" in cmd
+    assert "10.1.2.3:8000" in cmd and "subprocess" in cmd
+    node = cmd[cmd.index("--node-config") + 1]
+    assert f'key-file="{tmp_path / "site.key"}"' in node
+    assert f'coordinator-keys="{tmp_path / "c.pub"}"' in node
+    assert (
+        f'store="{tmp_path / "agent.db"}"' in node and f'state-dir="{tmp_path / "state"}"' in node
+    )
+    assert node.endswith("cell-index=3 x=1") and "kek-file" not in node
     assert cmd[-2:] == ["--port", "9999"]
+    secure = supernode_command(
+        FederationConfig(
+            superlink="link:8000", root_certificates=Path("/ca.pem"),
+            auth_private_key=Path("/node.key"), trusted_entities=Path("/trusted.yaml"),
+        ),
+        Path("/opt/bin/flower-supernode"),
+    )  # fmt: skip
+    assert "--insecure" not in secure
+    assert secure[1:7] == [
+        "--root-certificates", "/ca.pem", "--auth-supernode-private-key", "/node.key",
+        "--trusted-entities", "/trusted.yaml",
+    ]  # fmt: skip
     assert resolve_binary("flower-supernode").name == "flower-supernode"
     with pytest.raises(SupervisorError, match="not found"):
         resolve_binary("no-such-flower-binary")
@@ -103,11 +144,93 @@ def test_supernode_command_and_binary_resolution(tmp_path: Path) -> None:
         resolve_binary(str(plain))
 
 
-def test_a_flower_round_trains_from_the_agent_store_through_the_supervised_supernode(
+def _ec_key(path: Path, mode: int = 0o600) -> Path:
+    """An unencrypted OpenSSH private key: P-384 (what Flower wants), or Ed25519 if the
+    file name says so (what it refuses)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    if path.name.startswith("ed25519"):
+        key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        key = ec.generate_private_key(ec.SECP384R1())
+    blob = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    path.write_bytes(blob)
+    path.chmod(mode)
+    return path
+
+
+def _parse(tmp_path: Path, federation: dict[str, object], security: bool = True) -> object:
+    data: dict[str, object] = {
+        "agent": {"site": "gnb-1"},
+        "store": {"path": str(tmp_path / "agent.db")},
+        "model": {"dir": str(tmp_path / "models")},
+        "federation": {"superlink": "link:8000", **federation},
+    }
+    if security:
+        data["security"] = {"key_file": "site.key", "coordinator_keys": "c.pub"}
+    return parse_config(data, tmp_path)
+
+
+def test_federation_config_names_the_nodes_files_and_checks_its_keys(tmp_path: Path) -> None:
+    cfg = _parse(tmp_path, {"state_dir": "fl-state", "site_index": 1})
+    fed = getattr(cfg, "federation")  # noqa: B009
+    assert fed.key_file == tmp_path / "site.key" and fed.coordinator_keys == tmp_path / "c.pub"
+    assert fed.store == tmp_path / "agent.db" and fed.state_dir == tmp_path / "fl-state"
+    (tmp_path / "ca.pem").write_text("x")
+    (tmp_path / "trusted.yaml").write_text("{}")
+    good = _ec_key(tmp_path / "node.key")
+    (tmp_path / "junk.key").write_text("not a key")
+    (tmp_path / "junk.key").chmod(0o600)
+    cfg = _parse(
+        tmp_path,
+        {"root_certificates": "ca.pem", "auth_private_key": str(good),
+         "trusted_entities": "trusted.yaml"},
+    )  # fmt: skip
+    assert getattr(cfg, "federation").auth_private_key == good  # noqa: B009
+    bad: list[tuple[dict[str, object], str]] = [
+        ({"root_certificates": "missing.pem"}, "federation.root_certificates: no such file"),
+        ({"trusted_entities": "missing.yaml"}, "federation.trusted_entities: no such file"),
+        ({"auth_private_key": str(good)}, "needs TLS"),
+        ({"root_certificates": "ca.pem", "auth_private_key": "junk.key"}, "OpenSSH private key"),
+        (
+            {
+                "root_certificates": "ca.pem",
+                "auth_private_key": str(_ec_key(tmp_path / "loose.key", 0o644)),
+            },
+            "readable by others",
+        ),
+        (
+            {
+                "root_certificates": "ca.pem",
+                "auth_private_key": str(_ec_key(tmp_path / "ed25519.key")),
+            },
+            "EC",
+        ),
+        ({"extra_node_config": 'store="/elsewhere.db"'}, "store is set by the agent"),
+        ({"extra_node_config": "x=1 state-dir=/tmp"}, "state-dir is set by the agent"),
+        ({"state_dir": 'we"ird'}, "without quotes"),
+        ({"auth_private_key": 3}, "expected str"),
+    ]
+    for federation, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            _parse(tmp_path, federation)
+    with pytest.raises(ConfigError, match=r"needs a \[security\] section"):
+        _parse(tmp_path, {}, security=False)
+
+
+def test_a_sealed_flower_round_trains_from_the_agent_store_through_the_supervised_supernode(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    """``flwr run`` with ``data-spec={"kind": "agent_store"}``: the plan names no path; the
-    SuperNode's ClientApp finds the agent's store through ``$FEDGE_AGENT_STORE``."""
+    """``flwr run`` with the run's key directory: the agent's SuperNode proves its site,
+    trains on the agent's own store (named in its node config, not by the plan) and sends
+    a sealed update; the plan's data-spec points elsewhere and is not read."""
+    import json
     import subprocess
 
     import numpy as np
@@ -118,6 +241,9 @@ def test_a_flower_round_trains_from_the_agent_store_through_the_supervised_super
         pytest.skip("flower-superlink is not installed in this environment")
     values, _ = site_values(days=8)
     seed_history(tmp_path / "agent.db", ["cell-a"], values, now_step() - 5)
+    site = make_site(tmp_path / "site", store=tmp_path / "agent.db")
+    pub = tmp_path / "coordinator.pub"
+    _, directory = export_authority(tmp_path, [site], pub)
     home = tmp_path / "flwr-home"
     home.mkdir()
     link = free_port()
@@ -140,10 +266,18 @@ def test_a_flower_round_trains_from_the_agent_store_through_the_supervised_super
         cfg = write_config(
             tmp_path,
             broker.url,
-            federation={"superlink": f"127.0.0.1:{link}", "runtime_port": free_port()},
+            security=_security(site, pub),
+            federation={
+                "superlink": f"127.0.0.1:{link}",
+                "runtime_port": free_port(),
+                "state_dir": str(tmp_path / "fl-state"),
+            },
         )
         with RunningAgent(cfg):
-            run_config = f'num-rounds=1 data-spec=\'{{"kind": "agent_store"}}\' output-dir="{out}"'
+            run_config = (
+                f'num-rounds=1 codec="int8" output-dir="{out}" key-directory="{directory}" '
+                f'data-spec=\'{{"kind": "archive", "path": "{tmp_path / "nope"}"}}\''
+            )
             result = subprocess.run(
                 [str(BIN / "flwr"), "run", str(repo), "local", "--stream", "--run-config", run_config],
                 env=env, capture_output=True, text=True, timeout=400, check=False,
@@ -151,6 +285,10 @@ def test_a_flower_round_trains_from_the_agent_store_through_the_supervised_super
     logs = result.stdout + result.stderr
     assert result.returncode == 0, logs[-3000:]
     assert "[ROUND 1/1]" in logs
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["rounds"][0]["participants"] == 1 and summary["security"]["rejected"] == {}
+    assert (tmp_path / "fl-state" / "channel.json").exists()
+    assert not (tmp_path / "nope").exists()
     with np.load(out / "global_weights.npz") as z:
         arrays = [z[k] for k in z.files]
     assert len(arrays) == 10 and all(np.isfinite(a).all() for a in arrays)

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 from fedge.federation import FederationError, UpdateRejectedError
-from fedge.federation._adversary import AdversaryPlan, tamper
 from fedge.federation._channel import (
     EVALUATE,
     TRAIN,
     ServerChannel,
     SiteChannel,
-    simulated_identity,
 )
 from fedge.federation._update import frame, unframe
 from fedge.security import ContentType, KeyDirectory
+from fedge.simulation._adversary import AdversaryPlan, tamper
+from fedge.simulation._identities import simulated_identity
 
 SEED = 11
 

@@ -131,8 +131,6 @@ def test_server_tracks_each_site_estimate_and_refuses_a_mismatch() -> None:
         FedAvg(),
         None,  # type: ignore[arg-type]  # _track never touches the channel
         lambda n, r: "fp32",
-        key_seed=0,
-        state_dir="",
         feedback="tracked",
     )
     glob = [np.zeros(4, np.float32)]

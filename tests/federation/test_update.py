@@ -8,9 +8,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, RecordDict
 from flwr.app.message.message import make_message
 
 from fedge.federation import CodecError, CodecSpec, Ledger, UpdateRejectedError, encode, wire_size
-from fedge.federation._adversary import spoil_delta
 from fedge.federation._sealed_strategy import _metrics
 from fedge.federation._update import apply_update, frame, unframe
+from fedge.simulation._adversary import spoil_delta
 
 GLOBAL = [np.ones((4, 3), np.float32), np.zeros(3, np.float32)]
 

@@ -63,10 +63,10 @@ def test_bad_profiles_raise_model_error() -> None:
         SiteProfile.fit(np.zeros((10, 3)), np.zeros(10, dtype=np.int64), 0)
 
 
-def test_spec_counts_profile_inputs_and_old_specs_have_none() -> None:
+def test_spec_counts_profile_inputs() -> None:
     assert ForecastSpec(horizon=3).n_features == 5 + 4 + 3 * 4
     assert ForecastSpec(horizon=3, site_profile=False).n_features == 9
-    assert not ForecastSpec.from_dict({"lookback": 12, "horizon": 3}).site_profile
+    assert ForecastSpec.from_dict({"lookback": 12, "horizon": 3}).site_profile
     spec = ForecastSpec(horizon=2)
     assert ForecastSpec.from_dict(spec.to_dict()) == spec
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fedge.core import KPI_NAMES
 from fedge.simulation import (
     DataError,
     GeneratorConfig,
@@ -14,6 +15,7 @@ from fedge.simulation import (
     export_kpi_csv,
     read_kpi_file,
 )
+from fedge.simulation._kpi_file import export_kpi_file
 from fedge.simulation._source import ArchivedSites, archive_sites, open_sites
 
 
@@ -149,3 +151,54 @@ def test_archive_round_trip_and_spec(exported: Path, tmp_path: Path) -> None:
 def test_bad_source_specs(spec: str, message: str) -> None:
     with pytest.raises(DataError, match=message):
         open_sites(spec)
+
+
+def _fedge(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """``fedge ARGS`` in process, as the console script runs it (typed errors exit 2)."""
+    import sys
+
+    from fedge._cli import main
+
+    monkeypatch.setattr(sys, "argv", ["fedge", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return int(exit_info.value.code or 0)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".pq"])
+def test_data_export_writes_real_parquet(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / f"sites{suffix}"
+    args = ["data", "export", str(path), "--sites", "2", "--days", "3", "--seed", "5"]
+    assert _fedge(args, monkeypatch) == 0
+    assert path.read_bytes()[:4] == b"PAR1"  # Parquet's magic, not CSV text
+    parquet = pq.ParquetFile(path)
+    assert parquet.metadata.num_row_groups == 2  # one per site, written as they come
+    table = parquet.read()
+    assert table.column_names == ["timestamp", "site_id", *KPI_NAMES, "archetype", "anomaly"]
+    assert table.num_rows == 2 * 3 * 288
+    gen = SiteGenerator(GeneratorConfig(num_sites=2, days=3, seed=5))
+    for s in read_kpi_file(path):
+        orig = gen.site(int(s.site_id.split("-")[1]))
+        assert s.start == orig.start and s.archetype == orig.archetype
+        np.testing.assert_array_equal(s.values, orig.values)  # float32 kept exactly
+        np.testing.assert_array_equal(s.anomalies, orig.anomalies)
+
+
+@pytest.mark.parametrize("name", ["sites.xlsx", "sites.json", "sites"])
+def test_data_export_refuses_an_unknown_suffix(
+    name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / name
+    assert _fedge(["data", "export", str(path), "--sites", "1", "--days", "3"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "cannot export to" in err and "use one of .csv, .parquet, .pq" in err
+    assert not path.exists()
+    with pytest.raises(DataError, match="cannot export"):
+        export_kpi_file(SiteGenerator(GeneratorConfig(num_sites=1, days=3)), path)

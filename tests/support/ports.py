@@ -30,12 +30,12 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 
 @contextmanager
 def service(
-    cmd: list[str], log: Path, env: dict[str, str] | None = None
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``cmd`` for the duration of the block; stop it (and its children) afterwards."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
         )
         try:
             yield proc

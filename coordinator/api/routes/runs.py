@@ -1,5 +1,6 @@
-"""Federation runs: operators start them (only when a SuperLink is configured) and read
-them; the ServerApp of each run reports its rounds and final model with the run token."""
+"""Federation runs: operators start them (once a SuperLink is configured; before, 503
+names the setting) and read them; the ServerApp of each run reports its rounds and final
+model with the run token."""
 
 from __future__ import annotations
 
@@ -16,12 +17,30 @@ from fedge.coordinator._schema import (
     RunModelReport,
     RunPublic,
 )
-from fedge.coordinator.api.deps import CoordinatorDep, OperatorDep, RunTokenDep, ViewerDep
+from fedge.coordinator.api._bodies import Problem
+from fedge.coordinator.api.deps import (
+    CoordinatorDep,
+    OperatorDep,
+    RunTokenDep,
+    SuperLinkDep,
+    ViewerDep,
+)
 from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
 router = APIRouter(prefix=f"{PREFIX}/runs", tags=["runs"], responses=ERRORS)
-#: Mounted only when ``superlink`` is set: what starts runs.
-control = APIRouter(prefix=f"{PREFIX}/runs", tags=["runs"], responses=ERRORS)
+#: What starts runs: 503 until ``superlink`` is set, or while the SuperLink is down.
+control = APIRouter(
+    prefix=f"{PREFIX}/runs",
+    tags=["runs"],
+    responses={
+        **ERRORS,
+        503: {
+            "model": Problem,
+            "description": "No SuperLink is configured (``setting`` names the setting), "
+            "or the configured one is not reachable.",
+        },
+    },
+)
 
 RunId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 RoundNumber = Annotated[int, Path(ge=1, le=10_000)]
@@ -53,16 +72,20 @@ def get_run(run_id: RunId, coordinator: CoordinatorDep, _: ViewerDep) -> RunPubl
     return _public(coordinator.federation.run(run_id))
 
 
-@control.post("", status_code=202, responses={422: {"description": "A bad run config."}})
-async def start_run(spec: RunCreate, coordinator: CoordinatorDep, by: OperatorDep) -> RunPublic:
+@control.post(
+    "",
+    status_code=202,
+    responses={422: {"model": Problem, "description": "A bad run config (forecast, ...)."}},
+)
+async def start_run(spec: RunCreate, by: OperatorDep, federation: SuperLinkDep) -> RunPublic:
     """Submit a run of fedge's ServerApp to the SuperLink; it starts as ``starting``."""
-    return _public(await run_in_threadpool(coordinator.federation.start, by.actor, spec))
+    return _public(await run_in_threadpool(federation.start, by.actor, spec))
 
 
 @control.post("/{run_id}/rerun", status_code=202, responses=_NOT_FOUND)
-def rerun(run_id: RunId, coordinator: CoordinatorDep, by: OperatorDep) -> RunPublic:
+def rerun(run_id: RunId, by: OperatorDep, federation: SuperLinkDep) -> RunPublic:
     """The same run again, from the start (an interrupted or failed run, or any other)."""
-    return _public(coordinator.federation.rerun(by.actor, run_id))
+    return _public(federation.rerun(by.actor, run_id))
 
 
 @router.put("/{run_id}/rounds/{number}", responses=_REPORT)

@@ -1,9 +1,9 @@
 """Serving the decision policies: batched ONNX Runtime inference, no torch.
 
-A policy directory holds ``energy_policy.onnx``, ``slice_policy.onnx`` and a
-``manifest.json`` (written by ``fedge decisions train``); its ``version`` is a digest of
-both ONNX files, checked on load, and every answer carries the version that made it.
-Observations are checked before they reach ONNX Runtime, whose own errors are untyped.
+A policy directory holds the two ONNX policies and the manifest ``fedge.core`` defines
+(written by ``fedge decisions train``); its ``version`` is a digest of both ONNX files,
+checked on load, and every answer carries the version that made it. Observations are
+checked before they reach ONNX Runtime, whose own errors are untyped.
 """
 
 from __future__ import annotations
@@ -19,10 +19,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.simulation._errors import DecisionInputError, PolicyError, UnknownSiteError
-
-MANIFEST = "manifest.json"
-OBS_INPUT = "obs"
+from fedge.core import (
+    ENERGY_OUTPUTS,
+    MANIFEST,
+    OBS_INPUT,
+    SLICE_OUTPUT,
+    ManifestError,
+    PolicyManifest,
+    policy_version,
+)
+from fedge.decisions._errors import DecisionInputError, PolicyError, UnknownSiteError
 
 
 @dataclass(frozen=True)
@@ -48,29 +54,26 @@ class _Policies:
 
         path = directory / MANIFEST
         try:
-            manifest = json.loads(path.read_text())
-            self.version = str(manifest["version"])
-            energy, slices = manifest["energy"], manifest["slices"]
-            self.mode_names = tuple(str(m) for m in energy["modes"])
-            self.energy_dim = len(energy["obs"])
-            self.slice_dim = len(slices["obs"])
-            self.shares_dim = len(slices["shares"])
-            files = [(energy["file"], energy["sha256"]), (slices["file"], slices["sha256"])]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            manifest = PolicyManifest.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, ManifestError) as exc:
             raise PolicyError(f"{path}: not a readable policy manifest: {exc}") from exc
-        digest = hashlib.sha256()
-        sessions = []
+        self.version = manifest.version
+        self.mode_names = manifest.energy.labels
+        self.energy_dim = len(manifest.energy.obs)
+        self.slice_dim = len(manifest.slices.obs)
+        self.shares_dim = len(manifest.slices.labels)
+        blobs, sessions = [], []
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        for name, want in files:
+        for policy in (manifest.energy, manifest.slices):
             try:
-                blob = (directory / str(name)).read_bytes()
+                blob = (directory / policy.file).read_bytes()
             except OSError as exc:
-                raise PolicyError(f"{directory / str(name)}: {exc}") from exc
-            if hashlib.sha256(blob).hexdigest() != want:
-                raise PolicyError(f"{name}: does not match the manifest's digest")
-            digest.update(blob)
+                raise PolicyError(f"{directory / policy.file}: {exc}") from exc
+            if hashlib.sha256(blob).hexdigest() != policy.sha256:
+                raise PolicyError(f"{policy.file}: does not match the manifest's digest")
+            blobs.append(blob)
             try:
                 sessions.append(
                     ort.InferenceSession(
@@ -78,14 +81,14 @@ class _Policies:
                     )
                 )
             except Exception as exc:  # onnxruntime raises its own untyped exceptions
-                raise PolicyError(f"{name}: not a loadable ONNX model: {exc}") from exc
-        if digest.hexdigest()[:16] != self.version:
+                raise PolicyError(f"{policy.file}: not a loadable ONNX model: {exc}") from exc
+        if policy_version(blobs) != self.version:
             raise PolicyError(f"{path}: version {self.version} does not match the policy files")
         self.energy, self.slices = sessions
 
 
 class DecisionService:
-    """Strategic modes and tactical slice shares for the sites the coordinator knows."""
+    """Strategic modes and tactical slice shares for the sites it is told about."""
 
     def __init__(self, policy_dir: Path, sites: Iterable[str], threads: int = 1) -> None:
         self._threads = threads
@@ -124,14 +127,14 @@ class DecisionService:
         """Power modes for ``site_ids`` from their energy observations (n, 17)."""
         p = self._policies
         ids, x = self._check(site_ids, obs, p.energy_dim, "energy")
-        mode = p.energy.run(["mode"], {OBS_INPUT: x})[0]
+        mode = p.energy.run([ENERGY_OUTPUTS[0]], {OBS_INPUT: x})[0]
         return StrategicDecision(ids, np.asarray(mode, dtype=np.int64), p.mode_names, p.version)
 
     def tactical(self, site_ids: Sequence[str], obs: Any) -> TacticalDecision:
         """PRB shares for ``site_ids`` from their slice observations (n, 14)."""
         p = self._policies
         ids, x = self._check(site_ids, obs, p.slice_dim, "slice")
-        shares = p.slices.run(["shares"], {OBS_INPUT: x})[0]
+        shares = p.slices.run([SLICE_OUTPUT], {OBS_INPUT: x})[0]
         return TacticalDecision(ids, np.asarray(shares, dtype=np.float32), p.version)
 
     def _check(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.simulation._errors import DecisionError
+from fedge.decisions._errors import DecisionError
 
 
 @dataclass(frozen=True)

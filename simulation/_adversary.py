@@ -1,5 +1,8 @@
 """Misbehaving sites for the simulation: which site attacks, and how its reply is spoiled.
 
+Attack injection exists only here: the simulation's ClientApp gives its sites an
+:class:`AttackingUplink` (``fedge.federation.Uplink``); a deployed site has none.
+
 Roles are a deterministic function of (seed, site count, fractions), so every run of a
 configuration attacks with the same sites. The attacks act where a real attacker would:
 ``tampered`` flips a byte of the sealed envelope in transit, ``replayed`` resends the
@@ -13,12 +16,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Final
 
 import numpy as np
 
-from fedge.federation._codec import Arrays
-from fedge.federation._errors import FederationError
+from fedge.federation import Arrays, CodecId, CodecSpec, FederationError, encode
+
+LAST_ENVELOPE: Final = "last_envelope.bin"
 
 ATTACKS: Final = ("tampered", "replayed", "nonfinite", "misshaped", "boosted")
 
@@ -108,3 +113,36 @@ def tamper(envelope: bytes) -> bytes:
     b = bytearray(envelope)
     b[len(b) // 2] ^= 0x01
     return bytes(b)
+
+
+@dataclass(frozen=True)
+class AttackingUplink:
+    """One simulated site's attack on its own replies (``fedge.federation.Uplink``)."""
+
+    attack: str
+    boost: float
+
+    def payload(self, delta: Arrays, spec: CodecSpec, rng: np.random.Generator) -> bytes | None:
+        if self.attack == "boosted":
+            return encode(spoil_delta(self.attack, delta, self.boost), spec, rng)
+        if self.attack in ("nonfinite", "misshaped"):  # raw fp32: the codecs refuse such input
+            return encode(spoil_delta(self.attack, delta, self.boost), CodecSpec(CodecId.FP32))
+        return None
+
+    def fields(self, fields: dict[str, bytes], state_dir: Path) -> dict[str, bytes]:
+        if self.attack == "tampered":
+            return {**fields, "env": tamper(fields["env"])}
+        if self.attack == "replayed":  # first time: send honestly, keep it; later: resend it
+            last = state_dir / LAST_ENVELOPE
+            if last.exists():
+                return json_fields(last.read_text())
+            last.write_text(fields_json(fields))
+        return fields
+
+
+def fields_json(fields: dict[str, bytes]) -> str:
+    return json.dumps({k: v.hex() for k, v in fields.items()})
+
+
+def json_fields(text: str) -> dict[str, bytes]:
+    return {k: bytes.fromhex(v) for k, v in json.loads(text).items()}

@@ -1,0 +1,128 @@
+"""Start-up benchmark: ``python -m bench.startup`` -> ``bench/results/startup.json``.
+
+What an operator waits for on a gNB host: the wall-clock time from spawning the ``fedge``
+console script to its exit, median of 5 runs after one warm-up run (so the page cache is
+warm, as on a host that runs the agent), for
+
+* ``fedge --version`` and ``fedge --help`` (the command table, no sub-command imported);
+* ``fedge keys show`` on a real key file and KEK file;
+* ``fedge agent check --help`` and a real ``fedge agent check`` against a local Mosquitto
+  with an ONNX model configured (store, model, broker probe).
+
+Each command also runs once under ``python -X importtime``; the result lists which of the
+heavy packages (torch, pandas, ray, flwr, fastapi, sqlalchemy, SB3) it imported. The
+target is 0.5 s for ``fedge keys`` and ``fedge agent``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._common import write_result
+
+RUNS = 5
+TARGET_S = 0.5
+HEAVY = ("torch", "pandas", "ray", "flwr", "fastapi", "sqlalchemy", "stable_baselines3")
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+
+def _fedge() -> list[str]:
+    """The console script next to this interpreter (what operators run), else ``-m``."""
+    script = Path(sys.executable).with_name("fedge")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "fedge"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr[-2000:]}")
+    return done
+
+
+def _heavy_imports(args: list[str]) -> list[str]:
+    err = _run([sys.executable, "-X", "importtime", "-m", "fedge", *args]).stderr
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in err.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return sorted(imported & set(HEAVY))
+
+
+def _measure(args: list[str]) -> dict[str, Any]:
+    cmd = [*_fedge(), *args]
+    _run(cmd)  # warm-up: page cache and .pyc files
+    samples = []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        _run(cmd)
+        samples.append(time.perf_counter() - start)
+    return {
+        "median_s": round(statistics.median(samples), 3),
+        "min_s": round(min(samples), 3),
+        "max_s": round(max(samples), 3),
+        "heavy_imports": _heavy_imports(args),
+    }
+
+
+def _tiny_model(path: Path) -> Path:
+    """An (untrained) forecaster exported to ONNX: check loads and validates it the same."""
+    import torch
+
+    from fedge.models import ForecastSpec, LoadForecaster, export_onnx
+
+    torch.manual_seed(0)
+    return export_onnx(LoadForecaster(ForecastSpec(lookback=12, horizon=1)), path)
+
+
+def main() -> None:
+    from bench.agent import agent_config, mosquitto_version, start_broker, stop_agent
+
+    figures: dict[str, Any] = {"runs": RUNS, "target_s": TARGET_S, "command": _fedge()}
+    commands: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="fedge-bench-startup-") as tmp:
+        work = Path(tmp)
+        key, kek = work / "site.key", work / "kek"
+        kek.write_bytes(os.urandom(32))
+        _run([*_fedge(), "keys", "init", "--key-file", str(key), "--kek-file", str(kek)])
+        commands["fedge --version"] = _measure(["--version"])
+        commands["fedge --help"] = _measure(["--help"])
+        commands["fedge keys show"] = _measure(
+            ["keys", "show", "--key-file", str(key), "--kek-file", str(kek)]
+        )
+        commands["fedge agent check --help"] = _measure(["agent", "check", "--help"])
+        if MOSQUITTO.exists():
+            broker, port = start_broker(work)
+            try:
+                cfg = agent_config(work, port, _tiny_model(work / "model.onnx"))
+                commands["fedge agent check"] = _measure(["agent", "check", "--config", str(cfg)])
+            finally:
+                stop_agent(broker)
+            figures["broker"] = mosquitto_version()
+        else:
+            figures["skipped"] = {"fedge agent check": f"{MOSQUITTO} is not installed"}
+    figures["commands"] = commands
+    figures["within_target"] = all(
+        v["median_s"] <= TARGET_S
+        for k, v in commands.items()
+        if k.startswith(("fedge keys", "fedge agent"))
+    )
+    path = write_result("startup", figures)
+    for name, row in commands.items():
+        print(f"{name:<28} median {row['median_s']:.3f} s  heavy imports: {row['heavy_imports']}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
