@@ -54,8 +54,8 @@ def _message(content: RecordDict) -> Message:
 
 def real_update() -> tuple[list[np.ndarray[Any, Any]], list[np.ndarray[Any, Any]], int]:
     """(global weights, one trained site's delta, its training examples)."""
-    from fedge.simulation._site_task import site_task
     from fedge.models import ForecastSpec, LoadForecaster, get_weights, train_epochs
+    from fedge.simulation._site_task import site_task
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -159,8 +159,6 @@ def main() -> None:
         FedAvg(),
         None,  # type: ignore[arg-type]  # _track never touches the channel
         lambda n, r: "topk:0.03",
-        key_seed=0,
-        state_dir="",
         feedback="tracked",
     )
     for i in range(len(envelopes)):

@@ -9,7 +9,7 @@ sends pre-encoded requests (so the client spends little of the shared CPU):
 - ``forecast_ingest``: ``POST /api/v1/site/forecasts``, 32 forecasts per signed request,
   each request signed ahead of time (ML-DSA-65 + Ed25519) with its own nonce.
 
-Acceptance (issue 7): decisions batch >= 1,000 requests/s with p99 <= 50 ms.
+Target: decisions batch >= 1,000 requests/s with p99 <= 50 ms.
 """
 
 from __future__ import annotations

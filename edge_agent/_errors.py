@@ -1,4 +1,4 @@
-# ruff: noqa: N818 - ModelRejected/KpiRejected read as verdicts, as issue 5 names them
+# ruff: noqa: N818 - ModelRejected/KpiRejected read as verdicts
 """The agent's error family: one flat level under ``AgentError`` (itself a ``FedgeError``)."""
 
 from __future__ import annotations

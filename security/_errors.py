@@ -1,4 +1,4 @@
-# ruff: noqa: N818 - the names follow pyca (InvalidTag, InvalidSignature), as issue 3 asks
+# ruff: noqa: N818 - the names follow pyca (InvalidTag, InvalidSignature), as pyca does
 """The security package's one flat family of errors.
 
 Every failed check raises one of these; nothing returns False. Third-party exceptions
