@@ -382,6 +382,8 @@ def _federation(s: _Section) -> FederationConfig:
         if re.search(rf"(^|\s){re.escape(key)}=", extra):
             raise ConfigError(f"federation.extra_node_config: {key} is set by the agent itself")
     roots = _existing(s, "root_certificates")
+    if roots is not None:
+        _check_root_certificates(roots)
     auth = _existing(s, "auth_private_key")
     if auth is not None:
         if roots is None:
@@ -417,6 +419,18 @@ def _existing(s: _Section, key: str) -> Path | None:
     if path is not None and ('"' in str(path) or "\\" in str(path)):
         raise ConfigError(f"{s.key(key)}: a path without quotes or backslashes, got {path}")
     return path
+
+
+def _check_root_certificates(path: Path) -> None:
+    """The CA the SuperNode verifies the SuperLink's certificate with: PEM certificates."""
+    from cryptography import x509
+
+    try:
+        x509.load_pem_x509_certificates(path.read_bytes())
+    except ValueError as exc:
+        raise ConfigError(
+            f"federation.root_certificates: {path} holds no PEM certificate: {exc}"
+        ) from exc
 
 
 def _check_auth_key(path: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,40 @@ from fedge.edge_agent._config import FederationConfig
 from fedge.edge_agent._errors import SupervisorError
 
 log = logging.getLogger("fedge.agent.supernode")
+
+#: What Flower's own exit codes (1.41's ``flwr.supercore.exit.ExitCode``) mean for the
+#: operator. ``flower-supernode`` exits with status 1 on every error and writes
+#: ``Exit Code: <code>`` with Flower's message to its log (the agent's ``supernode.log``).
+EXIT_HINTS: dict[int, str] = {
+    302: "federation.auth_private_key is not an EC private key Flower can load",
+    303: "SuperNode authentication needs TLS (federation.root_certificates)",
+    304: "federation.trusted_entities is not a valid trusted-entities file",
+    305: (
+        "the SuperLink refused or failed the connection; with --enable-supernode-auth on "
+        "the SuperLink, is this node's public key registered (flwr supernode register)?"
+    ),
+}
+
+_EXIT_CODE = re.compile(rb"Exit Code: (\d+)")
+
+
+def flower_exit_code(log_path: Path, offset: int = 0) -> int | None:
+    """The last ``Exit Code: <code>`` Flower wrote to ``log_path`` after byte ``offset``."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(offset)
+            codes = _EXIT_CODE.findall(handle.read())
+    except OSError:
+        return None
+    return int(codes[-1]) if codes else None
+
+
+def exit_hint(code: int | None) -> str:
+    """The operator's reading of a Flower exit code, or ``""`` for one without a hint."""
+    if code is None:
+        return ""
+    hint = EXIT_HINTS.get(code)
+    return f" (Flower exit code {code})" if hint is None else f" (Flower exit code {code}: {hint})"
 
 
 def resolve_binary(name: str) -> Path:
@@ -113,6 +148,7 @@ class SupernodeSupervisor:
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._rng = random.Random()
+        self._log_offset = 0  # where the running SuperNode's output begins in log_path
         self.restarts = 0
         self.started = threading.Event()
 
@@ -133,6 +169,7 @@ class SupernodeSupervisor:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.log_path, "ab") as out:
+            self._log_offset = out.seek(0, os.SEEK_END)
             try:
                 return subprocess.Popen(
                     self.command,
@@ -168,7 +205,8 @@ class SupernodeSupervisor:
                 self._on_state(False)
                 if self._stop.is_set():
                     break
-                log.warning("flower-supernode exited with %s; restarting", code)
+                hint = exit_hint(flower_exit_code(self.log_path, self._log_offset))
+                log.warning("flower-supernode exited with %s%s; restarting", code, hint)
             if time.monotonic() - began >= self.config.stable_after_s:
                 attempt = 0
             delay = backoff_delay(

@@ -123,7 +123,7 @@ def test_the_background_checkpointer_backfills_the_wal_outside_commits(tmp_path:
     store = Store(db, step_seconds=STEP)
     try:
         store.start_checkpointer(interval_s=0.05)
-        # commits no longer checkpoint (that was the hot path's latency tail) ...
+        # commits never checkpoint (one inside a commit is the hot path's latency tail) ...
         assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         before = db.stat().st_size
         samples = [

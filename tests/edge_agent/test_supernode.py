@@ -19,7 +19,9 @@ from fedge.edge_agent import (
     supernode_command,
 )
 from fedge.edge_agent._config import parse_config
+from fedge.edge_agent._supernode import exit_hint, flower_exit_code
 from tests.edge_agent.conftest import Mosquitto, RunningAgent, agent_env, write_config
+from tests.edge_agent.test_tls import make_ca
 from tests.support.flower import SiteFiles, export_authority, make_site
 from tests.support.ports import free_port, service, wait_for_port
 
@@ -144,6 +146,19 @@ def test_supernode_command_and_binary_resolution(tmp_path: Path) -> None:
         resolve_binary(str(plain))
 
 
+def test_flower_exit_codes_are_read_from_the_supernode_log(tmp_path: Path) -> None:
+    log = tmp_path / "supernode.log"
+    assert flower_exit_code(log) is None  # no log yet
+    log.write_bytes(b"\x1b[91mERROR \x1b[0m:     Exit Code: 302\nUnable to parse the key.\n")
+    offset = log.stat().st_size
+    assert flower_exit_code(log) == 302 and flower_exit_code(log, offset) is None
+    with log.open("ab") as out:
+        out.write(b"Starting Flower SuperNode\n\xff\xfe\nExit Code: 305\nFailed to activate\n")
+    assert flower_exit_code(log) == 305 and flower_exit_code(log, offset) == 305
+    assert "flwr supernode register" in exit_hint(305)
+    assert exit_hint(999) == " (Flower exit code 999)" and exit_hint(None) == ""
+
+
 def _ec_key(path: Path, mode: int = 0o600) -> Path:
     """An unencrypted OpenSSH private key: P-384 (what Flower wants), or Ed25519 if the
     file name says so (what it refuses)."""
@@ -182,7 +197,8 @@ def test_federation_config_names_the_nodes_files_and_checks_its_keys(tmp_path: P
     fed = getattr(cfg, "federation")  # noqa: B009
     assert fed.key_file == tmp_path / "site.key" and fed.coordinator_keys == tmp_path / "c.pub"
     assert fed.store == tmp_path / "agent.db" and fed.state_dir == tmp_path / "fl-state"
-    (tmp_path / "ca.pem").write_text("x")
+    make_ca(tmp_path, "link")[0].rename(tmp_path / "ca.pem")
+    (tmp_path / "junk-ca.pem").write_text("not a certificate")
     (tmp_path / "trusted.yaml").write_text("{}")
     good = _ec_key(tmp_path / "node.key")
     (tmp_path / "junk.key").write_text("not a key")
@@ -195,6 +211,7 @@ def test_federation_config_names_the_nodes_files_and_checks_its_keys(tmp_path: P
     assert getattr(cfg, "federation").auth_private_key == good  # noqa: B009
     bad: list[tuple[dict[str, object], str]] = [
         ({"root_certificates": "missing.pem"}, "federation.root_certificates: no such file"),
+        ({"root_certificates": "junk-ca.pem"}, "federation.root_certificates: .* no PEM"),
         ({"trusted_entities": "missing.yaml"}, "federation.trusted_entities: no such file"),
         ({"auth_private_key": str(good)}, "needs TLS"),
         ({"root_certificates": "ca.pem", "auth_private_key": "junk.key"}, "OpenSSH private key"),

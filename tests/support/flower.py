@@ -212,3 +212,74 @@ def deployment(
             ]  # fmt: skip
             stack.enter_context(service(node, root / f"node{i}.log", env))
         yield Deployment(port, env, list(sites), coordinator_keys)
+
+
+def flwr_home(root: Path, port: int, root_certificates: Path | None = None) -> Path:
+    """A FLWR_HOME whose ``local`` connection is the SuperLink on ``port``: TLS verified
+    with ``root_certificates``, else insecure."""
+    home = root / "flwr-home"
+    home.mkdir(parents=True, exist_ok=True)
+    transport = (
+        "insecure = true"
+        if root_certificates is None
+        else f'root-certificates = "{root_certificates.resolve()}"'
+    )
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "local"\n[superlink.local]\n'
+        f'address = "127.0.0.1:{port}"\n{transport}\n'
+    )
+    return home
+
+
+def write_node_key(path: Path) -> Path:
+    """A SuperNode authentication key pair as ``ssh-keygen -t ecdsa -b 384 -N ""`` writes
+    it: the unencrypted OpenSSH P-384 private key at ``path`` (0600) and its OpenSSH public
+    key at ``path.pub``, which is returned."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+    public = path.with_name(path.name + ".pub")
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        + b"\n"
+    )
+    return public
+
+
+def flwr_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """``flwr <args> local --format json`` against the deployment in ``env``'s FLWR_HOME."""
+    import json
+    import subprocess
+
+    result = subprocess.run(
+        [str(BIN / "flwr"), *args, "local", "--format", "json"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+def register_node(env: dict[str, str], public_key: Path) -> int:
+    """Register a SuperNode's public key over the SuperLink's Control API
+    (``flwr supernode register``); returns the node id the SuperLink assigned."""
+    return int(flwr_json(env, "supernode", "register", str(public_key))["node-id"])
+
+
+def list_nodes(env: dict[str, str]) -> dict[int, str]:
+    """The SuperLink's SuperNodes and their status (``flwr supernode ls``)."""
+    nodes = flwr_json(env, "supernode", "ls")["nodes"]
+    return {int(n["node-id"]): str(n["status"]) for n in nodes}
