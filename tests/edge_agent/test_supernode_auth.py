@@ -88,8 +88,8 @@ def test_a_registered_node_key_connects_and_trains_and_unregistered_nodes_are_re
     """The SuperLink runs TLS with ``--enable-supernode-auth``; the site's node key is
     registered with ``flwr supernode register``. The agent's SuperNode with that key
     connects under the registered node id and trains a sealed round; one with a key that
-    was never registered, and one with no key (which would register itself), are refused
-    and never become nodes."""
+    is not registered, and one with no key (which would register itself), are refused and
+    never become nodes, until the first one's key is registered and its next try is let in."""
     if not (BIN / "flower-superlink").exists():
         pytest.skip("flower-superlink is not installed in this environment")
     caplog.set_level(logging.WARNING, logger="fedge.agent.supernode")
@@ -127,9 +127,14 @@ def test_a_registered_node_key_connects_and_trains_and_unregistered_nodes_are_re
                 90,
                 "the unregistered nodes to be refused twice",
             )
-            stranger.stop()
             anonymous.stop()
             assert list_nodes(env) == {registered: "online"}
+            refused = text(stranger.log_path)
+            # Registered late, the stranger's key is let in on its supervisor's next try.
+            late = register_node(env, tmp_path / "stranger" / "supernode.key.pub")
+            wait_for(lambda: f"Activated node_id={late}" in text(link_log), 60, "late activation")
+            stranger.stop()  # deactivates: the run below samples online nodes only
+            assert list_nodes(env) == {registered: "online", late: "offline"}
             run_config = f'num-rounds=1 codec="int8" output-dir="{out}" key-directory="{directory}"'
             repo = Path(__file__).resolve().parents[2]
             result = subprocess.run(
@@ -150,12 +155,13 @@ def test_a_registered_node_key_connects_and_trains_and_unregistered_nodes_are_re
     link_text = text(link_log)
     # The stranger's signed request reached the SuperLink and was refused at activation:
     # no node holds its key. The anonymous node's self-registration is refused outright.
-    assert "Failed to activate SuperNode" in text(stranger.log_path)
+    assert "Failed to activate SuperNode" in refused and "SuperNode ID:" not in refused
     assert "No SuperNode found with the given public key" in link_text
+    assert re.findall(r"SuperNode ID: (\d+)", text(stranger.log_path)) == [str(late)]
     assert "All SuperNodes must be registered via the CLI" in text(anonymous.log_path)
+    assert "SuperNode ID:" not in text(anonymous.log_path)
     assert "[/v1/fleet/register-node][ApiError:2001]" in link_text
-    for refused in (stranger, anonymous):
-        assert "SuperNode ID:" not in text(refused.log_path)
-        assert not (refused.config.state_dir / "channel.json").exists()
+    for node in (stranger, anonymous):
+        assert not (node.config.state_dir / "channel.json").exists()
     refusals = [r.getMessage() for r in caplog.records if "Flower exit code 305" in r.getMessage()]
     assert len(refusals) >= 4 and all("flwr supernode register" in r for r in refusals)
