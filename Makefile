@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-ab bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -54,6 +54,11 @@ bench-decisions: $(STAMP)
 
 bench-coordinator: $(STAMP) system-deps
 	$(BIN)/python -m bench.coordinator
+
+# Paired against a baseline commit (make bench-ab BASE=<rev>): bench/results/ab.json.
+bench-ab: $(STAMP) system-deps
+	@test -n "$(BASE)" || { echo "make bench-ab needs BASE=<commit>"; exit 2; }
+	$(BIN)/python -m bench.ab --base $(BASE)
 
 bench-startup: $(STAMP) system-deps
 	$(BIN)/python -m bench.startup
