@@ -51,6 +51,15 @@ OFFLINE = (
     "ConnectTimeoutError",
     "ReadTimeoutError",
 )
+# What would let an empty venv's Python see this checkout or its venv.
+_LEAKY = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONUSERBASE")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without what points an interpreter at our venv."""
+    return {**{k: v for k, v in os.environ.items() if k not in _LEAKY}, **extra}
+
+
 # Build outputs, caches and the parts of the checkout that are not the package.
 _NOT_SOURCE = shutil.ignore_patterns(
     ".venv", ".git", "runs", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
@@ -84,7 +93,9 @@ class Venv:
 
 
 def _venv(path: Path) -> Venv:
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", str(path)], check=True, capture_output=True, env=_clean_env()
+    )
     return Venv(path)
 
 
@@ -93,7 +104,7 @@ def _pip_install(venv: Venv, *args: str) -> None:
     done = subprocess.run(
         [str(venv.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
          "--no-input", *args],
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True, text=True, timeout=900, check=False, env=_clean_env(),
     )  # fmt: skip
     if done.returncode == 0:
         return
@@ -140,8 +151,9 @@ def _top_levels(venv: Venv) -> dict[str, set[str]]:
         "print(json.dumps(out))\n"
     )
     done = subprocess.run(  # outside the checkout: its egg-info is no installed dist
-        [str(venv.python), "-c", code], capture_output=True, text=True, cwd=venv.root, check=True
-    )
+        [str(venv.python), "-c", code], capture_output=True, text=True, cwd=venv.root,
+        check=True, env=_clean_env(),
+    )  # fmt: skip
     return {name: set(tops) for name, tops in json.loads(done.stdout).items()}
 
 
@@ -197,7 +209,7 @@ def test_an_installed_app_resolves_fedge_from_site_packages_not_the_fab(
     )
     done = subprocess.run(
         [str(agent_venv.python), "-c", code],
-        capture_output=True, text=True, cwd=tmp_path, check=False,
+        capture_output=True, text=True, cwd=tmp_path, check=False, env=_clean_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()).is_relative_to(agent_venv.site_packages)
@@ -236,7 +248,7 @@ def test_a_plain_install_adds_fedge_as_the_only_top_level_package(
 def test_keys_and_the_agent_run_from_the_agent_install_against_a_real_broker(
     agent_venv: Venv, tmp_path: Path, broker: Mosquitto, client: Client, tiny_models: Models
 ) -> None:
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = _clean_env(FLWR_TELEMETRY_ENABLED="0", RAY_USAGE_STATS_ENABLED="0")
     env.pop("FEDGE_KEK", None)
 
     def fedge(*args: str) -> subprocess.CompletedProcess[str]:
