@@ -64,7 +64,7 @@ class LocalGrid(Grid):
             self.apps[node_id] = app
 
     def set_run(self, run: Any) -> None:
-        raise NotImplementedError
+        raise TypeError("LocalGrid serves one fixed run")
 
     @property
     def run(self) -> Any:
@@ -83,11 +83,12 @@ class LocalGrid(Grid):
     def get_node_ids(self) -> Iterable[int]:
         return list(self.nodes)
 
+    # The round loop uses send_and_receive only; push/pull belong to a SuperLink's queue.
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError
+        raise TypeError("LocalGrid delivers through send_and_receive only")
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError
+        raise TypeError("LocalGrid delivers through send_and_receive only")
 
     def deliver(self, msg: Message) -> Message:
         """One message to its node and the node's answer, both through the wire."""
