@@ -55,10 +55,10 @@ bench-decisions: $(STAMP)
 bench-coordinator: $(STAMP) system-deps
 	$(BIN)/python -m bench.coordinator
 
-# Paired against a baseline commit (make bench-ab BASE=<rev>): bench/results/ab.json.
+# Paired against a baseline commit (make bench-ab BASE=<rev> [REPEAT=n] [BENCHES=a,b]): bench/results/ab.json.
 bench-ab: $(STAMP) system-deps
 	@test -n "$(BASE)" || { echo "make bench-ab needs BASE=<commit>"; exit 2; }
-	$(BIN)/python -m bench.ab --base $(BASE)
+	$(BIN)/python -m bench.ab --base $(BASE) --repeat $(or $(REPEAT),1) $(if $(BENCHES),--benches $(BENCHES))
 
 bench-startup: $(STAMP) system-deps
 	$(BIN)/python -m bench.startup

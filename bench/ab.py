@@ -4,8 +4,10 @@ A shared VM's speed drifts by more than most changes move a figure (the same cry
 handshake measured 0.7 ms and 1.9 ms an hour apart here), so comparing a fresh result
 with a committed one says little. This runs each benchmark on a checkout of ``BASE`` and
 on this tree back to back, alternating which goes first, and records the headline
-figures of both and their ratio in ``bench/results/ab.json``. The current tree's own
-result files are rewritten as usual; the baseline's stay in its temporary checkout.
+figures of both and their ratio in ``bench/results/ab.json``; with ``--repeat n`` it keeps
+every pair and the median ratio, because one pair says little about a tail figure. The
+current tree's own result files are rewritten as usual; the baseline's stay in its
+temporary checkout.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench._common import RESULTS_DIR, write_result
+from bench._common import RESULTS_DIR, commit, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +93,35 @@ def _run(bench: str, tree: Path) -> dict[str, Any]:
     return result
 
 
+def _summary(bench: str, pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each headline figure per pair, and the median of the pairs' ratios."""
+    rows: dict[str, Any] = {}
+    for name, higher in HEADLINES[bench].items():
+        base_v = [_figure(p["results"]["base"], name) for p in pairs]
+        cur_v = [_figure(p["results"]["current"], name) for p in pairs]
+        ratios = [
+            round(c / b, 3) for b, c in zip(base_v, cur_v, strict=True) if b and c is not None
+        ]
+        rows[name] = {
+            "base": base_v[0] if len(pairs) == 1 else base_v,
+            "current": cur_v[0] if len(pairs) == 1 else cur_v,
+            "current_over_base": (ratios[0] if ratios else None)
+            if len(pairs) == 1
+            else (round(statistics.median(ratios), 3) if ratios else None),
+            "higher_is_better": higher,
+        }
+        if len(pairs) > 1:
+            rows[name]["ratios"] = ratios
+    return {
+        "pairs": len(pairs),
+        "first": [p["first"] for p in pairs] if len(pairs) > 1 else pairs[0]["first"],
+        "load_1m_before": [p["load_1m_before"] for p in pairs]
+        if len(pairs) > 1
+        else pairs[0]["load_1m_before"],
+        "figures": rows,
+    }
+
+
 def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -100,7 +132,12 @@ def main() -> None:
     )
     parser.add_argument("--base", required=True, help="the baseline commit")
     parser.add_argument("--benches", default=",".join(HEADLINES))
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="pairs per benchmark; the median ratio is kept"
+    )
     args = parser.parse_args()
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
     benches = [b for b in args.benches.split(",") if b]
     unknown = sorted(set(benches) - set(HEADLINES))
     if unknown:
@@ -116,26 +153,32 @@ def main() -> None:
     figures: dict[str, Any] = {}
     try:
         for i, bench in enumerate(benches):
-            order = [("base", base), ("current", ROOT)]
-            if i % 2:
-                order.reverse()
-            results: dict[str, dict[str, Any]] = {}
-            loads: dict[str, list[float]] = {}
-            for side, tree in order:
-                loads[side] = _loadavg()
-                print(f"bench.{bench} on {side} (load {loads[side][0]})", flush=True)
-                results[side] = _run(bench, tree)
-            rows: dict[str, Any] = {}
-            for name, higher in HEADLINES[bench].items():
-                b, c = _figure(results["base"], name), _figure(results["current"], name)
-                ratio = None if not b or c is None else round(c / b, 3)
-                rows[name] = {"base": b, "current": c, "current_over_base": ratio,
-                              "higher_is_better": higher}  # fmt: skip
-            figures[bench] = {"first": order[0][0], "load_1m_before": loads, "figures": rows}
+            pairs: list[dict[str, Any]] = []
+            for r in range(args.repeat):
+                order = [("base", base), ("current", ROOT)]
+                if (i + r) % 2:
+                    order.reverse()
+                results: dict[str, dict[str, Any]] = {}
+                loads: dict[str, list[float]] = {}
+                for side, tree in order:
+                    loads[side] = _loadavg()
+                    print(f"bench.{bench} on {side} (load {loads[side][0]})", flush=True)
+                    results[side] = _run(bench, tree)
+                pairs.append({"first": order[0][0], "load_1m_before": loads, "results": results})
+            figures[bench] = _summary(bench, pairs)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False)
         shutil.rmtree(work, ignore_errors=True)
-    path = write_result("ab", {"base": base_sha, "benches": figures})
+    # Benchmarks not run this time keep their last paired figures (each says its commit).
+    previous: dict[str, Any] = {}
+    old = RESULTS_DIR / "ab.json"
+    if old.is_file():
+        kept = json.loads(old.read_text())
+        for name, entry in kept.get("benches", {}).items():
+            previous[name] = {"commit": kept.get("commit"), "base": kept.get("base"), **entry}
+    for entry in figures.values():
+        entry["commit"], entry["base"] = commit(), base_sha
+    path = write_result("ab", {"base": base_sha, "benches": {**previous, **figures}})
     print(f"wrote {path.relative_to(RESULTS_DIR.parent.parent)}")
 
 
