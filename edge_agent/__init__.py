@@ -2,39 +2,105 @@
 durable SQLite store, shadow-gated model swaps, and a supervised Flower SuperNode.
 
 Importing this package never imports torch, ray, fastapi or flwr (see docs/agent.md).
+
+Names load on first use, so ``fedge agent --help`` or a role that needs one module does
+not pay for the whole agent (numpy, ONNX Runtime, paho).
 """
 
-from fedge.edge_agent._agent import Agent, ModelOpener
-from fedge.edge_agent._anomaly import Alert, KpiDeviation, ResidualDetector
-from fedge.edge_agent._broker import Inbound, Link, MqttLink, backoff_delay, falls_back, probe
-from fedge.edge_agent._config import (
-    AgentConfig,
-    AnomalyConfig,
-    BrokerConfig,
-    FederationConfig,
-    IngestConfig,
-    MetricsConfig,
-    ModelConfig,
-    SecurityConfig,
-    StoreConfig,
-    TlsConfig,
-    load_config,
-    parse_config,
-)
-from fedge.edge_agent._errors import (
-    AgentError,
-    BrokerError,
-    ConfigError,
-    KpiRejected,
-    ModelRejected,
-    StoreError,
-    SupervisorError,
-)
-from fedge.edge_agent._forecast import ForecastEngine, Serving, shadow_score
-from fedge.edge_agent._kpi import KpiSample, OrderGuard, Reason, parse_kpi
-from fedge.edge_agent._lifecycle import ModelManager, Verdict, rollback
-from fedge.edge_agent._store import ForecastRow, ModelRecord, Store, read_cell_series, stored_cells
-from fedge.edge_agent._supernode import SupernodeSupervisor, resolve_binary, supernode_command
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedge.edge_agent._agent import Agent, ModelOpener
+    from fedge.edge_agent._anomaly import Alert, KpiDeviation, ResidualDetector
+    from fedge.edge_agent._broker import Inbound, Link, MqttLink, backoff_delay, falls_back, probe
+    from fedge.edge_agent._config import (
+        AgentConfig,
+        AnomalyConfig,
+        BrokerConfig,
+        FederationConfig,
+        IngestConfig,
+        MetricsConfig,
+        ModelConfig,
+        SecurityConfig,
+        StoreConfig,
+        TlsConfig,
+        load_config,
+        parse_config,
+    )
+    from fedge.edge_agent._errors import (
+        AgentError,
+        BrokerError,
+        ConfigError,
+        KpiRejected,
+        ModelRejected,
+        StoreError,
+        SupervisorError,
+    )
+    from fedge.edge_agent._forecast import ForecastEngine, Serving, shadow_score
+    from fedge.edge_agent._kpi import KpiSample, OrderGuard, Reason, parse_kpi
+    from fedge.edge_agent._lifecycle import ModelManager, Verdict, rollback
+    from fedge.edge_agent._store import (
+        ForecastRow,
+        ModelRecord,
+        Store,
+        read_cell_series,
+        stored_cells,
+    )
+    from fedge.edge_agent._supernode import SupernodeSupervisor, resolve_binary, supernode_command
+
+_LAZY = {
+    "Agent": "fedge.edge_agent._agent",
+    "ModelOpener": "fedge.edge_agent._agent",
+    "Alert": "fedge.edge_agent._anomaly",
+    "KpiDeviation": "fedge.edge_agent._anomaly",
+    "ResidualDetector": "fedge.edge_agent._anomaly",
+    "Inbound": "fedge.edge_agent._broker",
+    "Link": "fedge.edge_agent._broker",
+    "MqttLink": "fedge.edge_agent._broker",
+    "backoff_delay": "fedge.edge_agent._broker",
+    "falls_back": "fedge.edge_agent._broker",
+    "probe": "fedge.edge_agent._broker",
+    "AgentConfig": "fedge.edge_agent._config",
+    "AnomalyConfig": "fedge.edge_agent._config",
+    "BrokerConfig": "fedge.edge_agent._config",
+    "FederationConfig": "fedge.edge_agent._config",
+    "IngestConfig": "fedge.edge_agent._config",
+    "MetricsConfig": "fedge.edge_agent._config",
+    "ModelConfig": "fedge.edge_agent._config",
+    "SecurityConfig": "fedge.edge_agent._config",
+    "StoreConfig": "fedge.edge_agent._config",
+    "TlsConfig": "fedge.edge_agent._config",
+    "load_config": "fedge.edge_agent._config",
+    "parse_config": "fedge.edge_agent._config",
+    "AgentError": "fedge.edge_agent._errors",
+    "BrokerError": "fedge.edge_agent._errors",
+    "ConfigError": "fedge.edge_agent._errors",
+    "KpiRejected": "fedge.edge_agent._errors",
+    "ModelRejected": "fedge.edge_agent._errors",
+    "StoreError": "fedge.edge_agent._errors",
+    "SupervisorError": "fedge.edge_agent._errors",
+    "ForecastEngine": "fedge.edge_agent._forecast",
+    "Serving": "fedge.edge_agent._forecast",
+    "shadow_score": "fedge.edge_agent._forecast",
+    "KpiSample": "fedge.edge_agent._kpi",
+    "OrderGuard": "fedge.edge_agent._kpi",
+    "Reason": "fedge.edge_agent._kpi",
+    "parse_kpi": "fedge.edge_agent._kpi",
+    "ModelManager": "fedge.edge_agent._lifecycle",
+    "Verdict": "fedge.edge_agent._lifecycle",
+    "rollback": "fedge.edge_agent._lifecycle",
+    "ForecastRow": "fedge.edge_agent._store",
+    "ModelRecord": "fedge.edge_agent._store",
+    "Store": "fedge.edge_agent._store",
+    "read_cell_series": "fedge.edge_agent._store",
+    "stored_cells": "fedge.edge_agent._store",
+    "SupernodeSupervisor": "fedge.edge_agent._supernode",
+    "resolve_binary": "fedge.edge_agent._supernode",
+    "supernode_command": "fedge.edge_agent._supernode",
+}
 
 __all__ = [
     "Agent",
@@ -86,3 +152,9 @@ __all__ = [
     "stored_cells",
     "supernode_command",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fedge.edge_agent' has no attribute {name!r}")

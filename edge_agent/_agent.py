@@ -5,6 +5,11 @@ Per batch: validate every message (bad ones go to the dead-letter topic), run on
 batched inference for the cells whose step completed, commit samples and forecasts in
 one transaction, then acknowledge to the broker and publish. Acknowledging only after
 the commit is what makes "acknowledged" mean "durable".
+
+One message can never stop the agent: a KPI that fails in any unexpected way is
+dead-lettered (reason ``internal``) and a model that fails to open, load or score is a
+rejected verdict, both acknowledged and counted in ``fedge_agent_errors``. Unacknowledged,
+the broker would redeliver it on every restart. Only a store failure ends the run.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from fedge.core import TARGET_KPIS, BundleError, ModelBundle
 from fedge.edge_agent._anomaly import Alert
 from fedge.edge_agent._broker import Inbound, MqttLink
 from fedge.edge_agent._config import AgentConfig
-from fedge.edge_agent._errors import AgentError, KpiRejected, ModelRejected
+from fedge.edge_agent._errors import AgentError, KpiRejected, ModelRejected, StoreError
 from fedge.edge_agent._forecast import ForecastEngine
 from fedge.edge_agent._kpi import KpiSample, OrderGuard, Reason, parse_kpi
 from fedge.edge_agent._lifecycle import ModelManager, Verdict
@@ -33,6 +38,8 @@ from fedge.edge_agent._supernode import SupernodeSupervisor
 log = logging.getLogger("fedge.agent")
 
 DEADLETTER_PAYLOAD_CHARS = 256
+#: Longest failure text put in a dead letter or verdict.
+REASON_CHARS = 300
 _TICK_S = 1.0
 
 
@@ -59,7 +66,9 @@ class ModelOpener:
         directory = KeyDirectory()
         directory.register(coordinator)
         self.coordinator_id = coordinator.site_id
-        self._opener = OneShotOpener(identity, directory)
+        self._opener = OneShotOpener(  # models only move forward, across restarts too
+            identity, directory, window=1, state=config.store.path.with_suffix(".replay.json")
+        )
 
     def open(self, envelope: bytes) -> ModelBundle:
         from fedge.security import ContentType, SecurityError
@@ -76,6 +85,8 @@ class ModelOpener:
             return ModelBundle.decode(opened.plaintext)
         except BundleError as exc:
             raise ModelRejected(str(exc)) from exc
+        except RecursionError as exc:  # a header nested deeper than the JSON decoder goes
+            raise ModelRejected(f"model bundle header is malformed: {exc}") from exc
 
 
 class Agent:
@@ -230,7 +241,13 @@ class Agent:
             if msg.topic == self.model_topic:
                 models.append(msg)
                 continue
-            accepted = self._accept(msg, now, dead)
+            try:
+                accepted = self._accept(msg, now, dead)
+            except StoreError:
+                raise
+            except Exception as exc:  # a bug must cost this message, not the agent
+                dead.append(self._dead_letter(msg, self._internal("validate", exc), now))
+                continue
             if accepted is None:
                 continue
             sample, newest = accepted
@@ -239,7 +256,7 @@ class Agent:
                 pending = []
             self.guard.accept(sample)
             samples.append(sample)
-            alert = self.engine.observe(sample, newest)
+            alert = self._observe(sample, newest)
             if alert is not None:
                 alerts.append(alert)
             if newest:
@@ -291,6 +308,22 @@ class Agent:
             return None
         return sample, newest
 
+    def _internal(self, stage: str, exc: Exception) -> KpiRejected:
+        """An unexpected failure, logged with its traceback and counted by stage."""
+        log.error("unexpected failure (%s), contained: %r", stage, exc, exc_info=exc)
+        self.metrics.errors.labels(stage).inc()
+        return KpiRejected(Reason.INTERNAL, f"{type(exc).__name__}: {exc}"[:REASON_CHARS])
+
+    def _observe(self, sample: KpiSample, newest: bool) -> Alert | None:
+        """Score a stored sample; a failure costs its alert, never the sample."""
+        try:
+            return self.engine.observe(sample, newest)
+        except StoreError:
+            raise
+        except Exception as exc:  # anomaly scoring is advisory
+            self._internal("observe", exc)
+            return None
+
     def _dead_letter(self, msg: Inbound, exc: KpiRejected, now: float) -> bytes:
         self.metrics.rejected.labels(exc.reason).inc()
         text = msg.payload[: DEADLETTER_PAYLOAD_CHARS * 4].decode("utf-8", errors="replace")
@@ -313,7 +346,13 @@ class Agent:
         if serving is None:
             return []
         started = time.perf_counter()
-        rows = self.engine.forecast(cells, serving)
+        try:
+            rows = self.engine.forecast(cells, serving)
+        except StoreError:
+            raise
+        except Exception as exc:  # the samples are still stored; these cells skip a forecast
+            self._internal("forecast", exc)
+            return []
         self.metrics.inference.observe(time.perf_counter() - started)
         return rows
 
@@ -324,6 +363,10 @@ class Agent:
         by_cell: dict[tuple[str, int], list[ForecastRow]] = {}
         for row in forecasts:
             by_cell.setdefault((row.cell, row.made_step), []).append(row)
+        # counted before they leave: whoever receives one sees it in the metrics already
+        self.metrics.messages_out.labels("forecast").inc(len(by_cell))
+        self.metrics.messages_out.labels("alert").inc(len(alerts))
+        self.metrics.messages_out.labels("deadletter").inc(len(dead))
         topic = self.config.topic("forecast")
         for (cell, made), rows in by_cell.items():
             body: dict[str, Any] = {
@@ -340,7 +383,6 @@ class Agent:
                 ],
             }
             self.link.publish(topic, json.dumps(body).encode())
-        self.metrics.messages_out.labels("forecast").inc(len(by_cell))
         topic = self.config.topic("alert")
         for a in alerts:
             body = {
@@ -359,21 +401,40 @@ class Agent:
                     for k in a.kpis
                 ],
             }
-            self.link.publish(topic, json.dumps(body).encode())
             self.metrics.alerts.labels(a.severity).inc()
-        self.metrics.messages_out.labels("alert").inc(len(alerts))
+            self.link.publish(topic, json.dumps(body).encode())
         topic = self.config.topic("deadletter")
         for payload in dead:
             self.link.publish(topic, payload)
-        self.metrics.messages_out.labels("deadletter").inc(len(dead))
 
     def _handle_model(self, msg: Inbound) -> Verdict | None:
+        """Open and judge one sealed model; whatever happens, a verdict and no exception."""
+        try:
+            return self._judge_model(msg)
+        except StoreError:
+            raise
+        except Exception as exc:  # ModelManager records what it can judge; this is a bug
+            reason = self._internal("model", exc).detail
+            self.metrics.verdicts.labels("rejected").inc()
+            self._publish_verdict(
+                {
+                    "v": 1,
+                    "version": None,
+                    "accepted": False,
+                    "reason": f"model could not be judged: {reason}",
+                }
+            )
+            return None
+
+    def _judge_model(self, msg: Inbound) -> Verdict | None:
         assert self.opener is not None
         try:
             bundle = self.opener.open(msg.payload)
         except ModelRejected as exc:
             self.metrics.verdicts.labels("refused").inc()
-            self._publish_verdict({"v": 1, "version": None, "accepted": False, "reason": str(exc)})
+            self._publish_verdict(
+                {"v": 1, "version": None, "accepted": False, "reason": str(exc)[:REASON_CHARS]}
+            )
             return None
         verdict = self.models.consider(
             bundle, self.engine.recent_features(self.config.model.shadow_days)
@@ -392,8 +453,8 @@ class Agent:
         return verdict
 
     def _publish_verdict(self, body: dict[str, object]) -> None:
-        self.link.publish(self.config.topic("verdict"), json.dumps(body).encode())
         self.metrics.messages_out.labels("verdict").inc()
+        self.link.publish(self.config.topic("verdict"), json.dumps(body).encode())
 
 
 def _read_password(config: AgentConfig) -> str | None:

@@ -7,6 +7,7 @@ whose message starts with the dotted key, so an operator sees exactly what to fi
 from __future__ import annotations
 
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -247,8 +248,8 @@ def _broker(s: _Section) -> BrokerConfig:
     password_file = s.path("password_file")
     if password_file is not None and username is None:
         raise ConfigError("broker.password_file: needs broker.username")
-    if password_file is not None and not password_file.is_file():
-        raise ConfigError(f"broker.password_file: no such file {password_file}")
+    if password_file is not None:
+        private_file("broker.password_file", password_file)
     prefix = s.get("topic_prefix", str, "fedge/v1")
     if not _PREFIX_RE.match(prefix):
         raise ConfigError(
@@ -363,7 +364,10 @@ def _security(s: _Section) -> SecurityConfig:
         raise ConfigError("security.key_file: required")
     if coordinator is None:
         raise ConfigError("security.coordinator_keys: required")
-    cfg = SecurityConfig(key_file, coordinator, s.path("kek_file"))
+    kek_file = s.path("kek_file")
+    if kek_file is not None:
+        private_file("security.kek_file", kek_file)
+    cfg = SecurityConfig(key_file, coordinator, kek_file)
     s.done()
     return cfg
 
@@ -433,13 +437,25 @@ def _check_root_certificates(path: Path) -> None:
         ) from exc
 
 
+def private_file(key: str, path: Path) -> None:
+    """A secret the agent reads (a password, a KEK, a private key) is a regular file with
+    no group or other permissions, the rule the site's key file is held to (like ssh's)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: no such file {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{key}: {path} is not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"{key}: {path} is readable by others (mode {mode:o}); chmod 600")
+
+
 def _check_auth_key(path: Path) -> None:
     """The SuperNode's authentication key: private to the agent, and one Flower can load."""
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigError(
-            f"federation.auth_private_key: {path} is readable by others (mode {mode:o}); chmod 600"
-        )
+    private_file("federation.auth_private_key", path)
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
@@ -463,6 +479,11 @@ def _node_files(
         raise ConfigError(
             "federation: needs a [security] section (the site's key_file and the "
             "coordinator_keys from enrollment): a SuperNode's ClientApp seals with them"
+        )
+    if security.kek_file is None:
+        raise ConfigError(
+            "federation: needs security.kek_file: the SuperNode's ClientApp reads the KEK "
+            "from it, and the agent's environment ($FEDGE_KEK) is not passed to the SuperNode"
         )
     for name, path in (
         ("security.key_file", security.key_file),

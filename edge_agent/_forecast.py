@@ -39,6 +39,8 @@ from fedge.models import (
 
 _N = len(KPI_NAMES)
 _MAX_SCALER_DAYS = 7
+#: Steps of each cell's window kept in memory: the longest lookback a model may have.
+WINDOW_STEPS = 64
 
 
 class Predictor(Protocol):
@@ -85,7 +87,7 @@ class ForecastEngine:
         anomaly: AnomalyConfig,
         *,
         min_history: int = 0,
-        capacity: int = 64,
+        capacity: int = WINDOW_STEPS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store

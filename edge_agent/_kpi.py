@@ -1,8 +1,10 @@
 """The KPI message schema (v1) and its strict validator.
 
 The names, units and ranges are the KPI schema of ``fedge.core``, the one every layer
-reads; this module checks a message against it. Validation is split in two: :func:`parse_kpi` checks one payload on its own; :class:`OrderGuard` checks it
-against what the cell already sent (duplicates, reordering).
+reads; this module checks a message against it. Validation is split in two:
+:func:`parse_kpi` checks one payload on its own; :class:`OrderGuard` checks it against
+what the cell already sent (duplicates, reordering). A payload is hostile until proven
+otherwise: the only exception either raises is ``KpiRejected``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ UNBOUNDED_CEILING: Final = 1e6
 _TOP_FIELDS: Final = ("v", "cell", "ts", "kpis")
 _CELL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MIN_TS: Final = 946_684_800.0  # 2000-01-01: earlier is a broken clock
+#: Longest number literal accepted: a float64 needs at most 17 significant digits.
+MAX_NUMBER_CHARS: Final = 32
+#: Deepest nesting accepted; a v1 message has two levels (the message, its ``kpis``).
+MAX_DEPTH: Final = 8
+_STRING_RE: Final = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET_RE: Final = re.compile(r"[\[\]{}]")
 
 
 class Reason(StrEnum):
@@ -41,6 +49,9 @@ class Reason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     DUPLICATE = "duplicate"
     OUT_OF_ORDER = "out_of_order"
+    TOO_DEEP = "too_deep"
+    #: An unexpected failure while handling the message (a bug, never a schema rule).
+    INTERNAL = "internal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +68,66 @@ def _reject_constant(name: str) -> float:
     raise KpiRejected(Reason.NON_FINITE, f"{name} is not a finite number")
 
 
+def _parse_int(text: str) -> int:
+    """JSON integers of at most ``MAX_NUMBER_CHARS``: a longer one is no KPI or timestamp,
+    and would only overflow ``float`` later or cost quadratic time to convert."""
+    if len(text) > MAX_NUMBER_CHARS:
+        raise KpiRejected(Reason.OUT_OF_RANGE, f"an integer of {len(text)} characters")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise KpiRejected(Reason.OUT_OF_RANGE, f"a number of {len(text)} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        raise KpiRejected(Reason.NON_FINITE, f"{text[:40]} is not a finite number")
+    return value
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` before the recursive decoder sees it.
+
+    A valid message nests two levels; counting brackets is enough for nearly every
+    payload, and only one with many of them pays for the exact scan (strings removed)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for match in _BRACKET_RE.finditer(_STRING_RE.sub('""', text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise KpiRejected(Reason.TOO_DEEP, f"nested deeper than {MAX_DEPTH} levels")
+        else:
+            depth -= 1
+
+
+def _decode(payload: bytes) -> object:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KpiRejected(Reason.NOT_JSON, f"not UTF-8: {exc}"[:120]) from exc
+    _check_depth(text)
+    try:
+        return json.loads(
+            text,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError; the depth scan bounds recursion
+        raise KpiRejected(Reason.NOT_JSON, str(exc)[:120]) from exc
+
+
 def _number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise KpiRejected(
             Reason.WRONG_TYPE, f"{where} must be a number, got {type(value).__name__}"
         )
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError as exc:  # unreachable through the decoder's hooks; kept typed
+        raise KpiRejected(Reason.OUT_OF_RANGE, f"{where} is too large") from exc
     if not math.isfinite(out):
         raise KpiRejected(Reason.NON_FINITE, f"{where} is not finite")
     return out
@@ -71,19 +136,19 @@ def _number(value: object, where: str) -> float:
 def parse_kpi(
     payload: bytes, *, max_bytes: int, step_seconds: int, now: float, max_future_s: float
 ) -> KpiSample:
-    """Check one payload against the v1 schema; raises ``KpiRejected`` with a reason."""
+    """Check one payload against the v1 schema; raises ``KpiRejected`` with a reason.
+
+    Nothing else escapes: over-long numbers, deep nesting, non-finite values and text that
+    is not UTF-8 are refused by the decoder itself, before any arithmetic."""
     if len(payload) > max_bytes:
         raise KpiRejected(Reason.OVERSIZE, f"{len(payload)} bytes > limit {max_bytes}")
-    try:
-        doc = json.loads(payload, parse_constant=_reject_constant)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both
-        raise KpiRejected(Reason.NOT_JSON, str(exc)[:120]) from exc
+    doc = _decode(payload)
     if not isinstance(doc, dict):
         raise KpiRejected(Reason.NOT_OBJECT, f"top level is {type(doc).__name__}, not an object")
     _exact_fields(doc, _TOP_FIELDS, "")
     version = doc["v"]
     if isinstance(version, bool) or version != SCHEMA_VERSION:
-        raise KpiRejected(Reason.BAD_VERSION, f"schema version {version!r}, expected 1")
+        raise KpiRejected(Reason.BAD_VERSION, f"schema version {repr(version)[:40]}, expected 1")
     cell = doc["cell"]
     if not isinstance(cell, str):
         raise KpiRejected(Reason.WRONG_TYPE, f"cell must be a string, got {type(cell).__name__}")

@@ -4,6 +4,10 @@ A bundle is ``fedge.core.ModelBundle`` (the format the coordinator encodes), sea
 ``security`` one-shot envelope (content type GLOBAL_MODEL) by the coordinator.
 A candidate serves only if its shadow score on recent local data is no worse than the
 serving model's by more than the configured margin.
+
+Bundles come off the network: a candidate that cannot be loaded, whose graph disagrees with
+its own spec, that does not fit what the agent can feed it, or that fails while it is
+scored, is a recorded rejection with its reason, never an exception for the agent.
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedge.core import ModelBundle
+import numpy as np
+
+from fedge.core import TARGET_INDEX, ModelBundle
 from fedge.edge_agent._config import ModelConfig
 from fedge.edge_agent._errors import ModelRejected, StoreError
-from fedge.edge_agent._forecast import Features, Serving, shadow_score
+from fedge.edge_agent._forecast import WINDOW_STEPS, Features, Predictor, Serving, shadow_score
 from fedge.edge_agent._store import ModelRecord, Store
 from fedge.models import ModelError, OnnxForecaster
+
+#: Longest reason kept in the store and a verdict (a runtime's message can be long).
+REASON_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -62,19 +71,48 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def load_model(path: Path, threads: int = 1) -> OnnxForecaster:
+def load_model(path: Path, threads: int = 1, max_lookback: int = WINDOW_STEPS) -> OnnxForecaster:
+    """A model the agent can serve: it loads, its graph matches its spec, and it forecasts
+    finite (1, horizon, targets) values from a probe window shaped as the agent builds them."""
     try:
-        return OnnxForecaster(path, threads=threads)
+        model = OnnxForecaster(path, threads=threads)
+        check_servable(model, max_lookback)
     except ModelError as exc:
         raise ModelRejected(str(exc)) from exc
+    return model
+
+
+def check_servable(model: Predictor, max_lookback: int = WINDOW_STEPS) -> None:
+    """Raise ``ModelError`` unless the agent can feed ``model`` and read its forecasts.
+
+    The agent builds each model's input from that model's own spec, so lookback, horizon
+    and the site-profile features may differ from the serving model's; what must hold is
+    that the window fits the agent's per-cell history and that the output carries the
+    targets the shadow gate and the forecasts compare."""
+    spec = model.spec
+    if spec.lookback > max_lookback:
+        raise ModelError(
+            f"lookback {spec.lookback} is longer than the {max_lookback} steps the agent "
+            "keeps per cell"
+        )
+    probe = np.zeros((1, spec.lookback, spec.n_features), dtype=np.float32)
+    out = np.asarray(model.predict(probe))
+    want = (1, spec.horizon, len(TARGET_INDEX))
+    if out.shape != want:
+        raise ModelError(f"forecast shape {out.shape} on a probe window, expected {want}")
+    if not np.isfinite(out).all():
+        raise ModelError("non-finite forecast on a probe window")
 
 
 class ModelManager:
     """Owns which model serves; the store's ``models`` table is the durable truth."""
 
-    def __init__(self, store: Store, config: ModelConfig) -> None:
+    def __init__(
+        self, store: Store, config: ModelConfig, *, max_lookback: int = WINDOW_STEPS
+    ) -> None:
         self.store = store
         self.config = config
+        self.max_lookback = max_lookback
         self.serving: Serving | None = None
         try:
             config.dir.mkdir(parents=True, exist_ok=True)
@@ -90,13 +128,15 @@ class ModelManager:
             version = f"initial-{digest[:12]}"
             path = self.config.dir / f"{version}.onnx"
             _write_atomic(path, data)
-            load_model(path)
+            load_model(path, max_lookback=self.max_lookback)
             self.store.record_model(version, path, digest, serve=True, reason="initial model")
             record = self.store.serving()
         if record is None:
             self.serving = None
         elif self.serving is None or self.serving.version != record.version:
-            self.serving = Serving(record.version, load_model(record.path, self.config.threads))
+            self.serving = Serving(
+                record.version, load_model(record.path, self.config.threads, self.max_lookback)
+            )
         return self.serving
 
     def consider(self, bundle: ModelBundle, data: list[Features]) -> Verdict:
@@ -112,10 +152,10 @@ class ModelManager:
         path = self.config.dir / f"{bundle.version}.onnx"
         _write_atomic(path, bundle.onnx)
         try:
-            candidate = load_model(path, self.config.threads)
+            candidate = load_model(path, self.config.threads, self.max_lookback)
         except ModelRejected as exc:
-            path.unlink(missing_ok=True)
-            return self._reject(bundle, str(exc), None, None, 0)
+            path.unlink(missing_ok=True)  # the agent's own paths stay out of the verdict
+            return self._reject(bundle, str(exc).removeprefix(f"{path}: "), None, None, 0)
         digest = hashlib.sha256(bundle.onnx).hexdigest()
         current = self.serving
         if current is None:
@@ -125,8 +165,22 @@ class ModelManager:
             self.serving = Serving(bundle.version, candidate)
             return Verdict(bundle.version, True, "no model was serving", None, None, None, 0)
         spec = current.model.spec
-        serving_score, n = shadow_score(current.model, data, spec.beta_under, spec.beta_over)
-        candidate_score, _ = shadow_score(candidate, data, spec.beta_under, spec.beta_over)
+        try:
+            serving_score, n = shadow_score(current.model, data, spec.beta_under, spec.beta_over)
+        except ModelError as exc:
+            path.unlink(missing_ok=True)
+            return self._reject(
+                bundle, f"serving model failed shadow evaluation: {exc}", None, None, 0,
+                current.version,
+            )  # fmt: skip
+        try:
+            candidate_score, _ = shadow_score(candidate, data, spec.beta_under, spec.beta_over)
+        except ModelError as exc:
+            path.unlink(missing_ok=True)
+            return self._reject(
+                bundle, f"candidate failed shadow evaluation: {exc}", serving_score, None, n,
+                current.version,
+            )  # fmt: skip
         if n < self.config.min_shadow_windows:
             path.unlink(missing_ok=True)
             return self._reject(
@@ -190,6 +244,7 @@ class ModelManager:
         *,
         record: bool = True,
     ) -> Verdict:
+        reason = reason[:REASON_CHARS]
         if record:
             self.store.record_model(
                 bundle.version,

@@ -55,6 +55,12 @@ class AgentMetrics:
             "fedge_agent_model_verdicts", "Candidate model verdicts", ["outcome"], registry=r
         )
         self.alerts = Counter("fedge_agent_alerts", "Anomaly alerts", ["severity"], registry=r)
+        self.errors = Counter(
+            "fedge_agent_errors",
+            "Unexpected failures contained to one message or batch (the agent kept running)",
+            ["stage"],
+            registry=r,
+        )
         self.store_bytes = Gauge("fedge_agent_store_bytes", "SQLite store size on disk", registry=r)
         self.connected = Gauge(
             "fedge_agent_broker_connected", "1 while the MQTT session is up", registry=r

@@ -13,6 +13,10 @@ authentication (the SuperLink runs ``--enable-supernode-auth`` and the operator 
 the node's public key with ``flwr supernode register``); ``federation.trusted_entities``
 turns on Flower's FAB verification. If the SuperNode exits, it is restarted after an
 exponential backoff that resets once a run has lasted ``stable_after_s``.
+
+The SuperNode runs ClientApp code that the SuperLink ships, so it gets a minimal
+environment (:func:`child_environment`), never the agent's own: a secret the agent was
+started with (``$FEDGE_KEK``, broker or cloud credentials) stays in the agent.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fedge.edge_agent._broker import backoff_delay
@@ -50,6 +54,18 @@ EXIT_HINTS: dict[int, str] = {
 }
 
 _EXIT_CODE = re.compile(rb"Exit Code: (\d+)")
+
+#: What the SuperNode and its Python ClientApp need of the agent's environment: where
+#: programs, libraries and the home (Flower's ``~/.flwr``) are, the locale and time zone,
+#: the interpreter's own settings, and thread counts. Nothing else is passed on.
+CHILD_ENV_NAMES: tuple[str, ...] = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "VIRTUAL_ENV",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONUTF8", "PYTHONIOENCODING", "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONHASHSEED",
+    "FLWR_HOME", "FLWR_LOG_LEVEL", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+)  # fmt: skip
+CHILD_ENV_PREFIXES: tuple[str, ...] = ("LC_",)
 
 
 def flower_exit_code(log_path: Path, offset: int = 0) -> int | None:
@@ -84,6 +100,20 @@ def resolve_binary(name: str) -> Path:
             f"federation.supernode: {name!r} not found on PATH or next to {sys.executable}"
         )
     return Path(found)
+
+
+def child_environment(parent: Mapping[str, str], bindir: Path) -> dict[str, str]:
+    """The SuperNode's environment: the allowed part of ``parent``, ``bindir`` first on
+    ``PATH`` (flower-supernode starts flower-superexec by name), telemetry off."""
+    env = {
+        name: value
+        for name, value in parent.items()
+        if name in CHILD_ENV_NAMES or name.startswith(CHILD_ENV_PREFIXES)
+    }
+    env["PATH"] = os.pathsep.join(p for p in (str(bindir), parent.get("PATH", "")) if p)
+    env["FLWR_TELEMETRY_ENABLED"] = "0"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
 
 
 def node_config(config: FederationConfig) -> str:
@@ -158,14 +188,7 @@ class SupernodeSupervisor:
             return None if self._proc is None else self._proc.pid
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        # flower-supernode starts flower-superexec by name: its own bin/ must be on PATH.
-        bindir = str(Path(self.command[0]).parent)
-        env.update(
-            PATH=os.pathsep.join([bindir, env.get("PATH", "")]),
-            FLWR_TELEMETRY_ENABLED="0",
-            RAY_USAGE_STATS_ENABLED="0",
-        )
+        env = child_environment(os.environ, Path(self.command[0]).parent)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.log_path, "ab") as out:

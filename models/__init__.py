@@ -19,7 +19,7 @@ from fedge.models._features import (
     split_bounds,
     windows,
 )
-from fedge.models._onnx_runtime import OnnxForecaster
+from fedge.models._onnx_runtime import OnnxForecaster, check_onnx_model
 from fedge.models._profile import SiteProfile
 from fedge.models._scaling import SiteScaler
 from fedge.models._spec import N_TARGETS, ForecastSpec
@@ -51,6 +51,7 @@ __all__ = [
     "SiteScaler",
     "Weights",
     "asymmetric_loss",
+    "check_onnx_model",
     "export_onnx",
     "fit_profile",
     "get_weights",

@@ -259,6 +259,7 @@ def test_keys_and_the_agent_run_from_the_agent_install_against_a_real_broker(
 
     kek, key = tmp_path / "kek", tmp_path / "site.key"
     kek.write_bytes(os.urandom(32))
+    kek.chmod(0o600)
     made = fedge("keys", "init", "--key-file", str(key), "--kek-file", str(kek))
     assert made.returncode == 0, made.stderr
     shown = fedge("keys", "show", "--key-file", str(key), "--kek-file", str(kek))

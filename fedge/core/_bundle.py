@@ -50,8 +50,9 @@ class ModelBundle:
         try:
             header = json.loads(data[start : start + n])
             version, digest = header["version"], header["sha256"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BundleError(f"model bundle header is malformed: {exc}") from exc
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            # RecursionError: a 4 KiB header can nest deeper than the JSON decoder recurses
+            raise BundleError(f"model bundle header is malformed: {exc!s:.200}") from exc
         if not isinstance(version, str) or not _VERSION_RE.match(version):
             raise BundleError(f"model version {version!r} is not [A-Za-z0-9._-]{{1,64}}")
         onnx = data[start + n :]

@@ -39,6 +39,7 @@ GOOD = ModelBundle("v1", ONNX).encode()
         (_with_header(b'{"version": "v1"}'), "malformed"),
         (_with_header(_header("../etc")), "is not"),
         (_with_header(_header("")), "is not"),
+        (_with_header(b"[" * 4096), "malformed"),  # deeper than the decoder recurses
     ],
 )
 def test_malformed_bundles_are_refused(data: bytes, message: str) -> None:

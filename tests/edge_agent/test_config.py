@@ -43,6 +43,7 @@ z_critical = 5
 
 [security]
 key_file = "site.key"
+kek_file = "site.kek"
 coordinator_keys = "coordinator.pub"
 
 [federation]
@@ -55,7 +56,9 @@ port = 0
 
 
 def test_a_full_config_parses_with_paths_relative_to_the_file(tmp_path: Path) -> None:
-    (tmp_path / "secret").write_text("pw\n")
+    for name in ("secret", "site.kek"):
+        (tmp_path / name).write_text("a private value\n")
+        (tmp_path / name).chmod(0o600)
     (tmp_path / "ca.pem").write_text("x")
     path = tmp_path / "agent.toml"
     path.write_text(FULL)
@@ -66,6 +69,7 @@ def test_a_full_config_parses_with_paths_relative_to_the_file(tmp_path: Path) ->
     assert cfg.store.path == tmp_path / "state/agent.db" and cfg.store.synchronous == "full"
     assert cfg.topic("kpi") == "ops/fedge/v1/gnb-0001/kpi"
     assert cfg.security is not None and cfg.security.key_file == tmp_path / "site.key"
+    assert cfg.security.kek_file == tmp_path / "site.kek"
     assert cfg.federation is not None and cfg.federation.site_index == 2
     assert cfg.metrics is not None and cfg.metrics.port == 0
     assert cfg.anomaly.z_critical == 5.0  # ints are fine where floats are expected

@@ -67,6 +67,20 @@ CASES: list[tuple[bytes | dict[str, Any], Reason, str]] = [
     (doc(kpis=kpis(active_ues=1e7)), Reason.OUT_OF_RANGE, "active_ues"),
     (doc(ts=100.0), Reason.OUT_OF_RANGE, "before 2000"),
     (doc(ts=NOW + 3600), Reason.FUTURE_TIMESTAMP, "3600 s ahead"),
+    (b'{"v": 1, "cell": "c", "ts": 1' + b"0" * 400 + b', "kpis": {}}', Reason.OUT_OF_RANGE, "401"),
+    (
+        json.dumps(doc()).replace('"cpu_util": 20.0', '"cpu_util": 2' + "0" * 40 + ".5").encode(),
+        Reason.OUT_OF_RANGE,
+        "43 characters",
+    ),
+    (b"[" * 2000 + b"]" * 2000, Reason.TOO_DEEP, "deeper than 8"),
+    (
+        json.dumps(doc()).replace('"cpu_util": 20.0', '"cpu_util": ' + "[" * 9 + "]" * 9).encode(),
+        Reason.TOO_DEEP,
+        "",
+    ),
+    (('{"a":' * 600 + "1" + "}" * 600).encode(), Reason.TOO_DEEP, ""),
+    (doc(v=[[["x" * 100]]]), Reason.BAD_VERSION, "[[['xxx"),
 ]
 
 
@@ -86,6 +100,43 @@ def test_non_finite_numbers_are_rejected(literal: str) -> None:
     with pytest.raises(KpiRejected) as info:
         parse(raw)
     assert info.value.reason == Reason.NON_FINITE
+
+
+def test_the_oversized_integer_is_refused_inside_the_decoder() -> None:
+    """``float(int)`` of a 401-digit integer overflows; the decoder must refuse it first."""
+    raw = b'{"v": 1, "cell": "c", "ts": 1' + b"0" * 400 + b', "kpis": {}}'
+    assert len(raw) == 442
+    with pytest.raises(KpiRejected) as info:
+        parse(raw)
+    assert info.value.reason == Reason.OUT_OF_RANGE
+
+
+def test_deep_nesting_under_the_size_limit_is_refused_not_a_recursion_error() -> None:
+    raw = b'{"v": 1, "cell": "c", "ts": 1, "kpis": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    assert len(raw) < 4096
+    with pytest.raises(KpiRejected) as info:
+        parse(raw)
+    assert info.value.reason == Reason.TOO_DEEP
+
+
+def test_nesting_at_the_limit_is_judged_by_the_schema_and_strings_do_not_count() -> None:
+    at_limit = json.dumps(doc(kpis=kpis(cpu_util=[[[[[[1]]]]]])))  # 8 levels in all
+    with pytest.raises(KpiRejected) as info:
+        parse(at_limit.encode())
+    assert info.value.reason == Reason.WRONG_TYPE
+    brackets = doc(x="[{" * 100)  # brackets inside a string are not nesting
+    with pytest.raises(KpiRejected) as info:
+        parse(brackets)
+    assert info.value.reason == Reason.UNKNOWN_FIELD
+    quoted = doc(x='\\"[' * 50)  # escaped quotes and backslashes do not end the string
+    with pytest.raises(KpiRejected) as info:
+        parse(quoted)
+    assert info.value.reason == Reason.UNKNOWN_FIELD
+
+
+def test_long_but_ordinary_numbers_are_accepted() -> None:
+    s = parse(doc(ts=NOW - 5.000000000000001, kpis=kpis(active_ues=12345678901234567 / 1e12)))
+    assert s.values[3] == 12345678901234567 / 1e12
 
 
 def test_a_timestamp_within_the_future_allowance_is_accepted() -> None:

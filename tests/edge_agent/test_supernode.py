@@ -188,7 +188,14 @@ def _parse(tmp_path: Path, federation: dict[str, object], security: bool = True)
         "federation": {"superlink": "link:8000", **federation},
     }
     if security:
-        data["security"] = {"key_file": "site.key", "coordinator_keys": "c.pub"}
+        kek = tmp_path / "site.kek"
+        kek.write_bytes(b"k" * 32)
+        kek.chmod(0o600)
+        data["security"] = {
+            "key_file": "site.key",
+            "coordinator_keys": "c.pub",
+            "kek_file": str(kek),
+        }
     return parse_config(data, tmp_path)
 
 
