@@ -217,7 +217,9 @@ class SiteChannel:
 
     def open_down(self, server_round: int, kind: int, fields: dict[str, bytes]) -> bytes:
         if "init" in fields:
-            opened = OneShotOpener(self.identity, self._directory).open(fields.get("oneshot", b""))
+            replay = self.dir / "oneshot-replay.json"  # first contacts opened, across runs
+            opener = OneShotOpener(self.identity, self._directory, state=replay)
+            opened = opener.open(fields.get("oneshot", b""))
             if opened.sender != self.server.site_id or opened.round_id != server_round:
                 raise FederationError("first-contact envelope is not this round's server's")
             response, session = Responder(self.identity, self._directory).respond(fields["init"])

@@ -32,7 +32,15 @@ from fedge.security._handshake import Initiator, Responder
 from fedge.security._identity import SiteIdentity, SitePublicKeys, fingerprint
 from fedge.security._keystore import load_identity, read_kek, save_identity
 from fedge.security._provider import CryptographyProvider, OqsProvider, Provider, get_provider
-from fedge.security._registry import KeyDirectory, MemoryRegistry, Registry, SiteRecord, SiteStatus
+from fedge.security._registry import (
+    EnrollmentOutcome,
+    KeyDirectory,
+    MemoryRegistry,
+    PendingEnrollment,
+    Registry,
+    SiteRecord,
+    SiteStatus,
+)
 from fedge.security._session import OVERHEAD as SESSION_OVERHEAD
 from fedge.security._session import Session, SessionPolicy
 from fedge.security._wire import ContentType, Opened, Suite
@@ -76,6 +84,8 @@ __all__ = [
     "KeyDirectory",
     "SiteRecord",
     "SiteStatus",
+    "PendingEnrollment",
+    "EnrollmentOutcome",
     "EnrollmentAuthority",
     "enrollment_request",
     "prove_possession",

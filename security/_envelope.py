@@ -8,6 +8,7 @@ secret *and* the header, so a re-signed envelope under another sender id cannot 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Final
 
 from fedge.security._composite import SIGNATURE_SIZE
@@ -15,7 +16,7 @@ from fedge.security._errors import InvalidEnvelope
 from fedge.security._identity import SiteIdentity, SitePublicKeys
 from fedge.security._provider import Aead, Provider, get_provider
 from fedge.security._registry import KeyDirectory
-from fedge.security._replay import DEFAULT_WINDOW, ReplayWindow
+from fedge.security._replay import DEFAULT_WINDOW, ReplayWindow, SenderMarks
 from fedge.security._wire import (
     AEAD_OF_SUITE,
     ONESHOT_HEADER,
@@ -45,8 +46,10 @@ def _aead_for(provider: Provider, suite: Suite, secret: bytes, header: bytes) ->
 
 
 class OneShotSealer:
-    """Seals envelopes from one site; sequence numbers start at the clock in µs and count up,
-    so they keep increasing across restarts without persisted state."""
+    """Seals envelopes from one site; sequence numbers follow the clock in µs (and count up
+    when two seals share a microsecond), so they keep increasing across restarts without
+    persisted state, and stay in order across several sealers of one identity, such as the
+    coordinator's workers, as far as their clocks agree."""
 
     def __init__(
         self,
@@ -59,6 +62,7 @@ class OneShotSealer:
         self._identity = identity
         self._suite = suite_of(suite)
         self._provider = provider or get_provider()
+        self._clock = first_sequence is None
         self._next = time.time_ns() // 1000 if first_sequence is None else first_sequence
 
     def seal(
@@ -69,7 +73,8 @@ class OneShotSealer:
         round_id: int = 0,
     ) -> bytes:
         check_round(round_id)
-        seq, self._next = self._next, self._next + 1
+        seq = max(self._next, time.time_ns() // 1000) if self._clock else self._next
+        self._next = seq + 1
         me = self._identity
         header = ONESHOT_HEADER.pack(
             VERSION,
@@ -83,7 +88,7 @@ class OneShotSealer:
             recipient.generation,
             seq,
         )
-        secret, kem_ct = recipient.kem_key().encapsulate()
+        secret, kem_ct = recipient.kem_key(self._provider).encapsulate()
         aead, nonce = _aead_for(self._provider, self._suite, secret, header)
         aad = header + kem_ct
         body = aead.encrypt_after(aad, nonce, plaintext, aad)
@@ -91,7 +96,15 @@ class OneShotSealer:
 
 
 class OneShotOpener:
-    """Opens envelopes addressed to one site, with a replay window per sender."""
+    """Opens envelopes addressed to one site, with a replay window per sender.
+
+    Without ``state`` the windows live only in this object, so a new opener (a restarted
+    process) would accept every old envelope again. With ``state`` (a file path), each
+    sender's highest accepted sequence number is written there before the plaintext is
+    returned, and a new opener on the same file refuses everything at or below it.
+    ``window=1`` accepts only increasing sequence numbers (no reordering): for payloads
+    where an older one must never follow a newer one, such as models.
+    """
 
     def __init__(
         self,
@@ -100,12 +113,17 @@ class OneShotOpener:
         *,
         window: int = DEFAULT_WINDOW,
         provider: Provider | None = None,
+        state: Path | None = None,
     ) -> None:
         self._identity = identity
         self._directory = directory
         self._window = window
         self._provider = provider or get_provider()
+        self._marks = None if state is None else SenderMarks(state, identity.site_id)
         self._windows: dict[bytes, ReplayWindow] = {}
+        if self._marks is not None:
+            for sender, mark in self._marks.marks().items():
+                self._windows[sender] = ReplayWindow.refusing_up_to(mark, window)
 
     def open(self, envelope: bytes, now: float | None = None) -> Opened:
         suite = check_prefix(envelope, Mode.ONESHOT, OVERHEAD)
@@ -124,10 +142,14 @@ class OneShotOpener:
             window.check(seq)
         signed_end = len(envelope) - SIGNATURE_SIZE
         body = envelope[:signed_end]
-        sender_keys.verify_key().verify(envelope[signed_end:], body, SIGNATURE_CONTEXT)
+        sender_keys.verify_key(self._provider).verify(
+            envelope[signed_end:], body, SIGNATURE_CONTEXT
+        )
         secret = kem_key.decapsulate(envelope[ONESHOT_HEADER.size : _AAD_END])
         aead, nonce = _aead_for(self._provider, suite, secret, envelope[: ONESHOT_HEADER.size])
         plaintext = aead.decrypt(nonce, memoryview(body)[_AAD_END:], body[:_AAD_END])
+        if self._marks is not None:
+            self._marks.advance(sender, seq)  # durable first: a restart cannot reopen it
         if window is None:
             window = self._windows[sender] = ReplayWindow(self._window)
         window.accept(seq)

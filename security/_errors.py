@@ -51,7 +51,8 @@ class InvalidToken(SecurityError):
 
 
 class KeyStoreError(SecurityError):
-    """A key file is missing, unreadable, too open, or the key-encryption key is wrong."""
+    """A key file is missing, unreadable, too open, or the key-encryption key is wrong;
+    or a replay-state file cannot be read or written."""
 
 
 class InvalidKey(SecurityError):

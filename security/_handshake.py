@@ -49,7 +49,11 @@ def _schedule(
 
 
 class Initiator:
-    """The site side: ``start()`` then ``finish(response)``, each exactly once."""
+    """The site side: ``start()`` then ``finish(response)``, each exactly once.
+
+    ``provider`` does every encapsulation, the ephemeral key and the key schedule; the
+    identity's own static key decapsulates on the provider it was loaded with.
+    """
 
     def __init__(
         self,
@@ -79,7 +83,7 @@ class Initiator:
         if self._directory is not None:
             self._directory.record(peer.site_id)
         self._ephemeral = XWingPrivateKey.generate(self._provider)
-        ss_r, ct_r = peer.kem_key().encapsulate()
+        ss_r, ct_r = peer.kem_key(self._provider).encapsulate()
         init = (
             INIT_HEADER.pack(
                 VERSION, Mode.HANDSHAKE_INIT, self._suite,
@@ -122,7 +126,11 @@ class Initiator:
 
 
 class Responder:
-    """The coordinator side: ``respond(init)`` exactly once per handshake."""
+    """The coordinator side: ``respond(init)`` exactly once per handshake.
+
+    ``provider`` does every encapsulation (to the ephemeral and to the initiator's static
+    key, whatever provider the directory parsed it with) and the key schedule.
+    """
 
     def __init__(
         self,
@@ -156,10 +164,10 @@ class Responder:
         ss_r = my_kem.decapsulate(init[at : at + CIPHERTEXT_SIZE])
         try:
             epk = XWingPublicKey(init[at + CIPHERTEXT_SIZE :], self._provider)
+            ss_e, ct_e = epk.encapsulate()
         except InvalidKey as exc:
             raise InvalidEnvelope("handshake ephemeral key does not parse") from exc
-        ss_e, ct_e = epk.encapsulate()
-        ss_i, ct_i = peer.kem_key().encapsulate()
+        ss_i, ct_i = peer.kem_key(self._provider).encapsulate()
         session_id = os.urandom(8)
         body = (
             RESPONSE_HEADER.pack(VERSION, Mode.HANDSHAKE_RESPONSE, suite, session_id) + ct_e + ct_i

@@ -20,6 +20,8 @@ from fedge.security._xwing import XWingPrivateKey, XWingPublicKey
 SITE_ID_SIZE: Final = 16
 PUBLIC_KEYS_SIZE: Final = SITE_ID_SIZE + 4 + SIG_PUBLIC_SIZE + KEM_PUBLIC_SIZE
 ROTATION_CONTEXT: Final = b"fedge-rotate-v1"
+#: Parsed keys kept per ``SitePublicKeys`` (one per provider in use; two exist).
+_PARSED_PER_KEY: Final = 4
 
 
 def fingerprint(public: bytes) -> bytes:
@@ -30,8 +32,11 @@ def fingerprint(public: bytes) -> bytes:
 class SitePublicKeys:
     """What others know about a site: id, key generation, both public keys.
 
-    Parsed key objects are cached because a responder encapsulates to the same static
-    key for every handshake.
+    Parsed key objects are cached, per provider, because a responder encapsulates to the
+    same static key for every handshake. Operations pass their own provider to
+    ``kem_key``/``verify_key``, so the provider an operation was given is the one that
+    encapsulates and verifies, whoever parsed these keys; ``provider`` here is only the
+    default for callers that pass none.
     """
 
     __slots__ = (
@@ -63,8 +68,8 @@ class SitePublicKeys:
         self.sig_public = bytes(sig_public)
         self.kem_public = bytes(kem_public)
         self._provider = provider
-        self._kem: XWingPublicKey | None = None
-        self._verify: CompositeVerifyKey | None = None
+        self._kem: dict[Provider, XWingPublicKey] = {}
+        self._verify: dict[Provider, CompositeVerifyKey] = {}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SitePublicKeys) and self.to_bytes() == other.to_bytes()
@@ -87,15 +92,28 @@ class SitePublicKeys:
         """Names this generation's key pair (the site id names the site)."""
         return fingerprint(self.sig_public + self.kem_public)
 
-    def kem_key(self) -> XWingPublicKey:
-        if self._kem is None:
-            self._kem = XWingPublicKey(self.kem_public, self._provider)
-        return self._kem
+    def _chosen(self, provider: Provider | None) -> Provider:
+        return provider or self._provider or get_provider()
 
-    def verify_key(self) -> CompositeVerifyKey:
-        if self._verify is None:
-            self._verify = CompositeVerifyKey(self.sig_public, self._provider)
-        return self._verify
+    def kem_key(self, provider: Provider | None = None) -> XWingPublicKey:
+        """The KEM key parsed by ``provider``, which then does every encapsulation to it."""
+        chosen = self._chosen(provider)
+        key = self._kem.get(chosen)
+        if key is None:
+            if len(self._kem) >= _PARSED_PER_KEY:
+                self._kem.clear()
+            key = self._kem[chosen] = XWingPublicKey(self.kem_public, chosen)
+        return key
+
+    def verify_key(self, provider: Provider | None = None) -> CompositeVerifyKey:
+        """The signature key bound to ``provider``, which then does every verification."""
+        chosen = self._chosen(provider)
+        key = self._verify.get(chosen)
+        if key is None:
+            if len(self._verify) >= _PARSED_PER_KEY:
+                self._verify.clear()
+            key = self._verify[chosen] = CompositeVerifyKey(self.sig_public, chosen)
+        return key
 
 
 class SiteIdentity:

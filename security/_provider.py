@@ -2,16 +2,22 @@
 
 Only the post-quantum primitives differ between providers; X25519, Ed25519, HKDF and the
 AEADs always come from ``cryptography`` (liboqs has none of them), so the liboqs provider
-inherits them. Keys cross the interface as bytes, and every failure is a typed error.
+inherits them. Keys cross the interface as bytes, and every failure is a typed error:
+nothing from either library (``ValueError``, liboqs-python's bare ``RuntimeError``, the
+``SystemExit`` its loader raises) gets past this module.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ctypes.util
 import importlib.util
 import io
+import logging
 import os
+import platform
+import sys
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -29,6 +35,8 @@ from fedge.security._errors import (
     ProviderUnavailable,
     UnsupportedSuite,
 )
+
+log = logging.getLogger("fedge.security")
 
 PROVIDER_ENV: Final = "FEDGE_CRYPTO_PROVIDER"
 
@@ -116,9 +124,51 @@ class Provider(Protocol):
     def aead(self, name: str, key: bytes) -> Aead: ...
 
 
+#: The longest ML-DSA context string (FIPS 204): one length byte.
+MAX_CONTEXT: Final = 255
+#: ML-KEM's modulus q (FIPS 203).
+MLKEM_Q: Final = 3329
+_MLKEM_RANK: Final = {"ML-KEM-768": 3, "ML-KEM-1024": 4}
+
+
 def _check_size(what: str, data: bytes, size: int) -> None:
     if len(data) != size:
         raise InvalidKey(f"{what} must be {size} bytes, got {len(data)}")
+
+
+def _check_context(alg: str, context: bytes) -> None:
+    """Both providers refuse an over-long context with the same error, before any library."""
+    if len(context) > MAX_CONTEXT:
+        raise InvalidSignature(f"{alg} context is longer than {MAX_CONTEXT} bytes")
+
+
+def _modulus_masks(rank: int) -> tuple[int, int, int]:
+    """(12-bit field mask, 4096 - q per field, overflow bit per field) over 24-bit slots."""
+    slots = 128 * rank  # 256 * rank coefficients, two per 3-byte slot
+    return (
+        int.from_bytes(b"\xff\x0f\x00" * slots, "little"),
+        int.from_bytes((4096 - MLKEM_Q).to_bytes(3, "little") * slots, "little"),
+        int.from_bytes(b"\x00\x10\x00" * slots, "little"),
+    )
+
+
+_MODULUS_MASKS: Final = {alg: _modulus_masks(rank) for alg, rank in _MLKEM_RANK.items()}
+
+
+def mlkem_public_key_valid(alg: str, public: bytes) -> bool:
+    """The FIPS 203 encapsulation-key modulus check: every 12-bit coefficient is below q.
+
+    OpenSSL runs it when parsing; liboqs only when encapsulating (and then fails with a
+    bare RuntimeError), so the liboqs provider runs it here. Even and odd coefficients
+    sit in separate 24-bit slots, so adding ``4096 - q`` to each carries into bit 12 of
+    its slot exactly when the coefficient is >= q: a few big-integer operations, no loop.
+    """
+    rank = _MLKEM_RANK[alg]
+    mask, offset, overflow = _MODULUS_MASKS[alg]
+    encoded = int.from_bytes(public[: 384 * rank], "little")
+    even = (encoded & mask) + offset
+    odd = ((encoded >> 12) & mask) + offset
+    return not ((even | odd) & overflow)
 
 
 class _CryptographyKemPublic:
@@ -155,14 +205,19 @@ class _CryptographyKemPrivate:
 
 
 class _CryptographySigPrivate:
-    __slots__ = ("_key", "_public")
+    __slots__ = ("_alg", "_key", "_public")
 
-    def __init__(self, key: Any) -> None:
+    def __init__(self, alg: str, key: Any) -> None:
+        self._alg = alg
         self._key = key
         self._public: bytes = key.public_key().public_bytes_raw()
 
     def sign(self, data: bytes, context: bytes) -> bytes:
-        signature: bytes = self._key.sign(data, context)
+        _check_context(self._alg, context)
+        try:
+            signature: bytes = self._key.sign(data, context)
+        except ValueError as exc:
+            raise InvalidSignature(f"{self._alg} signing failed") from exc
         return signature
 
     def public_bytes(self) -> bytes:
@@ -228,12 +283,12 @@ class CryptographyProvider:
 
     def sig_generate(self, alg: str) -> SigPrivateKey:
         _sig_sizes(alg)
-        return _CryptographySigPrivate(_MLDSA_PRIVATE[alg].generate())
+        return _CryptographySigPrivate(alg, _MLDSA_PRIVATE[alg].generate())
 
     def sig_from_private(self, alg: str, private: bytes) -> SigPrivateKey:
         _sig_sizes(alg)
         _check_size(f"{alg} seed", private, 32)
-        return _CryptographySigPrivate(_MLDSA_PRIVATE[alg].from_seed_bytes(private))
+        return _CryptographySigPrivate(alg, _MLDSA_PRIVATE[alg].from_seed_bytes(private))
 
     def sig_verify(
         self, alg: str, public: bytes, signature: bytes, data: bytes, context: bytes
@@ -242,6 +297,7 @@ class CryptographyProvider:
         _check_size(f"{alg} public key", public, pk_size)
         if len(signature) != sig_size:
             raise InvalidSignature(f"{alg} signature must be {sig_size} bytes")
+        _check_context(alg, context)
         try:
             _MLDSA_PUBLIC[alg].from_public_bytes(public).verify(signature, data, context)
         except _CryptoInvalidSignature as exc:
@@ -318,33 +374,123 @@ class _TypedAead:
             raise DecryptionFailed("AEAD tag does not verify") from exc
 
 
+# --- liboqs -----------------------------------------------------------------------------
+
+#: Where liboqs-python's loader looks inside an install prefix, by platform.
+_LIBRARY_IN_PREFIX: Final = {
+    "Darwin": Path("lib") / "liboqs.dylib",
+    "Windows": Path("bin") / "oqs.dll",
+}.get(platform.system(), Path("lib") / "liboqs.so")
+#: The logger liboqs-python's module logs under is ``oqs.oqs``; this is its parent.
+_OQS_LOGGER: Final = "oqs"
+
+
+def _loads(library: str) -> bool:
+    """Whether the dynamic loader accepts the file: the only test liboqs-python makes."""
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return True
+
+
 def find_liboqs() -> str | None:
-    """Where liboqs-python would find its shared library, without importing it."""
-    candidates: list[Path] = []
+    """The liboqs that liboqs-python's loader would load, or None; imports nothing.
+
+    Exactly the loader's rules, because on a miss it counts down, runs ``git clone`` and
+    builds liboqs from the internet: with ``$OQS_INSTALL_PATH`` set, only
+    ``$OQS_INSTALL_PATH/lib/liboqs.so``; otherwise ``~/_oqs/lib/liboqs.so``, then
+    ``ctypes.util.find_library("oqs")``. A file by another name (``liboqs.so.9``) or one
+    the dynamic loader refuses does not count.
+    """
     install = os.environ.get("OQS_INSTALL_PATH")
-    if install:
-        candidates += [Path(install) / "lib", Path(install) / "lib64"]
-    home = Path.home() / "_oqs"
-    candidates += [home / "lib", home / "lib64"]
-    for directory in candidates:
-        for pattern in ("liboqs.so*", "liboqs.dylib", "oqs.dll"):
-            found = sorted(directory.glob(pattern))
-            if found:
-                return str(found[0])
-    return ctypes.util.find_library("oqs")
+    if install is not None:
+        library = str(Path(install).absolute() / _LIBRARY_IN_PREFIX)
+        return library if _loads(library) else None
+    with contextlib.suppress(RuntimeError):  # no home directory: the loader skips it too
+        library = str(Path.home() / "_oqs" / _LIBRARY_IN_PREFIX)
+        if _loads(library):
+            return library
+    found = ctypes.util.find_library("oqs")
+    return found if found is not None and _loads(found) else None
+
+
+def _quiet_oqs_loggers(banner: io.StringIO) -> None:
+    """liboqs-python logs INFO lines to its own stdout handler: drop that handler and keep
+    only its warnings, which still reach the application's handlers."""
+    own_streams = (banner, sys.stdout, sys.__stdout__)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger):
+            continue
+        if name != _OQS_LOGGER and not name.startswith(_OQS_LOGGER + "."):
+            continue
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and handler.stream in own_streams:
+                logger.removeHandler(handler)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def _import_oqs() -> Any:
-    """Import liboqs-python only once its native library is known to exist."""
+    """Import liboqs-python only once its loader is known to succeed, silently.
+
+    Its banner goes to stdout and, through the root logger, into the application's logs:
+    stdout is redirected and the ``oqs`` loggers stop propagating during the import.
+    Should its loader still give up, its ``SystemExit`` becomes ``ProviderUnavailable``.
+    """
     if find_liboqs() is None:
         raise ProviderUnavailable(
-            "liboqs shared library not found (set OQS_INSTALL_PATH to a liboqs 0.16 build)"
+            "liboqs shared library not found where liboqs-python loads it "
+            "($OQS_INSTALL_PATH/lib/liboqs.so, else ~/_oqs/lib/liboqs.so or the system "
+            "library path; set OQS_INSTALL_PATH to a liboqs 0.16 build)"
         )
     if importlib.util.find_spec("oqs") is None:
         raise ProviderUnavailable("liboqs-python is not installed: pip install 'fedge[oqs]'")
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner on import
-        import oqs
+    parent = logging.getLogger(_OQS_LOGGER)
+    propagate, parent.propagate = parent.propagate, False
+    banner = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(banner):
+            import oqs
+    except SystemExit as exc:
+        raise ProviderUnavailable(
+            f"liboqs-python could not load liboqs (it exited with {exc.code!r})"
+        ) from None
+    except Exception as exc:
+        raise ProviderUnavailable(f"liboqs-python failed to import: {exc}") from exc
+    finally:
+        parent.propagate = propagate
+        _quiet_oqs_loggers(banner)
+    if banner.getvalue().strip():
+        log.debug("liboqs-python import output: %s", banner.getvalue().strip())
     return oqs
+
+
+class _Liboqs:
+    """The imported bindings. Every native object is made here for one operation and freed
+    (its secret key cleansed) by ``with`` when it ends: liboqs-python objects have no
+    ``__del__``, so one that is not freed keeps its native memory and secret forever."""
+
+    __slots__ = ("_module", "_unsupported")
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        unsupported = getattr(module, "MechanismNotSupportedError", None)
+        self._unsupported: tuple[type[BaseException], ...] = (
+            (unsupported,) if isinstance(unsupported, type) else ()
+        )
+
+    def kem(self, alg: str, secret_key: bytes | None = None) -> Any:
+        try:
+            return self._module.KeyEncapsulation(alg, secret_key)
+        except self._unsupported as exc:
+            raise UnsupportedSuite(f"this liboqs build does not enable {alg}") from exc
+
+    def sig(self, alg: str, secret_key: bytes | None = None) -> Any:
+        try:
+            return self._module.Signature(alg, secret_key)
+        except self._unsupported as exc:
+            raise UnsupportedSuite(f"this liboqs build does not enable {alg}") from exc
 
 
 class OqsProvider(CryptographyProvider):
@@ -352,31 +498,43 @@ class OqsProvider(CryptographyProvider):
 
     liboqs keeps expanded ML-DSA private keys and has no seeded key generation, so keys
     generated here (``sig_generate``) stay here; seed-form keys load through
-    ``cryptography``. Public keys, ciphertexts and signatures move freely.
+    ``cryptography``. Public keys, ciphertexts and signatures move freely. Public keys
+    get the same checks as on OpenSSL, and liboqs-python's bare ``RuntimeError`` becomes
+    the typed error the other provider raises.
     """
 
     name = "oqs"
 
     def __init__(self) -> None:
-        self._oqs = _import_oqs()
+        self._lib = _Liboqs(_import_oqs())
 
     def kem_from_seed(self, alg: str, seed: bytes) -> KemPrivateKey:
         _, ct_size = _kem_sizes(alg)
         _check_size(f"{alg} seed", seed, 64)
-        kem = self._oqs.KeyEncapsulation(alg)
-        public = kem.generate_keypair_seed(seed)
-        return _OqsKemPrivate(kem, bytes(public), ct_size)
+        try:
+            with self._lib.kem(alg) as kem:
+                public = bytes(kem.generate_keypair_seed(seed))
+                secret = bytes(kem.export_secret_key())
+        except (RuntimeError, ValueError) as exc:
+            raise InvalidKey(f"liboqs cannot derive an {alg} key from the seed") from exc
+        return _OqsKemPrivate(self._lib, alg, secret, public, ct_size)
 
     def kem_public(self, alg: str, public: bytes) -> KemPublicKey:
         pk_size, _ = _kem_sizes(alg)
         _check_size(f"{alg} public key", public, pk_size)
-        return _OqsKemPublic(self._oqs.KeyEncapsulation(alg), bytes(public))
+        if not mlkem_public_key_valid(alg, public):
+            raise InvalidKey(f"{alg} public key does not parse")
+        return _OqsKemPublic(self._lib, alg, bytes(public))
 
     def sig_generate(self, alg: str) -> SigPrivateKey:
         _sig_sizes(alg)
-        signer = self._oqs.Signature(alg)
-        public = signer.generate_keypair()
-        return _OqsSigPrivate(signer, bytes(public))
+        try:
+            with self._lib.sig(alg) as signer:
+                public = bytes(signer.generate_keypair())
+                secret = bytes(signer.export_secret_key())
+        except RuntimeError as exc:
+            raise InvalidKey(f"liboqs cannot generate an {alg} key") from exc
+        return _OqsSigPrivate(self._lib, alg, secret, public)
 
     def sig_from_private(self, alg: str, private: bytes) -> SigPrivateKey:
         """Seed-form keys (the composite draft's private format) load through
@@ -390,21 +548,32 @@ class OqsProvider(CryptographyProvider):
         _check_size(f"{alg} public key", public, pk_size)
         if len(signature) != sig_size:
             raise InvalidSignature(f"{alg} signature must be {sig_size} bytes")
-        with self._oqs.Signature(alg) as verifier:
-            ok = verifier.verify_with_ctx_str(data, signature, context, public)
+        _check_context(alg, context)
+        try:
+            with self._lib.sig(alg) as verifier:
+                ok = verifier.verify_with_ctx_str(data, signature, context, public)
+        except RuntimeError as exc:
+            raise InvalidSignature(f"liboqs cannot verify this {alg} signature") from exc
         if not ok:
             raise InvalidSignature(f"{alg} signature does not verify")
 
 
 class _OqsKemPublic:
-    __slots__ = ("_kem", "_raw")
+    """A checked public key as bytes: liboqs needs no parsed object to encapsulate."""
 
-    def __init__(self, kem: Any, raw: bytes) -> None:
-        self._kem = kem
+    __slots__ = ("_alg", "_lib", "_raw")
+
+    def __init__(self, lib: _Liboqs, alg: str, raw: bytes) -> None:
+        self._lib = lib
+        self._alg = alg
         self._raw = raw
 
     def encapsulate(self) -> tuple[bytes, bytes]:
-        ciphertext, secret = self._kem.encap_secret(self._raw)  # liboqs order: (ct, ss)
+        try:
+            with self._lib.kem(self._alg) as kem:
+                ciphertext, secret = kem.encap_secret(self._raw)  # liboqs order: (ct, ss)
+        except RuntimeError as exc:
+            raise InvalidKey(f"liboqs cannot encapsulate to this {self._alg} key") from exc
         return bytes(secret), bytes(ciphertext)
 
     def public_bytes(self) -> bytes:
@@ -412,50 +581,66 @@ class _OqsKemPublic:
 
 
 class _OqsKemPrivate:
-    __slots__ = ("_ct_size", "_kem", "_public")
+    __slots__ = ("_alg", "_ct_size", "_lib", "_public", "_secret")
 
-    def __init__(self, kem: Any, public: bytes, ct_size: int) -> None:
-        self._kem = kem
+    def __init__(self, lib: _Liboqs, alg: str, secret: bytes, public: bytes, ct_size: int) -> None:
+        self._lib = lib
+        self._alg = alg
+        self._secret = secret
         self._public = public
         self._ct_size = ct_size
 
     def decapsulate(self, ciphertext: bytes) -> bytes:
         if len(ciphertext) != self._ct_size:
             raise DecryptionFailed(f"ML-KEM ciphertext must be {self._ct_size} bytes")
-        return bytes(self._kem.decap_secret(ciphertext))
+        try:
+            with self._lib.kem(self._alg, self._secret) as kem:
+                return bytes(kem.decap_secret(ciphertext))
+        except RuntimeError as exc:
+            raise DecryptionFailed(f"liboqs cannot decapsulate with this {self._alg} key") from exc
 
     def public_bytes(self) -> bytes:
         return self._public
 
 
 class _OqsSigPrivate:
-    __slots__ = ("_public", "_signer")
+    __slots__ = ("_alg", "_lib", "_public", "_secret")
 
-    def __init__(self, signer: Any, public: bytes) -> None:
-        self._signer = signer
+    def __init__(self, lib: _Liboqs, alg: str, secret: bytes, public: bytes) -> None:
+        self._lib = lib
+        self._alg = alg
+        self._secret = secret
         self._public = public
 
     def sign(self, data: bytes, context: bytes) -> bytes:
-        return bytes(self._signer.sign_with_ctx_str(data, context))
+        _check_context(self._alg, context)
+        try:
+            with self._lib.sig(self._alg, self._secret) as signer:
+                return bytes(signer.sign_with_ctx_str(data, context))
+        except RuntimeError as exc:
+            raise InvalidSignature(f"liboqs cannot sign with this {self._alg} key") from exc
 
     def public_bytes(self) -> bytes:
         return self._public
 
     def private_bytes(self) -> bytes:
-        return bytes(self._signer.export_secret_key())
+        return self._secret
 
 
-_DEFAULT: CryptographyProvider | None = None
+#: One instance per provider name: both are stateless apart from the imported bindings.
+_PROVIDERS: dict[str, Provider] = {}
 
 
 def get_provider(name: str | None = None) -> Provider:
     """The provider named, else ``$FEDGE_CRYPTO_PROVIDER``, else ``cryptography``."""
-    global _DEFAULT  # noqa: PLW0603 - one stateless default instance is enough
     chosen = name or os.environ.get(PROVIDER_ENV) or "cryptography"
+    provider = _PROVIDERS.get(chosen)
+    if provider is not None:
+        return provider
     if chosen == "cryptography":
-        if _DEFAULT is None:
-            _DEFAULT = CryptographyProvider()
-        return _DEFAULT
-    if chosen == "oqs":
-        return OqsProvider()
-    raise ProviderUnavailable(f"unknown crypto provider {chosen!r} (cryptography or oqs)")
+        provider = CryptographyProvider()
+    elif chosen == "oqs":
+        provider = OqsProvider()
+    else:
+        raise ProviderUnavailable(f"unknown crypto provider {chosen!r} (cryptography or oqs)")
+    return _PROVIDERS.setdefault(chosen, provider)

@@ -15,7 +15,7 @@ from fedge.federation._channel import (
     SiteChannel,
 )
 from fedge.federation._update import frame, unframe
-from fedge.security import ContentType, KeyDirectory
+from fedge.security import ContentType, KeyDirectory, ReplayDetected
 from fedge.simulation._adversary import AdversaryPlan, tamper
 from fedge.simulation._identities import simulated_identity
 
@@ -44,9 +44,27 @@ def _exchange(
     return site_channel.seal_up(rnd, kind, body, ContentType.MODEL_UPDATE)
 
 
-def test_identities_are_deterministic_and_distinct() -> None:
-    assert simulated_identity(1, "site-3").site_id == simulated_identity(1, "site-3").site_id
-    assert simulated_identity(1, "site-3").site_id != simulated_identity(2, "site-3").site_id
+def test_identities_are_a_function_of_seed_and_name() -> None:
+    """Derived afresh (past the cache), the same seed and name give the same keys, so every
+    worker of a run agrees on them; another seed or name gives others."""
+    derive = simulated_identity.__wrapped__
+    a, b = derive(1, "site-3"), derive(1, "site-3")
+    assert a is not b and a.public_keys() == b.public_keys()
+    assert a.signing_key.private_bytes() == b.signing_key.private_bytes()
+    assert a.kem_key.seed_bytes() == b.kem_key.seed_bytes()
+    others = [derive(2, "site-3"), derive(1, "site-4")]
+    assert len({a.site_id, *(o.site_id for o in others)}) == 3
+    assert len({a.kem_key.public_bytes(), *(o.kem_key.public_bytes() for o in others)}) == 3
+
+
+def test_a_replayed_first_contact_is_refused_by_a_new_site_process(tmp_path: Path) -> None:
+    """Each message is handled by a fresh SiteChannel (any worker, any restart), so what
+    it has opened must come from disk, not from the object."""
+    server, new_site = _pair(tmp_path)
+    down = server.seal_down(42, 1, TRAIN, frame({"codec": "int8"}, b"global"))
+    new_site().open_down(1, TRAIN, down)
+    with pytest.raises(ReplayDetected):
+        new_site().open_down(1, TRAIN, down)
 
 
 def test_first_contact_then_session_envelopes_across_processes(tmp_path: Path) -> None:

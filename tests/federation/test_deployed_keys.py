@@ -269,7 +269,8 @@ def test_server_sent_paths_and_attacks_are_ignored(tmp_path: Path, store: Path) 
     assert [r.participants for r in outcome.rounds] == [1, 1]  # no tampering happened
     assert not evil.exists()
     assert (site.state_dir / "channel.json").exists()
-    assert {p.name for p in site.state_dir.iterdir()} <= {"channel.json", "estimate.npz"}
+    allowed = {"channel.json", "estimate.npz", "oneshot-replay.json"}
+    assert {p.name for p in site.state_dir.iterdir()} <= allowed
 
 
 def test_node_config_is_checked(tmp_path: Path, store: Path) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 from fedge.security import (
@@ -11,6 +15,7 @@ from fedge.security import (
     InvalidEnvelope,
     InvalidSignature,
     KeyDirectory,
+    KeyStoreError,
     OneShotOpener,
     OneShotSealer,
     ReplayDetected,
@@ -163,3 +168,196 @@ def test_sealing_validates_caller_input(site: SiteIdentity, coordinator: SiteIde
         OneShotSealer(site, suite=9)  # type: ignore[arg-type]
     with pytest.raises(InvalidEnvelope, match="content type"):
         OneShotSealer(site).seal(coordinator.public_keys(), b"", 0)  # type: ignore[arg-type]
+
+
+# --- replay across restarts -------------------------------------------------------------
+
+
+def _models(site: SiteIdentity, coordinator: SiteIdentity, n: int) -> list[bytes]:
+    sealer = OneShotSealer(coordinator, first_sequence=100)
+    return [
+        sealer.seal(site.public_keys(), f"model {i}".encode(), ContentType.GLOBAL_MODEL)
+        for i in range(1, n + 1)
+    ]
+
+
+def test_a_restarted_opener_refuses_envelopes_it_already_passed(
+    site: SiteIdentity, coordinator: SiteIdentity, directory: KeyDirectory, tmp_path: Path
+) -> None:
+    """A captured older model cannot be delivered after a restart as a downgrade."""
+    state = tmp_path / "state" / "replay.json"
+    one, two, three = _models(site, coordinator, 3)
+    assert OneShotOpener(site, directory, state=state).open(two).plaintext == b"model 2"
+    restarted = OneShotOpener(site, directory, state=state)
+    with pytest.raises(ReplayDetected):
+        restarted.open(one)
+    with pytest.raises(ReplayDetected):
+        restarted.open(two)
+    assert restarted.open(three).plaintext == b"model 3"
+    assert json.loads(state.read_text())["senders"] == {coordinator.site_id.hex(): 102}
+    with pytest.raises(ReplayDetected):
+        OneShotOpener(site, directory, state=state).open(three)
+    # without state a new opener has no memory: this is what ``state`` is for
+    assert OneShotOpener(site, directory).open(one).plaintext == b"model 1"
+
+
+def test_strictly_increasing_opener_refuses_an_older_envelope_it_never_saw(
+    site: SiteIdentity, coordinator: SiteIdentity, directory: KeyDirectory, tmp_path: Path
+) -> None:
+    one, two = _models(site, coordinator, 2)
+    opener = OneShotOpener(site, directory, window=1, state=tmp_path / "replay.json")
+    opener.open(two)
+    with pytest.raises(ReplayDetected, match="behind"):
+        opener.open(one)
+
+
+def test_forged_envelopes_do_not_move_the_persisted_mark(
+    site: SiteIdentity, coordinator: SiteIdentity, directory: KeyDirectory, tmp_path: Path
+) -> None:
+    state = tmp_path / "replay.json"
+    one, two = _models(site, coordinator, 2)
+    with pytest.raises(InvalidSignature):
+        OneShotOpener(site, directory, state=state).open(flip(two, len(two) - 1))
+    assert not state.exists()
+    assert OneShotOpener(site, directory, state=state).open(one).plaintext == b"model 1"
+    assert OneShotOpener(site, directory, state=state).open(two).plaintext == b"model 2"
+
+
+def _state_file(tmp_path: Path, recipient: bytes, senders: object) -> Path:
+    path = tmp_path / "replay.json"
+    document = {"version": 1, "recipient": recipient.hex(), "senders": senders}
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "not JSON"),
+        ("[]", "version-1"),
+        ('{"version": 2, "senders": {}}', "version-1"),
+        ('{"version": 1, "recipient": "00", "senders": {}}', "another site"),
+    ],
+)
+def test_unusable_replay_state_is_an_error_not_a_fresh_start(
+    site: SiteIdentity, directory: KeyDirectory, tmp_path: Path, content: str, match: str
+) -> None:
+    path = tmp_path / "replay.json"
+    path.write_text(content)
+    with pytest.raises(KeyStoreError, match=match):
+        OneShotOpener(site, directory, state=path)
+
+
+@pytest.mark.parametrize(
+    ("senders", "match"),
+    [
+        ([], "no sender table"),
+        ({"zz" * 16: 1}, "not hex"),
+        ({"00" * 15: 1}, "wrong size"),
+        ({"00" * 16: -1}, "not a sequence number"),
+        ({"00" * 16: 2**64}, "not a sequence number"),
+        ({"00" * 16: True}, "not a sequence number"),
+        ({"00" * 16: "7"}, "not a sequence number"),
+    ],
+)
+def test_malformed_sender_marks_are_refused(
+    site: SiteIdentity, directory: KeyDirectory, tmp_path: Path, senders: object, match: str
+) -> None:
+    path = _state_file(tmp_path, site.site_id, senders)
+    with pytest.raises(KeyStoreError, match=match):
+        OneShotOpener(site, directory, state=path)
+
+
+def test_unreadable_replay_state_is_refused(
+    site: SiteIdentity, directory: KeyDirectory, tmp_path: Path
+) -> None:
+    path = tmp_path / "replay.json"
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(KeyStoreError, match="unreadable"):
+        OneShotOpener(site, directory, state=path)
+    with pytest.raises(KeyStoreError, match="unreadable"):
+        OneShotOpener(site, directory, state=tmp_path)  # a folder, not a file
+
+
+def test_an_envelope_is_not_handed_over_when_its_mark_cannot_be_written(
+    site: SiteIdentity, coordinator: SiteIdentity, directory: KeyDirectory, tmp_path: Path
+) -> None:
+    (one,) = _models(site, coordinator, 1)
+    opener = OneShotOpener(site, directory, state=tmp_path / "state" / "replay.json")
+    (tmp_path / "state").write_text("")  # its folder can no longer be made
+    with pytest.raises(KeyStoreError, match="cannot write"):
+        opener.open(one)
+    (tmp_path / "state").unlink()
+    assert opener.open(one).plaintext == b"model 1"  # the failure did not count as delivery
+
+
+def test_replay_state_is_replaced_atomically(
+    site: SiteIdentity,
+    coordinator: SiteIdentity,
+    directory: KeyDirectory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crash mid-write leaves the old file whole: the new one is renamed over it."""
+    state = tmp_path / "replay.json"
+    one, two = _models(site, coordinator, 2)
+    OneShotOpener(site, directory, state=state).open(one)
+    before = state.read_text()
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", crash)
+        with pytest.raises(KeyStoreError, match="disk full"):
+            OneShotOpener(site, directory, state=state).open(two)
+    assert state.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["replay.json"]  # no temp file left
+    assert (state.stat().st_mode & 0o777) == 0o600
+
+
+def test_the_agent_refuses_an_older_model_after_a_restart(
+    site: SiteIdentity, coordinator: SiteIdentity, tmp_path: Path
+) -> None:
+    """The edge agent's model opener keeps its marks next to its store."""
+    from fedge.core import ModelBundle
+    from fedge.edge_agent import ModelRejected
+    from fedge.edge_agent._agent import ModelOpener
+    from fedge.edge_agent._config import AgentConfig, SecurityConfig, StoreConfig
+    from fedge.security import save_identity
+
+    save_identity(tmp_path / "site.key", site, b"test kek bytes", log2_n=10)
+    (tmp_path / "kek").write_bytes(b"test kek bytes")
+    (tmp_path / "coordinator.pub").write_bytes(coordinator.public_keys().to_bytes())
+    config = AgentConfig(
+        site="a",
+        store=StoreConfig(path=tmp_path / "agent.db"),
+        security=SecurityConfig(
+            tmp_path / "site.key", tmp_path / "coordinator.pub", tmp_path / "kek"
+        ),
+    )
+    sealer = OneShotSealer(coordinator)
+    old, new = (
+        sealer.seal(site.public_keys(), ModelBundle(v, b"onnx").encode(), ContentType.GLOBAL_MODEL)
+        for v in ("v1", "v2")
+    )
+    assert ModelOpener(config).open(new).version == "v2"
+    restarted = ModelOpener(config)
+    for envelope in (old, new):
+        with pytest.raises(ModelRejected, match=r"already accepted|behind"):
+            restarted.open(envelope)
+    assert (tmp_path / "agent.replay.json").exists()
+
+
+def test_two_sealers_of_one_identity_stay_in_order(
+    site: SiteIdentity, coordinator: SiteIdentity, directory: KeyDirectory, tmp_path: Path
+) -> None:
+    """Two workers of one coordinator each hold a sealer; the one started later must not
+    push the site's mark past what the other seals next, or its models would be refused."""
+    early = OneShotSealer(site)
+    for _ in range(3):  # the earlier worker's counter falls behind the clock
+        early.seal(coordinator.public_keys(), b"x", ContentType.CONTROL)
+    late = OneShotSealer(site)
+    opener = OneShotOpener(coordinator, directory, window=1, state=tmp_path / "marks.json")
+    for sealer in (late, early, late, early):
+        opener.open(sealer.seal(coordinator.public_keys(), b"m", ContentType.GLOBAL_MODEL))

@@ -201,6 +201,17 @@ def test_unparsable_ephemeral_key(
         Responder(coordinator, directory).respond(bad)
 
 
+def test_low_order_ephemeral_x25519_key_is_an_invalid_envelope(
+    site: SiteIdentity, coordinator: SiteIdentity, directory: KeyDirectory
+) -> None:
+    """The ephemeral key parses but cannot be encapsulated to: the same refusal as an
+    unparsable one, not an error about our own keys."""
+    init = Initiator(site, coordinator.public_keys()).start()
+    bad = init[: INIT_SIZE - 32] + bytes(32)
+    with pytest.raises(InvalidEnvelope, match="ephemeral"):
+        Responder(coordinator, directory).respond(bad)
+
+
 def test_unknown_suite_is_refused_up_front(site: SiteIdentity, coordinator: SiteIdentity) -> None:
     with pytest.raises(UnsupportedSuite):
         Initiator(site, coordinator.public_keys(), suite=7)  # type: ignore[arg-type]

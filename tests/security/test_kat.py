@@ -1,4 +1,5 @@
-"""Known-answer tests from the cryptography-vectors package (NIST ACVP-style files)."""
+"""Known-answer tests from the cryptography-vectors package (NIST ACVP-style files), run on the
+provider under test (``$FEDGE_CRYPTO_PROVIDER``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fedge.security import CryptographyProvider, DecryptionFailed, InvalidKey, InvalidSignature
+from fedge.security import DecryptionFailed, InvalidKey, InvalidSignature, Provider
 
 cryptography_vectors = pytest.importorskip("cryptography_vectors")
 VECTORS = Path(cryptography_vectors.__file__).resolve().parent / "asymmetric"
-provider = CryptographyProvider()
 
 
 def _records(path: Path) -> Iterator[dict[str, str]]:
@@ -32,7 +32,7 @@ def _kem_records(level: int) -> list[dict[str, str]]:
     return list(_records(VECTORS / "MLKEM" / f"kat_MLKEM_{level}.rsp"))
 
 
-def test_mlkem768_kat_keygen_and_decapsulation() -> None:
+def test_mlkem768_kat_keygen_and_decapsulation(provider: Provider) -> None:
     records = _kem_records(768)
     assert len(records) == 1000
     for r in records:
@@ -46,7 +46,7 @@ def test_mlkem768_kat_keygen_and_decapsulation() -> None:
         assert key.decapsulate(ciphertext) == secret
 
 
-def test_mlkem1024_kat_sample() -> None:
+def test_mlkem1024_kat_sample(provider: Provider) -> None:
     for r in _kem_records(1024)[:20]:
         key = provider.kem_from_seed("ML-KEM-1024", bytes.fromhex(r["d"] + r["z"]))
         assert key.public_bytes().hex() == r["pk"]
@@ -57,7 +57,7 @@ def _dsa_records(level: int) -> list[dict[str, str]]:
     return list(_records(VECTORS / "MLDSA" / f"kat_MLDSA_{level}_det_pure.rsp"))
 
 
-def test_mldsa65_kat_keygen_and_verification() -> None:
+def test_mldsa65_kat_keygen_and_verification(provider: Provider) -> None:
     records = _dsa_records(65)
     assert len(records) == 100
     for r in records:
@@ -76,7 +76,7 @@ def test_mldsa65_kat_keygen_and_verification() -> None:
 
 
 @pytest.mark.parametrize(("level", "size"), [(44, 2420), (87, 4627)])
-def test_mldsa_other_levels_kat_sample(level: int, size: int) -> None:
+def test_mldsa_other_levels_kat_sample(provider: Provider, level: int, size: int) -> None:
     alg = f"ML-DSA-{level}"
     for r in _dsa_records(level)[:5]:
         key = provider.sig_from_private(alg, bytes.fromhex(r["xi"]))
@@ -85,7 +85,7 @@ def test_mldsa_other_levels_kat_sample(level: int, size: int) -> None:
         provider.sig_verify(alg, key.public_bytes(), sm[:size], sm[size:], bytes.fromhex(r["ctx"]))
 
 
-def test_kem_rejects_wrong_sizes() -> None:
+def test_kem_rejects_wrong_sizes(provider: Provider) -> None:
     with pytest.raises(InvalidKey):
         provider.kem_from_seed("ML-KEM-768", b"\x00" * 63)
     with pytest.raises(InvalidKey):
@@ -95,7 +95,7 @@ def test_kem_rejects_wrong_sizes() -> None:
         key.decapsulate(b"\x00" * 1087)
 
 
-def test_sig_rejects_wrong_sizes() -> None:
+def test_sig_rejects_wrong_sizes(provider: Provider) -> None:
     key = provider.sig_generate("ML-DSA-65")
     with pytest.raises(InvalidKey):
         provider.sig_from_private("ML-DSA-65", b"\x00" * 31)

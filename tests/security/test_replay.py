@@ -38,3 +38,25 @@ def test_huge_jump_does_not_blow_up() -> None:
 def test_size_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ReplayWindow(0)
+
+
+@pytest.mark.parametrize("size", [1, 4, 1024])
+def test_window_restored_from_a_mark_refuses_everything_up_to_it(size: int) -> None:
+    window = ReplayWindow.refusing_up_to(100, size)
+    assert window.highest == 100
+    for seq in (0, 100 - size, 99, 100):
+        with pytest.raises(ReplayDetected):
+            window.check(seq)
+    window.accept(101)
+    with pytest.raises(ReplayDetected):
+        window.accept(100)
+    assert window.highest == 101
+
+
+def test_window_of_one_accepts_only_increasing_numbers() -> None:
+    window = ReplayWindow(1)
+    window.accept(5)
+    for seq in (4, 5):
+        with pytest.raises(ReplayDetected):
+            window.accept(seq)
+    window.accept(9)
