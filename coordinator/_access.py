@@ -3,8 +3,10 @@
 A site signs its request as ``fedge.core`` defines (``sign_request``) with its composite
 (ML-DSA-65 + Ed25519) key. The coordinator parses the headers with the same module,
 verifies the signature against the site's enrolled key, and accepts a timestamp within the
-replay window and each (site, nonce) once: nonces are stored in the database until they
-fall out of the window, so a replay is refused across restarts too.
+replay window and each (site, nonce) once: nonces are stored in the database until the
+request they came with falls out of the window, so a replay is refused across restarts too.
+A request stamped ahead of the coordinator's clock stays valid until ``sent_at + window``,
+so its nonce is kept until then, not merely until ``now + window``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,19 @@ from fedge.core import REQUEST_CONTEXT, SiteRequestError, parse_site_request
 from fedge.security import KeyDirectory, SecurityError
 
 API_KEY_PREFIX: Final = "fedge-op."
+#: The size of every column that names who did something (``created_by``, ``promoted_by``,
+#: the audit log's ``actor``).
+ACTOR_CHARS: Final = 64
+
+
+def fit_actor(actor: str, size: int = ACTOR_CHARS) -> str:
+    """``actor`` as a ``size``-character column holds it: unchanged when it fits, else its
+    first characters, "…" and 8 hex digits of its SHA-256, so the same name always reads
+    the same and two long names that share their start stay apart."""
+    if len(actor) <= size:
+        return actor
+    digest = hashlib.sha256(actor.encode()).hexdigest()[:8]
+    return f"{actor[: size - 9]}…{digest}"
 
 
 def new_api_key() -> str:
@@ -44,7 +59,8 @@ class Operator:
 
     @property
     def actor(self) -> str:
-        return f"operator:{self.name}"
+        """Who the records name: fits the 64-character columns whatever the key's name."""
+        return fit_actor(f"operator:{self.name}")
 
 
 def authenticate_operator(engine: Engine, key: str | None) -> Operator:
@@ -118,7 +134,9 @@ def verify_site_request(
         keys.verify_key().verify(request.signature, request.message, REQUEST_CONTEXT)
     except SecurityError as exc:
         raise UnauthenticatedError(f"site request refused: {exc}") from exc
-    _remember_nonce(engine, request.site_hex, request.nonce, now + window, now)
+    # Valid until sent_at + window, which is later than now + window for a fast site clock.
+    until = max(now, request.sent_at) + window
+    _remember_nonce(engine, request.site_hex, request.nonce, until, now)
     return request.site_id
 
 

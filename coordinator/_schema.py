@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, field_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
+
+from fedge.coordinator._store import MAX_MODEL_BASE64
 
 
 class Role(StrEnum):
@@ -70,6 +72,11 @@ def _finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return metrics
 
 
+#: Bounded keys and text of request bodies: metric names, run-config keys and their text.
+ShortName = Annotated[str, PydanticField(max_length=64)]
+ConfigText = Annotated[str, PydanticField(max_length=4096)]
+
+
 # --- sites -------------------------------------------------------------------------------
 
 
@@ -110,6 +117,22 @@ class EnrollmentToken(SQLModel, table=True):
     created_at: float
     created_by: str = Field(max_length=64)
     used_at: float | None = None
+
+
+class EnrollmentChallenge(SQLModel, table=True):
+    """A begun enrollment (``security.PendingEnrollment``): shared by every worker and
+    kept across restarts, until a correct proof, too many wrong ones, or its expiry."""
+
+    __tablename__ = "enrollment_challenges"
+
+    site_id: str = Field(primary_key=True, max_length=32)  # hex
+    public_keys: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    token_hash: str = Field(max_length=64, foreign_key="enrollment_tokens.token_hash")
+    challenge: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    proof_hash: str = Field(max_length=64)  # SHA-256 of the expected proof, hex
+    expires_at: float = Field(index=True)
+    failures: int = 0
+    created_at: float
 
 
 class TokenCreate(SQLModel):
@@ -158,7 +181,7 @@ class RoundReport(SQLModel):
     participants: int = Field(default=0, ge=0, le=1_000_000)
     bytes_up: int = Field(default=0, ge=0, le=2**62)
     bytes_down: int = Field(default=0, ge=0, le=2**62)
-    metrics: dict[str, float] = Field(default_factory=dict, max_length=64)
+    metrics: dict[ShortName, float] = Field(default_factory=dict, max_length=64)
     started_at: float = Field(ge=0, le=2**40)
     finished_at: float | None = Field(default=None, ge=0, le=2**40)
 
@@ -184,7 +207,9 @@ class RunBase(SQLModel):
 
 
 class RunCreate(RunBase):
-    config: dict[str, RunConfigValue] = Field(default_factory=dict, max_length=64)
+    config: dict[ShortName, bool | int | float | ConfigText] = Field(
+        default_factory=dict, max_length=64
+    )
 
 
 class Run(RunBase, table=True):
@@ -217,8 +242,8 @@ class RunPublic(RunBase):
 class RunModelReport(SQLModel):
     """The run's final global model, as ONNX (``POST /runs/{id}/model``)."""
 
-    onnx_base64: str = Field(min_length=1)
-    metrics: dict[str, float] = Field(default_factory=dict, max_length=64)
+    onnx_base64: str = Field(min_length=1, max_length=MAX_MODEL_BASE64)
+    metrics: dict[ShortName, float] = Field(default_factory=dict, max_length=64)
 
     @field_validator("metrics")
     @classmethod
@@ -269,7 +294,8 @@ class ModelVersion(ModelVersionBase, table=True):
 
 
 class ModelVersionCreate(ModelVersionBase):
-    onnx_base64: str = Field(min_length=1)
+    onnx_base64: str = Field(min_length=1, max_length=MAX_MODEL_BASE64)
+    metrics: dict[ShortName, float] = Field(default_factory=dict, max_length=64)
 
 
 class ModelVersionPublic(ModelVersionBase):
@@ -302,8 +328,12 @@ class DecisionRequest(BaseModel):
     every 64-site request on top of pydantic-core's own validation."""
 
     kind: DecisionKind
-    site_ids: list[str] = PydanticField(min_length=1, max_length=1024)
-    observations: list[list[float]] = PydanticField(min_length=1, max_length=1024)
+    site_ids: list[Annotated[str, PydanticField(max_length=64)]] = PydanticField(
+        min_length=1, max_length=1024
+    )
+    observations: list[Annotated[list[float], PydanticField(max_length=64)]] = PydanticField(
+        min_length=1, max_length=1024
+    )
 
 
 class DecisionAnswer(SQLModel):
@@ -433,6 +463,7 @@ __all__ = [
     "AuditEntry",
     "AuditPublic",
     "Decision",
+    "EnrollmentChallenge",
     "EnrollmentToken",
     "ModelStatus",
     "ModelVersion",

@@ -221,9 +221,14 @@ class Coordinator:
         return token, now + ttl_seconds
 
     def enroll_begin(self, request: bytes) -> bytes:
-        challenge = self.authority.begin(request)
-        self.audit("anonymous", "enrollment.begin", "", "ok", "token spent, challenge issued")
-        return challenge
+        """The challenge for the site; the token is checked here and spent by ``complete``.
+        Audited once per challenge: a repeated (or replayed) request writes nothing."""
+        pending, new = self.authority.start(request)
+        if new:
+            self.audit(
+                "anonymous", "enrollment.begin", pending.site_id.hex(), "ok", "challenge issued"
+            )
+        return pending.challenge
 
     def enroll_complete(
         self, site_id: bytes, proof: bytes, archetype: str | None, region: str | None

@@ -28,6 +28,9 @@ from fedge.coordinator._errors import SettingsError
 DEV_ADMIN_KEY: Final = "fedge-dev-admin-key"
 DEV_KEK: Final = "fedge-dev-kek"
 APP_DIR: Final = Path(__file__).resolve().parent.parent
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+GIB: Final = 1024 * MIB
 
 
 def default_state_dir() -> Path:
@@ -82,6 +85,16 @@ class CoordinatorSettings(BaseSettings):
     public_url: str | None = None  # where ServerApps reach the coordinator; default host:port
     policy_dir: Path | None = None  # from `fedge decisions train`; unset: decisions answer 503
     replay_window_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # Request bodies over these are refused (413) before anything reads them
+    # (coordinator/api/_limits.py): most routes; decision and forecast batches; models
+    # (a 16 MiB ONNX file is 22.4 MB of base64).
+    max_body_bytes: int = Field(default=512 * KIB, ge=KIB, le=GIB)
+    max_batch_body_bytes: int = Field(default=4 * MIB, ge=KIB, le=GIB)
+    max_model_body_bytes: int = Field(default=24 * MIB, ge=KIB, le=GIB)
+    # Refusals (401, 403, 413) audited per client address, a token bucket per worker:
+    # ``denial_burst`` at once, then ``denial_refill_per_minute``; beyond, 429, unaudited.
+    denial_burst: int = Field(default=30, ge=1, le=1_000_000)
+    denial_refill_per_minute: float = Field(default=30.0, gt=0, le=1_000_000)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
 
@@ -136,6 +149,14 @@ class CoordinatorSettings(BaseSettings):
     def url(self) -> str:
         """The base URL ServerApps report to."""
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _larger_bodies_where_they_belong(self) -> CoordinatorSettings:
+        """A batch or model route never takes less than every other route."""
+        for name in ("max_batch_body_bytes", "max_model_body_bytes"):
+            if getattr(self, name) < self.max_body_bytes:
+                raise ValueError(f"{name} must be at least max_body_bytes")
+        return self
 
     @model_validator(mode="after")
     def _no_default_secrets(self) -> CoordinatorSettings:

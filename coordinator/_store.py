@@ -7,14 +7,17 @@ import binascii
 import hashlib
 import os
 from pathlib import Path
+from typing import Final
 
 from fedge.coordinator._errors import DatabaseError, InvalidInputError, NotFoundError
 
-MAX_MODEL_BYTES = 16 * 1024 * 1024
+MAX_MODEL_BYTES: Final = 16 * 1024 * 1024
+#: The base64 text of the largest model, the bound of every ``onnx_base64`` field.
+MAX_MODEL_BASE64: Final = 4 * -(-MAX_MODEL_BYTES // 3)
 
 
 def decode_model(onnx_base64: str) -> bytes:
-    """The ONNX bytes of an upload: base64, within the size limit, a valid model."""
+    """The ONNX bytes of an upload: base64, within the size limit, a fedge forecaster."""
     try:
         blob = base64.b64decode(onnx_base64, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -26,16 +29,16 @@ def decode_model(onnx_base64: str) -> bytes:
 
 
 def check_onnx(blob: bytes) -> None:
-    """Refuse bytes that are not a well-formed ONNX model (before anything is stored)."""
-    import onnx
+    """Refuse, before anything is stored, bytes that are not a fedge forecaster: not ONNX
+    that ONNX Runtime loads, without the forecast spec metadata, or failing to turn a probe
+    window into the forecast its spec promises. Sites would refuse it only after download."""
+    from fedge.models import ModelError, check_onnx_model
 
     try:
-        model = onnx.load_model_from_string(blob)
-        onnx.checker.check_model(model)
-    except Exception as exc:  # onnx raises DecodeError, ValidationError and others
-        raise InvalidInputError(f"not a valid ONNX model: {str(exc).splitlines()[0]}") from exc
-    if not model.graph.node:
-        raise InvalidInputError("the ONNX model has an empty graph")
+        check_onnx_model(blob)
+    except ModelError as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InvalidInputError(f"not a usable fedge model: {first[:300]}") from exc
 
 
 class ModelStore:

@@ -3,6 +3,12 @@ both its keys (signs the request; decapsulates a challenge) before it is registe
 
 Only the SHA3-256 of each token is stored. The request travels sealed to the authority's
 static X-Wing key, so an eavesdropper never sees the token.
+
+The pending enrollment between ``begin`` and ``complete`` lives in the registry, not in
+the authority: any coordinator worker, or the next process after a restart, completes
+it. The token is spent only by a correct proof, in the same step that registers the
+site, so neither a wrong proof nor a restart wastes it, and it admits one site however
+many requests race with it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,13 @@ from fedge.security._errors import (
 )
 from fedge.security._identity import PUBLIC_KEYS_SIZE, SiteIdentity, SitePublicKeys, fingerprint
 from fedge.security._provider import Provider, get_provider
-from fedge.security._registry import KeyDirectory, SiteRecord
+from fedge.security._registry import (
+    EnrollmentOutcome,
+    KeyDirectory,
+    PendingEnrollment,
+    SiteRecord,
+    SiteStatus,
+)
 from fedge.security._wire import (
     AEAD_OF_SUITE,
     TAG_SIZE,
@@ -45,6 +57,11 @@ _INNER_SIZE: Final = TOKEN_SIZE + PUBLIC_KEYS_SIZE + SIGNATURE_SIZE
 REQUEST_SIZE: Final = REQUEST_HEADER.size + CIPHERTEXT_SIZE + _INNER_SIZE + TAG_SIZE
 _KEY_INFO: Final = b"fedge v1 enrollment key"
 _PROOF_LABEL: Final = b"fedge v1 kem possession"
+#: Wrong proofs that end a pending enrollment (the site then begins again).
+MAX_FAILED_PROOFS: Final = 5
+#: Sites that may be enrolling with one token at a time: beginning spends nothing, so this
+#: bounds what one token (or a stolen one) can make the registry hold.
+MAX_PENDING_PER_TOKEN: Final = 8
 
 
 def _token_bytes(token: str) -> bytes:
@@ -72,6 +89,11 @@ def _proof(secret: bytes, site_id: bytes, challenge: bytes) -> bytes:
     return hmac.digest(secret, _PROOF_LABEL + site_id + challenge, "sha256")
 
 
+def _proof_hash(proof: bytes) -> bytes:
+    """What the registry keeps of the expected proof (a stored proof would be an answer)."""
+    return hashlib.sha256(proof).digest()
+
+
 def enrollment_request(
     identity: SiteIdentity,
     token: str,
@@ -87,7 +109,7 @@ def enrollment_request(
     inner = raw + keys + identity.signing_key.sign(_signed_part(raw, keys), REQUEST_CONTEXT)
     suite = suite_of(suite)
     header = REQUEST_HEADER.pack(VERSION, Mode.ENROLLMENT, suite, authority.generation)
-    secret, kem_ct = authority.kem_key().encapsulate()
+    secret, kem_ct = authority.kem_key(provider).encapsulate()
     okm = provider.hkdf(secret, b"", _KEY_INFO + header, 44)
     aad = header + kem_ct
     return aad + provider.aead(AEAD_OF_SUITE[suite], okm[:32]).encrypt(okm[32:], inner, aad)
@@ -107,13 +129,16 @@ class EnrollmentAuthority:
         directory: KeyDirectory,
         *,
         challenge_seconds: float = 300.0,
+        max_failed_proofs: int = MAX_FAILED_PROOFS,
         provider: Provider | None = None,
     ) -> None:
+        if max_failed_proofs < 1:
+            raise ValueError("max_failed_proofs must be at least 1")
         self._identity = identity
         self._directory = directory
         self._challenge_seconds = challenge_seconds
+        self._max_failed_proofs = max_failed_proofs
         self._provider = provider or get_provider()
-        self._pending: dict[bytes, tuple[SitePublicKeys, bytes, float]] = {}
 
     def issue_token(self, ttl_seconds: float = 86400.0, now: float | None = None) -> str:
         """A new one-time token; hand it to the site operator out of band."""
@@ -125,7 +150,14 @@ class EnrollmentAuthority:
         return TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     def begin(self, request: bytes, now: float | None = None) -> bytes:
-        """Check the request and spend its token; return a KEM challenge for the site."""
+        """Check the request and its token; return a KEM challenge for the site."""
+        return self.start(request, now)[0].challenge
+
+    def start(self, request: bytes, now: float | None = None) -> tuple[PendingEnrollment, bool]:
+        """Check the request, then that the site is new and the token valid (spending
+        nothing); the pending enrollment, whose challenge the site must answer, and
+        whether this call created it. A repeated request within the challenge's lifetime
+        gets the same challenge (False)."""
         if len(request) != REQUEST_SIZE:
             raise InvalidEnvelope(f"enrollment request must be {REQUEST_SIZE} bytes")
         suite = check_prefix(request, Mode.ENROLLMENT, REQUEST_SIZE)
@@ -140,33 +172,63 @@ class EnrollmentAuthority:
         inner = aead.decrypt(okm[32:], request[aad_end:], request[:aad_end])
         raw, keys_bytes = inner[:TOKEN_SIZE], inner[TOKEN_SIZE:-SIGNATURE_SIZE]
         keys = SitePublicKeys.from_bytes(keys_bytes, self._provider)  # sizes fixed above
-        keys.verify_key().verify(
+        keys.verify_key(self._provider).verify(
             inner[-SIGNATURE_SIZE:], _signed_part(raw, keys_bytes), REQUEST_CONTEXT
         )
         if keys.generation != 0 or keys.site_id != fingerprint(keys.sig_public):
             raise InvalidEnvelope("a new site's id must be the fingerprint of its first key")
-        expires_at = self._directory.registry.take_token(hashlib.sha3_256(raw).digest())
-        now = time.time() if now is None else now
-        if expires_at is None:
-            raise InvalidToken("enrollment token is unknown or already used")
-        if now >= expires_at:
-            raise InvalidToken("enrollment token has expired")
-        if self._directory.registry.get_site(keys.site_id) is not None:
+        registry = self._directory.registry
+        if registry.get_site(keys.site_id) is not None:
             raise InvalidEnvelope(f"site {keys.site_id.hex()} is already enrolled")
-        secret, challenge = keys.kem_key().encapsulate()
+        digest = hashlib.sha3_256(raw).digest()
+        expires_at = registry.token_expiry(digest)
+        now = time.time() if now is None else now
+        site = keys.site_id.hex()
+        if expires_at is None:
+            raise InvalidToken(f"enrollment token is unknown or already used (site {site})")
+        if now >= expires_at:
+            raise InvalidToken(f"enrollment token has expired (site {site})")
+        secret, challenge = keys.kem_key(self._provider).encapsulate()
         expected = _proof(secret, keys.site_id, challenge)
-        self._pending[keys.site_id] = (keys, expected, now + self._challenge_seconds)
-        return challenge
+        pending = PendingEnrollment(
+            keys, digest, challenge, _proof_hash(expected), now + self._challenge_seconds
+        )
+        stored = registry.put_pending(pending, now, MAX_PENDING_PER_TOKEN)
+        if stored is None:
+            raise InvalidToken(
+                f"{MAX_PENDING_PER_TOKEN} other sites are enrolling with this token (site {site})"
+            )
+        return stored, stored.proof_hash == pending.proof_hash
 
     def complete(self, site_id: bytes, proof: bytes, now: float | None = None) -> SiteRecord:
-        """Register the site once it has proved it holds its KEM key."""
-        pending = self._pending.pop(site_id, None)
+        """Register the site once it has proved it holds its KEM key; spends the token.
+
+        A wrong proof leaves the enrollment pending, so that a stranger who knows the
+        (public) site id cannot cancel it; ``max_failed_proofs`` wrong ones end it."""
+        registry, site = self._directory.registry, site_id.hex()
+        pending = registry.get_pending(site_id)
         if pending is None:
-            raise InvalidToken(f"no enrollment in progress for site {site_id.hex()}")
-        keys, expected, deadline = pending
+            raise InvalidToken(f"no enrollment in progress for site {site}")
         now = time.time() if now is None else now
-        if now >= deadline:
-            raise InvalidToken("enrollment challenge has expired")
-        if not hmac.compare_digest(expected, proof):
-            raise InvalidSignature("KEM key possession proof failed")
-        return self._directory.register(keys, now)
+        if now >= pending.expires_at:
+            registry.drop_pending(pending)
+            raise InvalidToken(f"the enrollment challenge of site {site} has expired")
+        if not hmac.compare_digest(_proof_hash(proof), pending.proof_hash):
+            failures = registry.fail_pending(pending, self._max_failed_proofs)
+            left = 0 if failures is None else self._max_failed_proofs - failures
+            if left > 0:
+                raise InvalidSignature(
+                    f"KEM key possession proof of site {site} failed ({left} attempts left)"
+                )
+            raise InvalidSignature(
+                f"KEM key possession proof of site {site} failed; its enrollment has ended"
+            )
+        record = SiteRecord(pending.keys, SiteStatus.ACTIVE, now)
+        outcome = registry.finish_enrollment(pending, record)
+        if outcome is EnrollmentOutcome.TOKEN_USED:
+            raise InvalidToken(f"enrollment token is unknown or already used (site {site})")
+        if outcome is EnrollmentOutcome.ALREADY_ENROLLED:
+            raise InvalidEnvelope(f"site {site} is already enrolled")
+        if outcome is not EnrollmentOutcome.ENROLLED:
+            raise InvalidToken(f"no enrollment in progress for site {site}")
+        return record

@@ -1,4 +1,5 @@
-"""Who is enrolled: a storage interface, an in-memory store, and the rules on top.
+"""Who is enrolled (and who is enrolling): a storage interface, an in-memory store, and
+the rules on top.
 
 Storage is a small Protocol so the coordinator can back it with its database; the rules
 (revocation, rotation grace, token expiry) live in ``KeyDirectory`` and stay the same.
@@ -40,8 +41,42 @@ class SiteRecord:
         return self.keys.site_id
 
 
+@dataclass(frozen=True)
+class PendingEnrollment:
+    """A begun enrollment, kept in the registry so that any worker, or the next process,
+    can complete it. Only SHA-256 of the expected proof is kept, never the proof."""
+
+    keys: SitePublicKeys
+    token_hash: bytes
+    challenge: bytes
+    proof_hash: bytes
+    expires_at: float
+    failures: int = 0
+
+    @property
+    def site_id(self) -> bytes:
+        return self.keys.site_id
+
+    def same_request(self, other: PendingEnrollment) -> bool:
+        """Same keys, same token: a repeated (or replayed) request, not a new one."""
+        return self.keys.to_bytes() == other.keys.to_bytes() and self.token_hash == other.token_hash
+
+
+class EnrollmentOutcome(StrEnum):
+    """What ``Registry.finish_enrollment`` did."""
+
+    ENROLLED = "enrolled"
+    #: The pending enrollment is no longer stored: completed, ended or replaced meanwhile.
+    ENDED = "ended"
+    TOKEN_USED = "token used"
+    ALREADY_ENROLLED = "already enrolled"
+
+
 class Registry(Protocol):
-    """Storage only; every method must be atomic with respect to the others."""
+    """Storage only; every method must be atomic with respect to the others.
+
+    A pending enrollment is named by its site id and ``proof_hash``: an update aimed at
+    one that has since been replaced changes nothing."""
 
     def get_site(self, site_id: bytes) -> SiteRecord | None: ...
 
@@ -49,8 +84,37 @@ class Registry(Protocol):
 
     def put_token(self, token_hash: bytes, expires_at: float) -> None: ...
 
-    def take_token(self, token_hash: bytes) -> float | None:
-        """Remove the token and return its expiry, or None when absent (one-time use)."""
+    def token_expiry(self, token_hash: bytes) -> float | None:
+        """The expiry of an unused token, or None when unknown or used; spends nothing."""
+        ...
+
+    def get_pending(self, site_id: bytes) -> PendingEnrollment | None: ...
+
+    def put_pending(
+        self, pending: PendingEnrollment, now: float, per_token: int
+    ) -> PendingEnrollment | None:
+        """Store ``pending`` in place of the site's previous one and return it; but when a
+        live one from the same request is stored, keep and return that one (so a repeated
+        request gets the same challenge and keeps its failure count). None, storing
+        nothing, when ``per_token`` live ones of other sites hold the same token. Forgets
+        expired pending enrollments of every site."""
+        ...
+
+    def fail_pending(self, pending: PendingEnrollment, limit: int) -> int | None:
+        """Count one wrong proof; remove the enrollment once ``limit`` are counted. The
+        count, or None when ``pending`` is no longer stored."""
+        ...
+
+    def drop_pending(self, pending: PendingEnrollment) -> None: ...
+
+    def finish_enrollment(
+        self, pending: PendingEnrollment, record: SiteRecord
+    ) -> EnrollmentOutcome:
+        """In one step: remove ``pending``, spend its token and store ``record``.
+
+        Returns ENROLLED only when all three happened. Otherwise no token is spent and no
+        site stored: ENDED (``pending`` was not stored; nothing changes), ALREADY_ENROLLED
+        or TOKEN_USED (``pending`` is removed, as it can never succeed)."""
         ...
 
 
@@ -61,6 +125,8 @@ class MemoryRegistry:
         self._lock = threading.Lock()
         self._sites: dict[bytes, SiteRecord] = {}
         self._tokens: dict[bytes, float] = {}
+        self._used: set[bytes] = set()
+        self._pending: dict[bytes, PendingEnrollment] = {}
 
     def get_site(self, site_id: bytes) -> SiteRecord | None:
         with self._lock:
@@ -74,9 +140,67 @@ class MemoryRegistry:
         with self._lock:
             self._tokens[token_hash] = expires_at
 
-    def take_token(self, token_hash: bytes) -> float | None:
+    def token_expiry(self, token_hash: bytes) -> float | None:
         with self._lock:
-            return self._tokens.pop(token_hash, None)
+            return None if token_hash in self._used else self._tokens.get(token_hash)
+
+    def get_pending(self, site_id: bytes) -> PendingEnrollment | None:
+        with self._lock:
+            return self._pending.get(site_id)
+
+    def put_pending(
+        self, pending: PendingEnrollment, now: float, per_token: int
+    ) -> PendingEnrollment | None:
+        with self._lock:
+            for site_id in [s for s, p in self._pending.items() if p.expires_at <= now]:
+                del self._pending[site_id]
+            stored = self._pending.get(pending.site_id)
+            if stored is not None and stored.same_request(pending):
+                return stored
+            others = sum(
+                p.token_hash == pending.token_hash and s != pending.site_id
+                for s, p in self._pending.items()
+            )
+            if others >= per_token:
+                return None
+            self._pending[pending.site_id] = pending
+            return pending
+
+    def _stored(self, pending: PendingEnrollment) -> PendingEnrollment | None:
+        stored = self._pending.get(pending.site_id)
+        return stored if stored is not None and stored.proof_hash == pending.proof_hash else None
+
+    def fail_pending(self, pending: PendingEnrollment, limit: int) -> int | None:
+        with self._lock:
+            stored = self._stored(pending)
+            if stored is None:
+                return None
+            failures = stored.failures + 1
+            if failures >= limit:
+                del self._pending[pending.site_id]
+            else:
+                self._pending[pending.site_id] = replace(stored, failures=failures)
+            return failures
+
+    def drop_pending(self, pending: PendingEnrollment) -> None:
+        with self._lock:
+            if self._stored(pending) is not None:
+                del self._pending[pending.site_id]
+
+    def finish_enrollment(
+        self, pending: PendingEnrollment, record: SiteRecord
+    ) -> EnrollmentOutcome:
+        with self._lock:
+            if self._stored(pending) is None:
+                return EnrollmentOutcome.ENDED
+            del self._pending[pending.site_id]
+            if record.site_id in self._sites:
+                return EnrollmentOutcome.ALREADY_ENROLLED
+            if pending.token_hash in self._used or pending.token_hash not in self._tokens:
+                return EnrollmentOutcome.TOKEN_USED
+            self._used.add(pending.token_hash)
+            self._sites[record.site_id] = record
+            return EnrollmentOutcome.ENROLLED
 
 
 class KeyDirectory:

@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, error answers, audit of denials, metrics."""
+"""The FastAPI application: routes, error answers, audit of denials, body limits, metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -26,6 +25,13 @@ from fedge.coordinator._errors import (
 )
 from fedge.coordinator._service import Coordinator
 from fedge.coordinator._settings import CoordinatorSettings
+from fedge.coordinator.api._limits import (
+    BodyLimits,
+    DenialBuckets,
+    Denials,
+    LimitBodies,
+    too_many,
+)
 from fedge.coordinator.api.routes import ROUTERS, decisions, runs
 from fedge.security import (
     InvalidSignature,
@@ -69,7 +75,7 @@ class Metrics:
         )
         self.denials = Counter(
             "fedge_coordinator_denials",
-            "Requests refused with 401 or 403.",
+            "Requests refused with 401, 403, 413, or 429 (a client over its denial budget).",
             ["status"],
             registry=self.registry,
         )
@@ -150,6 +156,11 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
     )
     app.state.coordinator = coordinator
     app.state.metrics = metrics = Metrics()
+    app.state.denials = denials = Denials(
+        DenialBuckets(settings.denial_burst, settings.denial_refill_per_minute),
+        coordinator.audit,
+        lambda status: metrics.denials.labels(str(status)).inc(),
+    )
     # Every route is mounted: one whose feature is off (no policies, no SuperLink) answers
     # 503 naming the setting that turns it on, not a 404 that reads like a wrong URL.
     app.include_router(decisions.router)  # first: the hottest route matches soonest
@@ -159,17 +170,18 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
 
     async def refuse(request: Request, exc: Exception) -> Response:
         status = _status_of(exc)
-        if status in (401, 403):
-            metrics.denials.labels(str(status)).inc()
+        audit_any = status < 500 and getattr(request.state, "audit_refusals", False)
+        if status in (401, 403) or audit_any:
             route = request.scope.get("route")
-            await run_in_threadpool(
-                coordinator.audit,
+            wait = await denials.refuse(
+                request.scope,
+                status,
                 getattr(request.state, "actor", "anonymous"),
                 f"{request.method} {getattr(route, 'path', request.url.path)}",
-                request.url.path,
-                "denied",
                 f"{status}: {exc}",
             )
+            if wait > 0:
+                return too_many(wait)
         headers = {"WWW-Authenticate": "X-API-Key"} if status == 401 else None
         body = {"detail": str(exc)}
         if isinstance(exc, NotConfiguredError):
@@ -193,6 +205,8 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
     app.add_exception_handler(SecurityError, refuse)
     app.add_exception_handler(SQLAlchemyError, unavailable)
 
+    # Added first, so it runs inside the metrics: a refused body is still counted.
+    app.add_middleware(LimitBodies, limits=BodyLimits.of(settings), denials=denials)
     app.add_middleware(MeasureRequests, metrics=metrics)
 
     return app

@@ -23,7 +23,7 @@ class EnrollChallenge(BaseModel):
 
 
 class EnrollComplete(BaseModel):
-    site_id: str = Field(pattern=HEX_SITE_ID)
+    site_id: str = Field(max_length=32, pattern=HEX_SITE_ID)
     proof_base64: str = Field(min_length=1, max_length=256)
     archetype: str | None = Field(default=None, max_length=64)
     region: str | None = Field(default=None, max_length=64)
@@ -38,5 +38,6 @@ class Problem(BaseModel):
     """Every error answer: one line saying what is wrong."""
 
     detail: str
-    #: A feature that is not configured (503): the setting that turns it on.
+    #: A feature that is not configured (503): the setting that turns it on; a body over
+    #: its route's limit (413): the setting that sets the limit.
     setting: str | None = None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ValidationError
 
 from fedge.coordinator._access import Operator, require_role, verify_site_request
 from fedge.coordinator._runs import Federation
@@ -104,3 +106,33 @@ async def _site(request: Request, coordinator: CoordinatorDep) -> bytes:
 
 SiteDep = Annotated[bytes, Depends(_site)]
 RunTokenDep = Annotated[str | None, Security(_run_token)]
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def json_body(model: type[Body]) -> Callable[[Request], Awaitable[Body]]:
+    """A dependency that reads and validates the JSON body as ``model``. FastAPI reads a
+    declared body before any dependency; declared after the caller's credentials, this one
+    leaves the body of a refused request unread."""
+
+    async def parse(request: Request) -> Body:
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [
+                    {**e, "loc": ("body", *e.get("loc", ()))}
+                    for e in exc.errors(include_url=False, include_input=False)
+                ]
+            ) from exc
+
+    return parse
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``openapi_extra`` that documents a :func:`json_body` route's request body."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    if "$defs" in schema:  # nested models would need components of their own
+        raise TypeError(f"{model.__name__} nests models; document its body another way")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

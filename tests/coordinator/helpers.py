@@ -13,21 +13,39 @@ from fedge.security import SiteIdentity, SitePublicKeys, enrollment_request, pro
 ADMIN = {"X-API-Key": DEV_ADMIN_KEY}
 
 
-def onnx_model(tag: str) -> bytes:
-    """A tiny valid ONNX graph (y = x + 1); ``tag`` makes its bytes unique."""
-    import onnx
-    from onnx import TensorProto, helper
+def onnx_model(tag: str, *, metadata: bool = True, runs: bool = True) -> bytes:
+    """A tiny fedge forecaster that ONNX Runtime loads and runs (the window's mean over time
+    times a weight matrix), with the default forecast spec in its metadata; ``tag`` makes
+    its bytes unique. ``metadata=False``: a valid ONNX model that is no fedge forecaster;
+    ``runs=False``: one that loads (its input's sizes left symbolic) but whose weights do
+    not fit the window, so it fails on any input."""
+    import json
 
-    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fedge.models import N_TARGETS, ForecastSpec
+
+    spec = ForecastSpec()
+    rows = spec.n_features if runs else spec.n_features + 1
+    weights = np.full((rows, N_TARGETS), 0.01, dtype=np.float32)
+    window = [spec.lookback, spec.n_features] if runs else ["lookback", "features"]
     graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "one"], ["y"])],
+        [
+            helper.make_node("ReduceMean", ["kpi_window"], ["mean"], axes=[1], keepdims=1),
+            helper.make_node("MatMul", ["mean", "w"], ["forecast"]),
+        ],
         f"g-{tag}",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-        [one],
+        [helper.make_tensor_value_info("kpi_window", TensorProto.FLOAT, ["batch", *window])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", "h", "t"])],
+        [numpy_helper.from_array(weights, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    if metadata:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "fedge.forecast_spec", json.dumps(spec.to_dict())
     onnx.checker.check_model(model)
     blob: bytes = model.SerializeToString()
     return blob

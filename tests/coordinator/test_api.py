@@ -50,8 +50,13 @@ def test_enrollment_registers_the_site_once(fleet: Fleet) -> None:
 
 
 def test_token_is_single_use_and_expires(fleet: Fleet) -> None:
-    token = fleet.token()
-    fleet.begin(SiteIdentity.generate(), token)
+    token, first = fleet.token(), SiteIdentity.generate()
+    proof = prove_possession(first, fleet.begin(first, token))  # completing spends the token
+    done = fleet.client.post(
+        "/api/v1/enrollment/complete",
+        json={"site_id": first.site_id.hex(), "proof_base64": base64.b64encode(proof).decode()},
+    )
+    assert done.status_code == 201, done.text
     again = enrollment_request(SiteIdentity.generate(), token, fleet.authority())
     reused = fleet.client.post(
         "/api/v1/enrollment/begin", json={"request_base64": base64.b64encode(again).decode()}
@@ -79,7 +84,6 @@ def test_enrollment_refuses_bad_input(fleet: Fleet) -> None:
         "proof_base64": base64.b64encode(b"0" * 32).decode(),
     }
     assert post("/api/v1/enrollment/complete", json=wrong).status_code == 401
-    # The failed proof ends that enrollment: a later correct proof finds nothing pending.
     bad_id = {"site_id": "zz" * 16, "proof_base64": "AA=="}
     assert post("/api/v1/enrollment/complete", json=bad_id).status_code == 422
     assert fleet.client.get("/api/v1/sites", headers=ADMIN).json() == []

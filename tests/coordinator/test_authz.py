@@ -71,6 +71,7 @@ def world(
         model_store=root / "m",
         identity_file=key,
         policy_dir=root / "policies",
+        denial_burst=100_000,  # every refusal of the matrix audited, none turned into a 429
     )
     app = create_app(settings)
     with TestClient(app) as client:

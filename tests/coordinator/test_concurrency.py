@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from fedge.coordinator import Role
-from fedge.security import SiteIdentity, enrollment_request
+from fedge.security import SiteIdentity, prove_possession
 from tests.coordinator.helpers import Fleet
 
 
@@ -50,20 +50,24 @@ def test_the_database_refuses_a_second_production_version(client: TestClient) ->
 
 
 def test_a_token_admits_one_of_many_concurrent_enrollments(fleet: Fleet) -> None:
+    """Beginning spends nothing: six sites begin with one token, and of their six racing
+    completions exactly one enrolls."""
     import base64
 
-    token, authority = fleet.token(), fleet.authority()
-    requests = [
-        base64.b64encode(enrollment_request(SiteIdentity.generate(), token, authority)).decode()
-        for _ in range(6)
+    token, sites = fleet.token(), [SiteIdentity.generate() for _ in range(6)]
+    bodies = [
+        {
+            "site_id": s.site_id.hex(),
+            "proof_base64": base64.b64encode(prove_possession(s, fleet.begin(s, token))).decode(),
+        }
+        for s in sites
     ]
 
-    def begin(request: str) -> int:
-        status: int = fleet.client.post(
-            "/api/v1/enrollment/begin", json={"request_base64": request}
-        ).status_code
+    def complete(body: dict[str, str]) -> int:
+        status: int = fleet.client.post("/api/v1/enrollment/complete", json=body).status_code
         return status
 
     with ThreadPoolExecutor(6) as pool:
-        statuses = sorted(pool.map(begin, requests))
-    assert statuses == [200, 401, 401, 401, 401, 401]
+        statuses = sorted(pool.map(complete, bodies))
+    assert statuses == [201, 401, 401, 401, 401, 401]
+    assert len(fleet.client.get("/api/v1/sites", headers=fleet.as_(Role.VIEWER)).json()) == 1

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from fedge.coordinator import Coordinator, CoordinatorSettings, Role, SettingsError
 from fedge.coordinator.api import create_app
-from tests.coordinator.helpers import Fleet
+from tests.coordinator.helpers import ADMIN, Fleet
 from tests.coordinator.policies import ENERGY_OBS, SLICE_OBS, write_policies
 
 
@@ -156,7 +156,8 @@ def test_a_slice_policy_answering_nan_is_refused_and_nothing_recorded(
 
 def test_without_policies_the_route_says_which_setting_turns_it_on(client: TestClient) -> None:
     assert "/api/v1/decisions" in client.get("/openapi.json").json()["paths"]
-    answer = client.post("/api/v1/decisions", json={})
+    assert client.post("/api/v1/decisions", json={}).status_code == 401  # credentials first
+    answer = client.post("/api/v1/decisions", json={}, headers=ADMIN)
     assert answer.status_code == 503, answer.text
     assert answer.json()["setting"] == "FEDGE_COORDINATOR_POLICY_DIR"
     assert "the decisions API is not configured" in answer.json()["detail"]

@@ -42,6 +42,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, identity_file: Path) -> Iterat
             policy_dir=root / "policies",
             superlink=SUPERLINK,
             flwr_home=root / "flwr",
+            denial_burst=1_000_000,  # thousands of refusals from one client, each answered
         )
     )
     yield application

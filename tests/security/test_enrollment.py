@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -21,7 +22,7 @@ from fedge.security import (
     token_hash,
 )
 from fedge.security._composite import CompositeSigningKey
-from fedge.security._enrollment import REQUEST_SIZE
+from fedge.security._enrollment import MAX_PENDING_PER_TOKEN, REQUEST_SIZE
 from fedge.security._identity import SiteIdentity as _SiteIdentity
 from tests.security.helpers import flip
 
@@ -71,9 +72,56 @@ def test_expired_token(authority: EnrollmentAuthority, coordinator: SiteIdentity
 def test_reused_token(authority: EnrollmentAuthority, coordinator: SiteIdentity) -> None:
     token = authority.issue_token(now=0.0)
     first, second = SiteIdentity.generate(), SiteIdentity.generate()
-    authority.begin(enrollment_request(first, token, coordinator.public_keys()), now=1.0)
+    challenge = authority.begin(enrollment_request(first, token, coordinator.public_keys()), 1.0)
+    authority.complete(first.site_id, prove_possession(first, challenge), now=1.0)
     with pytest.raises(InvalidToken, match="unknown or already used"):
         authority.begin(enrollment_request(second, token, coordinator.public_keys()), now=1.0)
+
+
+def test_begin_does_not_spend_the_token(
+    authority: EnrollmentAuthority, coordinator: SiteIdentity
+) -> None:
+    """Two sites may begin with one token; the first correct proof spends it, and the
+    other enrollment, which can no longer succeed, ends."""
+    token = authority.issue_token(now=0.0)
+    first, second = SiteIdentity.generate(), SiteIdentity.generate()
+    challenges = [
+        authority.begin(enrollment_request(s, token, coordinator.public_keys()), now=1.0)
+        for s in (first, second)
+    ]
+    authority.complete(second.site_id, prove_possession(second, challenges[1]), now=2.0)
+    with pytest.raises(InvalidToken, match="already used"):
+        authority.complete(first.site_id, prove_possession(first, challenges[0]), now=2.0)
+    with pytest.raises(InvalidToken, match="no enrollment in progress"):
+        authority.complete(first.site_id, prove_possession(first, challenges[0]), now=2.0)
+    assert authority._directory.registry.get_site(first.site_id) is None
+
+
+def test_concurrent_completions_with_one_token_admit_one_site(
+    authority: EnrollmentAuthority, coordinator: SiteIdentity
+) -> None:
+    token = authority.issue_token()
+    sites = [SiteIdentity.generate() for _ in range(6)]
+    proofs = [
+        prove_possession(
+            s, authority.begin(enrollment_request(s, token, coordinator.public_keys()))
+        )
+        for s in sites
+    ]
+
+    def complete(index: int) -> str:
+        try:
+            authority.complete(sites[index].site_id, proofs[index])
+        except InvalidToken as exc:
+            return str(exc)
+        return "enrolled"
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(complete, range(6)))
+    assert outcomes.count("enrolled") == 1
+    assert sum("already used" in o for o in outcomes) == 5
+    registry = authority._directory.registry
+    assert sum(registry.get_site(s.site_id) is not None for s in sites) == 1
 
 
 def test_unknown_and_malformed_tokens(
@@ -94,19 +142,127 @@ def test_unknown_and_malformed_tokens(
         authority.issue_token(ttl_seconds=0)
 
 
-def test_wrong_kem_proof_and_no_pending(
+def test_a_wrong_proof_leaves_the_enrollment_pending(
     authority: EnrollmentAuthority, coordinator: SiteIdentity
 ) -> None:
+    """The site id is public: a stranger's bogus proof must not cancel the enrollment."""
     newcomer = SiteIdentity.generate()
     token = authority.issue_token()
     challenge = authority.begin(enrollment_request(newcomer, token, coordinator.public_keys()))
     impostor = _SiteIdentity(
         newcomer.site_id, 0, newcomer.signing_key, SiteIdentity.generate().kem_key
     )
-    with pytest.raises(InvalidSignature, match="possession"):
+    with pytest.raises(InvalidSignature, match=r"possession .* failed \(4 attempts left\)"):
         authority.complete(newcomer.site_id, prove_possession(impostor, challenge))
+    with pytest.raises(InvalidSignature, match="3 attempts left"):
+        authority.complete(newcomer.site_id, b"")
+    authority.complete(newcomer.site_id, prove_possession(newcomer, challenge))
+    assert authority._directory.record(newcomer.site_id).keys == newcomer.public_keys()
+
+
+def test_too_many_wrong_proofs_end_the_enrollment_but_keep_the_token(
+    authority: EnrollmentAuthority, coordinator: SiteIdentity
+) -> None:
+    newcomer = SiteIdentity.generate()
+    token = authority.issue_token()
+    request = enrollment_request(newcomer, token, coordinator.public_keys())
+    challenge = authority.begin(request)
+    for left in (4, 3, 2, 1):
+        with pytest.raises(InvalidSignature, match=f"{left} attempts left"):
+            authority.complete(newcomer.site_id, b"\x00" * 32)
+    with pytest.raises(InvalidSignature, match="enrollment has ended"):
+        authority.complete(newcomer.site_id, b"\x00" * 32)
     with pytest.raises(InvalidToken, match="no enrollment in progress"):
         authority.complete(newcomer.site_id, prove_possession(newcomer, challenge))
+    # the token was not spent: the site begins again and completes
+    again = authority.begin(request)
+    assert again != challenge
+    authority.complete(newcomer.site_id, prove_possession(newcomer, again))
+
+
+def test_a_repeated_request_gets_the_same_challenge_and_keeps_its_count(
+    authority: EnrollmentAuthority, coordinator: SiteIdentity
+) -> None:
+    """A site that lost the challenge (or an eavesdropper replaying its request) gets the
+    same one again, so neither resets the count of wrong proofs nor voids the first."""
+    newcomer = SiteIdentity.generate()
+    request = enrollment_request(newcomer, authority.issue_token(), coordinator.public_keys())
+    challenge = authority.begin(request)
+    for _ in range(4):
+        with pytest.raises(InvalidSignature):
+            authority.complete(newcomer.site_id, b"")
+    assert authority.begin(request) == challenge
+    with pytest.raises(InvalidSignature, match="enrollment has ended"):
+        authority.complete(newcomer.site_id, b"")
+
+
+def test_one_token_holds_a_bounded_number_of_enrollments(
+    authority: EnrollmentAuthority, coordinator: SiteIdentity
+) -> None:
+    """Beginning spends nothing, so one token (a stolen one too) may open only
+    ``MAX_PENDING_PER_TOKEN`` pending enrollments until their challenges expire."""
+    token = authority.issue_token(ttl_seconds=1000, now=0.0)
+    for _ in range(MAX_PENDING_PER_TOKEN):
+        authority.begin(
+            enrollment_request(SiteIdentity.generate(), token, coordinator.public_keys()), 0.0
+        )
+    late = enrollment_request(SiteIdentity.generate(), token, coordinator.public_keys())
+    with pytest.raises(InvalidToken, match="other sites are enrolling with this token"):
+        authority.begin(late, now=1.0)
+    authority.begin(late, now=60.0)  # the others' challenges have expired
+
+
+def test_a_request_with_another_token_replaces_the_challenge(
+    authority: EnrollmentAuthority, coordinator: SiteIdentity
+) -> None:
+    newcomer = SiteIdentity.generate()
+    first = authority.begin(
+        enrollment_request(newcomer, authority.issue_token(), coordinator.public_keys())
+    )
+    second = authority.begin(
+        enrollment_request(newcomer, authority.issue_token(), coordinator.public_keys())
+    )
+    assert second != first
+    with pytest.raises(InvalidSignature):
+        authority.complete(newcomer.site_id, prove_possession(newcomer, first))
+    authority.complete(newcomer.site_id, prove_possession(newcomer, second))
+
+
+def test_another_authority_on_the_registry_completes_the_enrollment(
+    coordinator: SiteIdentity,
+) -> None:
+    """What a second worker or a restarted coordinator is: a new authority object."""
+    directory = KeyDirectory(MemoryRegistry())
+    newcomer = SiteIdentity.generate()
+    first = EnrollmentAuthority(coordinator, directory)
+    challenge = first.begin(
+        enrollment_request(newcomer, first.issue_token(), coordinator.public_keys())
+    )
+    EnrollmentAuthority(coordinator, directory).complete(
+        newcomer.site_id, prove_possession(newcomer, challenge)
+    )
+    assert directory.record(newcomer.site_id).status is SiteStatus.ACTIVE
+
+
+def test_the_registry_keeps_a_hash_of_the_proof_only(
+    coordinator: SiteIdentity,
+) -> None:
+    registry = MemoryRegistry()
+    authority = EnrollmentAuthority(coordinator, KeyDirectory(registry))
+    newcomer = SiteIdentity.generate()
+    token = authority.issue_token()
+    challenge = authority.begin(enrollment_request(newcomer, token, coordinator.public_keys()))
+    proof = prove_possession(newcomer, challenge)
+    pending = registry.get_pending(newcomer.site_id)
+    assert pending is not None and pending.challenge == challenge
+    assert pending.proof_hash == hashlib.sha256(proof).digest()
+    assert proof not in repr(registry._pending).encode()
+    assert token_hash(token) not in registry._used  # begun, not spent
+
+
+def test_max_failed_proofs_must_be_positive(coordinator: SiteIdentity) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        EnrollmentAuthority(coordinator, KeyDirectory(), max_failed_proofs=0)
 
 
 def test_challenge_expiry(authority: EnrollmentAuthority, coordinator: SiteIdentity) -> None:
@@ -114,8 +270,14 @@ def test_challenge_expiry(authority: EnrollmentAuthority, coordinator: SiteIdent
     token = authority.issue_token(now=0.0)
     request = enrollment_request(newcomer, token, coordinator.public_keys())
     challenge = authority.begin(request, now=0.0)
-    with pytest.raises(InvalidToken, match="challenge has expired"):
+    with pytest.raises(InvalidToken, match=r"challenge of site \w+ has expired"):
         authority.complete(newcomer.site_id, prove_possession(newcomer, challenge), now=61.0)
+    with pytest.raises(InvalidToken, match="no enrollment in progress"):
+        authority.complete(newcomer.site_id, prove_possession(newcomer, challenge), now=61.0)
+    # the token survives an expired challenge: the same request begins afresh
+    fresh = authority.begin(request, now=62.0)
+    assert fresh != challenge
+    authority.complete(newcomer.site_id, prove_possession(newcomer, fresh), now=62.0)
 
 
 def test_site_id_must_be_key_fingerprint(
@@ -147,6 +309,22 @@ def test_already_enrolled(authority: EnrollmentAuthority, coordinator: SiteIdent
     _enroll(authority, coordinator, newcomer, now=0.0)
     with pytest.raises(InvalidEnvelope, match="already enrolled"):
         _enroll(authority, coordinator, newcomer, now=0.0)
+
+
+def test_an_enrolled_site_does_not_spend_a_token(
+    authority: EnrollmentAuthority, coordinator: SiteIdentity
+) -> None:
+    """Checked before the token: a site that enrolls twice leaves its token usable."""
+    enrolled = SiteIdentity.generate()
+    _enroll(authority, coordinator, enrolled, now=0.0)
+    token = authority.issue_token(now=0.0)
+    with pytest.raises(InvalidEnvelope, match="already enrolled"):
+        authority.begin(enrollment_request(enrolled, token, coordinator.public_keys()), now=1.0)
+    newcomer = SiteIdentity.generate()
+    challenge = authority.begin(
+        enrollment_request(newcomer, token, coordinator.public_keys()), now=1.0
+    )
+    authority.complete(newcomer.site_id, prove_possession(newcomer, challenge), now=1.0)
 
 
 def test_tampered_request(authority: EnrollmentAuthority, coordinator: SiteIdentity) -> None:

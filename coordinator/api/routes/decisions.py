@@ -66,9 +66,10 @@ async def _batch(request: Request) -> DecisionRequest:
     },
 )
 async def decide(
-    body: Annotated[DecisionRequest, Depends(_batch)], coordinator: CoordinatorDep, _: OperatorDep
+    _: OperatorDep, body: Annotated[DecisionRequest, Depends(_batch)], coordinator: CoordinatorDep
 ) -> Response:
-    """One answer per site, each recorded with the policy version that made it."""
+    """One answer per site, each recorded with the policy version that made it. The key is
+    checked first: the body of a refused request is never parsed."""
     # Inference (~0.1 ms for 64 sites) runs here; the answer leaves only once the group
     # commit has stored it (coordinator._decision_log).
     refresh = coordinator.refresh_decision_sites()  # a database read: off the event loop

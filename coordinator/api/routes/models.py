@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from fedge.coordinator._schema import ModelStatus, ModelVersionCreate, ModelVersionPublic
-from fedge.coordinator.api.deps import AdminDep, CoordinatorDep, OperatorDep, ViewerDep
+from fedge.coordinator.api.deps import (
+    AdminDep,
+    CoordinatorDep,
+    OperatorDep,
+    ViewerDep,
+    json_body,
+    openapi_body,
+)
 from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
 router = APIRouter(prefix=f"{PREFIX}/models", tags=["models"], responses=ERRORS)
@@ -40,12 +47,22 @@ def get_model(model_id: ModelId, coordinator: CoordinatorDep, _: ViewerDep) -> M
 @router.post(
     "",
     status_code=201,
-    responses={**_NOT_FOUND, **_CONFLICT, 422: {"description": "Not an ONNX model."}},
+    openapi_extra=openapi_body(ModelVersionCreate),
+    responses={
+        **_NOT_FOUND,
+        **_CONFLICT,
+        422: {
+            "description": "Not a fedge forecaster ONNX Runtime can load and run, or bad fields."
+        },
+    },
 )
 def upload_model(
-    spec: ModelVersionCreate, coordinator: CoordinatorDep, by: OperatorDep
+    by: OperatorDep,
+    spec: Annotated[ModelVersionCreate, Depends(json_body(ModelVersionCreate))],
+    coordinator: CoordinatorDep,
 ) -> ModelVersionPublic:
-    """Store an ONNX artifact as a new candidate version."""
+    """Store a fedge forecaster (ONNX with its forecast spec) as a new candidate version.
+    The key is checked before the body is read: a refused upload is never parsed."""
     return _public(coordinator.upload_model(by, spec))
 
 
