@@ -368,6 +368,14 @@ class Federation:
 
     # --- the ServerApp's side ----------------------------------------------------------
 
+    def check_token(self, run_id: str, token: str | None) -> None:
+        """Refuse a report for ``run_id`` without its token before its body is read (the
+        report itself checks again, under the row lock)."""
+        with Session(self.engine) as session:
+            run = session.get(Run, run_id)
+            if run is None or not token or not hmac.compare_digest(run.token_hash, _hash(token)):
+                raise UnauthenticatedError(f"a valid {RUN_TOKEN_HEADER} for this run is required")
+
     def _reporting(self, session: Session, run_id: str, token: str | None) -> Run:
         """The live run ``token`` belongs to; 401 for a wrong token, 409 once it ended."""
         run = session.get(Run, run_id, with_for_update=True)

@@ -206,6 +206,19 @@ def test_an_anonymous_upload_is_refused_before_its_body_is_read(
         assert (status, read) == (403, 0)
 
 
+def test_a_run_model_report_without_its_token_is_refused_before_its_body_is_read(
+    settings: CoordinatorSettings,
+) -> None:
+    path = f"/api/v1/runs/{'0' * 32}/model"
+    with TestClient(create_app(small(settings))) as client:
+        app: FastAPI = client.app  # type: ignore[assignment]
+        for headers in ({}, {"X-Fedge-Run-Token": "not-the-token"}):
+            status, _, _, read = asyncio.run(
+                _drive(app, path, headers, itertools.repeat(b"A" * KIB, 64))
+            )
+            assert (status, read) == (401, 0)
+
+
 def test_a_streamed_body_within_the_limit_goes_through(settings: CoordinatorSettings) -> None:
     with TestClient(create_app(small(settings))) as client:
         app: FastAPI = client.app  # type: ignore[assignment]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from fedge.coordinator._schema import (
@@ -24,6 +24,8 @@ from fedge.coordinator.api.deps import (
     RunTokenDep,
     SuperLinkDep,
     ViewerDep,
+    json_body,
+    openapi_body,
 )
 from fedge.coordinator.api.routes._common import ERRORS, PREFIX
 
@@ -103,15 +105,22 @@ def report_round(
     return RoundPublic.model_validate(row, from_attributes=True)
 
 
-@router.post("/{run_id}/model", responses=_REPORT)
+async def _checked_token(run_id: RunId, coordinator: CoordinatorDep, token: RunTokenDep) -> str:
+    await run_in_threadpool(coordinator.federation.check_token, run_id, token)
+    assert token is not None  # check_token refuses a missing one
+    return token
+
+
+@router.post("/{run_id}/model", responses=_REPORT, openapi_extra=openapi_body(RunModelReport))
 def report_model(
     run_id: RunId,
-    report: RunModelReport,
     request: Request,
     coordinator: CoordinatorDep,
-    token: RunTokenDep,
+    token: Annotated[str, Depends(_checked_token)],
+    report: Annotated[RunModelReport, Depends(json_body(RunModelReport))],
 ) -> RunPublic:
-    """The ServerApp: the final global model; stored as a candidate, the run completes."""
+    """The ServerApp: the final global model; stored as a candidate, the run completes.
+    The run token is checked before the body (a model, up to the model limit) is read."""
     request.state.actor = f"run:{run_id}"
     return _public(coordinator.federation.report_model(run_id, token, report))
 
