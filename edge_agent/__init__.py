@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fedge.edge_agent._agent import Agent, ModelOpener
+    from fedge.edge_agent._agent import Agent
     from fedge.edge_agent._anomaly import Alert, KpiDeviation, ResidualDetector
     from fedge.edge_agent._broker import Inbound, Link, MqttLink, backoff_delay, falls_back, probe
     from fedge.edge_agent._config import (
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from fedge.edge_agent._forecast import ForecastEngine, Serving, shadow_score
     from fedge.edge_agent._kpi import KpiSample, OrderGuard, Reason, parse_kpi
     from fedge.edge_agent._lifecycle import ModelManager, Verdict, rollback
+    from fedge.edge_agent._opener import ModelOpener
     from fedge.edge_agent._store import (
         ForecastRow,
         ModelRecord,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "Agent": "fedge.edge_agent._agent",
-    "ModelOpener": "fedge.edge_agent._agent",
+    "ModelOpener": "fedge.edge_agent._opener",
     "Alert": "fedge.edge_agent._anomaly",
     "KpiDeviation": "fedge.edge_agent._anomaly",
     "ResidualDetector": "fedge.edge_agent._anomaly",

@@ -23,15 +23,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fedge.core import TARGET_KPIS, BundleError, ModelBundle
+from fedge.core import TARGET_KPIS
 from fedge.edge_agent._anomaly import Alert
 from fedge.edge_agent._broker import Inbound, MqttLink
-from fedge.edge_agent._config import AgentConfig
-from fedge.edge_agent._errors import AgentError, KpiRejected, ModelRejected, StoreError
+from fedge.edge_agent._config import AgentConfig, read_password
+from fedge.edge_agent._errors import KpiRejected, ModelRejected, StoreError
 from fedge.edge_agent._forecast import ForecastEngine
 from fedge.edge_agent._kpi import KpiSample, OrderGuard, Reason, parse_kpi
 from fedge.edge_agent._lifecycle import ModelManager, Verdict
 from fedge.edge_agent._metrics import AgentMetrics, HealthServer, Heartbeat
+from fedge.edge_agent._opener import ModelOpener
 from fedge.edge_agent._store import ForecastRow, Store
 from fedge.edge_agent._supernode import SupernodeSupervisor
 
@@ -41,52 +42,6 @@ DEADLETTER_PAYLOAD_CHARS = 256
 #: Longest failure text put in a dead letter or verdict.
 REASON_CHARS = 300
 _TICK_S = 1.0
-
-
-class ModelOpener:
-    """Opens sealed model envelopes from the coordinator (security one-shot envelopes)."""
-
-    def __init__(self, config: AgentConfig) -> None:
-        from fedge.security import (
-            KeyDirectory,
-            OneShotOpener,
-            SecurityError,
-            SitePublicKeys,
-            load_identity,
-            read_kek,
-        )
-
-        sec = config.security
-        assert sec is not None
-        try:
-            identity = load_identity(sec.key_file, read_kek(sec.kek_file))
-            coordinator = SitePublicKeys.from_bytes(sec.coordinator_keys.read_bytes())
-        except (SecurityError, OSError) as exc:
-            raise AgentError(f"security: {exc}") from exc
-        directory = KeyDirectory()
-        directory.register(coordinator)
-        self.coordinator_id = coordinator.site_id
-        self._opener = OneShotOpener(  # models only move forward, across restarts too
-            identity, directory, window=1, state=config.store.path.with_suffix(".replay.json")
-        )
-
-    def open(self, envelope: bytes) -> ModelBundle:
-        from fedge.security import ContentType, SecurityError
-
-        try:
-            opened = self._opener.open(envelope)
-        except SecurityError as exc:
-            raise ModelRejected(f"sealed model envelope refused: {exc}") from exc
-        if opened.sender != self.coordinator_id:
-            raise ModelRejected("sealed model is not from the coordinator")
-        if opened.content_type != ContentType.GLOBAL_MODEL:
-            raise ModelRejected(f"envelope carries {opened.content_type!r}, not a global model")
-        try:
-            return ModelBundle.decode(opened.plaintext)
-        except BundleError as exc:
-            raise ModelRejected(str(exc)) from exc
-        except RecursionError as exc:  # a header nested deeper than the JSON decoder goes
-            raise ModelRejected(f"model bundle header is malformed: {exc}") from exc
 
 
 class Agent:
@@ -120,7 +75,7 @@ class Agent:
             offline_status=self._status("offline"),
             on_state=self._on_link_state,
             on_poll=self._poll,
-            password=_read_password(config),
+            password=read_password(config),
         )
         self.http: HealthServer | None = None
         self.supervisor: SupernodeSupervisor | None = None
@@ -455,13 +410,3 @@ class Agent:
     def _publish_verdict(self, body: dict[str, object]) -> None:
         self.metrics.messages_out.labels("verdict").inc()
         self.link.publish(self.config.topic("verdict"), json.dumps(body).encode())
-
-
-def _read_password(config: AgentConfig) -> str | None:
-    path = config.broker.password_file
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgentError(f"broker.password_file: cannot read {path}: {exc}") from exc

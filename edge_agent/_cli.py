@@ -33,11 +33,11 @@ def run(config: _CONFIG = Path("agent.toml")) -> None:
 
 def check(config: _CONFIG = Path("agent.toml")) -> None:
     """Validate the config, the store, the model, the keys and the broker connection."""
-    from fedge.edge_agent._agent import ModelOpener, _read_password
     from fedge.edge_agent._broker import probe
-    from fedge.edge_agent._config import load_config
+    from fedge.edge_agent._config import load_config, read_password
     from fedge.edge_agent._errors import AgentError
     from fedge.edge_agent._lifecycle import ModelManager
+    from fedge.edge_agent._opener import ModelOpener
     from fedge.edge_agent._store import Store
     from fedge.edge_agent._supernode import resolve_binary
 
@@ -71,7 +71,7 @@ def check(config: _CONFIG = Path("agent.toml")) -> None:
         step("site keys and coordinator keys", lambda: (ModelOpener(cfg), "")[1])
     step(
         "broker",
-        lambda: f"{cfg.broker.host}:{cfg.broker.port} accepted " + probe(cfg, _read_password(cfg)),
+        lambda: f"{cfg.broker.host}:{cfg.broker.port} accepted " + probe(cfg, read_password(cfg)),
     )
     if cfg.federation is not None:
         fed = cfg.federation

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from fedge.edge_agent._errors import ConfigError
+from fedge.edge_agent._errors import AgentError, ConfigError
 
 T = TypeVar("T")
 
@@ -564,3 +564,14 @@ def load_config(path: Path) -> AgentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return parse_config(data, path.parent.resolve())
+
+
+def read_password(config: AgentConfig) -> str | None:
+    """The broker password from ``broker.password_file`` (None without one)."""
+    path = config.broker.password_file
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgentError(f"broker.password_file: cannot read {path}: {exc}") from exc

@@ -322,8 +322,8 @@ def test_the_agent_refuses_an_older_model_after_a_restart(
     """The edge agent's model opener keeps its marks next to its store."""
     from fedge.core import ModelBundle
     from fedge.edge_agent import ModelRejected
-    from fedge.edge_agent._agent import ModelOpener
     from fedge.edge_agent._config import AgentConfig, SecurityConfig, StoreConfig
+    from fedge.edge_agent._opener import ModelOpener
     from fedge.security import save_identity
 
     save_identity(tmp_path / "site.key", site, b"test kek bytes", log2_n=10)
