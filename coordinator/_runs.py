@@ -6,7 +6,9 @@ final model over HTTP (``federation/_report.py``), authenticated by a per-run to
 coordinator hands it in the run config and stores only hashed. The coordinator supervises
 its runs: when it starts and finds runs it had left live, it marks them and their open
 round ``interrupted`` (completed rounds stay), asks the SuperLink to stop them, and refuses
-any later report for them with 409, which ends a ServerApp still running.
+any later report for them with 409, which ends a ServerApp still running. An operator
+cancels a live run the same way (``DELETE /runs/{id}``): it is marked ``cancelled``, its
+open round ``interrupted``, and the SuperLink is asked to stop it.
 """
 
 from __future__ import annotations
@@ -308,7 +310,12 @@ class Federation:
             answer = {"success": False, "error-message": f"cannot run flwr: {exc}"}
         with Session(self.engine) as session:
             run = session.get(Run, run_id)
-            if run is None or not run.status.live:
+            if run is None or not run.status.live:  # cancelled before flwr run answered
+                if run is not None and answer.get("success") and answer.get("run-id"):
+                    run.flwr_run_id = str(answer["run-id"])  # which Flower run was stopped
+                    session.add(run)
+                    session.commit()
+                    self._stop([run.flwr_run_id])
                 return
             if answer.get("success") and answer.get("run-id"):
                 run.flwr_run_id = str(answer["run-id"])
@@ -351,6 +358,38 @@ class Federation:
         if self.enabled and flwr_ids:
             threading.Thread(target=self._stop, args=(flwr_ids,), daemon=True).start()
         return ids
+
+    def cancel(self, actor: str, run_id: str) -> Run:
+        """End a live run now: ``cancelled``, its open round ``interrupted`` (completed
+        rounds stay), its key export removed; the SuperLink is asked to stop it in the
+        background, and its ServerApp's later reports are refused with 409."""
+        now = time.time()
+        with Session(self.engine) as session:
+            run = session.get(Run, run_id, with_for_update=True)
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            if not run.status.live:
+                raise ConflictError(f"run {run_id} is {run.status.value}; only a live run ends")
+            session.connection().execute(
+                update(Round)
+                .where(col(Round.run_id) == run_id, col(Round.status) == RoundStatus.RUNNING)
+                .values(status=RoundStatus.INTERRUPTED, finished_at=now)
+            )
+            run.status, run.finished_at = RunStatus.CANCELLED, now
+            run.detail = f"cancelled by {actor}"[:500]
+            session.add(run)
+            session.add(audit_entry(actor, "run.cancel", f"run:{run_id}", "ok", run.detail))
+            session.commit()
+            session.refresh(run)
+        self.forget_keys(run_id)
+        if self.enabled and run.flwr_run_id:  # none yet: _launch stops it once it has one
+            thread = threading.Thread(
+                target=self._stop, args=([run.flwr_run_id],), name=f"flwr-stop-{run_id}",
+                daemon=True,
+            )  # fmt: skip
+            self._threads.append(thread)
+            thread.start()
+        return run
 
     def _stop(self, flwr_ids: list[str]) -> None:
         for flwr_id in flwr_ids:
@@ -457,9 +496,16 @@ class Federation:
         return run
 
     def report_failure(self, run_id: str, token: str | None, detail: str) -> Run:
+        """The run failed; its open round, which will not complete, is ``interrupted``."""
+        now = time.time()
         with Session(self.engine) as session:
             run = self._reporting(session, run_id, token)
-            run.status, run.finished_at, run.detail = RunStatus.FAILED, time.time(), detail[:500]
+            session.connection().execute(
+                update(Round)
+                .where(col(Round.run_id) == run_id, col(Round.status) == RoundStatus.RUNNING)
+                .values(status=RoundStatus.INTERRUPTED, finished_at=now)
+            )
+            run.status, run.finished_at, run.detail = RunStatus.FAILED, now, detail[:500]
             session.add(run)
             session.add(audit_entry(f"run:{run_id}", "run.failed", f"run:{run_id}", "ok", detail))
             session.commit()

@@ -60,6 +60,7 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"  # every round recorded and the model version stored
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # the coordinator restarted during the run
+    CANCELLED = "cancelled"  # an operator stopped it (``DELETE /runs/{id}``)
 
     @property
     def live(self) -> bool:

@@ -12,6 +12,8 @@ from fedge.models import ForecastSpec
 
 #: Fields only the simulation harness uses; never sent to sites.
 SIMULATION_ONLY = ("attacks", "state_dir")
+MAX_ROUND_TIMEOUT = 86_400.0  # a day: past that a round is lost, not slow
+MAX_MIN_NODES = 100_000
 STRATEGIES = ("fedavg", "fedprox", "fedtrimmedavg", "fedmedian", "krum", "fedavgm")
 
 
@@ -40,6 +42,10 @@ class FederationPlan:
     trim_beta: float = 0.2  # fedtrimmedavg: fraction cut at each end
     krum_malicious: int = 2  # krum: assumed number of malicious sites
     server_momentum: float = 0.9  # fedavgm: momentum of the server's update
+    # Each round waits at most this long for its nodes (to appear, prove their site, and
+    # answer); fewer than min_nodes by then and the run fails, saying how many came.
+    round_timeout: float = 600.0
+    min_nodes: int = 1
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -89,6 +95,19 @@ class FederationPlan:
             raise FederationError("krum_malicious must be >= 0")
         if not 0.0 <= self.server_momentum < 1.0:
             raise FederationError(f"server_momentum must be in [0, 1), got {self.server_momentum}")
+        timeout = self.round_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise FederationError(f"round_timeout must be a number of seconds, got {timeout!r}")
+        if not 0.0 < timeout <= MAX_ROUND_TIMEOUT:
+            raise FederationError(
+                f"round_timeout must be in (0, {MAX_ROUND_TIMEOUT:.0f}] seconds, got {timeout}"
+            )
+        if isinstance(self.min_nodes, bool) or not isinstance(self.min_nodes, int):
+            raise FederationError(f"min_nodes must be an integer, got {self.min_nodes!r}")
+        if not 1 <= self.min_nodes <= MAX_MIN_NODES:
+            raise FederationError(
+                f"min_nodes must be in [1, {MAX_MIN_NODES}], got {self.min_nodes}"
+            )
 
     def learning_rate_at(self, server_round: int) -> float:
         """Cosine decay to a tenth over the run: the same schedule the baselines get."""

@@ -2,19 +2,26 @@
 
 Used by the deployment ServerApp (``fedge.federation.server_app``) and by ``fedge simulate``,
 so both run exactly the same rounds.
+
+No round waits forever: each waits at most ``round-timeout`` for ``min-nodes`` nodes to
+be there (bound to enrolled sites, in a sealed run) and again for as many of them to
+answer its train and its evaluate messages; short of that the run fails with
+:class:`FederationError`, saying how many came (the ServerApp reports it to the
+coordinator, the run ends ``failed``). Flower's own sampling would wait for nodes forever.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log as flwr_log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
@@ -76,9 +83,9 @@ def run_rounds(
     kwargs: dict[str, Any] = {
         "fraction_train": plan.fraction_train,
         "fraction_evaluate": plan.fraction_evaluate,
-        "min_train_nodes": 1,
-        "min_evaluate_nodes": 1,
-        "min_available_nodes": 1,
+        "min_train_nodes": plan.min_nodes,
+        "min_evaluate_nodes": plan.min_nodes,
+        "min_available_nodes": plan.min_nodes,
     }
     strategy = build_strategy(plan, kwargs)
     ledger = None
@@ -94,16 +101,27 @@ def run_rounds(
         if seal is not None:
             strategy = seal(strategy)
         view = BoundGrid(grid, introducer.channel)
-        introducer.wait_for_nodes()
+        introducer.timeout = min(introducer.timeout, plan.round_timeout)
+        introducer.wait_for_nodes(patience_s=min(60.0, plan.round_timeout))
     if wrap is not None:
         strategy = wrap(strategy)
 
     def before(server_round: int) -> None:  # Grid I/O between the strategy's hooks
-        if introducer is None:
-            return
-        introducer.introduce()
-        if server_round == 1 and not introducer.channel.bound_nodes():
-            raise FederationError("no node proved an enrolled site; nothing to federate")
+        """Introduce new nodes until ``min-nodes`` are there, for up to ``round-timeout``."""
+        deadline = time.monotonic() + plan.round_timeout
+        while True:
+            if introducer is not None:
+                introducer.introduce()
+            count = len(list(view.get_node_ids()))
+            if count >= plan.min_nodes:
+                return
+            if time.monotonic() >= deadline:
+                there = "proved an enrolled site" if introducer is not None else "connected"
+                raise FederationError(
+                    f"round {server_round}: {count} of the {plan.min_nodes} nodes it needs "
+                    f"(min-nodes) {there} within round-timeout {plan.round_timeout:g} s"
+                )
+            time.sleep(0.5)
 
     arrays, history = _loop(
         strategy,
@@ -113,6 +131,8 @@ def run_rounds(
         (ConfigRecord(plan.to_config()), ConfigRecord(plan.to_config())),
         before,
         on_round,
+        timeout=plan.round_timeout,
+        min_replies=plan.min_nodes,
     )
     rounds = []
     for r in range(1, plan.num_rounds + 1):
@@ -145,30 +165,54 @@ def _loop(
     before: Callable[[int], None],
     on_round: Callable[[int], None] | None,
     timeout: float = 3600.0,
+    min_replies: int = 1,
 ) -> tuple[ArrayRecord, dict[int, _Metrics]]:
     """Flower's ``Strategy.start`` round loop, with ``before(round)`` (node introductions)
-    run as Grid I/O ahead of each round's train and evaluate messages."""
+    run as Grid I/O ahead of each round's train and evaluate messages, and a round that
+    gets fewer than ``min_replies`` answers within ``timeout`` failed."""
     train_config, eval_config = configs
     strategy.summary()
     history: dict[int, _Metrics] = {}
     for server_round in range(1, num_rounds + 1):
         flwr_log(logging.INFO, "[ROUND %s/%s]", server_round, num_rounds)
         before(server_round)
-        replies = grid.send_and_receive(
-            strategy.configure_train(server_round, arrays, train_config, grid), timeout=timeout
-        )
+        replies = _answered(
+            grid.send_and_receive(
+                strategy.configure_train(server_round, arrays, train_config, grid),
+                timeout=timeout,
+            ),
+            server_round, "train", min_replies, timeout,
+        )  # fmt: skip
         new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
         if new_arrays is not None:
             arrays = new_arrays
         before(server_round)
-        replies = grid.send_and_receive(
-            strategy.configure_evaluate(server_round, arrays, eval_config, grid), timeout=timeout
-        )
+        replies = _answered(
+            grid.send_and_receive(
+                strategy.configure_evaluate(server_round, arrays, eval_config, grid),
+                timeout=timeout,
+            ),
+            server_round, "evaluate", min_replies, timeout,
+        )  # fmt: skip
         eval_metrics = strategy.aggregate_evaluate(server_round, replies)
         history[server_round] = (train_metrics, eval_metrics)
         if on_round is not None:
             on_round(server_round)
     return arrays, history
+
+
+def _answered(
+    replies: Iterable[Message], server_round: int, kind: str, needed: int, timeout: float
+) -> list[Message]:
+    """The round's replies, when at least ``needed`` nodes answered without an error."""
+    got = list(replies)
+    answered = sum(1 for m in got if not m.has_error())
+    if answered < needed:
+        raise FederationError(
+            f"round {server_round}: {answered} of the {needed} nodes it needs (min-nodes) "
+            f"answered its {kind} messages within round-timeout {timeout:g} s"
+        )
+    return got
 
 
 def build_strategy(plan: FederationPlan, kwargs: dict[str, Any]) -> Strategy:

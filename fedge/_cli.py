@@ -42,6 +42,21 @@ COMMANDS: dict[str, _Entry] = {
     "keys": _Entry(
         "fedge.security._cli", None, "Site identity keys (post-quantum, encrypted at rest)."
     ),
+    "site": _Entry(
+        "fedge.edge_agent._site_cli",
+        None,
+        "Sites: enroll this gNB host; issue tokens, list and revoke sites.",
+    ),
+    "model": _Entry(
+        "fedge.edge_agent._operator_cli",
+        None,
+        "Model versions on the coordinator: list, promote, roll back.",
+    ),
+    "run": _Entry(
+        "fedge.edge_agent._operator_cli",
+        None,
+        "Federation runs on the coordinator: list, show, start, cancel.",
+    ),
     "simulate": _Entry(
         "fedge.simulation._cli",
         "sim",

@@ -8,6 +8,7 @@ signed site request and the HTTP headers, and the policy manifest.
 
 from fedge.core._agent_store import AgentStoreError, StoredCell, read_cell, stored_cells
 from fedge.core._bundle import BUNDLE_MAGIC, ModelBundle
+from fedge.core._client import ApiError, CoordinatorClient, CoordinatorUnreachable
 from fedge.core._errors import BundleError, CoreError, ManifestError, SiteRequestError
 from fedge.core._kpi import (
     ANOMALY_DEGRADATION,
@@ -112,6 +113,10 @@ __all__ = [
     "PolicyFile",
     "PolicyManifest",
     "policy_version",
+    # the coordinator's API
+    "ApiError",
+    "CoordinatorClient",
+    "CoordinatorUnreachable",
     # errors
     "BundleError",
     "CoreError",

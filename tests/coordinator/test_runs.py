@@ -1,5 +1,5 @@
 """Federation runs without a SuperLink: the run-token report API as a ServerApp uses it,
-its refusals, restart recovery, and run-config validation (both databases). The real
+its refusals, cancelling, restart recovery, and run-config validation (both databases). The real
 SuperLink runs are in test_federation.py."""
 
 from __future__ import annotations
@@ -109,13 +109,54 @@ def test_report_refusals(client: TestClient) -> None:
 
 def test_a_failed_run(client: TestClient) -> None:
     run, auth = _new_run(client)
+    assert _report(client, run, auth, 1, _round("running")).status_code == 200
     answer = client.post(f"/api/v1/runs/{run}/failure", json={"detail": "boom"}, headers=auth)
     assert answer.status_code == 200
     assert answer.json()["status"] == "failed" and answer.json()["detail"] == "boom"
+    rounds = client.get(f"/api/v1/rounds?run_id={run}", headers=ADMIN).json()
+    assert [(r["number"], r["status"]) for r in rounds] == [(1, "interrupted")]
     assert (
         client.post(f"/api/v1/runs/{run}/failure", json={"detail": ""}, headers=auth).status_code
         == 422
     )
+
+
+def test_an_operator_cancels_a_live_run(fleet: Fleet) -> None:
+    client = fleet.client
+    run, auth = _new_run(client, rounds=3)
+    assert _report(client, run, auth, 1, _round("completed", participants=2)).status_code == 200
+    assert _report(client, run, auth, 2, _round("running")).status_code == 200
+    assert client.delete(f"/api/v1/runs/{run}").status_code == 401
+    assert client.delete(f"/api/v1/runs/{run}", headers=fleet.as_(Role.VIEWER)).status_code == 403
+    assert client.delete("/api/v1/runs/not-a-run-id", headers=ADMIN).status_code == 422
+    assert client.delete(f"/api/v1/runs/{'0' * 32}", headers=ADMIN).status_code == 404
+    answer = client.delete(f"/api/v1/runs/{run}", headers=fleet.as_(Role.OPERATOR))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["id"] == run and body["status"] == "cancelled"
+    assert body["finished_at"] is not None and "cancelled by" in body["detail"]
+    assert client.get(f"/api/v1/runs/{run}", headers=ADMIN).json()["status"] == "cancelled"
+    rounds = client.get(f"/api/v1/rounds?run_id={run}", headers=ADMIN).json()
+    assert [(r["number"], r["status"]) for r in rounds] == [(1, "completed"), (2, "interrupted")]
+    assert rounds[0]["participants"] == 2
+    # Its ServerApp is refused from now on, as an interrupted run's is.
+    late = _report(client, run, auth, 2, _round("completed"))
+    assert late.status_code == 409 and "cancelled" in late.json()["detail"]
+    failure = client.post(f"/api/v1/runs/{run}/failure", json={"detail": "x"}, headers=auth)
+    assert failure.status_code == 409
+    again = client.delete(f"/api/v1/runs/{run}", headers=ADMIN)
+    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+    failed, failed_auth = _new_run(client, rounds=1)
+    assert (
+        client.post(
+            f"/api/v1/runs/{failed}/failure", json={"detail": "x"}, headers=failed_auth
+        ).status_code
+        == 200
+    )
+    assert client.delete(f"/api/v1/runs/{failed}", headers=ADMIN).status_code == 409
+    entries = [e for e in client.get("/api/v1/audit?limit=1000", headers=ADMIN).json()
+               if e["action"] == "run.cancel"]  # fmt: skip
+    assert [(e["target"], e["outcome"]) for e in entries] == [(f"run:{run}", "ok")]
 
 
 def test_restart_interrupts_live_runs_and_keeps_completed_rounds(
@@ -154,6 +195,11 @@ def test_run_config_is_checked_before_anything_starts() -> None:
     config = run_config(APP_DIR, RunCreate(num_rounds=2, config={"local-epochs": 2}))
     assert config["num-rounds"] == 2 and config["local-epochs"] == 2
     assert FederationPlan.from_config(config).num_rounds == 2
+    default = FederationPlan.from_config(config)
+    assert (default.round_timeout, default.min_nodes) == (600.0, 1)
+    waits = run_config(APP_DIR, RunCreate(config={"round-timeout": 30, "min-nodes": 3}))
+    assert FederationPlan.from_config(waits).round_timeout == 30
+    assert FederationPlan.from_config(waits).min_nodes == 3
     bad = [
         RunCreate(config={"no-such-key": 1}),
         RunCreate(config={"coordinator-token": "mine"}),
@@ -169,6 +215,15 @@ def test_run_config_is_checked_before_anything_starts() -> None:
         RunCreate(config={"batch-size": 6.5}),
         RunCreate(config={"local-epochs": True}),
         RunCreate(config={"data-spec": 5}),
+        RunCreate(config={"round-timeout": 0}),
+        RunCreate(config={"round-timeout": -5.0}),
+        RunCreate(config={"round-timeout": math.nan}),
+        RunCreate(config={"round-timeout": 1e9}),
+        RunCreate(config={"round-timeout": "soon"}),
+        RunCreate(config={"min-nodes": 0}),
+        RunCreate(config={"min-nodes": 2.5}),
+        RunCreate(config={"min-nodes": True}),
+        RunCreate(config={"min-nodes": 10**9}),
     ]
     for spec in bad:
         with pytest.raises(InvalidInputError):

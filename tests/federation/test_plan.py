@@ -36,6 +36,13 @@ def test_learning_rate_decays_to_a_tenth() -> None:
         ({"proximal_mu": -0.1}, "proximal_mu"),
         ({"test_days": 0}, "test_days"),
         ({"data_spec": "{"}, "not JSON"),
+        ({"round_timeout": 0.0}, "round_timeout"),
+        ({"round_timeout": float("nan")}, "round_timeout"),
+        ({"round_timeout": 100_000.0}, "round_timeout"),
+        ({"round_timeout": "60"}, "round_timeout"),
+        ({"min_nodes": 0}, "min_nodes"),
+        ({"min_nodes": 1.5}, "min_nodes"),
+        ({"min_nodes": True}, "min_nodes"),
     ],
 )
 def test_bad_plans_are_refused(kwargs: dict[str, object], message: str) -> None:

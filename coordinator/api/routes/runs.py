@@ -1,5 +1,5 @@
 """Federation runs: operators start them (once a SuperLink is configured; before, 503
-names the setting) and read them; the ServerApp of each run reports its rounds and final
+names the setting), read them and cancel them; the ServerApp of each run reports its rounds and final
 model with the run token."""
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ RoundNumber = Annotated[int, Path(ge=1, le=10_000)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such run."}}
 _REPORT: dict[int | str, dict[str, Any]] = {
     409: {
-        "description": "The run has ended (completed, failed, interrupted) or the round is final."
+        "description": "The run has ended (completed, failed, interrupted, cancelled) "
+        "or the round is final."
     },
     422: {"description": "A bad report (round out of range, not an ONNX model, NaN metrics)."},
 }
@@ -88,6 +89,19 @@ async def start_run(spec: RunCreate, by: OperatorDep, federation: SuperLinkDep) 
 def rerun(run_id: RunId, by: OperatorDep, federation: SuperLinkDep) -> RunPublic:
     """The same run again, from the start (an interrupted or failed run, or any other)."""
     return _public(federation.rerun(by.actor, run_id))
+
+
+@router.delete(
+    "/{run_id}",
+    responses={
+        **_NOT_FOUND,
+        409: {"description": "The run has ended (completed, failed, interrupted, cancelled)."},
+    },
+)
+def cancel_run(run_id: RunId, by: OperatorDep, coordinator: CoordinatorDep) -> RunPublic:
+    """Cancel a live run: it is ``cancelled`` at once, its open round ``interrupted``, and
+    the SuperLink is asked to stop it (as on a coordinator restart)."""
+    return _public(coordinator.federation.cancel(by.actor, run_id))
 
 
 @router.put("/{run_id}/rounds/{number}", responses=_REPORT)
