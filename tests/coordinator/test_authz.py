@@ -33,6 +33,7 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, Role]] = [
     ("GET", "/api/v1/runs/{run}", None, Role.VIEWER),
     ("POST", "/api/v1/runs", {}, Role.OPERATOR),  # no SuperLink here: 503, after the role
     ("POST", "/api/v1/runs/{run}/rerun", None, Role.OPERATOR),
+    ("DELETE", "/api/v1/runs/{run}", None, Role.OPERATOR),
     ("GET", "/api/v1/forecasts", None, Role.VIEWER),
     ("POST", "/api/v1/enrollment/tokens", {"ttl_seconds": 60}, Role.OPERATOR),
     ("GET", "/api/v1/keys", None, Role.ADMIN),

@@ -4,6 +4,7 @@ SuperLink ships) gets a minimal environment, and every secret file is the agent'
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,15 @@ def fake_supernode(tmp: Path) -> Path:
     return exe
 
 
-def environ_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
+def environ_of(pid: int, exe: Path) -> dict[str, str]:
+    """The environment ``exe`` runs with, read once ``pid`` has exec'd it (during the exec
+    the kernel shows an empty environment)."""
+    proc = Path(f"/proc/{pid}")
+    for _ in range(200):
+        if str(exe).encode() in (proc / "cmdline").read_bytes():
+            break
+        time.sleep(0.05)
+    raw = (proc / "environ").read_bytes()
     pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
     return {k.decode(): v.decode() for k, v in pairs}
 
@@ -74,7 +82,7 @@ def test_the_supernode_child_gets_no_secret_from_the_agents_environment(
         assert sup.started.wait(30)
         pid = sup.pid
         assert pid is not None
-        env = environ_of(pid)
+        env = environ_of(pid, exe)
     finally:
         sup.stop()
     for name in ("FEDGE_KEK", "AWS_SECRET_ACCESS_KEY", "MQTT_PASSWORD"):

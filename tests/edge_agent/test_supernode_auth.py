@@ -121,6 +121,8 @@ def test_a_registered_node_key_connects_and_trains_and_unregistered_nodes_are_re
             for sup in (good, stranger, anonymous):
                 sup.start()
             wait_for(lambda: f"Activated node_id={registered}" in text(link_log), 90, "activation")
+            # the node logs its id once the activation's answer is back: after the SuperLink
+            wait_for(lambda: "SuperNode ID:" in text(good.log_path), 30, "the node's id")
             assert re.findall(r"SuperNode ID: (\d+)", text(good.log_path)) == [str(registered)]
             wait_for(
                 lambda: stranger.restarts >= 2 and anonymous.restarts >= 2,
