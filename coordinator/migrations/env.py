@@ -3,7 +3,11 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import fedge.coordinator._schema  # noqa: F401  (registers the tables)
+import fedge.coordinator._actions
+import fedge.coordinator._health
+import fedge.coordinator._retraining
+import fedge.coordinator._rollout
+import fedge.coordinator._schema  # noqa: F401
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -47,6 +47,7 @@ from fedge.core._time import (
     time_features,
 )
 from fedge.core._wire import (
+    ACTION_CONTEXT,
     NONCE_HEADER,
     REQUEST_CONTEXT,
     RUN_TOKEN_HEADER,
@@ -92,6 +93,7 @@ __all__ = [
     "ModelBundle",
     # site requests and headers
     "NONCE_HEADER",
+    "ACTION_CONTEXT",
     "REQUEST_CONTEXT",
     "RUN_TOKEN_HEADER",
     "SIGNATURE_HEADER",

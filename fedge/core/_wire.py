@@ -23,6 +23,8 @@ from typing import Final, Protocol
 from fedge.core._errors import SiteRequestError
 
 REQUEST_CONTEXT: Final = b"fedge-request-v1"
+#: What the coordinator's signature over an action's body is bound to (docs/live-loop.md).
+ACTION_CONTEXT: Final = b"fedge-action-v1"
 SITE_HEADER: Final = "X-Fedge-Site"
 TIMESTAMP_HEADER: Final = "X-Fedge-Timestamp"
 NONCE_HEADER: Final = "X-Fedge-Nonce"

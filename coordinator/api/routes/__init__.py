@@ -9,10 +9,15 @@ from fedge.coordinator.api.routes import (
     health,
     keys,
     models,
+    rollouts,
     rounds,
     runs,
     site,
+    site_actions,
+    site_health,
+    site_model,
     sites,
+    topology,
 )
 
 ROUTERS = [
@@ -21,6 +26,11 @@ ROUTERS = [
     sites.router,
     models.router,
     site.router,
+    site_health.router,
+    site_model.router,
+    site_actions.router,
+    rollouts.router,
+    topology.router,
     rounds.router,
     runs.router,
     forecasts.router,

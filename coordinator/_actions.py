@@ -1,0 +1,3 @@
+"""Live decisions: observations from ingested forecasts, signed actions, acknowledgements."""
+
+from __future__ import annotations

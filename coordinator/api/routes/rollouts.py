@@ -1,0 +1,9 @@
+"""Model rollouts per version and per site (viewers and up)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from fedge.coordinator.api.routes._common import ERRORS, PREFIX
+
+router = APIRouter(prefix=PREFIX, responses=ERRORS)

@@ -1,0 +1,9 @@
+"""Actions for sites, long-polled, and their acknowledgements (signed requests)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from fedge.coordinator.api.routes._common import ERRORS, PREFIX
+
+router = APIRouter(prefix=PREFIX, responses=ERRORS)

@@ -1,0 +1,3 @@
+"""Actions from the coordinator: verified, recorded, acknowledged, handed to the RAN."""
+
+from __future__ import annotations
