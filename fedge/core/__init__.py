@@ -8,7 +8,7 @@ signed site request and the HTTP headers, and the policy manifest.
 
 from fedge.core._agent_store import AgentStoreError, StoredCell, read_cell, stored_cells
 from fedge.core._bundle import BUNDLE_MAGIC, ModelBundle
-from fedge.core._client import ApiError, CoordinatorClient, CoordinatorUnreachable
+from fedge.core._client import ApiError, CoordinatorClient, CoordinatorUnreachable, SiteClient
 from fedge.core._errors import BundleError, CoreError, ManifestError, SiteRequestError
 from fedge.core._kpi import (
     ANOMALY_DEGRADATION,
@@ -100,6 +100,7 @@ __all__ = [
     "SITE_HEADER",
     "TIMESTAMP_HEADER",
     "RequestSigner",
+    "SiteClient",
     "SiteRequest",
     "parse_site_request",
     "request_message",

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from fedge.core._errors import CoreError
+from fedge.core._wire import RequestSigner, sign_request
 
-__all__ = ["ApiError", "CoordinatorClient", "CoordinatorUnreachable"]
+__all__ = ["ApiError", "CoordinatorClient", "CoordinatorUnreachable", "SiteClient"]
 
 #: The header that carries an operator's API key.
 API_KEY_HEADER = "X-API-Key"
@@ -106,18 +107,24 @@ class CoordinatorClient:
         *,
         json: object | None = None,
         body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         """Send one request; (status, headers, body) for a status below 400."""
+        extra = headers
         headers = {"Accept": "application/json"}
         if self.api_key:
             headers[API_KEY_HEADER] = self.api_key
         if json is not None:
             body = jsonlib.dumps(json).encode()
             headers["Content-Type"] = "application/json"
+        if extra:
+            headers.update(extra)
         url = self.base_url + "/" + path.lstrip("/")
         req = urllib.request.Request(url, data=body, headers=headers, method=method.upper())
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self._context) as ans:
+            wait = self.timeout if timeout is None else timeout
+            with urllib.request.urlopen(req, timeout=wait, context=self._context) as ans:
                 return ans.status, dict(ans.headers.items()), ans.read()
         except urllib.error.HTTPError as exc:
             payload = exc.read() if exc.fp is not None else b""
@@ -146,3 +153,65 @@ class CoordinatorClient:
 
     def delete_json(self, path: str) -> Any:
         return self._json("DELETE", path)
+
+
+class SiteClient:
+    """The coordinator's API as one site calls it: every request signed with the site's
+    identity (``fedge.core.sign_request``), the target including its query string."""
+
+    def __init__(
+        self,
+        base_url: str,
+        signer: RequestSigner,
+        *,
+        timeout: float = 10.0,
+        ca_file: Path | None = None,
+    ) -> None:
+        self.http = CoordinatorClient(base_url, timeout=timeout, ca_file=ca_file)
+        self.signer = signer
+
+    @property
+    def base_url(self) -> str:
+        return self.http.base_url
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: object | None = None,
+        query: Mapping[str, str | int | float] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One signed request; (status, headers, body) below 400, else :class:`ApiError`."""
+        target = "/" + path.lstrip("/")
+        if query:
+            target += "?" + urllib.parse.urlencode(query)
+        body = b"" if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
+        headers = sign_request(self.signer, method, target, body)
+        if json is not None:
+            headers["Content-Type"] = "application/json"
+        return self.http.request(
+            method,
+            target,
+            body=body if json is not None else None,
+            headers=headers,
+            timeout=timeout,
+        )
+
+    def get_json(self, path: str, query: Mapping[str, str | int | float] | None = None) -> Any:
+        status, _, payload = self.request("GET", path, query=query)
+        return _parse(status, "GET", path, payload)
+
+    def post_json(self, path: str, obj: object) -> Any:
+        status, _, payload = self.request("POST", path, json=obj)
+        return _parse(status, "POST", path, payload)
+
+
+def _parse(status: int, method: str, path: str, payload: bytes) -> Any:
+    if not payload:
+        return None
+    try:
+        return jsonlib.loads(payload)
+    except ValueError as exc:
+        raise ApiError(status, f"the answer to {method} {path} is not JSON") from exc
