@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from fedge.coordinator._errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from fedge.coordinator._retraining import RunStart, Trigger, production_id
 from fedge.coordinator._schema import (
     ModelVersion,
     Round,
@@ -156,6 +157,8 @@ class Federation:
         self.settings, self.engine, self.store = settings, engine, store
         self.identity = identity
         self._threads: list[threading.Thread] = []
+        #: Called with the id of each model version a run stored (automatic promotion).
+        self.on_model: Callable[[int], object] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -164,10 +167,19 @@ class Federation:
     # --- the operator's side -----------------------------------------------------------
 
     def create(
-        self, actor: str, spec: RunCreate, *, rerun_of: str | None = None
+        self,
+        actor: str,
+        spec: RunCreate,
+        *,
+        rerun_of: str | None = None,
+        trigger: Trigger = Trigger.OPERATOR,
+        statistic: float | None = None,
+        sites: int | None = None,
+        detail: str = "",
     ) -> tuple[Run, str, dict[str, RunConfigValue]]:
-        """Record a run in ``starting``; its token (shown to no one but its ServerApp) and
-        its full run config."""
+        """Record a run in ``starting``, and its start (why, and the version in production
+        now, the parent of the run's model); its token (shown to no one but its ServerApp)
+        and its full run config."""
         config = run_config(self.settings.flwr_app, spec)
         token = secrets.token_urlsafe(32)
         run = Run(
@@ -182,8 +194,21 @@ class Federation:
             created_by=actor[:64],
         )
         with Session(self.engine) as session:
+            start = RunStart(
+                run_id=run.id,
+                trigger=trigger.value,
+                statistic=statistic,
+                sites=sites,
+                baseline_model_id=production_id(session),
+                at=run.created_at,
+                actor=actor[:64],
+                detail=detail[:500],
+            )
             session.add(run)
-            session.add(audit_entry(actor, "run.start", f"run:{run.id}", "ok", _summary(spec)))
+            session.flush()  # the run's row first: the start refers to it
+            session.add(start)
+            summary = f"{_summary(spec)}; {trigger.value}" + (f": {detail}" if detail else "")
+            session.add(audit_entry(actor, "run.start", f"run:{run.id}", "ok", summary))
             session.commit()
             session.refresh(run)
         config.update({
@@ -216,12 +241,25 @@ class Federation:
     def forget_keys(self, run_id: str) -> None:
         shutil.rmtree(self._keys_dir(run_id), ignore_errors=True)
 
-    def start(self, actor: str, spec: RunCreate, *, rerun_of: str | None = None) -> Run:
+    def start(
+        self,
+        actor: str,
+        spec: RunCreate,
+        *,
+        rerun_of: str | None = None,
+        trigger: Trigger = Trigger.OPERATOR,
+        statistic: float | None = None,
+        sites: int | None = None,
+        detail: str = "",
+    ) -> Run:
         """Record the run, then hand it to ``flwr run`` in the background."""
         self.require_superlink()
         run_config(self.settings.flwr_app, spec)  # a bad request is refused first
         self._reachable()
-        run, _, config = self.create(actor, spec, rerun_of=rerun_of)
+        run, _, config = self.create(
+            actor, spec, rerun_of=rerun_of, trigger=trigger, statistic=statistic, sites=sites,
+            detail=detail,
+        )  # fmt: skip
         thread = threading.Thread(
             target=self._launch, args=(run.id, config), name=f"flwr-run-{run.id}", daemon=True
         )
@@ -460,7 +498,8 @@ class Federation:
             return row
 
     def report_model(self, run_id: str, token: str | None, report: RunModelReport) -> Run:
-        """Store the final model as a candidate version; the run is completed."""
+        """Store the final model as a candidate version, whose parent is the version in
+        production when the run started; the run is completed, then ``on_model`` runs."""
         blob = decode_model(report.onnx_base64)
         with Session(self.engine) as session:
             run = self._reporting(session, run_id, token)
@@ -472,7 +511,9 @@ class Federation:
                     f"run {run_id} has {len(done)} of {run.num_rounds} rounds completed"
                 )
             digest = self.store.put(blob)
+            start = session.exec(select(RunStart).where(RunStart.run_id == run_id)).first()
             model = ModelVersion(
+                parent_id=None if start is None else start.baseline_model_id,
                 sha256=digest,
                 size=len(blob),
                 metrics=report.metrics,
@@ -488,11 +529,17 @@ class Federation:
             run.model_version_id = model.id
             run.status, run.finished_at = RunStatus.COMPLETED, time.time()
             session.add(run)
+            parent = "" if model.parent_id is None else f", parent model:{model.parent_id}"
             session.add(audit_entry(f"run:{run_id}", "model.from_run", f"model:{model.id}", "ok",
-                                    digest))  # fmt: skip
+                                    digest + parent))  # fmt: skip
             session.commit()
             session.refresh(run)
         self.forget_keys(run_id)
+        if self.on_model is not None and run.model_version_id is not None:
+            try:
+                self.on_model(run.model_version_id)
+            except Exception:  # the model is stored; a failed promotion is not the run's
+                log.exception("after the model of run %s", run_id)
         return run
 
     def report_failure(self, run_id: str, token: str | None, detail: str) -> Run:

@@ -11,7 +11,7 @@ import math
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
@@ -373,9 +373,34 @@ class Forecast(ForecastBase, table=True):
     received_at: float
 
 
-class ForecastBatch(SQLModel):
-    model_version: str = Field(min_length=1, max_length=64)
-    forecasts: list[ForecastBase] = Field(min_length=1, max_length=2000)
+#: A finite float of a request body: NaN and infinities are refused by pydantic-core.
+Finite = Annotated[float, PydanticField(allow_inf_nan=False)]
+Step = Annotated[int, PydanticField(ge=0, le=2**40)]
+Name = Annotated[str, PydanticField(min_length=1, max_length=64)]
+
+
+class ForecastRow(BaseModel):
+    """One forecast of a batch. Plain pydantic: SQLModel's ``__init__`` per row cost more
+    than the whole batch's validation in pydantic-core."""
+
+    cell: Name
+    step: Step  # the step forecast
+    made_step: Step  # the newest step seen
+    values: list[Finite] = PydanticField(min_length=1, max_length=16)
+
+
+class ActualRow(BaseModel):
+    """The observed target KPIs of a completed step, which forecasts are scored on."""
+
+    cell: Name
+    step: Step
+    values: list[Finite] = PydanticField(min_length=1, max_length=16)
+
+
+class ForecastBatch(BaseModel):
+    model_version: Name
+    forecasts: list[ForecastRow] = PydanticField(min_length=1, max_length=2000)
+    actuals: list[ActualRow] = PydanticField(default_factory=list, max_length=2000)
 
 
 class ForecastPublic(ForecastBase):
@@ -385,9 +410,126 @@ class ForecastPublic(ForecastBase):
     received_at: float
 
 
-class IngestResult(SQLModel):
-    received: int
+class Actual(SQLModel, table=True):
+    """Actuals sites report; re-sent ones are idempotent on ``(site_id, cell, step)``."""
+
+    __tablename__ = "actuals"
+    __table_args__ = (
+        UniqueConstraint("site_id", "cell", "step"),
+        Index("ix_actuals_site_received", "site_id", "received_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: str = Field(max_length=32)
+    cell: str = Field(max_length=64)
+    step: int = Field(sa_type=BigInteger)
+    values: list[float] = Field(sa_column=Column(JSON, nullable=False))
+    received_at: float
+
+
+class IngestResult(BaseModel):
+    received: int  # forecasts and actuals
     stored: int  # the rest were already stored (a re-sent batch)
+
+
+# --- site health -------------------------------------------------------------------------
+
+
+class SupernodeState(StrEnum):
+    ABSENT = "absent"
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+
+
+Count = Annotated[int, PydanticField(ge=0, le=2**62)]
+Time = Annotated[float, PydanticField(ge=0, le=2**40, allow_inf_nan=False)]
+#: Reports kept per site in ``site_health_history`` (a week of 5-minute reports).
+HEALTH_HISTORY_PER_SITE = 2016
+
+
+class Alerts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    warning: Count = 0
+    critical: Count = 0
+
+
+class ErrorSummary(BaseModel):
+    """The agent's rolling forecast error of one cell, target and horizon."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cell: Name
+    horizon_steps: int = PydanticField(ge=1, le=10_000)
+    target: Name
+    count: Count
+    mae: Annotated[float, PydanticField(ge=0, allow_inf_nan=False)]
+    rmse: Annotated[float, PydanticField(ge=0, allow_inf_nan=False)]
+    bias: Finite
+
+
+class HealthReport(BaseModel):
+    """``POST /site/health`` (docs/live-loop.md); unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sent_at: Time
+    model_version: Name | None = None
+    store_bytes: Count
+    alerts: Alerts
+    last_kpi_at: Time | None = None
+    supernode: SupernodeState
+    backlog: Count
+    errors: list[ErrorSummary] = PydanticField(default_factory=list, max_length=512)
+
+    def mean_rmse(self) -> float | None:
+        """The mean RMSE over cells and targets at the shortest horizon with samples."""
+        counted = [e for e in self.errors if e.count > 0]
+        if not counted:
+            return None
+        shortest = min(e.horizon_steps for e in counted)
+        rmses = [e.rmse for e in counted if e.horizon_steps == shortest]
+        return sum(rmses) / len(rmses)
+
+
+class SiteHealthBase(SQLModel):
+    site_id: str = Field(max_length=32)
+    received_at: float
+    sent_at: float
+    model_version: str | None = Field(default=None, max_length=64)
+    store_bytes: int = Field(sa_type=BigInteger)
+    alerts_warning: int = Field(sa_type=BigInteger)
+    alerts_critical: int = Field(sa_type=BigInteger)
+    last_kpi_at: float | None = None
+    supernode: str = Field(max_length=16)
+    backlog: int = Field(sa_type=BigInteger)
+    #: The mean RMSE at the shortest horizon (``HealthReport.mean_rmse``), for ``site_errors``.
+    rmse: float | None = None
+    # sa_type, not sa_column: two tables share these fields, a Column belongs to one
+    errors: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON, nullable=False)
+
+
+class SiteHealth(SiteHealthBase, table=True):
+    """The latest report of each site."""
+
+    __tablename__ = "site_health"
+
+    site_id: str = Field(primary_key=True, max_length=32)
+
+
+class SiteHealthHistory(SiteHealthBase, table=True):
+    """Every report, the last ``HEALTH_HISTORY_PER_SITE`` of each site."""
+
+    __tablename__ = "site_health_history"
+    __table_args__ = (Index("ix_site_health_history_site_received", "site_id", "received_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class SiteHealthPublic(SiteHealthBase):
+    pass
 
 
 # --- operator API keys -------------------------------------------------------------------
@@ -457,6 +599,8 @@ class RequestNonce(SQLModel, table=True):
 
 
 __all__ = [
+    "Actual",
+    "ActualRow",
     "ApiKey",
     "ApiKeyCreate",
     "ApiKeyIssued",
@@ -466,6 +610,13 @@ __all__ = [
     "Decision",
     "EnrollmentChallenge",
     "EnrollmentToken",
+    "ErrorSummary",
+    "Forecast",
+    "ForecastBatch",
+    "ForecastPublic",
+    "ForecastRow",
+    "HealthReport",
+    "IngestResult",
     "ModelStatus",
     "ModelVersion",
     "ModelVersionCreate",
@@ -483,8 +634,12 @@ __all__ = [
     "RunPublic",
     "RunStatus",
     "Site",
+    "SiteHealth",
+    "SiteHealthHistory",
+    "SiteHealthPublic",
     "SitePublic",
     "SiteState",
+    "SupernodeState",
     "TokenCreate",
     "TokenIssued",
 ]

@@ -13,11 +13,18 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from fedge.coordinator._access import Operator, OperatorCache, key_hash, new_api_key
+from fedge.coordinator._access import (
+    Operator,
+    OperatorCache,
+    SiteRequests,
+    key_hash,
+    new_api_key,
+)
+from fedge.coordinator._actions import AckBatch, ActionBook, ActionNotifier, ActionRecord
 from fedge.coordinator._audit import audit_entry
 from fedge.coordinator._db import WalCheckpointer, open_database, read_only
 from fedge.coordinator._decision_log import DecisionLog
@@ -27,7 +34,11 @@ from fedge.coordinator._errors import (
     NotFoundError,
     SettingsError,
 )
+from fedge.coordinator._health import write_forecasts
+from fedge.coordinator._live_decisions import LiveDecisions
 from fedge.coordinator._registry import DatabaseRegistry
+from fedge.coordinator._retraining import RetrainingPolicy, retrain_run_request
+from fedge.coordinator._rollout import Rollouts, assigned_model_id, version_name
 from fedge.coordinator._runs import Federation
 from fedge.coordinator._schema import (
     ApiKey,
@@ -47,6 +58,12 @@ from fedge.coordinator._schema import (
 )
 from fedge.coordinator._settings import CoordinatorSettings
 from fedge.coordinator._store import ModelStore, decode_model
+from fedge.coordinator._topology import (
+    Topology,
+    TopologyAnswer,
+    TopologyStore,
+    load_topology_file,
+)
 from fedge.core import ModelBundle
 from fedge.decisions import DecisionError, DecisionService, PolicyError, UnknownSiteError
 from fedge.security import (
@@ -84,6 +101,7 @@ class Coordinator:
         """``recover``: interrupt the runs a previous process left live (once per start:
         with several worker processes only the parent does it)."""
         self.settings = settings
+        retrain_spec = retrain_run_request(settings)  # a bad one stops us before anything runs
         self.identity = _identity(settings)
         self.store = ModelStore(settings.model_store)
         self.engine: Engine = open_database(settings.database_url)
@@ -105,8 +123,45 @@ class Coordinator:
         if recover:
             self.federation.recover()
         self._operators = OperatorCache(self.reader)
+        window = settings.replay_window_seconds
+        self.site_requests = SiteRequests(self.engine, self.directory, window)
+        self.rollouts = Rollouts(settings, self.engine, self.reader)
+        self.rollouts.start()  # the rollout timeouts fire even when no site calls
+        self.retraining = RetrainingPolicy(
+            settings, self.engine, self.federation, self.promote, retrain_spec
+        )
+        self.federation.on_model = self.retraining.consider
+        self.retraining.start()  # only when retrain_enabled and a SuperLink is set
+        # --- live decisions ---
+        self.action_notifier = ActionNotifier()
+        self.action_book = ActionBook(self.engine, self.reader)
+        self.topology_store = TopologyStore(self.engine, self.reader)
+        self.live: LiveDecisions | None = None
+        if settings.topology_file is not None:  # the file is put in force at every start
+            try:
+                topology = load_topology_file(settings.topology_file)
+                self.topology_store.put("settings", topology, enrolled_only=False)
+            except Exception:
+                self.close()  # the threads started above
+                raise
+        if self.decisions is not None:
+            self.live = LiveDecisions(
+                settings,
+                self.engine,
+                self.reader,
+                self.decisions,
+                self.identity,
+                self.topology_store,
+                self.action_notifier,
+                self.sync_decision_sites,
+            )
+            self.live.start()
 
     def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+        self.retraining.stop()
+        self.rollouts.stop()
         self.decision_log.close()
         if self._checkpointer is not None:
             self._checkpointer.stop()
@@ -278,13 +333,57 @@ class Coordinator:
             self.decisions.remove_sites([site_hex])
         return row
 
-    def touch_site(self, site_id: bytes) -> None:
+    def rotate_site(self, site_id: bytes, statement: bytes) -> Site:
+        """Accept a rotation statement from the site itself (signed by its old and its new
+        key, generation + 1, ``KeyDirectory.rotate``); the old keys stay valid for
+        ``rotation_grace_seconds``. Stored only if the keys did not change meanwhile."""
+        from fedge.coordinator._registry import to_record
+        from fedge.security import MemoryRegistry, SecurityError
+
+        site_hex, now = site_id.hex(), time.time()
+        try:
+            record = self.directory.record(site_id)
+            if len(statement) >= 16 and statement[:16] != site_id:  # it leads the new keys
+                raise InvalidInputError("the rotation statement names another site")
+            snapshot = MemoryRegistry()
+            snapshot.put_site(record)
+            rules = KeyDirectory(snapshot, grace_seconds=self.settings.rotation_grace_seconds)
+            rotated = rules.rotate(statement, now)
+        except (SecurityError, InvalidInputError) as exc:
+            self.audit(f"site:{site_hex}", "site.rotate", site_hex, "denied", str(exc))
+            if isinstance(exc, InvalidInputError):
+                raise
+            raise InvalidInputError(f"rotation refused: {exc}") from exc
         with Session(self.engine) as session:
-            row = session.get(Site, site_id.hex())
-            if row is not None:
-                row.last_seen = time.time()
-                session.add(row)
-                session.commit()
+            row = session.get(Site, site_hex, with_for_update=True)
+            if row is None or to_record(row) != record:  # a concurrent rotation or revocation
+                raise ConflictError(f"the keys of site {site_hex} changed meanwhile; retry")
+            row.generation = rotated.keys.generation
+            row.public_keys = rotated.keys.to_bytes()
+            row.previous_keys = record.keys.to_bytes()
+            row.previous_until = rotated.previous_until
+            session.add(row)
+            session.add(
+                self._entry(
+                    f"site:{site_hex}",
+                    "site.rotate",
+                    site_hex,
+                    "ok",
+                    f"generation {record.keys.generation} -> {rotated.keys.generation}; "
+                    f"generation {record.keys.generation} valid until {rotated.previous_until:.0f}",
+                )
+            )
+            session.commit()
+            session.refresh(row)
+        self.site_requests.forget(site_id)  # this process reads the new keys at once
+        return row
+
+    def touch_site(self, site_id: bytes) -> None:
+        """Record that the site was seen now (signed requests do it in their group commit)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Site).where(col(Site.id) == site_id.hex()).values(last_seen=time.time())
+            )
 
     # --- model versions ----------------------------------------------------------------
 
@@ -336,7 +435,11 @@ class Coordinator:
         return session.exec(query).first()
 
     def promote(self, by: Operator, model_id: int) -> ModelVersion:
+        """Make a candidate the production version and start its staged rollout (a
+        running one is superseded): canaries first, the rest once they accepted it."""
+        now = time.time()
         with Session(self.engine) as session:
+            serving = self.rollouts.supersede(session, by.actor, model_id, now)
             current = self._production(session)
             row = session.get(ModelVersion, model_id, with_for_update=True)
             if row is None:
@@ -345,16 +448,14 @@ class Coordinator:
                 raise ConflictError(
                     f"model version {model_id} is {row.status.value}, not a candidate"
                 )
+            if serving is None:  # else the superseded canary phase's fleet version
+                serving = None if current is None else current.id
             if current is not None:
                 current.status = ModelStatus.RETIRED
                 session.add(current)
                 session.flush()
-            row.status, row.promoted_by, row.promoted_at = (
-                ModelStatus.PRODUCTION,
-                by.actor,
-                time.time(),
-            )
-            row.replaced_id = None if current is None else current.id
+            row.status, row.promoted_by, row.promoted_at = ModelStatus.PRODUCTION, by.actor, now
+            row.replaced_id = serving
             session.add(row)
             try:
                 session.flush()
@@ -369,13 +470,17 @@ class Coordinator:
                     "" if current is None else f"retired model:{current.id}",
                 )
             )
+            self.rollouts.begin(session, by.actor, model_id, serving, now)
             session.commit()
             session.refresh(row)
             return row
 
     def rollback(self, by: Operator) -> ModelVersion:
-        """Retire the production version and bring back the one it replaced."""
+        """Retire the production version and bring back the one it replaced; a running
+        rollout of the retired version ends with it."""
+        now = time.time()
         with Session(self.engine) as session:
+            self.rollouts.lock(session)
             current = self._production(session)
             if current is None:
                 raise ConflictError("no model version is in production")
@@ -389,7 +494,7 @@ class Coordinator:
             previous.status, previous.promoted_by, previous.promoted_at = (
                 ModelStatus.PRODUCTION,
                 by.actor,
-                time.time(),
+                now,
             )
             session.add(previous)
             session.add(
@@ -401,24 +506,30 @@ class Coordinator:
                     f"retired model:{current.id}",
                 )
             )
+            assert current.id is not None
+            self.rollouts.end_by_rollback(session, by.actor, current.id, now)
             session.commit()
             session.refresh(previous)
             return previous
 
-    def sealed_production_model(self, site_id: bytes) -> tuple[bytes, ModelVersion]:
-        """The production model as a ``ModelBundle``, sealed to the requesting site."""
-        with Session(self.engine) as session:
-            row = session.exec(
-                select(ModelVersion).where(ModelVersion.status == ModelStatus.PRODUCTION)
-            ).first()
-        if row is None:
-            raise NotFoundError("no model version is in production")
-        assert row.id is not None
-        bundle = ModelBundle(f"v{row.id}", self.store.get(row.sha256)).encode()
+    def sealed_assigned_model(self, site_id: bytes, have: str | None) -> tuple[bytes | None, str]:
+        """The version assigned to the site (see ``_rollout``) as a ``ModelBundle`` sealed
+        to it, and its name; no bundle when the site already has it (``have``)."""
+        site_hex = site_id.hex()
+        with Session(self.reader) as session:
+            model_id = assigned_model_id(session, site_hex)
+            row = None if model_id is None else session.get(ModelVersion, model_id)
+        if row is None or row.id is None:
+            raise NotFoundError("no model version is assigned to this site or in production")
+        version = version_name(row.id)
+        if have == version:
+            return None, version
+        bundle = ModelBundle(version, self.store.get(row.sha256)).encode()
         keys = self.directory.keys(site_id)
         envelope = self._sealer.seal(keys, bundle, ContentType.GLOBAL_MODEL, round_id=row.id)
-        self.audit(f"site:{site_id.hex()}", "model.download", f"model:{row.id}", "ok", "")
-        return envelope, row
+        self.rollouts.delivered(site_hex, row.id, time.time())
+        self.audit(f"site:{site_hex}", "model.download", f"model:{row.id}", "ok", "")
+        return envelope, version
 
     # --- decisions ---------------------------------------------------------------------
 
@@ -495,26 +606,11 @@ class Coordinator:
     # --- forecasts ---------------------------------------------------------------------
 
     def ingest_forecasts(self, site_id: bytes, batch: ForecastBatch) -> int:
-        """Store a site's batch in one statement; rows already stored are skipped."""
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        now, site_hex = time.time(), site_id.hex()
-        rows = [
-            {
-                **f.model_dump(),
-                "site_id": site_hex,
-                "model_version": batch.model_version,
-                "received_at": now,
-            }
-            for f in batch.forecasts
-        ]
-        table = Forecast.__table__  # type: ignore[attr-defined]
-        statement = (
-            dialect.insert(table).values(rows).on_conflict_do_nothing().returning(table.c.id)
-        )
+        """Store a site's batch (forecasts and actuals) in one transaction; rows already
+        stored are skipped. Signed requests store theirs with their nonce instead
+        (``SiteRequests``); this is the same write for callers inside the coordinator."""
         with self.engine.begin() as connection:
-            return len(connection.execute(statement).all())  # rowcount is -1 on psycopg
+            return write_forecasts(connection, [(site_id.hex(), batch)], time.time())[0]
 
     def forecasts(self, site_hex: str | None, limit: int) -> Sequence[Forecast]:
         with Session(self.reader) as session:
@@ -531,3 +627,18 @@ class Coordinator:
             if run_id is not None:
                 query = query.where(Round.run_id == run_id)
             return session.exec(query).all()
+
+    # --- live decisions ----------------------------------------------------------------
+
+    def topology(self) -> TopologyAnswer:
+        return self.topology_store.get()
+
+    def set_topology(self, by: Operator, topology: Topology) -> TopologyAnswer:
+        """Replace the topology; every site it names must be enrolled."""
+        return self.topology_store.put(by.actor, topology)
+
+    def ack_actions(self, site_id: bytes, batch: AckBatch) -> int:
+        return self.action_book.ack(site_id.hex(), batch)
+
+    def actions(self, site_hex: str | None, limit: int) -> Sequence[ActionRecord]:
+        return self.action_book.latest(site_hex, limit)

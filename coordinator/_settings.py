@@ -97,6 +97,86 @@ class CoordinatorSettings(BaseSettings):
     denial_refill_per_minute: float = Field(default=30.0, gt=0, le=1_000_000)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # --- rollout ---
+    # Staged model rollout (coordinator/_rollout.py): a promoted version goes to this share
+    # of the active sites first (at least one); the rest follow once every canary gave its
+    # verdict or the canary timeout passed, unless more than ``max_reject_share`` of the
+    # canaries rejected it or their reported forecast error grew by more than
+    # ``max_error_increase`` (relative): then the fleet is rolled back. The fleet phase ends
+    # when every active site accepted, or at the fleet timeout; the check runs every
+    # ``check_seconds`` even when no site calls.
+    rollout_canary_share: float = Field(default=0.2, gt=0, le=1)
+    rollout_canary_timeout_seconds: float = Field(default=600.0, gt=0, le=7 * 86400)
+    rollout_max_reject_share: float = Field(default=0.34, ge=0, lt=1)
+    rollout_max_error_increase: float = Field(default=0.1, ge=0, le=100)
+    rollout_fleet_timeout_seconds: float = Field(default=3600.0, gt=0, le=30 * 86400)
+    rollout_check_seconds: float = Field(default=5.0, ge=0.05, le=3600)
+
+    # --- live decisions ---
+    # The decision loop (coordinator/_live_decisions.py), on once ``policy_dir`` is set:
+    # a strategic (energy mode) decision per site every ``strategic_interval_seconds``, a
+    # tactical (slice shares) one every ``tactical_interval_seconds``, on wall-clock slots
+    # (with several workers, one worker takes each slot). A site whose newest forecast or
+    # actual is older than ``max_forecast_age_seconds`` (default: twice the tactical
+    # interval) gets the safe default. ``decision_step_seconds``: the sites' step grid
+    # (``ts // step_seconds``), 5 minutes for the trained policies. ``topology_file``:
+    # the cluster topology (TOML, docs/live-loop.md), put in force at every start.
+    strategic_interval_seconds: float = Field(default=900.0, ge=0.5, le=86400)
+    tactical_interval_seconds: float = Field(default=300.0, ge=0.5, le=86400)
+    max_forecast_age_seconds: float | None = Field(default=None, gt=0, le=7 * 86400)
+    decision_step_seconds: int = Field(default=300, ge=1, le=3600)
+    topology_file: Path | None = None
+
+    @property
+    def forecast_age_limit(self) -> float:
+        """How old a site's newest inputs may be for a decision to use them."""
+        if self.max_forecast_age_seconds is not None:
+            return self.max_forecast_age_seconds
+        return 2 * self.tactical_interval_seconds
+
+    # --- retraining ---
+    # Site key rotation (POST /api/v1/site/rotate): the previous key generation stays
+    # valid this long, so a site can restart its agent on the new key file.
+    rotation_grace_seconds: float = Field(default=7 * 86400.0, ge=0, le=90 * 86400)
+    # The retraining policy (coordinator/_retraining.py), a thread of the coordinator once
+    # ``retrain_enabled`` and ``superlink`` are set: a run every ``retrain_interval_seconds``
+    # (0: no schedule), and a drift check every ``drift_check_seconds`` (0: none) that
+    # starts a run when the median over sites of (latest mean RMSE / the site's RMSE when
+    # the serving version was first seen) exceeds 1 + ``drift_threshold``, from at least
+    # ``drift_min_sites`` sites and ``retrain_min_interval_seconds`` after the last start.
+    retrain_enabled: bool = False
+    retrain_interval_seconds: float = Field(default=0.0, ge=0, le=365 * 86400)
+    drift_check_seconds: float = Field(default=0.0, ge=0, le=7 * 86400)
+    drift_threshold: float = Field(default=0.2, gt=0, le=100)
+    drift_min_sites: int = Field(default=3, ge=1, le=1_000_000)
+    retrain_min_interval_seconds: float = Field(default=3600.0, ge=0, le=365 * 86400)
+    # The run the policy starts: a JSON or TOML run request (num_rounds, strategy, codec,
+    # config), checked against the Flower app's run config at start; unset: the defaults.
+    retrain_run_config: str | None = Field(default=None, max_length=20_000)
+    # Promote a run's model when its ``promote_metric`` (lower is better; eval_rmse is
+    # the sites' held-out RMSE) beats the serving version's.
+    auto_promote: bool = False
+    promote_metric: str = Field(default="eval_rmse", min_length=1, max_length=64)
+
+    @field_validator("retrain_run_config")
+    @classmethod
+    def _run_request(cls, value: str | None) -> str | None:
+        """A run request the API would take (its keys are checked against the app later)."""
+        if value is not None:
+            from fedge.coordinator._retraining import parse_run_request
+
+            parse_run_request(value)
+        return value
+
+    @model_validator(mode="after")
+    def _retraining_can_start(self) -> CoordinatorSettings:
+        if self.retrain_enabled and self.superlink is None:
+            raise ValueError("retrain_enabled needs superlink (runs start on a SuperLink)")
+        if self.retrain_enabled and not (self.retrain_interval_seconds or self.drift_check_seconds):
+            raise ValueError(
+                "retrain_enabled needs retrain_interval_seconds or drift_check_seconds"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

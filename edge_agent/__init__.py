@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fedge.edge_agent._actions import Action, ActionLog, ActionPoller, verify_action
     from fedge.edge_agent._agent import Agent
     from fedge.edge_agent._anomaly import Alert, KpiDeviation, ResidualDetector
     from fedge.edge_agent._broker import Inbound, Link, MqttLink, backoff_delay, falls_back, probe
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
         AgentConfig,
         AnomalyConfig,
         BrokerConfig,
+        CoordinatorConfig,
         FederationConfig,
         IngestConfig,
         MetricsConfig,
@@ -31,6 +33,12 @@ if TYPE_CHECKING:
         parse_config,
     )
     from fedge.edge_agent._errors import (
+        ActionExpiredError,
+        ActionFormatError,
+        ActionRejected,
+        ActionReplayError,
+        ActionSignatureError,
+        ActionSiteError,
         AgentError,
         BrokerError,
         ConfigError,
@@ -51,8 +59,19 @@ if TYPE_CHECKING:
         stored_cells,
     )
     from fedge.edge_agent._supernode import SupernodeSupervisor, resolve_binary, supernode_command
+    from fedge.edge_agent._uplink import Uplink
 
 _LAZY = {
+    "Action": "fedge.edge_agent._actions",
+    "ActionLog": "fedge.edge_agent._actions",
+    "ActionPoller": "fedge.edge_agent._actions",
+    "verify_action": "fedge.edge_agent._actions",
+    "ActionExpiredError": "fedge.edge_agent._errors",
+    "ActionFormatError": "fedge.edge_agent._errors",
+    "ActionRejected": "fedge.edge_agent._errors",
+    "ActionReplayError": "fedge.edge_agent._errors",
+    "ActionSignatureError": "fedge.edge_agent._errors",
+    "ActionSiteError": "fedge.edge_agent._errors",
     "Agent": "fedge.edge_agent._agent",
     "ModelOpener": "fedge.edge_agent._opener",
     "Alert": "fedge.edge_agent._anomaly",
@@ -67,6 +86,7 @@ _LAZY = {
     "AgentConfig": "fedge.edge_agent._config",
     "AnomalyConfig": "fedge.edge_agent._config",
     "BrokerConfig": "fedge.edge_agent._config",
+    "CoordinatorConfig": "fedge.edge_agent._config",
     "FederationConfig": "fedge.edge_agent._config",
     "IngestConfig": "fedge.edge_agent._config",
     "MetricsConfig": "fedge.edge_agent._config",
@@ -101,9 +121,20 @@ _LAZY = {
     "SupernodeSupervisor": "fedge.edge_agent._supernode",
     "resolve_binary": "fedge.edge_agent._supernode",
     "supernode_command": "fedge.edge_agent._supernode",
+    "Uplink": "fedge.edge_agent._uplink",
 }
 
 __all__ = [
+    "Action",
+    "ActionExpiredError",
+    "ActionFormatError",
+    "ActionLog",
+    "ActionPoller",
+    "ActionRejected",
+    "ActionReplayError",
+    "ActionSignatureError",
+    "ActionSiteError",
+    "verify_action",
     "Agent",
     "AgentConfig",
     "AgentError",
@@ -112,6 +143,7 @@ __all__ = [
     "BrokerConfig",
     "BrokerError",
     "ConfigError",
+    "CoordinatorConfig",
     "Verdict",
     "FederationConfig",
     "ForecastEngine",
@@ -140,6 +172,7 @@ __all__ = [
     "SupernodeSupervisor",
     "SupervisorError",
     "TlsConfig",
+    "Uplink",
     "backoff_delay",
     "falls_back",
     "load_config",

@@ -10,6 +10,10 @@ One message can never stop the agent: a KPI that fails in any unexpected way is
 dead-lettered (reason ``internal``) and a model that fails to open, load or score is a
 rejected verdict, both acknowledged and counted in ``fedge_agent_errors``. Unacknowledged,
 the broker would redeliver it on every restart. Only a store failure ends the run.
+
+Sealed models are judged on the uplink's thread (``_uplink``), which also owns the
+coordinator link: this thread hands the bytes over and never waits on the network. What
+other threads publish or acknowledge on the broker comes back here through a queue.
 """
 
 from __future__ import annotations
@@ -18,23 +22,27 @@ import gc
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedge.core import TARGET_KPIS
 from fedge.edge_agent._anomaly import Alert
 from fedge.edge_agent._broker import Inbound, MqttLink
 from fedge.edge_agent._config import AgentConfig, read_password
-from fedge.edge_agent._errors import KpiRejected, ModelRejected, StoreError
+from fedge.edge_agent._errors import AgentError, KpiRejected, StoreError
 from fedge.edge_agent._forecast import ForecastEngine
 from fedge.edge_agent._kpi import KpiSample, OrderGuard, Reason, parse_kpi
-from fedge.edge_agent._lifecycle import ModelManager, Verdict
+from fedge.edge_agent._lifecycle import ModelManager
 from fedge.edge_agent._metrics import AgentMetrics, HealthServer, Heartbeat
-from fedge.edge_agent._opener import ModelOpener
 from fedge.edge_agent._store import ForecastRow, Store
 from fedge.edge_agent._supernode import SupernodeSupervisor
+from fedge.edge_agent._uplink import SiteStatus, Uplink
+
+if TYPE_CHECKING:
+    from fedge.edge_agent._actions import ActionPoller
 
 log = logging.getLogger("fedge.agent")
 
@@ -53,6 +61,7 @@ class Agent:
             config.store.path,
             synchronous=config.store.synchronous,
             step_seconds=config.step_seconds,
+            outbox=config.coordinator is not None,
         )
         self.models = ModelManager(self.store, config.model)
         self.models.load_serving()
@@ -61,12 +70,29 @@ class Agent:
             self.store, config.step_seconds, config.anomaly, min_history=config.model.min_history
         )
         self.guard = OrderGuard(config.ingest.reorder_tolerance_steps)
-        self.opener = ModelOpener(config) if config.security is not None else None
         self._inbound: list[Inbound] = []  # read from the broker, not yet processed
+        # MQTT work other threads hand to the broker link's thread (paho is driven there)
+        self._handoff: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.alert_counts: dict[str, int] = {}
+        self.supernode_state = "absent" if config.federation is None else "starting"
         self.heartbeat = Heartbeat()
         self.kpi_topic = config.topic("kpi")
         self.model_topic = config.topic("model")
-        subs = [self.kpi_topic] + ([self.model_topic] if self.opener is not None else [])
+        # the coordinator link and the model judge: a thread of their own
+        self.uplink: Uplink | None = None
+        if config.security is not None:
+            self.uplink = Uplink(
+                config,
+                self.models,
+                self.metrics,
+                publish=self.hand_publish,
+                ack=lambda m: self._handoff.put(lambda: self.link.ack(m)),
+                status=self._site_status,
+                online=lambda: self._status("online"),
+                clock=clock,
+            )
+        self.actions = self._action_poller()
+        subs = [self.kpi_topic] + ([self.model_topic] if self.uplink is not None else [])
         self.link = MqttLink(
             config,
             self._inbound.append,
@@ -84,13 +110,48 @@ class Agent:
                 config.federation,
                 config.store.path,
                 config.store.path.parent / "supernode.log",
-                on_state=lambda up: self.metrics.supernode_up.set(int(up)),
+                on_state=self._on_supernode,
                 on_restart=self.metrics.supernode_restarts.inc,
             )
         self._kpi_in = self.metrics.messages_in.labels("kpi")
         self._model_in = self.metrics.messages_in.labels("model")
         self._last_tick = 0.0
         self._last_retention = 0.0
+
+    def _on_supernode(self, up: bool) -> None:
+        self.metrics.supernode_up.set(int(up))
+        self.supernode_state = "running" if up else "restarting"
+
+    def _site_status(self) -> SiteStatus:
+        return SiteStatus(dict(self.alert_counts), self.supernode_state)
+
+    def hand_publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Publish from any thread: queued for the broker link's thread."""
+        self._handoff.put(lambda: self.link.publish(topic, payload, retain=retain))
+
+    def _action_poller(self) -> ActionPoller | None:
+        """The action poller (its own thread) when the coordinator link is configured."""
+        if self.uplink is None or self.uplink.client is None:
+            return None
+        from fedge.edge_agent._actions import ActionPoller
+        from fedge.security import SecurityError, SitePublicKeys
+
+        sec, link = self.config.security, self.config.coordinator
+        assert sec is not None and link is not None
+        try:
+            keys = SitePublicKeys.from_bytes(sec.coordinator_keys.read_bytes())
+        except (SecurityError, OSError) as exc:
+            raise AgentError(f"security.coordinator_keys: {exc}") from exc
+        return ActionPoller(
+            client=self.uplink.client,
+            coordinator_keys=keys,
+            site_id=self.config.site,
+            store_path=self.config.store.path,
+            publish=self.hand_publish,
+            topic=self.config.topic("action"),
+            clock=self.clock,
+            wait_s=link.action_wait_s,
+        )
 
     @property
     def version(self) -> str | None:
@@ -120,6 +181,7 @@ class Agent:
             "broker_connected": self.link.connected,
             "model_version": self.version,
             "supernode_pid": None if self.supervisor is None else self.supervisor.pid,
+            "uplink": None if self.uplink is None else self.uplink.state(),
         }
 
     # the loop ---------------------------------------------------------------------------------
@@ -134,6 +196,10 @@ class Agent:
         self.store.start_checkpointer()
         if self.supervisor is not None:
             self.supervisor.start()
+        if self.uplink is not None:
+            self.uplink.start()
+        if self.actions is not None:
+            self.actions.start()
         # Everything loaded so far (numpy, onnxruntime, paho, the model) lives as long as the
         # process: out of the cyclic collector, so a full collection is not a 20-40 ms stall.
         gc.collect()
@@ -144,6 +210,10 @@ class Agent:
                 pass
         finally:
             self.link.stop()
+            if self.actions is not None:
+                self.actions.stop()
+            if self.uplink is not None:
+                self.uplink.stop()
             if self.supervisor is not None:
                 self.supervisor.stop()
             if self.http is not None:
@@ -160,6 +230,12 @@ class Agent:
             size = self.config.ingest.max_batch
             for start in range(0, len(inbound), size):
                 self.process(inbound[start : start + size])
+        while True:
+            try:
+                handed = self._handoff.get_nowait()
+            except queue.Empty:
+                break
+            handed()
         self._tick()
 
     def _tick(self) -> None:
@@ -168,11 +244,18 @@ class Agent:
             return
         self._last_tick = now
         self.heartbeat.beat()
-        serving = self.store.serving()
-        if serving is not None and serving.version != self.version:
-            log.warning("serving model changed in the store (rollback?): now %s", serving.version)
-            self.models.load_serving()
-            self.metrics.set_model(self.version)
+        # a model judged right now holds the lock: its swap is the uplink's, look next tick
+        if self.models.lock.acquire(blocking=False):
+            try:
+                serving = self.store.serving()
+                if serving is not None and serving.version != self.version:
+                    log.warning(
+                        "serving model changed in the store (rollback?): now %s", serving.version
+                    )
+                    self.models.load_serving()
+                    self.metrics.set_model(self.version)
+            finally:
+                self.models.lock.release()
         if now - self._last_retention >= self.config.store.housekeeping_s:
             self._last_retention = now
             cfg = self.config.store
@@ -228,9 +311,11 @@ class Agent:
                 self.link.ack(msg)
         self._publish(forecasts, alerts, dead)
         self.metrics.batch.observe(time.perf_counter() - started)
-        for msg in models:
-            self._handle_model(msg)
-            self.link.ack(msg)
+        for msg in models:  # judged on the uplink's thread, acknowledged once judged
+            if self.uplink is not None:
+                self.uplink.submit(msg)
+            else:
+                self.link.ack(msg)
 
     def _accept(self, msg: Inbound, now: float, dead: list[bytes]) -> tuple[KpiSample, bool] | None:
         ingest = self.config.ingest
@@ -357,56 +442,8 @@ class Agent:
                 ],
             }
             self.metrics.alerts.labels(a.severity).inc()
+            self.alert_counts[a.severity] = self.alert_counts.get(a.severity, 0) + 1
             self.link.publish(topic, json.dumps(body).encode())
         topic = self.config.topic("deadletter")
         for payload in dead:
             self.link.publish(topic, payload)
-
-    def _handle_model(self, msg: Inbound) -> Verdict | None:
-        """Open and judge one sealed model; whatever happens, a verdict and no exception."""
-        try:
-            return self._judge_model(msg)
-        except StoreError:
-            raise
-        except Exception as exc:  # ModelManager records what it can judge; this is a bug
-            reason = self._internal("model", exc).detail
-            self.metrics.verdicts.labels("rejected").inc()
-            self._publish_verdict(
-                {
-                    "v": 1,
-                    "version": None,
-                    "accepted": False,
-                    "reason": f"model could not be judged: {reason}",
-                }
-            )
-            return None
-
-    def _judge_model(self, msg: Inbound) -> Verdict | None:
-        assert self.opener is not None
-        try:
-            bundle = self.opener.open(msg.payload)
-        except ModelRejected as exc:
-            self.metrics.verdicts.labels("refused").inc()
-            self._publish_verdict(
-                {"v": 1, "version": None, "accepted": False, "reason": str(exc)[:REASON_CHARS]}
-            )
-            return None
-        verdict = self.models.consider(
-            bundle, self.engine.recent_features(self.config.model.shadow_days)
-        )
-        self.metrics.verdicts.labels("accepted" if verdict.accepted else "rejected").inc()
-        self.metrics.set_model(self.version)
-        self._publish_verdict(verdict.to_json())
-        log.warning(
-            "model %s %s: %s",
-            verdict.version,
-            "accepted" if verdict.accepted else "rejected",
-            verdict.reason,
-        )
-        if verdict.accepted:
-            self.link.publish(self.config.topic("status"), self._status("online"), retain=True)
-        return verdict
-
-    def _publish_verdict(self, body: dict[str, object]) -> None:
-        self.metrics.messages_out.labels("verdict").inc()
-        self.link.publish(self.config.topic("verdict"), json.dumps(body).encode())

@@ -69,6 +69,10 @@ def check(config: _CONFIG = Path("agent.toml")) -> None:
     step("store and model", store_and_model)
     if cfg.security is not None:
         step("site keys and coordinator keys", lambda: (ModelOpener(cfg), "")[1])
+    if cfg.coordinator is not None:
+        from fedge.edge_agent._uplink import describe_link
+
+        step("coordinator", lambda: describe_link(cfg))
     step(
         "broker",
         lambda: f"{cfg.broker.host}:{cfg.broker.port} accepted " + probe(cfg, read_password(cfg)),

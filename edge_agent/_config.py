@@ -6,6 +6,7 @@ whose message starts with the dotted key, so an operator sees exactly what to fi
 
 from __future__ import annotations
 
+import logging
 import re
 import stat
 import tomllib
@@ -19,6 +20,7 @@ from fedge.edge_agent._errors import AgentError, ConfigError
 T = TypeVar("T")
 
 _SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SITE_ID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 PROTOCOLS = ("auto", "5", "3.1.1")
 SYNCHRONOUS = ("normal", "full")
@@ -95,7 +97,7 @@ class SecurityConfig:
 
 #: Node-config keys the agent sets itself (from [security], [store] and [federation]).
 NODE_CONFIG_KEYS = (
-    "key-file", "kek-file", "kek-env", "coordinator-keys", "state-dir", "store", "cell-index",
+    "key-file", "kek-file", "kek-env", "coordinator-keys", "state-dir", "store",
 )  # fmt: skip
 
 
@@ -103,7 +105,6 @@ NODE_CONFIG_KEYS = (
 class FederationConfig:
     superlink: str
     supernode: str = "flower-supernode"
-    site_index: int = 0  # which of the store's cells (sorted by id) the SuperNode trains on
     restart_min_s: float = 1.0
     restart_max_s: float = 60.0
     stable_after_s: float = 60.0
@@ -131,6 +132,24 @@ class MetricsConfig:
     port: int = 9464
 
 
+#: Most rows one upload carries (the coordinator refuses bigger batches).
+MAX_BATCH_ROWS = 2000
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """The coordinator link: where the uplink sends forecasts, health and verdicts."""
+
+    url: str
+    ca_file: Path | None = None
+    upload_interval_s: float = 2.0
+    health_interval_s: float = 30.0
+    batch_max: int = 1000
+    model_poll_s: float = 30.0
+    timeout_s: float = 10.0
+    action_wait_s: float = 25.0
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     site: str
@@ -143,6 +162,7 @@ class AgentConfig:
     security: SecurityConfig | None = None
     federation: FederationConfig | None = None
     metrics: MetricsConfig | None = field(default_factory=MetricsConfig)
+    coordinator: CoordinatorConfig | None = None
 
     @property
     def client_id(self) -> str:
@@ -396,10 +416,15 @@ def _federation(s: _Section) -> FederationConfig:
                 "(set federation.root_certificates)"
             )
         _check_auth_key(auth)
+    if "site_index" in s.data:  # an older agent.toml: the node trains on all cells now
+        s.used.add("site_index")
+        logging.getLogger("fedge.agent.config").warning(
+            "federation.site_index is ignored and can be deleted: the SuperNode trains on "
+            "every cell of the store, and its site is the enrolled key"
+        )
     cfg = FederationConfig(
         superlink=superlink,
         supernode=s.get("supernode", str, "flower-supernode"),
-        site_index=s.positive("site_index", int, 0, zero=True),
         restart_min_s=rmin,
         restart_max_s=rmax,
         stable_after_s=s.positive("stable_after_s", float, 60.0),
@@ -503,6 +528,55 @@ def _node_files(
     )
 
 
+def _coordinator(s: _Section, security: SecurityConfig | None, site: str) -> CoordinatorConfig:
+    url = s.require("url", str).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"coordinator.url: must look like http://host:port or https://host:port, got {url!r}"
+        )
+    if parts.path not in ("", "/") or parts.username or parts.query or parts.fragment:
+        raise ConfigError("coordinator.url: only scheme, host and port")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"coordinator.url: bad port: {exc}") from exc
+    ca_file = s.path("ca_file")
+    if ca_file is not None:
+        if parts.scheme != "https":
+            raise ConfigError("coordinator.ca_file: a CA needs an https:// url")
+        if not ca_file.is_file():
+            raise ConfigError(f"coordinator.ca_file: no such file {ca_file}")
+    batch_max = s.positive("batch_max", int, 1000)
+    if batch_max > MAX_BATCH_ROWS:
+        raise ConfigError(f"coordinator.batch_max: at most {MAX_BATCH_ROWS}, got {batch_max}")
+    action_wait = s.positive("action_wait_s", float, 25.0)
+    if action_wait > 30.0:
+        raise ConfigError(f"coordinator.action_wait_s: at most 30, got {action_wait}")
+    cfg = CoordinatorConfig(
+        url=url.rstrip("/"),
+        ca_file=ca_file,
+        upload_interval_s=s.positive("upload_interval_s", float, 2.0),
+        health_interval_s=s.positive("health_interval_s", float, 30.0),
+        batch_max=batch_max,
+        model_poll_s=s.positive("model_poll_s", float, 30.0),
+        timeout_s=s.positive("timeout_s", float, 10.0),
+        action_wait_s=action_wait,
+    )
+    s.done()
+    if security is None:
+        raise ConfigError(
+            "coordinator: needs a [security] section (the site's key_file signs every "
+            "request, and the coordinator_keys from enrollment check its models)"
+        )
+    if not _SITE_ID_RE.match(site):
+        raise ConfigError(
+            f"coordinator: agent.site must be the enrolled site id (32 hex digits, set by "
+            f"`fedge site enroll`), got {site!r}"
+        )
+    return cfg
+
+
 def _metrics(s: _Section) -> MetricsConfig | None:
     if not s.get("enabled", bool, True):
         s.get("host", str, "")
@@ -530,6 +604,7 @@ def parse_config(data: dict[str, Any], base: Path) -> AgentConfig:
     agent.done()
     security_table = root.table("security")
     federation_table = root.table("federation")
+    coordinator_table = root.table("coordinator")
     store = _store(_section(root, "store"))
     security = _security(security_table) if security_table is not None else None
     federation = None
@@ -546,6 +621,9 @@ def parse_config(data: dict[str, Any], base: Path) -> AgentConfig:
         security=security,
         federation=federation,
         metrics=_metrics(_section(root, "metrics")),
+        coordinator=(
+            None if coordinator_table is None else _coordinator(coordinator_table, security, site)
+        ),
     )
     root.done()
     return cfg

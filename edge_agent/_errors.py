@@ -37,3 +37,28 @@ class KpiRejected(AgentError):
 
 class SupervisorError(AgentError):
     """The ``flower-supernode`` binary cannot be found or started."""
+
+
+class ActionRejected(AgentError):
+    """An action from the coordinator was refused; the subclass names why. The action in
+    force stays in force."""
+
+
+class ActionSignatureError(ActionRejected):
+    """The coordinator's signature over the action's body did not verify."""
+
+
+class ActionFormatError(ActionRejected):
+    """The action's body is not the JSON docs/live-loop.md defines (or too large)."""
+
+
+class ActionSiteError(ActionRejected):
+    """The action is addressed to another site."""
+
+
+class ActionExpiredError(ActionRejected):
+    """The action's ``valid_until`` is in the past."""
+
+
+class ActionReplayError(ActionRejected):
+    """The action is not newer than the last accepted one (a replay or a reordering)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,12 +109,19 @@ class ModelManager:
     """Owns which model serves; the store's ``models`` table is the durable truth."""
 
     def __init__(
-        self, store: Store, config: ModelConfig, *, max_lookback: int = WINDOW_STEPS
+        self,
+        store: Store,
+        config: ModelConfig,
+        *,
+        max_lookback: int = WINDOW_STEPS,
     ) -> None:
         self.store = store
         self.config = config
         self.max_lookback = max_lookback
         self.serving: Serving | None = None
+        # Held while a model is judged and swapped (off the broker thread), and by the
+        # broker thread before it reloads what the store says serves: one swap at a time.
+        self.lock = threading.Lock()
         try:
             config.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -139,15 +147,21 @@ class ModelManager:
             )
         return self.serving
 
-    def consider(self, bundle: ModelBundle, data: list[Features]) -> Verdict:
-        """Shadow-evaluate a candidate; serve it (atomically) or record why not."""
-        if self.store.model(bundle.version) is not None:
+    def consider(
+        self, bundle: ModelBundle, data: list[Features], store: Store | None = None
+    ) -> Verdict:
+        """Shadow-evaluate a candidate; serve it (atomically) or record why not.
+
+        ``store``: the judging thread's own connection to the same store file (the
+        uplink's); the caller holds ``lock``."""
+        store = store or self.store
+        if store.model(bundle.version) is not None:
             return self._reject(
-                bundle, "version already known to this agent", None, None, 0, record=False
+                store, bundle, "version already known to this agent", None, None, 0, record=False
             )
         if len(bundle.onnx) > self.config.max_model_bytes:
             return self._reject(
-                bundle, f"model is {len(bundle.onnx)} bytes, over the limit", None, None, 0
+                store, bundle, f"model is {len(bundle.onnx)} bytes, over the limit", None, None, 0
             )
         path = self.config.dir / f"{bundle.version}.onnx"
         _write_atomic(path, bundle.onnx)
@@ -155,11 +169,11 @@ class ModelManager:
             candidate = load_model(path, self.config.threads, self.max_lookback)
         except ModelRejected as exc:
             path.unlink(missing_ok=True)  # the agent's own paths stay out of the verdict
-            return self._reject(bundle, str(exc).removeprefix(f"{path}: "), None, None, 0)
+            return self._reject(store, bundle, str(exc).removeprefix(f"{path}: "), None, None, 0)
         digest = hashlib.sha256(bundle.onnx).hexdigest()
         current = self.serving
         if current is None:
-            self.store.record_model(
+            store.record_model(
                 bundle.version, path, digest, serve=True, reason="no model was serving"
             )
             self.serving = Serving(bundle.version, candidate)
@@ -170,7 +184,7 @@ class ModelManager:
         except ModelError as exc:
             path.unlink(missing_ok=True)
             return self._reject(
-                bundle, f"serving model failed shadow evaluation: {exc}", None, None, 0,
+                store, bundle, f"serving model failed shadow evaluation: {exc}", None, None, 0,
                 current.version,
             )  # fmt: skip
         try:
@@ -178,12 +192,13 @@ class ModelManager:
         except ModelError as exc:
             path.unlink(missing_ok=True)
             return self._reject(
-                bundle, f"candidate failed shadow evaluation: {exc}", serving_score, None, n,
+                store, bundle, f"candidate failed shadow evaluation: {exc}", serving_score, None, n,
                 current.version,
             )  # fmt: skip
         if n < self.config.min_shadow_windows:
             path.unlink(missing_ok=True)
             return self._reject(
+                store,
                 bundle,
                 f"only {n} local windows for shadow evaluation (need {self.config.min_shadow_windows})",
                 serving_score,
@@ -194,6 +209,7 @@ class ModelManager:
         if not math.isfinite(candidate_score):
             path.unlink(missing_ok=True)
             return self._reject(
+                store,
                 bundle,
                 "candidate produced non-finite forecasts",
                 serving_score,
@@ -205,6 +221,7 @@ class ModelManager:
         if candidate_score > limit:
             path.unlink(missing_ok=True)
             return self._reject(
+                store,
                 bundle,
                 f"shadow score {candidate_score:.4f} is worse than serving {serving_score:.4f} "
                 f"by more than {self.config.shadow_margin:.0%}",
@@ -213,7 +230,7 @@ class ModelManager:
                 n,
                 current.version,
             )
-        self.store.record_model(
+        store.record_model(
             bundle.version,
             path,
             digest,
@@ -235,6 +252,7 @@ class ModelManager:
 
     def _reject(
         self,
+        store: Store,
         bundle: ModelBundle,
         reason: str,
         serving_score: float | None,
@@ -246,7 +264,7 @@ class ModelManager:
     ) -> Verdict:
         reason = reason[:REASON_CHARS]
         if record:
-            self.store.record_model(
+            store.record_model(
                 bundle.version,
                 self.config.dir / f"{bundle.version}.onnx",
                 hashlib.sha256(bundle.onnx).hexdigest(),

@@ -76,6 +76,29 @@ class AgentMetrics:
             "flower-supernode restarts after it exited",
             registry=r,
         )
+        self.uplink_rows = Counter(
+            "fedge_agent_uplink_rows",
+            "Outbox rows the coordinator acknowledged (sent) or refused (a 4xx)",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.uplink_requests = Counter(
+            "fedge_agent_uplink_requests",
+            "Requests to the coordinator by call and outcome",
+            ["call", "outcome"],
+            registry=r,
+        )
+        self.uplink_backlog = Gauge(
+            "fedge_agent_uplink_backlog", "Outbox rows waiting for the coordinator", registry=r
+        )
+        self.uplink_refused = Gauge(
+            "fedge_agent_uplink_refused", "Outbox rows the coordinator refused (kept)", registry=r
+        )
+        self.uplink_last_success = Gauge(
+            "fedge_agent_uplink_last_success_seconds",
+            "Unix time of the last request the coordinator answered",
+            registry=r,
+        )
         self._version: str | None = None
 
     def set_model(self, version: str | None) -> None:

@@ -1,4 +1,4 @@
-"""``fedge model list|promote|rollback`` and ``fedge run list|show|start|cancel``: the
+"""``fedge model list|promote|rollback`` and ``fedge run list|show|start|cancel|retraining``: the
 coordinator's API for operators, from any install.
 
 They need only the standard-library client (``fedge.core``), typer and rich, so they live
@@ -173,7 +173,10 @@ _RUN_CONFIG = typer.Option([], "--config", help="key=value of the app's run conf
 
 
 def _run_commands() -> typer.Typer:
-    run = typer.Typer(help="Federation runs on the coordinator: list, show, start, cancel.")
+    run = typer.Typer(
+        help="Federation runs on the coordinator: list, show, start, cancel; the retraining "
+        "policy that starts them."
+    )
 
     @run.command("list")
     def list_runs(
@@ -231,7 +234,28 @@ def _run_commands() -> typer.Typer:
         client = operator_client(coordinator, api_key_file)
         show(client.delete_json(f"/api/v1/runs/{run_id}"), _RUN_COLUMNS, as_json=as_json)
 
+    @run.command("retraining")
+    def retraining(
+        coordinator: str | None = COORDINATOR,
+        api_key_file: Path | None = API_KEY_FILE,
+        as_json: bool = AS_JSON,
+    ) -> None:
+        """The retraining policy: its settings, last drift check and latest run starts."""
+        client = operator_client(coordinator, api_key_file)
+        state = client.get_json("/api/v1/retraining")
+        if as_json:
+            show(state, (), as_json=True)
+            return
+        show(state, _POLICY_COLUMNS, as_json=False, title="retraining policy")
+        show(state.get("starts", []), _START_COLUMNS, as_json=False, title="run starts")
+
     return run
+
+
+_POLICY_COLUMNS = ("enabled", "acting", "retrain_interval_seconds", "drift_check_seconds",
+                   "drift_threshold", "auto_promote", "checked_at", "statistic", "sites",
+                   "detail")  # fmt: skip
+_START_COLUMNS = ("at", "run_id", "trigger", "statistic", "sites", "baseline_model_id", "detail")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,11 +1,16 @@
-"""``fedge site``: enroll this gNB host with the coordinator (``enroll``), and the
-operator's side of enrollment (``token``, ``list``, ``revoke``).
+"""``fedge site``: enroll this gNB host with the coordinator (``enroll``), rotate its keys
+(``rotate``), and the operator's side of enrollment (``token``, ``list``, ``revoke``).
 
 ``enroll`` runs on the site with only ``fedge[agent]``: it reads the site's key file and
 KEK from agent.toml's [security], trusts the coordinator's public keys (checked against
 ``--authority-fingerprint`` when given), proves possession of the site's keys with a
 one-time token, then writes the coordinator's keys to ``security.coordinator_keys`` and
 the enrolled site id into ``agent.site``, leaving the rest of agent.toml as it was.
+
+``rotate`` makes the site's next key generation, sends the rotation statement (signed by
+the old key and the new) in a request signed with the current key, and only once the
+coordinator accepted it replaces the key file, in one step; the new file keeps the
+previous generation, so envelopes sealed to it still open during the grace period.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ if TYPE_CHECKING:
     from fedge.edge_agent._config import SecurityConfig
     from fedge.security import SitePublicKeys
 
-__all__ = ["EnrollmentError", "enroll_site", "register", "set_agent_site"]
+__all__ = ["EnrollmentError", "RotationError", "enroll_site", "register", "rotate_site",
+           "set_agent_site"]  # fmt: skip
 
 _SITE_COLUMNS = ("id", "status", "generation", "archetype", "region", "enrolled_at", "last_seen")
 _SITE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -52,6 +58,18 @@ _CONFIG = typer.Option(Path("agent.toml"), "--config", help="The agent config.")
 class EnrollmentError(AgentError):
     """Enrollment refused on the site's side: an untrusted coordinator key, a malformed
     answer, or files it cannot write."""
+
+
+class RotationError(AgentError):
+    """Key rotation not done: the coordinator refused or did not answer (the key file is
+    unchanged), or accepted it and the new key file could not be written."""
+
+
+@dataclass(frozen=True)
+class Rotated:
+    site_id: str
+    generation: int
+    key_file: Path
 
 
 @dataclass(frozen=True)
@@ -206,9 +224,64 @@ def enroll_site(
     return Enrolled(site_id, seen, expected is not None, security.coordinator_keys, config)
 
 
+def _config_coordinator(config: Path) -> tuple[str | None, Path | None]:
+    """agent.toml's ``[coordinator] url`` and ``ca_file``, when it has them."""
+    try:
+        table = tomllib.loads(config.read_text(encoding="utf-8")).get("coordinator")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None, None  # _security() reported the config's problem already
+    if not isinstance(table, dict):
+        return None, None
+    url, ca_file = table.get("url"), table.get("ca_file")
+    ca = config.parent.resolve() / ca_file if isinstance(ca_file, str) and ca_file else None
+    return (url if isinstance(url, str) and url else None), ca
+
+
+def rotate_site(config: Path, url: str | None = None) -> Rotated:
+    """Rotate the keys of the site of ``config`` with the coordinator at ``url`` (else
+    ``$FEDGE_COORDINATOR_URL``, else agent.toml's ``[coordinator] url``)."""
+    from fedge.core import ApiError, SiteClient
+    from fedge.security import KeyStoreError, load_identity, read_kek, save_identity
+
+    security = _security(config)
+    kek = read_kek(security.kek_file)
+    identity = load_identity(security.key_file, kek)
+    from_config, ca_file = _config_coordinator(config)
+    if url is None and not os.environ.get("FEDGE_COORDINATOR_URL", "").strip():
+        url = from_config
+    if not os.access(security.key_file.parent, os.W_OK):  # checked before anything is sent
+        raise RotationError(f"cannot write to {security.key_file.parent}: nothing was sent")
+    new, statement = identity.rotate()
+    unchanged = f"{security.key_file} is unchanged"
+    try:
+        client = SiteClient(coordinator_url(url), identity, ca_file=ca_file)
+        answer = client.post_json(
+            "/api/v1/site/rotate", {"statement_base64": base64.b64encode(statement).decode()}
+        )
+    except ApiError as exc:
+        raise RotationError(
+            f"the coordinator did not accept the rotation: {exc}; {unchanged}"
+        ) from exc
+    site = answer if isinstance(answer, dict) else {}
+    if site.get("id") != new.site_id.hex() or site.get("generation") != new.generation:
+        raise RotationError(
+            f"the coordinator answered the rotation unexpectedly ({answer!r}); {unchanged}"
+        )
+    try:
+        save_identity(security.key_file, new, kek, overwrite=True)
+    except KeyStoreError as exc:
+        raise RotationError(
+            f"the coordinator now holds generation {new.generation} but {exc}; the previous "
+            "key is accepted only during the grace period: revoke and re-enroll the site"
+        ) from exc
+    return Rotated(new.site_id.hex(), new.generation, security.key_file)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``site`` sub-command to the ``fedge`` application."""
-    site = typer.Typer(help="Sites: enroll this gNB host; issue tokens, list and revoke sites.")
+    site = typer.Typer(
+        help="Sites: enroll this gNB host, rotate its keys; issue tokens, list, revoke sites."
+    )
 
     @site.command("enroll")
     def enroll(
@@ -237,6 +310,16 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"coordinator key:    {done.authority_fingerprint} ({note})")
         typer.echo(f"coordinator keys:   {done.coordinator_keys}")
         typer.echo(f"agent config:       {done.config} (agent.site set)")
+
+    @site.command("rotate")
+    def rotate(config: Path = _CONFIG, coordinator: str | None = COORDINATOR) -> None:
+        """Rotate this site's keys: the coordinator takes the next generation, then the key
+        file is replaced (it keeps the previous generation; restart the agent to sign with
+        the new key before the coordinator's grace period ends)."""
+        done = rotate_site(config, coordinator)
+        typer.echo(f"site id:            {done.site_id}")
+        typer.echo(f"key generation:     {done.generation}")
+        typer.echo(f"key file:           {done.key_file} (replaced)")
 
     @site.command("token")
     def token_(

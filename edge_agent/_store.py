@@ -2,8 +2,9 @@
 
 Everything the agent acknowledges to the broker is committed here first, so a crash
 (kill -9, power loss with ``synchronous = "full"``) never loses an acknowledged sample.
-One writer (the agent's worker thread); readers (``fedge agent rollback``, the
-SuperNode's ClientApp) open their own connections, which WAL allows concurrently.
+Writers: the broker link's thread, and the uplink's on its own connection (outbox
+acknowledgements, model verdicts); readers (``fedge agent rollback``, the SuperNode's
+ClientApp) open their own connections, which WAL allows concurrently.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.core import KPI_NAMES, AgentStoreError, read_cell
+from fedge.core import KPI_NAMES, TARGET_INDEX, TARGET_KPIS, AgentStoreError, read_cell
 from fedge.core import stored_cells as _stored_cells
 from fedge.edge_agent._errors import StoreError
 from fedge.edge_agent._kpi import KpiSample
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+#: Schema versions this agent migrates forward when it opens their store.
+_MIGRATES: Final = (1,)
 _N = len(KPI_NAMES)
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,8 +57,18 @@ CREATE TABLE IF NOT EXISTS models (
 CREATE TABLE IF NOT EXISTS federation_state (
     key TEXT PRIMARY KEY, value BLOB NOT NULL, updated REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind INTEGER NOT NULL,
+    cell TEXT NOT NULL, step INTEGER NOT NULL, made_step INTEGER NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (kind, cell, step, made_step)
+);
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, kind, id);
 """
 MODEL_STATES: Final = ("serving", "retired", "rejected", "rolled_back")
+#: Outbox rows: a forecast, or an actual (``made_step`` -1); pending until acknowledged.
+_FORECAST, _ACTUAL = 0, 1
+_PENDING, _REFUSED = 0, 2
 CHECKPOINT_INTERVAL_S: Final = 0.25
 
 log = logging.getLogger("fedge.agent.store")
@@ -68,6 +81,38 @@ class ForecastRow:
     made_step: int  # the newest step the model saw
     model_version: str
     values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Actual:
+    """The observed target KPIs (``TARGET_KPIS`` order) of one completed step."""
+
+    cell: str
+    step: int
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class OutboxBatch:
+    """The oldest unsent rows: forecasts of one model version, and actuals."""
+
+    model_version: str | None
+    forecasts: list[ForecastRow]
+    actuals: list[Actual]
+    ids: list[int]  # the outbox rows the batch carries, to ack or refuse together
+
+
+@dataclass(frozen=True)
+class ForecastError:
+    """One cell's error on one target at one horizon, over a time window."""
+
+    cell: str
+    horizon_steps: int
+    target: str
+    count: int
+    mae: float
+    rmse: float
+    bias: float
 
 
 @dataclass(frozen=True)
@@ -87,9 +132,15 @@ class Store:
     """SQLite in WAL mode; every public method is one transaction."""
 
     def __init__(
-        self, path: Path, *, synchronous: str = "normal", step_seconds: int | None = None
+        self,
+        path: Path,
+        *,
+        synchronous: str = "normal",
+        step_seconds: int | None = None,
+        outbox: bool = False,
     ) -> None:
         self.path = path
+        self.outbox = outbox  # keep forecasts and actuals for the coordinator
         self._synchronous = "FULL" if synchronous == "full" else "NORMAL"
         self._checkpointer: _Checkpointer | None = None
         try:
@@ -104,6 +155,11 @@ class Store:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) in _MIGRATES:
+                # 1 -> 2 adds the outbox (created above); the data tables are unchanged
+                self._db.execute(
+                    "UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),)
+                )
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(
                     f"{path}: store schema {row[0]}, this agent reads {SCHEMA_VERSION}"
@@ -176,6 +232,7 @@ class Store:
     ) -> None:
         """Samples and the forecasts made from them, atomically (then it is safe to ack)."""
         marks = ", ".join("?" * (4 + _N))
+        samples, forecasts = list(samples), list(forecasts)
         with self._tx() as db:
             db.executemany(
                 f"INSERT INTO samples VALUES ({marks})",
@@ -188,6 +245,18 @@ class Store:
                     for f in forecasts
                 ],
             )
+            if self.outbox:
+                # a re-made forecast is sent again; the coordinator's key makes it a no-op
+                db.executemany(
+                    "INSERT INTO outbox (kind, cell, step, made_step) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (kind, cell, step, made_step) DO UPDATE SET state=0",
+                    [(_FORECAST, f.cell, f.step, f.made_step) for f in forecasts]
+                    + [
+                        (_ACTUAL, s.cell, s.step, -1)
+                        for s in samples
+                        if all(s.values[i] is not None for i in TARGET_INDEX)
+                    ],
+                )
 
     def sample(self, cell: str, step: int) -> tuple[float | None, ...] | None:
         rows = self._query(
@@ -245,6 +314,85 @@ class Store:
             (cell, limit),
         )
         return [(int(r[0]), tuple(r[1 : 1 + _N]), tuple(json.loads(r[-1]))) for r in rows[::-1]]
+
+    # the outbox -------------------------------------------------------------------------
+
+    def outbox_batch(self, limit: int) -> OutboxBatch:
+        """The oldest pending rows: up to ``limit`` forecasts (all of the oldest pending
+        row's model version) and up to ``limit`` actuals."""
+        targets = ", ".join(f"s.{k}" for k in TARGET_KPIS)
+        found = self._query(
+            "SELECT o.id, f.cell, f.step, f.made_step, f.model_version, f.values_json "
+            "FROM outbox o JOIN forecasts f ON f.cell=o.cell AND f.step=o.step "
+            "AND f.made_step=o.made_step WHERE o.state=? AND o.kind=? ORDER BY o.id LIMIT ?",
+            (_PENDING, _FORECAST, limit),
+        )
+        version = found[0][4] if found else None
+        ids: list[int] = []
+        forecasts: list[ForecastRow] = []
+        for r in found:
+            if r[4] == version:
+                ids.append(int(r[0]))
+                forecasts.append(
+                    ForecastRow(r[1], int(r[2]), int(r[3]), r[4], tuple(json.loads(r[5])))
+                )
+        actuals: list[Actual] = []
+        for r in self._query(
+            f"SELECT o.id, s.cell, s.step, {targets} FROM outbox o JOIN samples s "
+            "ON s.cell=o.cell AND s.step=o.step WHERE o.state=? AND o.kind=? "
+            "ORDER BY o.id LIMIT ?",
+            (_PENDING, _ACTUAL, limit),
+        ):
+            ids.append(int(r[0]))
+            actuals.append(Actual(r[1], int(r[2]), tuple(float(v) for v in r[3:])))
+        return OutboxBatch(version, forecasts, actuals, ids)
+
+    def outbox_ack(self, ids: Sequence[int]) -> None:
+        """The coordinator stored these rows (a 201): they leave the outbox."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+
+    def outbox_refuse(self, ids: Sequence[int]) -> None:
+        """The coordinator refused these rows (a 4xx): kept, but not sent again."""
+        with self._tx() as db:
+            db.executemany("UPDATE outbox SET state=? WHERE id=?", [(_REFUSED, i) for i in ids])
+
+    def outbox_counts(self) -> tuple[int, int]:
+        """(pending, refused) outbox rows."""
+        rows = dict(self._query("SELECT state, count(*) FROM outbox GROUP BY state"))
+        return int(rows.get(_PENDING, 0)), int(rows.get(_REFUSED, 0))
+
+    def forecast_errors(self, since: float) -> list[ForecastError]:
+        """Every cell's forecast error per target and horizon, on the samples
+        at or after ``since``. SQLite aggregates (without holding the GIL), Python only names."""
+        parts = []
+        for i, k in enumerate(TARGET_KPIS):
+            err = f"(json_extract(f.values_json, '$[{i}]') - s.{k})"
+            parts.append(f"count(s.{k}), sum(abs({err})), sum({err} * {err}), sum({err})")
+        rows = self._query(
+            f"SELECT f.cell, f.step - f.made_step, {', '.join(parts)} "
+            "FROM samples s JOIN forecasts f ON f.cell=s.cell AND f.step=s.step "
+            "WHERE s.ts >= ? AND json_valid(f.values_json) GROUP BY f.cell, f.step - f.made_step "
+            "ORDER BY f.cell, f.step - f.made_step",
+            (since,),
+        )
+        out: list[ForecastError] = []
+        for r in rows:
+            for i, k in enumerate(TARGET_KPIS):
+                n, abs_sum, sq_sum, e_sum = r[2 + 4 * i : 6 + 4 * i]
+                if not n:
+                    continue
+                out.append(
+                    ForecastError(
+                        r[0], int(r[1]), k, int(n), abs_sum / n, (sq_sum / n) ** 0.5, e_sum / n
+                    )
+                )
+        return out
+
+    def last_received(self) -> float | None:
+        """When the newest sample was received (the last KPI the agent stored)."""
+        row = self._query("SELECT max(received) FROM samples")[0][0]
+        return None if row is None else float(row)
 
     # scalers ----------------------------------------------------------------------------
 
@@ -330,6 +478,23 @@ class Store:
         assert record is not None
         return record
 
+    def reinstate(self, version: str) -> ModelRecord:
+        """Serve ``version`` again, a model this agent served before (the coordinator rolled
+        its fleet back to it); the current one is marked rolled back."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM models WHERE version=?", (version,)).fetchone()
+            if row is None or row[0] not in ("retired", "rolled_back"):
+                state = "unknown" if row is None else row[0]
+                raise StoreError(f"model {version} is {state}; only a model served before returns")
+            db.execute("UPDATE models SET state='rolled_back' WHERE state='serving'")
+            db.execute(
+                "UPDATE models SET state='serving', serving_since=? WHERE version=?",
+                (time.time(), version),
+            )
+        record = self.model(version)
+        assert record is not None
+        return record
+
     # federation state -------------------------------------------------------------------
 
     def put_state(self, key: str, value: bytes) -> None:
@@ -364,14 +529,20 @@ class Store:
         removed = 0
         cutoff = now - max_age_s
         with self._tx() as db:
-            removed += db.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount
-            db.execute("DELETE FROM forecasts WHERE created < ?", (cutoff,))
+            samples = db.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount
+            forecasts = db.execute("DELETE FROM forecasts WHERE created < ?", (cutoff,)).rowcount
+            removed += samples
+            if (
+                samples or forecasts
+            ):  # a scan of the outbox only when its rows can have lost their data
+                _drop_orphans(db)
         step = self.step_seconds or 1
         while self.used_bytes() > max_bytes:
             with self._tx() as db:
                 total = db.execute("SELECT count(*) FROM samples").fetchone()[0]
                 if total == 0:
                     db.execute("DELETE FROM forecasts")
+                    db.execute("DELETE FROM outbox")
                     break
                 chunk = max(total // 10, 1)
                 edge = db.execute(
@@ -379,12 +550,27 @@ class Store:
                 ).fetchone()[0]
                 removed += db.execute("DELETE FROM samples WHERE ts <= ?", (edge,)).rowcount
                 db.execute("DELETE FROM forecasts WHERE step <= ?", (edge // step,))
+                _drop_orphans(db)
         try:
             self._db.execute("PRAGMA incremental_vacuum")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
         return removed
+
+
+def _drop_orphans(db: sqlite3.Connection) -> None:
+    """Outbox rows whose forecast or sample retention removed: the backlog stays bounded."""
+    db.execute(
+        "DELETE FROM outbox WHERE kind=? AND NOT EXISTS (SELECT 1 FROM forecasts f "
+        "WHERE f.cell=outbox.cell AND f.step=outbox.step AND f.made_step=outbox.made_step)",
+        (_FORECAST,),
+    )
+    db.execute(
+        "DELETE FROM outbox WHERE kind=? AND NOT EXISTS (SELECT 1 FROM samples s "
+        "WHERE s.cell=outbox.cell AND s.step=outbox.step)",
+        (_ACTUAL,),
+    )
 
 
 class _Checkpointer(threading.Thread):

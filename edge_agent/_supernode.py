@@ -4,8 +4,9 @@ The SuperNode is a separate process (the agent never imports flwr or torch). It 
 fedge's deployed ClientApp (``fedge.federation.client_app:app``) in an isolated
 subprocess, and the agent hands it, in its ``--node-config``, everything that ClientApp
 works from: the site's key file and KEK file (``[security]``), the coordinator's public
-keys from enrollment, the agent's store and cell, and the node's own state directory.
-The server's messages never set any of these.
+keys from enrollment, the agent's store (the node trains on all its cells) and the node's
+own state directory. Which site the node is follows from its key alone, proved at each
+run's hello. The server's messages never set any of these.
 
 With ``federation.root_certificates`` the SuperNode talks TLS to the SuperLink; with
 ``federation.auth_private_key`` it also authenticates with Flower's SuperNode
@@ -126,7 +127,6 @@ def node_config(config: FederationConfig) -> str:
         ("state-dir", config.state_dir),
     ]
     parts = [f'{key}="{value.resolve()}"' for key, value in items if value is not None]
-    parts.append(f"cell-index={config.site_index}")
     if config.extra_node_config:
         parts.append(config.extra_node_config)
     return " ".join(parts)

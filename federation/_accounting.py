@@ -40,13 +40,20 @@ class Ledger:
     accepted_in: dict[int, int] = field(default_factory=dict)  # round -> updates aggregated
     nodes_bound: int = 0  # nodes that proved an enrolled site in their hello
     hello_refused: Counter[str] = field(default_factory=Counter)  # reason -> nodes
+    refused_in: dict[int, Counter[str]] = field(default_factory=dict)  # round -> hellos
+    examples_in: dict[int, int] = field(default_factory=dict)  # round -> training windows
 
     def sample(self, server_round: int, n: int) -> None:
         self.sampled[server_round] = self.sampled.get(server_round, 0) + n
 
-    def accept(self, server_round: int) -> None:
+    def accept(self, server_round: int, examples: int = 0) -> None:
         self.accepted += 1
         self.accepted_in[server_round] = self.accepted_in.get(server_round, 0) + 1
+        self.examples_in[server_round] = self.examples_in.get(server_round, 0) + examples
+
+    def refuse_hello(self, server_round: int, reason: str) -> None:
+        self.hello_refused[reason] += 1
+        self.refused_in.setdefault(server_round, Counter())[reason] += 1
 
     def round_counts(self, server_round: int) -> dict[str, int]:
         """Sampled, accepted and rejected train updates of one round."""
@@ -55,6 +62,16 @@ class Ledger:
             "accepted": self.accepted_in.get(server_round, 0),
             "rejected": len(self.rejected_nodes.get(server_round, {})),
         }
+
+    def round_report(self, server_round: int) -> dict[str, int]:
+        """:meth:`round_counts`, the windows trained on in the accepted updates, and every
+        refusal by reason: ``rejected_<reason>`` for updates, ``refused_<reason>`` for hellos."""
+        out = {**self.round_counts(server_round), "examples": self.examples_in.get(server_round, 0)}
+        for reason in self.rejected_nodes.get(server_round, {}).values():
+            out[f"rejected_{reason}"] = out.get(f"rejected_{reason}", 0) + 1
+        for reason, n in sorted(self.refused_in.get(server_round, Counter()).items()):
+            out[f"refused_{reason}"] = n
+        return out
 
     def add_down(self, server_round: int, node: int, n: int) -> None:
         per = self.down.setdefault(server_round, {})
@@ -98,7 +115,7 @@ class Ledger:
                         "up": sum(self.up.get(r, {}).values()),
                         "down": sum(self.down.get(r, {}).values()),
                         "sites_up": len(self.up.get(r, {})),
-                        **self.round_counts(r),
+                        **self.round_report(r),
                     }
                     for r in sorted(set(self.up) | set(self.down) | set(self.sampled))
                 ],

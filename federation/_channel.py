@@ -97,10 +97,22 @@ class ServerChannel:
         self.directory = directory
         self._sealer = OneShotSealer(identity)
         self._links: dict[int, _SiteLink] = {}
+        self._nodes: dict[bytes, int] = {}  # site id -> its node: one node per site
 
     def bind(self, node_id: int, site_id: bytes) -> None:
         """Attach a Flower node to an enrolled site (from the site's hello)."""
         self._links[node_id] = _SiteLink(self.directory.keys(site_id))
+        self._nodes[site_id] = node_id
+
+    def unbind(self, node_id: int) -> None:
+        """Forget a node that left the run (its site may come back as another node)."""
+        link = self._links.pop(node_id, None)
+        if link is not None and self._nodes.get(link.keys.site_id) == node_id:
+            del self._nodes[link.keys.site_id]
+
+    def node_of(self, site_id: bytes) -> int | None:
+        """The node bound to ``site_id`` in this run, if any."""
+        return self._nodes.get(site_id)
 
     def knows(self, node_id: int) -> bool:
         return node_id in self._links

@@ -34,4 +34,4 @@ def seal_strategy(
         downlink=downlink_spec(plan.downlink_codec),
         feedback=plan.feedback,
     )
-    return wrapped, ledger, Introducer(grid, channel, ledger)
+    return wrapped, ledger, Introducer(grid, channel, ledger, seed=plan.seed)

@@ -9,12 +9,14 @@ coordinator's host (mode 0600).
 
 Site: the SuperNode's ``--node-config`` names the site's key file, its KEK file (or the
 environment variable holding the KEK), the coordinator's public keys as written at
-enrollment, the node's own state directory and the agent store to train from.
+enrollment, the node's own state directory and the agent store to train from (all its
+cells). Which site the node is follows from its key alone: it proves it at the hello.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from collections.abc import Iterable, Mapping
@@ -37,6 +39,8 @@ from fedge.security import (
     read_kek,
     save_identity,
 )
+
+log = logging.getLogger(__name__)
 
 DIRECTORY_VERSION: Final = 1
 KEY_DIRECTORY: Final = "key-directory"  # the run-config key
@@ -162,8 +166,7 @@ class NodeSetup:
     identity: SiteIdentity
     coordinator: SitePublicKeys
     state_dir: Path
-    store: Path
-    cell: int  # which of the store's cells (sorted by id) this node trains on
+    store: Path  # the node trains on every cell in it
 
 
 NODE_KEYS: Final = (
@@ -173,8 +176,10 @@ NODE_KEYS: Final = (
     "coordinator-keys",
     "state-dir",
     "store",
-    "cell-index",
 )
+#: An older agent's setting, ignored: the node trains on all the site's cells, and which
+#: site it is comes from its enrolled key alone.
+RETIRED_NODE_KEYS: Final = ("cell-index",)
 
 
 def _path(config: Mapping[str, Any], key: str) -> Path:
@@ -194,7 +199,19 @@ def _path(config: Mapping[str, Any], key: str) -> Path:
 def node_setup(config: Mapping[str, Any]) -> NodeSetup:
     """Read the node's keys and paths from its node config (cached per process)."""
     items = tuple(sorted((k, str(v)) for k, v in config.items() if k in NODE_KEYS))
+    retired = tuple(sorted(k for k in config if k in RETIRED_NODE_KEYS))
+    if retired:
+        _warn_retired(retired)
     return _node_setup(items)
+
+
+@lru_cache(maxsize=1)
+def _warn_retired(keys: tuple[str, ...]) -> None:
+    log.warning(
+        "node config %s is ignored: the node trains on every cell of its store, and its "
+        "site is the enrolled key it proves at the hello",
+        ", ".join(keys),
+    )
 
 
 @lru_cache(maxsize=64)
@@ -204,12 +221,6 @@ def _node_setup(items: tuple[tuple[str, str], ...]) -> NodeSetup:
     coordinator_file = _path(config, "coordinator-keys")
     state_dir = _path(config, "state-dir")
     store = _path(config, "store")
-    try:
-        cell = int(config.get("cell-index", "0"))
-    except ValueError:
-        raise FederationError("node config 'cell-index' must be an integer") from None
-    if cell < 0:
-        raise FederationError("node config 'cell-index' must be >= 0")
     try:
         if "kek-file" in config:
             kek_file = _path(config, "kek-file")
@@ -234,4 +245,4 @@ def _node_setup(items: tuple[tuple[str, str], ...]) -> NodeSetup:
         ) from exc
     except SecurityError as exc:
         raise FederationError(f"coordinator keys {coordinator_file}: {exc}") from exc
-    return NodeSetup(identity, coordinator, state_dir, store, cell)
+    return NodeSetup(identity, coordinator, state_dir, store)

@@ -36,6 +36,7 @@ from flwr.serverapp.strategy import (
 
 from fedge.core import TARGET_KPIS
 from fedge.federation._errors import FederationError
+from fedge.federation._introduce import BoundGrid
 from fedge.federation._keys import ServerKeys
 from fedge.federation._plan import FederationPlan
 from fedge.models import LoadForecaster, Weights, get_weights
@@ -80,9 +81,12 @@ def run_rounds(
     act on the wire, between the sealed strategy and the Grid).
     """
     random.seed(plan.seed)  # Flower samples sites with the stdlib RNG
+    sealed = plan.codec != "none"
     kwargs: dict[str, Any] = {
-        "fraction_train": plan.fraction_train,
-        "fraction_evaluate": plan.fraction_evaluate,
+        # A sealed run's introducer samples each round (so it says hello only to the
+        # sampled nodes); the strategy then takes every node of that sample.
+        "fraction_train": 1.0 if sealed else plan.fraction_train,
+        "fraction_evaluate": 1.0 if sealed else plan.fraction_evaluate,
         "min_train_nodes": plan.min_nodes,
         "min_evaluate_nodes": plan.min_nodes,
         "min_available_nodes": plan.min_nodes,
@@ -90,28 +94,29 @@ def run_rounds(
     strategy = build_strategy(plan, kwargs)
     ledger = None
     introducer = None
+    bound: BoundGrid | None = None
     view: Grid = grid
-    if plan.codec != "none":
+    if sealed:
         if keys is None:
             raise FederationError("a sealed run needs the server's keys and the enrolled sites")
         from fedge.federation._compressed import seal_strategy
-        from fedge.federation._introduce import BoundGrid
 
         strategy, ledger, introducer = seal_strategy(grid, plan, strategy, keys)
         if seal is not None:
             strategy = seal(strategy)
-        view = BoundGrid(grid, introducer.channel)
+        view = bound = BoundGrid(grid, introducer.channel)
         introducer.timeout = min(introducer.timeout, plan.round_timeout)
         introducer.wait_for_nodes(patience_s=min(60.0, plan.round_timeout))
     if wrap is not None:
         strategy = wrap(strategy)
 
-    def before(server_round: int) -> None:  # Grid I/O between the strategy's hooks
-        """Introduce new nodes until ``min-nodes`` are there, for up to ``round-timeout``."""
+    def before(server_round: int, fraction: float) -> None:  # Grid I/O between the hooks
+        """Sample (and introduce) the round's nodes until ``min-nodes`` are there, for up to
+        ``round-timeout``."""
         deadline = time.monotonic() + plan.round_timeout
         while True:
-            if introducer is not None:
-                introducer.introduce()
+            if introducer is not None and bound is not None:
+                bound.selected = introducer.sample(server_round, fraction, plan.min_nodes, deadline)
             count = len(list(view.get_node_ids()))
             if count >= plan.min_nodes:
                 return
@@ -129,7 +134,7 @@ def run_rounds(
         ArrayRecord.from_numpy_ndarrays(initial_weights(plan)),
         plan.num_rounds,
         (ConfigRecord(plan.to_config()), ConfigRecord(plan.to_config())),
-        before,
+        lambda r, train: before(r, plan.fraction_train if train else plan.fraction_evaluate),
         on_round,
         timeout=plan.round_timeout,
         min_replies=plan.min_nodes,
@@ -162,20 +167,20 @@ def _loop(
     arrays: ArrayRecord,
     num_rounds: int,
     configs: tuple[ConfigRecord, ConfigRecord],
-    before: Callable[[int], None],
+    before: Callable[[int, bool], None],
     on_round: Callable[[int], None] | None,
     timeout: float = 3600.0,
     min_replies: int = 1,
 ) -> tuple[ArrayRecord, dict[int, _Metrics]]:
-    """Flower's ``Strategy.start`` round loop, with ``before(round)`` (node introductions)
-    run as Grid I/O ahead of each round's train and evaluate messages, and a round that
-    gets fewer than ``min_replies`` answers within ``timeout`` failed."""
+    """Flower's ``Strategy.start`` round loop, with ``before(round, train)`` (sampling and
+    node introductions) run as Grid I/O ahead of each round's train and evaluate messages,
+    and a round that gets fewer than ``min_replies`` answers within ``timeout`` failed."""
     train_config, eval_config = configs
     strategy.summary()
     history: dict[int, _Metrics] = {}
     for server_round in range(1, num_rounds + 1):
         flwr_log(logging.INFO, "[ROUND %s/%s]", server_round, num_rounds)
-        before(server_round)
+        before(server_round, True)
         replies = _answered(
             grid.send_and_receive(
                 strategy.configure_train(server_round, arrays, train_config, grid),
@@ -186,7 +191,7 @@ def _loop(
         new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
         if new_arrays is not None:
             arrays = new_arrays
-        before(server_round)
+        before(server_round, False)
         replies = _answered(
             grid.send_and_receive(
                 strategy.configure_evaluate(server_round, arrays, eval_config, grid),

@@ -154,7 +154,8 @@ class SealedStrategy(Strategy):
                     if server_round not in self._plain_measured:  # the unsealed fp32 reply
                         self._plain_measured.add(server_round)
                         self.ledger.plain_update_bytes.append(wire_size(reply))
-                    self.ledger.accept(server_round)
+                    examples = metrics.get("num-examples")
+                    self.ledger.accept(server_round, examples if isinstance(examples, int) else 0)
                 else:
                     reply.content = RecordDict({"metrics": metrics})
             except UpdateRejectedError as exc:
@@ -195,7 +196,7 @@ class SealedStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid = self._split(server_round, TRAIN, replies)
         arrays, metrics = self.inner.aggregate_train(server_round, valid)
-        counts = self.ledger.round_counts(server_round)
+        counts = self.ledger.round_report(server_round)
         log.info("round %d: %s", server_round, counts)
         merged = MetricRecord({**dict(metrics or {}), **counts})
         return arrays, merged

@@ -13,7 +13,7 @@ hand over its update in clear.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -58,11 +58,12 @@ class Uplink(Protocol):
 class Site:
     """One site as its ClientApp knows itself; resolved on the site's side only."""
 
-    index: int  # local: which data, and the training seed; binds nothing on the server
+    index: int  # local: the training seed (and the simulation's data); binds nothing
     identity: SiteIdentity
     coordinator: SitePublicKeys
     state_dir: Path
-    task: Callable[[FederationPlan], PreparedSite]
+    # The site's cells, each prepared with its own scaler (the simulation's site is one).
+    task: Callable[[FederationPlan], PreparedSite | Sequence[PreparedSite]]
     rng: Callable[[int], np.random.Generator]  # per round: stochastic rounding, top-k ties
     uplink: Uplink | None = None
     allow_plain: bool = False

@@ -28,6 +28,8 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, Role]] = [
     ("POST", "/api/v1/models", {"onnx": True}, Role.OPERATOR),
     ("POST", "/api/v1/models/{model}/promote", None, Role.ADMIN),
     ("POST", "/api/v1/models/rollback", None, Role.ADMIN),
+    ("GET", "/api/v1/rollouts", None, Role.VIEWER),
+    ("GET", "/api/v1/rollouts/{rollout}", None, Role.VIEWER),
     ("GET", "/api/v1/rounds", None, Role.VIEWER),
     ("GET", "/api/v1/runs", None, Role.VIEWER),
     ("GET", "/api/v1/runs/{run}", None, Role.VIEWER),
@@ -44,7 +46,7 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, Role]] = [
 ]
 UNAUTHENTICATED = ["GET /healthz", "GET /metrics", "GET /api/v1/enrollment/authority",
                    "POST /api/v1/enrollment/begin", "POST /api/v1/enrollment/complete",
-                   "GET /api/v1/site/model", "POST /api/v1/site/forecasts"]  # fmt: skip
+                   "GET /api/v1/site/model", "POST /api/v1/site/model/verdict", "POST /api/v1/site/forecasts"]  # fmt: skip
 #: Authenticated by a run's token, not an operator key (tests: test_runs.py).
 RUN_TOKEN = ["PUT /api/v1/runs/{run_id}/rounds/{number}", "POST /api/v1/runs/{run_id}/model",
              "POST /api/v1/runs/{run_id}/failure"]  # fmt: skip
@@ -91,6 +93,7 @@ def world(
             ),
         }
         names["run"] = app.state.coordinator.federation.create("operator:test", RunCreate())[0].id
+        names["rollout"] = "1"  # none yet: a 404 once the role is checked
         names["app"] = app  # type: ignore[assignment]
         yield fleet, names
 
@@ -100,7 +103,7 @@ def test_matrix_covers_every_route(world: tuple[Fleet, dict[str, str]]) -> None:
     app: FastAPI = names["app"]  # type: ignore[assignment]
     routes = {f"{m.upper()} {p}" for p, ops in app.openapi()["paths"].items() for m in ops}
     covered = {
-        f"{m} {p.replace('{site}', '{site_id}').replace('{model}', '{model_id}').replace('{key}', '{key_id}').replace('{run}', '{run_id}')}"
+        f"{m} {p.replace('{site}', '{site_id}').replace('{model}', '{model_id}').replace('{key}', '{key_id}').replace('{run}', '{run_id}').replace('{rollout}', '{rollout_id}')}"
         for m, p, _, _ in MATRIX
     }
     assert routes == covered | set(UNAUTHENTICATED) | set(RUN_TOKEN)

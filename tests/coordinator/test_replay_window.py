@@ -103,3 +103,23 @@ def test_a_slow_clock_keeps_the_nonce_for_now_plus_window(
             select(RequestNonce).where(RequestNonce.nonce == behind["X-Fedge-Nonce"])
         ).one()
     assert kept.expires_at == pytest.approx(now + WINDOW)
+
+
+def test_the_group_commit_keeps_a_fast_clocks_nonce_until_sent_at_plus_window(
+    enrolled: tuple[Coordinator, SiteIdentity, Verify],
+) -> None:
+    coordinator, site, _ = enrolled
+    requests = coordinator.site_requests
+    now = time.time()
+    ahead = sign_request(site, "GET", PATH, now=now + WINDOW - 1)
+    signed = requests.parse(method="GET", target=PATH, body=b"", headers=ahead, now=now)
+    keys = requests.load_keys(site.site_id)
+    assert requests.verify(signed, keys) is False  # the current keys signed it
+    requests.submit(signed, keys, now=now).result(timeout=30)
+    with pytest.raises(UnauthenticatedError, match="replayed"):
+        requests.submit(signed, keys, now=now + 1).result(timeout=30)
+    with Session(coordinator.engine) as session:
+        kept = session.exec(
+            select(RequestNonce).where(RequestNonce.nonce == ahead["X-Fedge-Nonce"])
+        ).one()
+    assert kept.expires_at == pytest.approx(float(ahead["X-Fedge-Timestamp"]) + WINDOW)

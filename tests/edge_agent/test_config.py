@@ -70,7 +70,7 @@ def test_a_full_config_parses_with_paths_relative_to_the_file(tmp_path: Path) ->
     assert cfg.topic("kpi") == "ops/fedge/v1/gnb-0001/kpi"
     assert cfg.security is not None and cfg.security.key_file == tmp_path / "site.key"
     assert cfg.security.kek_file == tmp_path / "site.kek"
-    assert cfg.federation is not None and cfg.federation.site_index == 2
+    assert cfg.federation is not None and cfg.federation.superlink == "10.0.0.5:9092"
     assert cfg.metrics is not None and cfg.metrics.port == 0
     assert cfg.anomaly.z_critical == 5.0  # ints are fine where floats are expected
 

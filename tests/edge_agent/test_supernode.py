@@ -110,7 +110,7 @@ def _security(site: SiteFiles, coordinator_keys: Path) -> dict[str, str]:
 
 def test_supernode_command_and_binary_resolution(tmp_path: Path) -> None:
     cfg = FederationConfig(
-        superlink="10.1.2.3:8000", site_index=3, extra_node_config="x=1", runtime_port=9999,
+        superlink="10.1.2.3:8000", extra_node_config="x=1", runtime_port=9999,
         key_file=tmp_path / "site.key", coordinator_keys=tmp_path / "c.pub",
         store=tmp_path / "agent.db", state_dir=tmp_path / "state",
     )  # fmt: skip
@@ -123,7 +123,7 @@ def test_supernode_command_and_binary_resolution(tmp_path: Path) -> None:
     assert (
         f'store="{tmp_path / "agent.db"}"' in node and f'state-dir="{tmp_path / "state"}"' in node
     )
-    assert node.endswith("cell-index=3 x=1") and "kek-file" not in node
+    assert node.endswith(" x=1") and "kek-file" not in node and "cell-index" not in node
     assert cmd[-2:] == ["--port", "9999"]
     secure = supernode_command(
         FederationConfig(
@@ -199,8 +199,24 @@ def _parse(tmp_path: Path, federation: dict[str, object], security: bool = True)
     return parse_config(data, tmp_path)
 
 
+def test_an_older_site_index_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``site_index`` once chose the one cell a node trained on; the node now trains on all
+    of them and its site is its key, so an older agent.toml still starts, and says so."""
+    with caplog.at_level("WARNING", logger="fedge.agent.config"):
+        cfg = _parse(tmp_path, {"site_index": 2})
+    assert "federation.site_index is ignored" in caplog.text
+    fed = getattr(cfg, "federation")  # noqa: B009
+    assert not hasattr(fed, "site_index")
+    node = supernode_command(fed, Path("/opt/bin/flower-supernode"))
+    assert "cell-index" not in " ".join(node) and "site-index" not in " ".join(node)
+    with pytest.raises(ConfigError, match="site_indx"):  # a misspelt key is still an error
+        _parse(tmp_path, {"site_indx": 2})
+
+
 def test_federation_config_names_the_nodes_files_and_checks_its_keys(tmp_path: Path) -> None:
-    cfg = _parse(tmp_path, {"state_dir": "fl-state", "site_index": 1})
+    cfg = _parse(tmp_path, {"state_dir": "fl-state"})
     fed = getattr(cfg, "federation")  # noqa: B009
     assert fed.key_file == tmp_path / "site.key" and fed.coordinator_keys == tmp_path / "c.pub"
     assert fed.store == tmp_path / "agent.db" and fed.state_dir == tmp_path / "fl-state"

@@ -1,6 +1,7 @@
 """Federation runs: operators start them (once a SuperLink is configured; before, 503
 names the setting), read them and cancel them; the ServerApp of each run reports its rounds and final
-model with the run token."""
+model with the run token. ``GET /retraining`` shows the retraining policy that starts runs
+on its own."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from fedge.coordinator._retraining import RetrainingStatePublic
 from fedge.coordinator._schema import (
     RoundPublic,
     RoundReport,
@@ -150,3 +152,17 @@ def report_failure(
     """The ServerApp: the run failed (its reason)."""
     request.state.actor = f"run:{run_id}"
     return _public(coordinator.federation.report_failure(run_id, token, failure.detail))
+
+
+retraining = APIRouter(prefix=f"{PREFIX}/retraining", tags=["runs"], responses=ERRORS)
+
+
+@retraining.get("")
+def retraining_state(
+    coordinator: CoordinatorDep,
+    _: ViewerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> RetrainingStatePublic:
+    """The retraining policy: its settings, its last drift check, the latest run starts
+    (each with its trigger: schedule, drift or operator, and its statistic)."""
+    return coordinator.retraining.state(limit)
