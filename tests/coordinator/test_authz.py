@@ -23,6 +23,12 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, Role]] = [
     ("GET", "/api/v1/sites", None, Role.VIEWER),
     ("GET", "/api/v1/sites/{site}", None, Role.VIEWER),
     ("POST", "/api/v1/sites/{site}/revoke", None, Role.ADMIN),
+    ("GET", "/api/v1/sites/{site}/health", None, Role.VIEWER),
+    ("GET", "/api/v1/health/sites", None, Role.VIEWER),
+    ("GET", "/api/v1/actions", None, Role.VIEWER),
+    ("GET", "/api/v1/topology", None, Role.VIEWER),
+    ("PUT", "/api/v1/topology", {"clusters": []}, Role.ADMIN),
+    ("GET", "/api/v1/retraining", None, Role.VIEWER),
     ("GET", "/api/v1/models", None, Role.VIEWER),
     ("GET", "/api/v1/models/{model}", None, Role.VIEWER),
     ("POST", "/api/v1/models", {"onnx": True}, Role.OPERATOR),
@@ -46,7 +52,9 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, Role]] = [
 ]
 UNAUTHENTICATED = ["GET /healthz", "GET /metrics", "GET /api/v1/enrollment/authority",
                    "POST /api/v1/enrollment/begin", "POST /api/v1/enrollment/complete",
-                   "GET /api/v1/site/model", "POST /api/v1/site/model/verdict", "POST /api/v1/site/forecasts"]  # fmt: skip
+                   "GET /api/v1/site/model", "POST /api/v1/site/model/verdict", "POST /api/v1/site/forecasts",
+                   "POST /api/v1/site/health", "GET /api/v1/site/actions", "POST /api/v1/site/actions/ack",
+                   "POST /api/v1/site/rotate"]  # fmt: skip
 #: Authenticated by a run's token, not an operator key (tests: test_runs.py).
 RUN_TOKEN = ["PUT /api/v1/runs/{run_id}/rounds/{number}", "POST /api/v1/runs/{run_id}/model",
              "POST /api/v1/runs/{run_id}/failure"]  # fmt: skip
