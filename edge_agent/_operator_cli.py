@@ -34,6 +34,12 @@ COORDINATOR = typer.Option(
 API_KEY_FILE = typer.Option(
     None, "--api-key-file", help=f"File holding an operator API key (default: ${KEY_ENV})."
 )
+CA_ENV = "FEDGE_CA_FILE"
+CA_FILE = typer.Option(
+    None,
+    "--ca-file",
+    help=f"CA bundle that signs an https coordinator's certificate (default: ${CA_ENV}).",
+)
 AS_JSON = typer.Option(False, "--json", help="Print the API's JSON instead of a table.")
 _HEX = frozenset("0123456789abcdef")
 
@@ -66,10 +72,26 @@ def api_key(key_file: Path | None) -> str:
     return key
 
 
-def operator_client(url: str | None, key_file: Path | None) -> CoordinatorClient:
+def ca_bundle(ca_file: Path | None) -> Path | None:
+    """The CA bundle from ``--ca-file``, else ``$FEDGE_CA_FILE``; refused when unreadable."""
+    from fedge.core import ApiError
+
+    if ca_file is None:
+        env = os.environ.get(CA_ENV, "").strip()
+        ca_file = Path(env) if env else None
+    if ca_file is not None and not ca_file.is_file():
+        raise ApiError(0, f"the CA file {ca_file} is not a readable file")
+    return ca_file
+
+
+def operator_client(
+    url: str | None, key_file: Path | None, ca_file: Path | None = None
+) -> CoordinatorClient:
     from fedge.core import CoordinatorClient
 
-    return CoordinatorClient(coordinator_url(url), api_key=api_key(key_file))
+    return CoordinatorClient(
+        coordinator_url(url), api_key=api_key(key_file), ca_file=ca_bundle(ca_file)
+    )
 
 
 def _cell(value: Any, column: str) -> str:
@@ -113,12 +135,13 @@ def _model_commands() -> typer.Typer:
         ),
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """The model versions, newest first."""
         from urllib.parse import quote
 
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         path = "/api/v1/models" + (f"?status={quote(status)}" if status else "")
         show(client.get_json(path), _MODEL_COLUMNS, as_json=as_json)
 
@@ -127,10 +150,11 @@ def _model_commands() -> typer.Typer:
         model_id: int = typer.Argument(..., min=1, help="The candidate version's id."),
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """Make a candidate the production version (admin); the current one is retired."""
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         show(client.post_json(f"/api/v1/models/{model_id}/promote", {}), _MODEL_COLUMNS,
              as_json=as_json)  # fmt: skip
 
@@ -138,10 +162,11 @@ def _model_commands() -> typer.Typer:
     def rollback(
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """Retire the production version (admin); the version it replaced serves again."""
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         show(client.post_json("/api/v1/models/rollback", {}), _MODEL_COLUMNS, as_json=as_json)
 
     return model
@@ -183,10 +208,11 @@ def _run_commands() -> typer.Typer:
         limit: int = typer.Option(100, "--limit", min=1, max=1000, help="At most this many."),
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """The runs, newest first."""
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         show(client.get_json(f"/api/v1/runs?limit={limit}"), _RUN_COLUMNS, as_json=as_json)
 
     @run.command("show")
@@ -194,10 +220,11 @@ def _run_commands() -> typer.Typer:
         run_id: str = typer.Argument(..., callback=_run_id, help="The run's id."),
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """One run and its rounds."""
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         found = client.get_json(f"/api/v1/runs/{run_id}")
         if as_json:
             show(found, (), as_json=True)
@@ -215,12 +242,13 @@ def _run_commands() -> typer.Typer:
         config: list[str] = _RUN_CONFIG,
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """Start a run on the coordinator's SuperLink (operator)."""
         items = dict(_config_item(i) for i in config)
         body = {"num_rounds": num_rounds, "strategy": strategy, "codec": codec, "config": items}
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         show(client.post_json("/api/v1/runs", body), _RUN_COLUMNS, as_json=as_json)
 
     @run.command("cancel")
@@ -228,20 +256,22 @@ def _run_commands() -> typer.Typer:
         run_id: str = typer.Argument(..., callback=_run_id, help="The run's id."),
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """Cancel a live run (operator); an ended run is refused (409)."""
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         show(client.delete_json(f"/api/v1/runs/{run_id}"), _RUN_COLUMNS, as_json=as_json)
 
     @run.command("retraining")
     def retraining(
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """The retraining policy: its settings, last drift check and latest run starts."""
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         state = client.get_json("/api/v1/retraining")
         if as_json:
             show(state, (), as_json=True)

@@ -31,7 +31,9 @@ from fedge.edge_agent._errors import AgentError
 from fedge.edge_agent._operator_cli import (
     API_KEY_FILE,
     AS_JSON,
+    CA_FILE,
     COORDINATOR,
+    ca_bundle,
     coordinator_url,
     operator_client,
     show,
@@ -177,6 +179,7 @@ def enroll_site(
     *,
     archetype: str | None = None,
     region: str | None = None,
+    ca_file: Path | None = None,
 ) -> Enrolled:
     """Enroll the site of ``config`` with the coordinator at ``url``."""
     from fedge.core import CoordinatorClient
@@ -190,7 +193,7 @@ def enroll_site(
     identity = load_identity(security.key_file, read_kek(security.kek_file))
     text = config.read_text(encoding="utf-8")
     updated = set_agent_site(text, identity.site_id.hex())  # refused before anything is sent
-    client = CoordinatorClient(url)
+    client = CoordinatorClient(url, ca_file=ca_file)
     authority = _authority(client)
     seen = authority.key_fingerprint().hex()
     if expected is not None and seen != expected:
@@ -295,6 +298,7 @@ def register(app: typer.Typer) -> None:
         archetype: str | None = typer.Option(None, "--archetype", help="The site's archetype."),
         region: str | None = typer.Option(None, "--region", help="The site's region."),
         coordinator: str | None = COORDINATOR,
+        ca_file: Path | None = CA_FILE,
     ) -> None:
         """Enroll this site: prove its keys with a token, store the coordinator's keys."""
         done = enroll_site(
@@ -304,6 +308,7 @@ def register(app: typer.Typer) -> None:
             authority_fingerprint,
             archetype=archetype,
             region=region,
+            ca_file=ca_bundle(ca_file) or _config_coordinator(config)[1],
         )
         typer.echo(f"site id:            {done.site_id}")
         note = "checked" if done.fingerprint_checked else "trusted on first use: check it"
@@ -326,12 +331,13 @@ def register(app: typer.Typer) -> None:
         ttl: float = typer.Option(86400.0, "--ttl", help="Seconds the token stays valid."),
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """Issue a one-time enrollment token (operator); hand it to the site out of band."""
         if not 0 < ttl <= 30 * 86400:
             raise typer.BadParameter("between 0 and 30 days (2592000 s)", param_hint="--ttl")
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         issued = client.post_json("/api/v1/enrollment/tokens", {"ttl_seconds": ttl})
         if as_json:
             show(issued, (), as_json=True)
@@ -343,12 +349,13 @@ def register(app: typer.Typer) -> None:
         status: str | None = typer.Option(None, "--status", help="active or revoked."),
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """The enrolled sites."""
         from urllib.parse import quote
 
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         path = "/api/v1/sites" + (f"?status={quote(status)}" if status else "")
         show(client.get_json(path), _SITE_COLUMNS, as_json=as_json)
 
@@ -357,12 +364,13 @@ def register(app: typer.Typer) -> None:
         site_id: str = typer.Argument(..., help="The site's id (32 hex digits)."),
         coordinator: str | None = COORDINATOR,
         api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
         as_json: bool = AS_JSON,
     ) -> None:
         """Revoke a site (admin): its signed requests and envelopes are refused from now on."""
         if not _SITE_ID.match(site_id):
             raise typer.BadParameter("32 lowercase hex digits", param_hint="SITE_ID")
-        client = operator_client(coordinator, api_key_file)
+        client = operator_client(coordinator, api_key_file, ca_file)
         show(client.post_json(f"/api/v1/sites/{site_id}/revoke", {}), _SITE_COLUMNS,
              as_json=as_json)  # fmt: skip
 

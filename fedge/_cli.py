@@ -45,7 +45,7 @@ COMMANDS: dict[str, _Entry] = {
     "site": _Entry(
         "fedge.edge_agent._site_cli",
         None,
-        "Sites: enroll this gNB host; issue tokens, list and revoke sites.",
+        "Sites: enroll this gNB host, rotate its keys; issue tokens, list, revoke sites.",
     ),
     "model": _Entry(
         "fedge.edge_agent._operator_cli",
@@ -55,7 +55,7 @@ COMMANDS: dict[str, _Entry] = {
     "run": _Entry(
         "fedge.edge_agent._operator_cli",
         None,
-        "Federation runs on the coordinator: list, show, start, cancel.",
+        "Federation runs on the coordinator: list, show, start, cancel; the retraining policy that starts them.",
     ),
     "simulate": _Entry(
         "fedge.simulation._cli",
@@ -67,6 +67,11 @@ COMMANDS: dict[str, _Entry] = {
         "fedge.simulation._decisions_cli",
         "sim",
         "Central decisions: DQN energy saving and PPO slice allocation.",
+    ),
+    "fleet": _Entry(
+        "fedge.simulation._fleet_cli",
+        "sim",
+        "The whole live system on one machine: up, status, run, down.",
     ),
     "coordinator": _Entry(
         "fedge.coordinator._cli",

@@ -75,6 +75,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FEDGE_API_KEY", raising=False)
     monkeypatch.delenv("FEDGE_COORDINATOR_URL", raising=False)
+    monkeypatch.delenv("FEDGE_CA_FILE", raising=False)
 
 
 @dataclass
@@ -317,3 +318,66 @@ def test_run_start_without_a_superlink_names_the_setting(live: Live, fedge: Any)
 def test_run_start_refuses_bad_flags(live: Live, fedge: Any, args: list[str]) -> None:
     ran = fedge("run", "start", *args, *_as(live, "operator"))
     assert ran.code == 2 and "error: 503" not in ran.err
+
+
+# --- https with a private CA ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_tls(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The same coordinator app behind TLS, its certificate signed by a private CA."""
+    import uvicorn
+
+    from tests.edge_agent.test_tls import make_ca
+
+    root = tmp_path_factory.mktemp("tls")
+    ca, cert, key = make_ca(root, "coordinator")
+    port = free_port()
+    config = uvicorn.Config(
+        live.app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the TLS server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"https://127.0.0.1:{port}", ca
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_ca_file_trusts_a_private_ca(
+    live: Live, live_tls: tuple[str, Path], fedge: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, ca = live_tls
+    key = ["--api-key-file", str(live.keys["viewer"])]
+    ran = fedge("model", "list", "--coordinator", url, *key, "--ca-file", str(ca), "--json")
+    assert ran.code == 0, ran.err
+    assert isinstance(ran.json(), list)
+    monkeypatch.setenv("FEDGE_CA_FILE", str(ca))  # the same from the environment
+    assert fedge("run", "list", "--coordinator", url, *key, "--json").code == 0
+
+
+def test_without_the_ca_an_https_coordinator_is_refused(
+    live: Live, live_tls: tuple[str, Path], fedge: Any
+) -> None:
+    url, _ = live_tls
+    ran = fedge("model", "list", "--coordinator", url, "--api-key-file", str(live.keys["viewer"]))
+    assert ran.code == 2
+    assert "unreachable" in ran.err and "CERTIFICATE_VERIFY_FAILED" in ran.err
+
+
+def test_a_missing_ca_file_is_one_clear_line(live: Live, fedge: Any, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-ca.pem"
+    ran = fedge("site", "list", *_as(live, "viewer"), "--ca-file", str(missing))
+    assert ran.code == 2
+    assert f"the CA file {missing} is not a readable file" in ran.err
