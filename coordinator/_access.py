@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import queue
 import secrets
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -26,7 +24,7 @@ from sqlalchemy import Connection, Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from fedge.coordinator._db import WriterTurn
+from fedge.coordinator._db import GroupWriter
 from fedge.coordinator._errors import ForbiddenError, UnauthenticatedError
 from fedge.coordinator._schema import ApiKey, RequestNonce, Role
 from fedge.core import REQUEST_CONTEXT, SiteRequest, SiteRequestError, parse_site_request
@@ -169,10 +167,8 @@ def _remember_nonce(engine: Engine, site_hex: str, nonce: str, until: float, now
 #: the (site hex, payload) of every admitted request of one kind, one result per request.
 GroupWrite = Callable[[Connection, Sequence[tuple[str, Any]], float], Sequence[Any]]
 
-_MAX_REQUESTS = 256  # per transaction: bounds the latency one commit adds
 _PURGE_SECONDS = 1.0  # expired nonces are deleted at most this often per process
 TOUCH_SECONDS: Final = 5.0  # a site's last_seen is written at most this often per process
-_STOP = object()
 
 
 @dataclass(frozen=True)
@@ -201,7 +197,7 @@ class _Admission:
     done: Future[Any]
 
 
-class SiteRequests:
+class SiteRequests(GroupWriter[_Admission]):
     """Admits signed site requests: the signature is checked in the caller's thread
     against cached keys, and one writer thread stores the nonces of every request waiting
     (with what they carry, see ``GroupWrite``) in one transaction.
@@ -216,16 +212,12 @@ class SiteRequests:
     """
 
     def __init__(self, engine: Engine, directory: KeyDirectory, window: float) -> None:
+        super().__init__(engine, "site-requests")
         self.engine, self.directory, self.window = engine, directory, window
         self._keys: dict[bytes, SiteKeys] = {}
         self._touched: dict[str, float] = {}
         self._touch: list[str] = []  # the sites the open transaction touches
         self._purged = 0.0
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._turn = WriterTurn(engine)
-        self._connection: Connection | None = None  # the writer thread's own
         self._marker = "%s" if engine.dialect.paramstyle in ("format", "pyformat") else "?"
 
     # --- in the caller's thread ----------------------------------------------------------
@@ -301,8 +293,7 @@ class SiteRequests:
         # Valid until sent_at + window, which is later than now + window for a fast clock.
         until = max(now, request.sent_at) + self.window
         done: Future[Any] = Future()
-        self._start()
-        self._queue.put(_Admission(request, keys.generation, previous, until, write, payload, done))
+        self._put(_Admission(request, keys.generation, previous, until, write, payload, done))
         return done
 
     def forget(self, site_id: bytes) -> None:
@@ -310,47 +301,6 @@ class SiteRequests:
         self._keys.pop(site_id, None)
 
     # --- the writer thread ---------------------------------------------------------------
-
-    def _start(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="site-requests", daemon=True)
-                thread.start()
-                self._thread = thread
-
-    def close(self) -> None:
-        """Commit what is queued, then stop the writer."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(_STOP)
-            thread.join()
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-        self._turn.close()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            pending = [item]
-            stop = False
-            while len(pending) < _MAX_REQUESTS:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                pending.append(nxt)
-            self._commit(pending)
-            if stop:
-                return
 
     def _commit(self, pending: list[_Admission]) -> None:
         now = time.time()

@@ -10,11 +10,12 @@ import contextlib
 import fcntl
 import logging
 import os
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -175,3 +176,75 @@ def open_database(url: str) -> Engine:
         raise DatabaseError(f"cannot connect to {url.rpartition('@')[2]}: {exc}") from exc
     upgrade(engine)
     return engine
+
+
+Item = TypeVar("Item")
+_STOP = object()
+
+
+class GroupWriter(Generic[Item]):
+    """Group commit: one writer thread drains every item waiting into one ``_commit``.
+
+    Callers queue items (each with the future it answers) from any thread; the writer
+    takes up to ``max_items`` of them per transaction, so the commit's cost is shared
+    while one commit's latency stays bounded. Subclasses write ``_commit``; it must
+    answer every future it was handed, failure included.
+    """
+
+    max_items = 256
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._turn = WriterTurn(engine)
+        self._connection: Connection | None = None  # the writer thread's own
+
+    def _put(self, item: Item) -> None:
+        self._start()
+        self._queue.put(item)
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._turn.close()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            pending = [item]
+            stop = False
+            while len(pending) < self.max_items:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                pending.append(nxt)
+            self._commit(pending)
+            if stop:
+                return
+
+    def _commit(self, pending: list[Item]) -> None:
+        raise NotImplementedError

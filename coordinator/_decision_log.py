@@ -10,36 +10,27 @@ it is committed, and a failed commit fails exactly the requests it carried.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from fedge.coordinator._db import WriterTurn
+from fedge.coordinator._db import GroupWriter
 
-_MAX_BATCHES = 256  # per transaction: bounds the latency one commit adds
 _ROWS_PER_STATEMENT = 1000  # 5,000 parameters: below SQLite's and PostgreSQL's limits
-_STOP = object()
 _COPY = "COPY decisions (site_id, at, policy_version, kind, action) FROM STDIN"
 
 Row = tuple[str, float, str, str, str]
 
 
-class DecisionLog:
+class DecisionLog(GroupWriter[tuple[list[Row], Future[int]]]):
     def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, "decision-log")
         self.engine = engine
         marker = "%s" if engine.dialect.paramstyle in ("format", "pyformat") else "?"
         self._values = f"({', '.join([marker] * 5)})"
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._turn = WriterTurn(engine)
         self._copy = engine.dialect.name == "postgresql"
-        self._connection: Connection | None = None  # the writer thread's own
 
     def submit(
         self, site_ids: Sequence[str], at: float, version: str, kind: str, actions: list[str]
@@ -49,50 +40,8 @@ class DecisionLog:
             (s, at, version, kind, a) for s, a in zip(site_ids, actions, strict=True)
         ]
         done: Future[int] = Future()
-        self._start()
-        self._queue.put((rows, done))
+        self._put((rows, done))
         return done
-
-    def _start(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
-                thread.start()
-                self._thread = thread
-
-    def close(self) -> None:
-        """Commit what is queued, then stop the writer."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(_STOP)
-            thread.join()
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-        self._turn.close()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            pending = [item]
-            stop = False
-            while len(pending) < _MAX_BATCHES:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                pending.append(nxt)
-            self._commit(pending)
-            if stop:
-                return
 
     def _statement(self, rows: int) -> str:
         """One multi-row INSERT: the driver's executemany steps (and hands the GIL back
