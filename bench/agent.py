@@ -8,7 +8,10 @@
 * rss_mb_steady: the agent process's RSS, sampled during the 1,000 msg/s phase (max);
 * cold_start_s: process spawn -> first forecast, with a KPI already queued in the
   agent's persistent session (what an operator sees after a restart);
-* alerts: precision/recall of the agent's residual alerts on the simulation's labels.
+* alerts: precision/recall of the agent's residual alerts on the simulation's labels;
+* judging: the 1,000 msg/s latency again while sealed candidate models arrive on
+  ``…/model`` (one every ``JUDGE_EVERY_S``): each runs the shadow gate, which must not
+  hold up KPI reads (it runs on the uplink's thread, not the broker link's).
 
 The agent runs as ``python -m fedge agent run`` (the real binary); the model is the
 reference ``ForecastSpec`` (LSTM 128/64, lookback 12), trained briefly here with torch.
@@ -48,6 +51,8 @@ CELLS = 1000
 RATES = (100, 1000, 5000)
 PHASE_S = {100: 10.0, 1000: 10.0, 5000: 6.0}
 RAMP = (2000, 5000, 8000, 12000, 16000)
+JUDGE_EVERY_S = 1.5
+KEK = b"fedge-bench-kek"
 
 
 def mosquitto_version() -> str:
@@ -144,6 +149,7 @@ class Bench:
         self.lock = threading.Lock()
         self.base = f"fedge/v1/{SITE}"
         self.status: list[dict[str, Any]] = []
+        self.verdicts: list[dict[str, Any]] = []
         self.sub = self._client(port, "bench-sub")
         self.sub.on_message = self._on_message
         done = threading.Event()
@@ -173,6 +179,8 @@ class Bench:
             with self.lock:
                 self.got[key] = now
                 self.waiting.discard(key)
+        elif kind == "verdict":
+            self.verdicts.append(json.loads(msg.payload))
         elif kind == "deadletter":
             self.dead += 1
         elif kind == "status":
@@ -259,6 +267,20 @@ class Bench:
         }
 
 
+def make_keys(work: Path) -> tuple[Any, Any]:
+    """The site's key file and the coordinator's public keys, as enrollment leaves them:
+    with [security] the agent listens for sealed models on ``…/model``."""
+    from fedge.security import SiteIdentity, save_identity
+
+    site, coordinator = SiteIdentity.generate(), SiteIdentity.generate()
+    save_identity(work / "site.key", site, KEK, log2_n=10)
+    kek = work / "kek"
+    kek.write_bytes(KEK)
+    kek.chmod(0o600)
+    (work / "coordinator.pub").write_bytes(coordinator.public_keys().to_bytes())
+    return site, coordinator
+
+
 def agent_config(work: Path, port: int, model: Path) -> Path:
     cfg = work / "agent.toml"
     cfg.write_text(
@@ -266,9 +288,47 @@ def agent_config(work: Path, port: int, model: Path) -> Path:
         f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n'
         f'[store]\npath = "{work}/agent.db"\n'
         f'[model]\ndir = "{work}/models"\ninitial = "{model}"\n'
+        f'[security]\nkey_file = "{work}/site.key"\nkek_file = "{work}/kek"\n'
+        f'coordinator_keys = "{work}/coordinator.pub"\n'
         f"[metrics]\nport = {free_port()}\n"
     )
     return cfg
+
+
+def judging_phase(bench: Bench, model: Path, site: Any, coordinator: Any) -> dict[str, Any]:
+    """1,000 msg/s while sealed candidates arrive on ``…/model``, one per JUDGE_EVERY_S."""
+    from fedge.core import ModelBundle
+    from fedge.security import ContentType, OneShotSealer
+
+    onnx = model.read_bytes()
+    sealer = OneShotSealer(coordinator)
+    stop = threading.Event()
+    sent: list[str] = []
+
+    def offer() -> None:
+        while not stop.wait(JUDGE_EVERY_S):
+            version = f"v-judge-{len(sent) + 1}"
+            bundle = ModelBundle(version, onnx).encode()
+            envelope = sealer.seal(site.public_keys(), bundle, ContentType.GLOBAL_MODEL)
+            bench.pub.publish(f"{bench.base}/model", envelope, qos=1)
+            sent.append(version)
+
+    before = len(bench.verdicts)
+    thread = threading.Thread(target=offer, daemon=True)
+    thread.start()
+    result = bench.run_rate(1000, 10.0)
+    stop.set()
+    thread.join()
+    deadline = time.monotonic() + 60
+    while len(bench.verdicts) - before < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    verdicts = bench.verdicts[before:]
+    return {
+        **result,
+        "candidates_offered": len(sent),
+        "verdicts": len(verdicts),
+        "accepted": sum(1 for v in verdicts if v.get("accepted")),
+    }
 
 
 def spawn_agent(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -328,6 +388,7 @@ def main() -> None:
             model, values = train_model(work / "model.onnx")
         first = int(time.time() // STEP) - 5000
         seed_store(work / "agent.db", values, first - 1)
+        site, coordinator = make_keys(work)
         cfg = agent_config(work, port, model)
         log = work / "agent.log"
         # First start creates the persistent session; then a KPI waits for the restart.
@@ -388,10 +449,16 @@ def main() -> None:
                 break
             passed.append(r["achieved_rate"])
         best = max(passed, default=0.0)
+        judging = judging_phase(bench, model, site, coordinator)
+        print("judging", judging, flush=True)
         stop_agent(proc)
         figures = {
             "latency_ms": {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in latency.items()},
             "max_rate_zero_loss": best,
+            "judging_1000": {
+                k: judging[k]
+                for k in ("p50", "p99", "lost", "candidates_offered", "verdicts", "accepted")
+            },
             "rss_mb_steady": round(max(rss), 1),
             "cold_start_s": round(cold_start, 3),
             "phases": latency,
@@ -417,6 +484,7 @@ def main() -> None:
                     for k in (
                         "latency_ms",
                         "max_rate_zero_loss",
+                        "judging_1000",
                         "rss_mb_steady",
                         "cold_start_s",
                         "alerts",
