@@ -12,6 +12,8 @@ sends pre-encoded requests (so the client spends little of the shared CPU):
   nonce. ``accepted_rps`` counts the 201s only.
 
 Targets: decisions batch and signed forecast ingest >= 1,000 requests/s with p99 <= 50 ms.
+The signed ingest runs at 4, 8 and 16 client connections (``sweep``); its headline is the
+most accepted requests/s among the runs whose p99 meets the target.
 ``--seconds 1 --databases sqlite`` is a quick check that the benchmark runs.
 """
 
@@ -37,6 +39,7 @@ from bench._common import write_result
 SITES = 64
 CELLS, HORIZONS = 3, 12  # an agent's forecasts per step: one per cell and horizon
 FORECASTS_PER_REQUEST = CELLS * HORIZONS
+INGEST_CONNECTIONS = (4, 8, 16)  # client concurrencies of the signed-ingest sweep
 SIGNED_PER_SECOND = 1500  # signed ahead of time per second of load (signing is slow)
 TARGET = {
     "decisions_batch": {"rps": 1000.0, "p99_ms": 50.0},
@@ -213,18 +216,30 @@ def _prepare(port: int, signed: int) -> dict[str, Any]:
 
 def _measure(port: int, connections: int, duration: float) -> dict[str, Any]:
     started = time.perf_counter()
-    requests = _prepare(port, max(200, int(duration * SIGNED_PER_SECOND)))
+    signed = max(200, int(duration * SIGNED_PER_SECOND)) * len(INGEST_CONNECTIONS)
+    requests = _prepare(port, signed)
     print(f"  prepared in {time.perf_counter() - started:.0f} s", flush=True)
     n = int(duration * 5000)
     out = {}
     out["models"] = asyncio.run(_load(port, [requests["models"]] * n, connections, duration))
     decisions = (requests["decisions"] * (n // 64 + 1))[:n]
     out["decisions_batch"] = asyncio.run(_load(port, decisions, connections, duration))
-    out["forecast_ingest"] = asyncio.run(_load(port, requests["forecasts"], connections, duration))
+    # Throughput at the latency target: the same load at several client concurrencies
+    # (closed loop, so latency ~ connections / throughput); the headline is the one with
+    # the most accepted requests/s whose p99 is within the target, and the sweep is kept.
+    sweep, unused = [], list(requests["forecasts"])
+    share = len(unused) // len(INGEST_CONNECTIONS)
+    for n_conn in INGEST_CONNECTIONS:
+        batch, unused = unused[:share], unused[share:]  # every nonce is sent once only
+        sweep.append(asyncio.run(_load(port, batch, n_conn, duration)))
+    within = [f for f in sweep if f["p99_ms"] <= TARGET["forecast_ingest"]["p99_ms"]]
+    best = max(within or sweep, key=lambda f: f["accepted_rps"])
+    out["forecast_ingest"] = {**best, "within_p99_target": bool(within), "sweep": sweep}
     for name, figures in out.items():
         print(f"  {name}: {figures['rps']} req/s ({figures['accepted_rps']} accepted), "
               f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, "
-              f"errors {figures['errors']}", flush=True)  # fmt: skip
+              f"errors {figures['errors']}, {figures['connections']} connections",
+              flush=True)  # fmt: skip
     return out
 
 
