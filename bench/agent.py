@@ -9,9 +9,12 @@
 * cold_start_s: process spawn -> first forecast, with a KPI already queued in the
   agent's persistent session (what an operator sees after a restart);
 * alerts: precision/recall of the agent's residual alerts on the simulation's labels;
-* judging: the 1,000 msg/s latency again while sealed candidate models arrive on
-  ``…/model`` (one every ``JUDGE_EVERY_S``): each runs the shadow gate, which must not
-  hold up KPI reads (it runs on the uplink's thread, not the broker link's).
+* rollout: the 1,000 msg/s latency while one sealed candidate model arrives on
+  ``…/model``, as a rollout delivers it: the shadow gate must not hold up KPI reads (it
+  runs on the uplink's thread, not the broker link's). ``p99_judging`` is over the KPIs
+  sent between the candidate's arrival and its verdict only;
+* judging: the same load with a candidate every ``JUDGE_EVERY_S`` (a stress case: a
+  rollout sends one).
 
 The agent runs as ``python -m fedge agent run`` (the real binary); the model is the
 reference ``ForecastSpec`` (LSTM 128/64, lookback 12), trained briefly here with torch.
@@ -150,6 +153,7 @@ class Bench:
         self.base = f"fedge/v1/{SITE}"
         self.status: list[dict[str, Any]] = []
         self.verdicts: list[dict[str, Any]] = []
+        self.last_keys: list[tuple[str, int]] = []
         self.sub = self._client(port, "bench-sub")
         self.sub.on_message = self._on_message
         done = threading.Event()
@@ -180,7 +184,7 @@ class Bench:
                 self.got[key] = now
                 self.waiting.discard(key)
         elif kind == "verdict":
-            self.verdicts.append(json.loads(msg.payload))
+            self.verdicts.append({**json.loads(msg.payload), "_at": now})
         elif kind == "deadletter":
             self.dead += 1
         elif kind == "status":
@@ -228,6 +232,7 @@ class Bench:
             keys.append(self.publish_one(cell, pub))
             cell = (cell + 1) % CELLS
         offered_s = time.perf_counter() - start
+        self.last_keys = keys
         last_publish = time.perf_counter()
         # Drain: wait for every forecast; give up only when nothing arrives for 30 s.
         seen, progress = -1, time.monotonic()
@@ -293,6 +298,52 @@ def agent_config(work: Path, port: int, model: Path) -> Path:
         f"[metrics]\nport = {free_port()}\n"
     )
     return cfg
+
+
+def rollout_phase(bench: Bench, model: Path, site: Any, coordinator: Any) -> dict[str, Any]:
+    """1,000 msg/s for 10 s; one sealed candidate 1 s in, as a rollout delivers it."""
+    from fedge.core import ModelBundle
+    from fedge.security import ContentType, OneShotSealer
+
+    bundle = ModelBundle("v-rollout", model.read_bytes()).encode()
+    envelope = OneShotSealer(coordinator).seal(site.public_keys(), bundle, ContentType.GLOBAL_MODEL)
+    offered: list[float] = []
+
+    def offer() -> None:
+        time.sleep(1.0)
+        offered.append(time.perf_counter())
+        bench.pub.publish(f"{bench.base}/model", envelope, qos=1)
+
+    before = len(bench.verdicts)
+    thread = threading.Thread(target=offer, daemon=True)
+    thread.start()
+    result = bench.run_rate(1000, 10.0)
+    thread.join()
+    deadline = time.monotonic() + 60
+    while len(bench.verdicts) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    verdict = bench.verdicts[before] if len(bench.verdicts) > before else None
+    judged = None
+    if verdict is not None and offered:
+        with bench.lock:
+            lat = [
+                (bench.got[k] - bench.sent[k]) * 1000
+                for k in bench.last_keys
+                if k in bench.got and offered[0] <= bench.sent[k] <= verdict["_at"]
+            ]
+        judged = {
+            "seconds": round(verdict["_at"] - offered[0], 3),
+            "messages": len(lat),
+            "p99": round(float(np.percentile(lat, 99)), 3) if lat else None,
+            "max": round(max(lat), 3) if lat else None,
+        }
+    return {
+        "p50": result["p50"],
+        "p99": result["p99"],
+        "lost": result["lost"],
+        "verdict": None if verdict is None else bool(verdict.get("accepted")),
+        "judging_window": judged,
+    }
 
 
 def judging_phase(bench: Bench, model: Path, site: Any, coordinator: Any) -> dict[str, Any]:
@@ -449,12 +500,15 @@ def main() -> None:
                 break
             passed.append(r["achieved_rate"])
         best = max(passed, default=0.0)
+        rollout = rollout_phase(bench, model, site, coordinator)
+        print("rollout", rollout, flush=True)
         judging = judging_phase(bench, model, site, coordinator)
         print("judging", judging, flush=True)
         stop_agent(proc)
         figures = {
             "latency_ms": {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in latency.items()},
             "max_rate_zero_loss": best,
+            "rollout_1000": rollout,
             "judging_1000": {
                 k: judging[k]
                 for k in ("p50", "p99", "lost", "candidates_offered", "verdicts", "accepted")
@@ -484,6 +538,7 @@ def main() -> None:
                     for k in (
                         "latency_ms",
                         "max_rate_zero_loss",
+                        "rollout_1000",
                         "judging_1000",
                         "rss_mb_steady",
                         "cold_start_s",

@@ -20,6 +20,7 @@ import base64
 import json as jsonlib
 import logging
 import math
+import os
 import queue
 import random
 import re
@@ -72,6 +73,21 @@ class SiteStatus:
 
 class _Outage(Exception):  # noqa: N818 - internal control flow, never leaves this module
     """The coordinator did not answer usefully: back off and retry the same work."""
+
+
+#: The nice value of the uplink's thread: below the broker link's, which forecasts.
+UPLINK_NICE = 10
+
+
+def background_priority() -> None:
+    """Lower this thread's CPU priority (Linux schedules threads as tasks, each with its
+    own nice value): judging a candidate model takes a core for about a second, and on a
+    small gNB host it must yield to the broker link's thread, which forecasts the KPIs."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), UPLINK_NICE))
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run as is
+        log.debug("uplink: cannot lower the thread's priority: %s", exc)
 
 
 class Uplink:
@@ -161,6 +177,7 @@ class Uplink:
     # the loop -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        background_priority()
         now = time.monotonic()
         due = {"upload": now, "health": now, "model": now}
         while not self._halt.is_set():
