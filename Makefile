@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-ab bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-ab bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -35,7 +35,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup
+bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet
 
 bench-simulate: $(STAMP)
 	$(BIN)/python -m bench.simulate
@@ -62,6 +62,10 @@ bench-ab: $(STAMP) system-deps
 
 bench-startup: $(STAMP) system-deps
 	$(BIN)/python -m bench.startup
+
+# The whole live system: 20 agents with their SuperNodes, a few minutes of the loop.
+bench-fleet: $(STAMP) system-deps
+	$(BIN)/python -m bench.fleet
 
 clean:
 	rm -rf runs .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .grimp_cache
