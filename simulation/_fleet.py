@@ -551,8 +551,11 @@ def _superlink(state: FleetState) -> None:
     d = state.root / "superlink"
     d.mkdir(parents=True, exist_ok=True)
     port = state.ports["superlink"]
+    # Flower's in-memory state: its SQLite file state answered "database is locked" to
+    # 20 nodes pushing updates at once and lost their messages. What a restart loses (a
+    # run in flight) the coordinator records as interrupted; nodes register again.
     cmd = [str(BIN / "flower-superlink"), "--insecure", "--port", str(port),
-           "--database", str(d / "superlink.db"), "--disable-runtime-dependency-installation"]  # fmt: skip
+           "--disable-runtime-dependency-installation"]  # fmt: skip
     record = spawn(state, "superlink", cmd, d / "superlink.log", fleet_env(), port=port, cwd=d)
     wait_for("superlink", lambda: _listening(port), 60, record)
 
