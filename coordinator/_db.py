@@ -13,6 +13,7 @@ import os
 import queue
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -182,7 +183,7 @@ Item = TypeVar("Item")
 _STOP = object()
 
 
-class GroupWriter(Generic[Item]):
+class GroupWriter(ABC, Generic[Item]):
     """Group commit: one writer thread drains every item waiting into one ``_commit``.
 
     Callers queue items (each with the future it answers) from any thread; the writer
@@ -246,5 +247,6 @@ class GroupWriter(Generic[Item]):
             if stop:
                 return
 
+    @abstractmethod
     def _commit(self, pending: list[Item]) -> None:
-        raise NotImplementedError
+        """Write ``pending`` in one transaction and answer each item's future."""
