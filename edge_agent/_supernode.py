@@ -157,6 +157,21 @@ def supernode_command(config: FederationConfig, binary: Path) -> list[str]:
     ]
 
 
+#: The SuperNode's nice value, inherited by the ClientApp processes it starts to train:
+#: training takes every core it gets, and on a gNB host the agent's forecasts and the
+#: coordinator's actions must not wait behind it.
+SUPERNODE_NICE = 10
+
+
+def _lower_priority(pid: int) -> None:
+    try:
+        os.setpriority(
+            os.PRIO_PROCESS, pid, max(os.getpriority(os.PRIO_PROCESS, pid), SUPERNODE_NICE)
+        )
+    except OSError as exc:  # gone already, or not permitted: it runs at the agent's
+        log.warning("cannot lower the SuperNode's priority: %s", exc)
+
+
 class SupernodeSupervisor:
     def __init__(
         self,
@@ -194,7 +209,7 @@ class SupernodeSupervisor:
         with open(self.log_path, "ab") as out:
             self._log_offset = out.seek(0, os.SEEK_END)
             try:
-                return subprocess.Popen(
+                proc = subprocess.Popen(
                     self.command,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -203,6 +218,8 @@ class SupernodeSupervisor:
                 )
             except OSError as exc:
                 raise SupervisorError(f"cannot start {self.command[0]}: {exc}") from exc
+        _lower_priority(proc.pid)
+        return proc
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fedge-supernode", daemon=True)

@@ -19,7 +19,7 @@ from fedge.edge_agent import (
     supernode_command,
 )
 from fedge.edge_agent._config import parse_config
-from fedge.edge_agent._supernode import exit_hint, flower_exit_code
+from fedge.edge_agent._supernode import SUPERNODE_NICE, exit_hint, flower_exit_code
 from tests.edge_agent.conftest import Mosquitto, RunningAgent, agent_env, write_config
 from tests.edge_agent.test_tls import make_ca
 from tests.support.flower import SiteFiles, export_authority, make_site
@@ -81,6 +81,9 @@ def test_supernode_registers_is_restarted_after_kill_9_and_stops_with_the_agent(
             )
             first_pid = sup.pid
             assert first_pid is not None
+            assert (
+                os.getpriority(os.PRIO_PROCESS, first_pid) >= SUPERNODE_NICE
+            )  # yields to the agent
             os.killpg(first_pid, 9)
             wait_for(lambda: sup.pid not in (None, first_pid), 60, "a restarted SuperNode")
             wait_for(lambda: len(node_ids(node_log)) == 2, 90, "the new SuperNode to register")
