@@ -4,8 +4,12 @@ a rotation the coordinator did not accept leaves the key file as it was."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,17 +112,36 @@ def test_the_operator_sees_generations_and_the_retraining_policy(
     assert fedge("run", "retraining", *key).code == 0
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any directory")
+@contextlib.contextmanager
+def _unwritable(directory: Path) -> Iterator[None]:
+    """``directory`` where nobody may create a file: mode 0500, or for root (whom modes do
+    not stop) the immutable attribute, which binds root too."""
+    if os.geteuid() != 0:
+        directory.chmod(0o500)
+        try:
+            yield
+        finally:
+            directory.chmod(0o700)
+        return
+    chattr = shutil.which("chattr")
+    if (
+        chattr is None
+        or subprocess.run([chattr, "+i", str(directory)], check=False).returncode != 0
+    ):
+        pytest.skip("running as root without chattr +i: no directory is unwritable to root")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(directory)], check=True)
+
+
 def test_a_key_file_it_cannot_replace_is_refused_before_anything_is_sent(
     coordinator: Coordinator, fedge: Any, tmp_path: Path
 ) -> None:
     site = _site(tmp_path / "site")
     assert _enroll(fedge, coordinator, site, coordinator.token()).code == 0
-    site.config.parent.chmod(0o500)
-    try:
+    with _unwritable(site.config.parent):
         ran = fedge("site", "rotate", "--config", str(site.config), "--coordinator",
                     coordinator.url)  # fmt: skip
-    finally:
-        site.config.parent.chmod(0o700)
     assert ran.code == 2 and "nothing was sent" in ran.err
     assert _generation(coordinator, site) == 0
