@@ -35,7 +35,14 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from fedge.coordinator._audit import audit_entry
 from fedge.coordinator._errors import ConflictError, CoordinatorError, NotFoundError
 from fedge.coordinator._health import site_errors
-from fedge.coordinator._schema import ModelStatus, ModelVersion, Site, SiteState
+from fedge.coordinator._schema import (
+    ModelStatus,
+    ModelVersion,
+    Site,
+    SiteDetail,
+    SiteHealth,
+    SiteState,
+)
 from fedge.coordinator._settings import CoordinatorSettings
 
 _log = logging.getLogger(__name__)
@@ -244,6 +251,23 @@ def assigned_model_id(session: Session, site_hex: str) -> int | None:
             return latest.model_id
         return latest.previous_model_id
     return _production_id(session)
+
+
+def site_detail(engine: Engine, site_hex: str) -> SiteDetail:
+    """The site's registry record with the version assigned to it and the one it last
+    reported serving (404 when it is not enrolled)."""
+    with Session(engine) as session:
+        site = session.get(Site, site_hex)
+        if site is None:
+            raise NotFoundError(f"no site {site_hex}")
+        model_id = assigned_model_id(session, site_hex)
+        health = session.get(SiteHealth, site_hex)
+        detail = SiteDetail.model_validate(site, from_attributes=True)
+    detail.assigned_version = None if model_id is None else version_name(model_id)
+    if health is not None:
+        detail.served_version = health.model_version
+        detail.health_received_at = health.received_at
+    return detail
 
 
 class Rollouts:

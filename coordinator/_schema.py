@@ -107,6 +107,16 @@ class SitePublic(SiteBase):
     last_seen: float | None
 
 
+class SiteDetail(SitePublic):
+    """One site with its model state: the version the rollout assigns it and the one its
+    latest health report says it serves (they differ while a delivery or gate is pending,
+    or when the site's shadow gate rejected the assigned version)."""
+
+    assigned_version: str | None = None
+    served_version: str | None = None
+    health_received_at: float | None = None
+
+
 # --- enrollment tokens -------------------------------------------------------------------
 
 

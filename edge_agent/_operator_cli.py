@@ -1,5 +1,5 @@
-"""``fedge model list|promote|rollback`` and ``fedge run list|show|start|cancel|retraining``: the
-coordinator's API for operators, from any install.
+"""``fedge model list|promote|rollback``, ``fedge rollout list|show`` and ``fedge run
+list|show|start|cancel|retraining``: the coordinator's API for operators, from any install.
 
 They need only the standard-library client (``fedge.core``), typer and rich, so they live
 beside ``fedge site`` and run from a gNB host's ``fedge[agent]`` install as well as from
@@ -172,6 +172,52 @@ def _model_commands() -> typer.Typer:
     return model
 
 
+_ROLLOUT_COLUMNS = (
+    "id", "version", "state", "previous_model_id", "canaries", "delivered", "accepted",
+    "rejected", "started_at", "updated_at", "reason",
+)  # fmt: skip
+_ROLLOUT_SITE_COLUMNS = (
+    "site_id", "role", "assigned_at", "delivered_at", "verdict", "verdict_at", "reason",
+    "candidate_score", "serving_score", "error_before", "error_after",
+)  # fmt: skip
+
+
+def _rollout_commands() -> typer.Typer:
+    rollout = typer.Typer(help="Staged model rollouts: where each promotion stands, per site.")
+
+    @rollout.command("list")
+    def list_rollouts(
+        limit: int = typer.Option(50, "--limit", min=1, max=1000, help="How many, newest first."),
+        coordinator: str | None = COORDINATOR,
+        api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
+        as_json: bool = AS_JSON,
+    ) -> None:
+        """The rollouts, newest first, with counts of canaries, deliveries and verdicts."""
+        client = operator_client(coordinator, api_key_file, ca_file)
+        show(client.get_json(f"/api/v1/rollouts?limit={limit}"), _ROLLOUT_COLUMNS,
+             as_json=as_json)  # fmt: skip
+
+    @rollout.command("show")
+    def show_rollout(
+        rollout_id: int = typer.Argument(..., min=1, max=2**31 - 1, help="The rollout's id."),
+        coordinator: str | None = COORDINATOR,
+        api_key_file: Path | None = API_KEY_FILE,
+        ca_file: Path | None = CA_FILE,
+        as_json: bool = AS_JSON,
+    ) -> None:
+        """One rollout and every site it reaches: role, delivery and the site's verdict."""
+        client = operator_client(coordinator, api_key_file, ca_file)
+        detail = client.get_json(f"/api/v1/rollouts/{rollout_id}")
+        if as_json:
+            show(detail, (), as_json=True)
+            return
+        show(detail, _ROLLOUT_COLUMNS, as_json=False, title=f"rollout {rollout_id}")
+        show(detail.get("sites", []), _ROLLOUT_SITE_COLUMNS, as_json=False, title="sites")
+
+    return rollout
+
+
 def _run_id(value: str) -> str:
     """A run id as the API names runs (32 hex digits), refused before any request."""
     if len(value) != 32 or not set(value) <= _HEX:
@@ -289,6 +335,7 @@ _START_COLUMNS = ("at", "run_id", "trigger", "statistic", "sites", "baseline_mod
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``model`` and ``run`` sub-commands to the ``fedge`` application."""
+    """Add the ``model``, ``rollout`` and ``run`` sub-commands to the ``fedge`` application."""
     app.add_typer(_model_commands(), name="model")
+    app.add_typer(_rollout_commands(), name="rollout")
     app.add_typer(_run_commands(), name="run")

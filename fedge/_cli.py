@@ -52,6 +52,11 @@ COMMANDS: dict[str, _Entry] = {
         None,
         "Model versions on the coordinator: list, promote, roll back.",
     ),
+    "rollout": _Entry(
+        "fedge.edge_agent._operator_cli",
+        None,
+        "Staged model rollouts: where each promotion stands, per site.",
+    ),
     "run": _Entry(
         "fedge.edge_agent._operator_cli",
         None,

@@ -259,6 +259,29 @@ def test_model_list_promote_rollback(live: Live, fedge: Any) -> None:
     assert [m["id"] for m in production.json()] == [first]
 
 
+def test_rollout_list_and_show(live: Live, fedge: Any) -> None:
+    model_id = _upload(live, "cli-rollout")
+    assert fedge("model", "promote", str(model_id), *_as(live, "admin")).code == 0
+    listed = fedge("rollout", "list", "--json", "--limit", "5", *_as(live, "viewer"))
+    assert listed.code == 0, listed.err
+    newest = listed.json()[0]
+    assert newest["model_id"] == model_id and newest["version"] == f"v{model_id}"
+    table = fedge("rollout", "show", str(newest["id"]), *_as(live, "viewer"))
+    assert table.code == 0 and f"v{model_id}" in table.out and "sites" in table.out
+    shown = fedge("rollout", "show", str(newest["id"]), "--json", *_as(live, "viewer")).json()
+    assert shown["id"] == newest["id"] and isinstance(shown["sites"], list)
+
+
+@pytest.mark.parametrize("args", [["show", "0"], ["show", "x"], ["list", "--limit", "0"]])
+def test_rollout_refuses_bad_arguments(live: Live, fedge: Any, args: list[str]) -> None:
+    assert fedge("rollout", *args, *_as(live, "viewer")).code == 2
+
+
+def test_rollout_show_of_an_unknown_id_is_a_404(live: Live, fedge: Any) -> None:
+    ran = fedge("rollout", "show", "999999", *_as(live, "viewer"))
+    assert ran.code == 2 and ran.err.startswith("error: 404 ")
+
+
 def test_model_promote_needs_the_admin_role(live: Live, fedge: Any) -> None:
     model_id = _upload(live, "cli-operator")
     ran = fedge("model", "promote", str(model_id), *_as(live, "operator"))

@@ -430,3 +430,23 @@ def test_a_site_offline_or_enrolled_mid_rollout_gets_the_current_assignment(
     done = newest(fleet)
     assert done["state"] == "completed" and done["accepted"] == 4
     assert late.site_id.hex() in {s["site_id"] for s in done["sites"]}
+
+
+def test_a_site_shows_its_assigned_and_served_versions(start: Start) -> None:
+    fleet, sites = start(5)
+    viewer = fleet.as_(Role.VIEWER)
+    path = f"/api/v1/sites/{sites[0].site_id.hex()}"
+    before = fleet.client.get(path, headers=viewer).json()
+    assert (before["assigned_version"], before["served_version"]) == (None, None)
+    first = promote(fleet, "first")
+    second = promote(fleet, "second")
+    canaries, rest = split(newest(fleet), sites)
+    health(fleet, canaries[0], f"v{first}", 0.04)  # delivered, not yet gated
+    canary = fleet.client.get(f"/api/v1/sites/{canaries[0].site_id.hex()}", headers=viewer)
+    assert canary.status_code == 200, canary.text
+    shown = canary.json()
+    assert shown["assigned_version"] == f"v{second}"
+    assert shown["served_version"] == f"v{first}" and shown["health_received_at"] > 0
+    other = fleet.client.get(f"/api/v1/sites/{rest[0].site_id.hex()}", headers=viewer).json()
+    assert (other["assigned_version"], other["served_version"]) == (f"v{first}", None)
+    assert fleet.client.get(f"/api/v1/sites/{'ab' * 16}", headers=viewer).status_code == 404

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
 
-from fedge.coordinator._schema import SitePublic, SiteState
+from fedge.coordinator._rollout import site_detail
+from fedge.coordinator._schema import SiteDetail, SitePublic, SiteState
 from fedge.coordinator.api._bodies import HEX_SITE_ID
 from fedge.coordinator.api.deps import AdminDep, CoordinatorDep, ViewerDep
 from fedge.coordinator.api.routes._common import ERRORS, PREFIX
@@ -24,8 +26,9 @@ def list_sites(
 
 
 @router.get("/{site_id}", responses={404: {"description": "No such site."}})
-def get_site(site_id: SiteId, coordinator: CoordinatorDep, _: ViewerDep) -> SitePublic:
-    return SitePublic.model_validate(coordinator.site(site_id), from_attributes=True)
+async def get_site(site_id: SiteId, coordinator: CoordinatorDep, _: ViewerDep) -> SiteDetail:
+    """The site with the model version assigned to it and the one it reports serving."""
+    return await run_in_threadpool(site_detail, coordinator.reader, site_id)
 
 
 @router.post("/{site_id}/revoke", responses={404: {"description": "No such site."}})
