@@ -15,6 +15,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fedge.edge_agent._actions import Action, ActionLog, ActionPoller, verify_action
     from fedge.edge_agent._agent import Agent
+    from fedge.edge_agent._alert_score import (
+        AlertEventScore,
+        AlertScoreError,
+        score_alert_events,
+        total_alert_score,
+    )
     from fedge.edge_agent._anomaly import Alert, KpiDeviation, ResidualDetector
     from fedge.edge_agent._broker import Inbound, Link, MqttLink, backoff_delay, falls_back, probe
     from fedge.edge_agent._config import (
@@ -74,6 +80,10 @@ _LAZY = {
     "ActionSiteError": "fedge.edge_agent._errors",
     "Agent": "fedge.edge_agent._agent",
     "ModelOpener": "fedge.edge_agent._opener",
+    "AlertEventScore": "fedge.edge_agent._alert_score",
+    "AlertScoreError": "fedge.edge_agent._alert_score",
+    "score_alert_events": "fedge.edge_agent._alert_score",
+    "total_alert_score": "fedge.edge_agent._alert_score",
     "Alert": "fedge.edge_agent._anomaly",
     "KpiDeviation": "fedge.edge_agent._anomaly",
     "ResidualDetector": "fedge.edge_agent._anomaly",
@@ -139,6 +149,8 @@ __all__ = [
     "AgentConfig",
     "AgentError",
     "Alert",
+    "AlertEventScore",
+    "AlertScoreError",
     "AnomalyConfig",
     "BrokerConfig",
     "BrokerError",
@@ -182,9 +194,11 @@ __all__ = [
     "read_cell_series",
     "resolve_binary",
     "rollback",
+    "score_alert_events",
     "shadow_score",
     "stored_cells",
     "supernode_command",
+    "total_alert_score",
 ]
 
 
