@@ -120,6 +120,24 @@ PRESETS: dict[str, SimulationConfig] = {
         attacks="boosted=0.1",
         export_onnx=False,
     ),
+    # What real LTE cells look like and the demo does not (docs/simulation.md, "The hard
+    # preset"): 25 sites with 7 to 21 days each (the shortest keep 2 training days),
+    # traffic two orders of magnitude apart, heavy-tailed bursts, cells asleep at night,
+    # counter gaps, and match-day surges on the calendar of about a third of the sites.
+    "hard": SimulationConfig(
+        name="hard",
+        generator=GeneratorConfig(
+            num_sites=25,
+            days=21,
+            min_days=7,
+            scale_spread=2.0,
+            bursts_per_day=3.0,
+            idle_night_share=0.3,
+            gaps_per_week=0.5,
+            surge_share=0.35,
+            surges_per_week=1.5,
+        ),
+    ),
     # A minute-long end-to-end run for tests and first contact.
     "smoke": SimulationConfig(
         name="smoke",

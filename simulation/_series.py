@@ -16,6 +16,8 @@ class SiteSeries:
 
     ``values`` is (steps, len(KPI_NAMES)) in original units; a KPI the site does not report
     is all-NaN. ``anomalies`` holds the labelled anomaly code per step (0 where unlabelled).
+    ``events`` marks the steps of known calendar events (a match, a concert): load the
+    site expects and schedules for, so not an anomaly; None where no calendar is known.
     """
 
     site_id: str
@@ -24,12 +26,15 @@ class SiteSeries:
     step_minutes: int
     values: NDArray[np.float32]
     anomalies: NDArray[np.int8]
+    events: NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         if self.values.ndim != 2 or self.values.shape[1] != len(KPI_NAMES):
             raise ValueError(f"values must be (steps, {len(KPI_NAMES)}), got {self.values.shape}")
         if self.anomalies.shape != (self.values.shape[0],):
             raise ValueError("anomalies must have one label per step")
+        if self.events is not None and self.events.shape != self.anomalies.shape:
+            raise ValueError("events must have one flag per step")
 
     @property
     def steps(self) -> int:

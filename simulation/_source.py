@@ -73,6 +73,7 @@ class ArchivedSites:
                 step_minutes=int(z["step_minutes"]),
                 values=z["values"],
                 anomalies=z["anomalies"],
+                events=z["events"] if "events" in z.files else None,
             )
 
     def spec(self) -> dict[str, Any]:
@@ -122,15 +123,17 @@ def archive_sites(sites: Iterable[SiteSeries], directory: Path) -> ArchivedSites
     names: list[str] = []
     for i, s in enumerate(sites):
         name = f"{i:05d}.npz"
-        np.savez(
-            directory / name,
-            site_id=np.str_(s.site_id),
-            archetype=np.str_(s.archetype),
-            start=np.int64(s.start.astype("datetime64[m]").astype(np.int64)),
-            step_minutes=np.int64(s.step_minutes),
-            values=s.values,
-            anomalies=s.anomalies,
-        )
+        arrays: dict[str, Any] = {
+            "site_id": np.str_(s.site_id),
+            "archetype": np.str_(s.archetype),
+            "start": np.int64(s.start.astype("datetime64[m]").astype(np.int64)),
+            "step_minutes": np.int64(s.step_minutes),
+            "values": s.values,
+            "anomalies": s.anomalies,
+        }
+        if s.events is not None:
+            arrays["events"] = s.events
+        np.savez(directory / name, **arrays)
         names.append(name)
     (directory / "index.json").write_text(json.dumps({"sites": names}))
     return ArchivedSites(directory)
