@@ -21,7 +21,11 @@ def simulate(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Operator KPI export (CSV/Parquet) instead of the generator."),
+        typer.Option(
+            "--data",
+            help="Operator KPI export instead of the generator: a CSV/Parquet file, or a "
+            "folder of 3GPP PM XML (TS 32.435).",
+        ),
     ] = None,
     step_minutes: Annotated[
         int | None, typer.Option(help="Step of --data in minutes (default: inferred).")

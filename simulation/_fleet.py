@@ -101,6 +101,8 @@ class FleetSpec:
 
 
 def _readable(path: Path, flag: str) -> None:
+    if path.is_dir():  # a folder of PM files: the replayer's reader checks its contents
+        return
     try:
         with path.open("rb") as handle:
             handle.read(1)
@@ -679,7 +681,7 @@ def agent_toml(state: FleetState, site: SiteRecord) -> str:
     ]
     if "coordinator" in AgentConfig.__dataclass_fields__:
         sections.append(
-            f'[coordinator]\nurl = "{state.coordinator_url}"\nupload_interval_s = 2\n'
+            f'[coordinator]\nurl = "{state.coordinator_url}"\n'
             "health_interval_s = 5\nmodel_poll_s = 5\n"
         )
     return "\n".join(sections)

@@ -16,7 +16,10 @@ def up_command(
     sites: Annotated[int, typer.Option("--sites", help="How many sites (agents).")] = 3,
     directory: _DIR = Path("fleet"),
     data: Annotated[
-        Path | None, typer.Option("--data", help="A KPI import file to replay (CSV/Parquet).")
+        Path | None,
+        typer.Option(
+            "--data", help="A KPI import file (CSV/Parquet) or a folder of 3GPP PM XML to replay."
+        ),
     ] = None,
     speed: Annotated[
         float, typer.Option("--speed", help="Replayed time per wall time (60: 5 min in 5 s).")

@@ -81,15 +81,15 @@ class ReplaySource:
 
 
 def open_source(state: FleetState) -> ReplaySource:
-    """The telemetry the fleet replays: ``--data FILE`` (the import format), else the
-    generator with the fleet's seed."""
+    """The telemetry the fleet replays: ``--data FILE`` (the import format) or ``--data
+    DIR`` (3GPP PM XML), else the generator with the fleet's seed."""
     n = int(state.spec["sites"])
     data = state.spec.get("data")
     if data:
-        from fedge.simulation._kpi_file import read_kpi_file
+        from fedge.simulation._pm_import import read_site_data
 
         try:
-            series = read_kpi_file(Path(data), step_minutes=STEP_SECONDS // 60)
+            series, _ = read_site_data(Path(data), step_minutes=STEP_SECONDS // 60)
         except DataError as exc:
             raise FleetError(f"--data: {exc}") from exc
         if not series:

@@ -20,8 +20,8 @@ from fedge.simulation._baselines import actuals, persistence, seasonal
 from fedge.simulation._comm import attacks_json, comm_plan
 from fedge.simulation._config import FEDERATED_METHODS, SimulationConfig
 from fedge.simulation._errors import SimulationError
-from fedge.simulation._kpi_file import read_kpi_file
 from fedge.simulation._metrics import SiteScore, pool_scores, score_site
+from fedge.simulation._pm_import import read_site_data
 from fedge.simulation._site_task import SiteTask, site_task
 from fedge.simulation._source import GeneratedSites, SiteSource, archive_sites
 
@@ -58,13 +58,14 @@ def open_source(config: SimulationConfig, run_dir: Path) -> tuple[SiteSource, di
             "source": "generator",
             **config.generator.to_dict(),
         }
-    sites = read_kpi_file(Path(config.data_path), config.step_minutes)
+    # A folder is 3GPP PM XML, a file the CSV/Parquet import format (docs/data-format.md).
+    sites, imported = read_site_data(Path(config.data_path), config.step_minutes)
     archive = archive_sites(sites, run_dir / "sites")
     return archive, {
-        "source": "file",
         "path": str(Path(config.data_path).resolve()),
         "num_sites": len(sites),
         "step_minutes": sites[0].step_minutes,
+        **imported,
     }
 
 

@@ -35,6 +35,15 @@ from fedge.core._manifest import (
     PolicyManifest,
     policy_version,
 )
+from fedge.core._pm import (
+    PM_COUNTERS,
+    PM_NAMESPACE,
+    PmCell,
+    PmError,
+    PmImport,
+    read_pm_folder,
+    write_pm_file,
+)
 from fedge.core._time import (
     MINUTES_PER_DAY,
     MINUTES_PER_WEEK,
@@ -74,6 +83,14 @@ __all__ = [
     "TARGET_INDEX",
     "TARGET_KPIS",
     "Kpi",
+    # 3GPP PM files (TS 32.435 measCollecFile)
+    "PM_COUNTERS",
+    "PM_NAMESPACE",
+    "PmCell",
+    "PmError",
+    "PmImport",
+    "read_pm_folder",
+    "write_pm_file",
     # calendar
     "MINUTES_PER_DAY",
     "MINUTES_PER_WEEK",
