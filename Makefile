@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-ab bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-ab bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-forecast system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -35,10 +35,15 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet
+bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-forecast
 
 bench-simulate: $(STAMP)
 	$(BIN)/python -m bench.simulate
+
+# Per-lead-time accuracy of every method on the demo and hard presets, alert scores and the
+# targets met (make bench-forecast [ARGS="--quick --presets hard"]): bench/results/forecast.json.
+bench-forecast: $(STAMP)
+	$(BIN)/python -m bench.forecast $(ARGS)
 
 bench-security: $(STAMP)
 	$(BIN)/python -m bench.security

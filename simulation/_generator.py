@@ -45,7 +45,7 @@ class GeneratorConfig:
     anomalies_per_week: float = 1.5  # labelled anomalies per site and week, all kinds
     # Real-data hardness (module docstring); the defaults leave the archetypes' data alone.
     min_days: int | None = None  # sites hold min_days..days of history, all ending together
-    scale_spread: float = 0.0  # orders of magnitude between the quietest and busiest traffic
+    scale_spread: float = 0.0  # orders of magnitude between quietest and busiest (count noise)
     bursts_per_day: float = 0.0  # heavy-tailed bursts of 2-10 min, per site and day
     burst_alpha: float = 1.5  # Pareto tail index of a burst's size (smaller: heavier)
     idle_night_share: float = 0.0  # share of sites whose cell sleeps at night (zero traffic)
@@ -228,8 +228,10 @@ def _make_site(
         demand = demand * _surges(config, streams(1), day, hours, calendar)
     if config.bursts_per_day > 0:
         demand = demand * _bursts(config, streams(2), n)
+    scale = 1.0
     if config.scale_spread > 0:
-        demand = demand * _traffic_scale(config.scale_spread, streams(3))
+        scale = _traffic_scale(config.scale_spread, streams(3))
+        demand = demand * scale
 
     max_ues = rng.uniform(*arch.max_ues)
     bandwidth_mbps = float(rng.choice([150.0, 300.0, 700.0], p=[0.3, 0.45, 0.25]))
@@ -242,6 +244,11 @@ def _make_site(
     ues = max_ues * demand * (1.0 + obs(0.03))
     prb = 100.0 * (1.0 - np.exp(-1.6 * demand)) / (1.0 - np.exp(-1.6))
     prb = prb * np.where(degrade < 1.0, 1.15, 1.0) * (1.0 + obs(0.02))
+    if config.scale_spread > 0:
+        # Small cells are noisy: a few UEs come and go, and their load with them.
+        count = streams(7)
+        ues = count.poisson(np.clip(ues, 0.0, None)).astype(np.float64)
+        prb = prb * (1.0 + count.normal(0.0, min(0.03 / np.sqrt(scale), 0.5), n))
     prb = np.clip(prb, 0.0, 100.0)
     slow_eff = 1.0 + 0.05 * np.sin(2 * np.pi * t / (spd * rng.uniform(2.0, 5.0)))
     thr = bandwidth_mbps * efficiency * slow_eff * (prb / 100.0) * degrade * (1.0 + obs(0.03))

@@ -103,6 +103,14 @@ def test_scale_spread_covers_orders_of_magnitude() -> None:
     assert np.log10(scale.max() / scale.min()) > 1.2
     assert scale.max() < 10**0.5 * 1.05 and scale.min() > 10**-1.5 * 0.8
     assert np.median(scale) < 1.0  # most cells are quieter than their archetype
+    # The quietest cell is noisy: step-to-step jumps large next to its mean (count noise).
+    quiet = int(np.argmin(scale))
+    spread, plain = SiteGenerator(cfg).site(quiet), flat.site(quiet)
+
+    def jumpiness(values: np.ndarray) -> float:
+        return float(np.abs(np.diff(values[:, PRB])).mean() / values[:, PRB].mean())
+
+    assert jumpiness(spread.values) > 2 * jumpiness(plain.values)
 
 
 def test_bursts_are_short_heavy_tailed_and_unlabelled() -> None:
