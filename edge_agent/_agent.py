@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fedge.core import TARGET_KPIS
-from fedge.edge_agent._anomaly import Alert
+from fedge.edge_agent._anomaly import RESOLVED, Alert
 from fedge.edge_agent._broker import Inbound, MqttLink
 from fedge.edge_agent._config import AgentConfig, read_password
 from fedge.edge_agent._errors import AgentError, KpiRejected, StoreError
@@ -439,6 +439,9 @@ class Agent:
                 "severity": a.severity,
                 "model_version": self.version,
                 "kpis": [
+                "state": a.state,
+                "since": a.since_ts,
+                "until": a.until_ts,
                     {
                         "name": k.name,
                         "actual": k.actual,
@@ -448,8 +451,9 @@ class Agent:
                     for k in a.kpis
                 ],
             }
-            self.metrics.alerts.labels(a.severity).inc()
-            self.alert_counts[a.severity] = self.alert_counts.get(a.severity, 0) + 1
+            if a.state != RESOLVED:  # an episode counts when it opens and when it escalates
+                self.metrics.alerts.labels(a.severity).inc()
+                self.alert_counts[a.severity] = self.alert_counts.get(a.severity, 0) + 1
             self.link.publish(topic, json.dumps(body).encode())
         topic = self.config.topic("deadletter")
         for payload in dead:

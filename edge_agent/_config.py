@@ -7,6 +7,7 @@ whose message starts with the dotted key, so an operator sees exactly what to fi
 from __future__ import annotations
 
 import logging
+import math
 import re
 import stat
 import tomllib
@@ -79,13 +80,23 @@ class ModelConfig:
     threads: int = 1
 
 
+#: The longest alert persistence and cool-down, in steps: an alert later than this is no
+#: alert, and an episode that stays open longer hides the next.
+MAX_ALERT_STEPS = 288
+
+
 @dataclass(frozen=True)
 class AnomalyConfig:
-    window: int = 288
-    min_history: int = 24
-    z_warning: float = 5.0
-    z_critical: float = 8.0
-    min_kpis: int = 1  # KPIs that must deviate together before an alert
+    """Alert episodes from relative forecast residuals (docs/agent.md, "Alerts")."""
+
+    window: int = 288  # residuals the median and MAD are taken over
+    min_history: int = 24  # residuals needed before a cell can alert
+    z_warning: float = 6.0  # |z| at which a step deviates
+    z_critical: float = 8.0  # |z| that opens a critical episode at once
+    min_kpis: int = 1  # KPIs that must deviate together for a step to deviate
+    persistence: int = 2  # consecutive deviating steps before a warning episode opens
+    cooldown: int = 12  # steps without deviation that close an episode
+    level_floor: float = 0.1  # in cell std: the residual is relative to forecast + this
 
 
 @dataclass(frozen=True)
@@ -363,7 +374,7 @@ def _anomaly(s: _Section) -> AnomalyConfig:
     cfg = AnomalyConfig(
         window=s.positive("window", int, 288),
         min_history=s.positive("min_history", int, 24),
-        z_warning=s.positive("z_warning", float, 5.0),
+        z_warning=s.positive("z_warning", float, 6.0),
         z_critical=s.positive("z_critical", float, 8.0),
         min_kpis=s.positive("min_kpis", int, 1),
     )
@@ -379,7 +390,18 @@ def _anomaly(s: _Section) -> AnomalyConfig:
 
 def _security(s: _Section) -> SecurityConfig:
     key_file = s.path("key_file")
+        persistence=s.positive("persistence", int, 2),
+        cooldown=s.positive("cooldown", int, 12),
+        level_floor=s.positive("level_floor", float, 0.1),
     coordinator = s.path("coordinator_keys")
+    for key in ("z_warning", "z_critical", "level_floor"):
+        if not math.isfinite(getattr(cfg, key)):
+            raise ConfigError(f"anomaly.{key}: must be finite, got {getattr(cfg, key)}")
+    for key in ("persistence", "cooldown"):
+        if getattr(cfg, key) > MAX_ALERT_STEPS:
+            raise ConfigError(
+                f"anomaly.{key}: at most {MAX_ALERT_STEPS} steps, got {getattr(cfg, key)}"
+            )
     if key_file is None:
         raise ConfigError("security.key_file: required")
     if coordinator is None:

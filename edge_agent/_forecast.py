@@ -24,7 +24,7 @@ from fedge.core import (
     step_of_day,
     time_features,
 )
-from fedge.edge_agent._anomaly import Alert, ResidualDetector
+from fedge.edge_agent._anomaly import Alert, ResidualDetector, relative_residual
 from fedge.edge_agent._config import AnomalyConfig
 from fedge.edge_agent._kpi import KpiSample
 from fedge.edge_agent._store import ForecastRow, Store
@@ -152,7 +152,8 @@ class ForecastEngine:
     ) -> NDArray[np.float64]:
         cols = list(TARGET_INDEX)
         act = np.array([np.nan if actual[i] is None else actual[i] for i in cols], dtype=np.float64)
-        return (act - np.asarray(forecast[: len(cols)], dtype=np.float64)) / scaler.std[cols]
+        fc = np.asarray(forecast[: len(cols)], dtype=np.float64)
+        return relative_residual(act, fc, scaler.std[cols], self.detector.config.level_floor)
 
     def _maybe_refit(self, cell: str, state: CellState, lookback: int) -> None:
         """Fit at lookback, 2x, 4x ... samples until a week, then once a day."""

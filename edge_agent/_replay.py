@@ -42,7 +42,9 @@ def replay_alerts(
     step_seconds: int = 300,
     warmup: int = 0,
 ) -> NDArray[np.bool_]:
-    """Whether an alert fired at each step from ``warmup`` on (earlier steps only prime)."""
+    """Whether an alert episode is open at each step from ``warmup`` on (earlier steps
+    only prime): True from the step its alert is sent up to the step before it resolves,
+    so ``score_alert_events`` counts each episode once."""
     fired = np.zeros(len(values), dtype=bool)
     first = 1_700_000_000 // step_seconds
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,7 +55,8 @@ def replay_alerts(
             store.commit_batch(prime, [], time.time())
             for i in range(warmup, len(values)):
                 sample = _sample(values[i], first + i, step_seconds)
-                fired[i] = engine.observe(sample, True) is not None
+                engine.observe(sample, True)
+                fired[i] = engine.detector.episode(sample.cell) is not None
                 rows = engine.forecast([sample.cell], serving)
                 store.commit_batch([sample], rows, time.time())
         finally:

@@ -70,7 +70,9 @@ def test_an_injected_outage_raises_an_alert_and_normal_traffic_stays_quiet(
 
 
 def test_detector_severity_kpis_and_unreported_kpis() -> None:
-    det = ResidualDetector(AnomalyConfig(window=50, min_history=10, z_warning=4, z_critical=8))
+    det = ResidualDetector(
+        AnomalyConfig(window=50, min_history=10, z_warning=4, z_critical=8, persistence=1)
+    )
     rng = np.random.default_rng(0)
     s = KpiSample("c", 0.0, 0, (50.0, None, 100.0, 20.0, 30.0))
     for _ in range(30):
