@@ -117,3 +117,50 @@ def test_a_site_with_several_cells_gives_one_series_per_cell(tmp_path: Path) -> 
 def test_the_exporter_refuses_a_bad_file_length(generator: SiteGenerator, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="days_per_file must be >= 1"):
         export_pm_folder(generator, tmp_path, days_per_file=0)
+
+
+@pytest.mark.slow
+def test_the_simulation_on_a_pm_export_scores_as_on_the_csv(
+    generator: SiteGenerator, tmp_path: Path
+) -> None:
+    from fedge.simulation._run import run
+
+    base = preset("smoke")
+    config = replace(
+        base,
+        generator=generator.config,
+        methods=("local", "persistence"),
+        num_rounds=2,
+        workers=1,
+        export_onnx=False,
+    )
+    csv = export_kpi_csv(generator, tmp_path / "export.csv")
+    pm = export_pm_folder(generator, tmp_path / "pm")
+    by_csv = run(replace(config, name="csv", data_path=str(csv)), tmp_path).report
+    by_pm = run(replace(config, name="pm", data_path=str(pm)), tmp_path).report
+    assert by_pm["data"]["source"] == "pm" and by_pm["data"]["num_sites"] == 3
+    assert by_pm["data"]["ignored_counters"] == {}
+    for method in config.methods:
+        c, p = by_csv["forecast"]["methods"][method], by_pm["forecast"]["methods"][method]
+        assert p["r2"] == pytest.approx(c["r2"], rel=0.01)
+        assert p["rmse"] == pytest.approx(c["rmse"], rel=0.01)
+
+
+def test_the_fleet_replays_a_pm_folder(tmp_path: Path) -> None:
+    from fedge.simulation._fleet import FleetSpec, _new_state
+    from fedge.simulation._replayer import open_source
+
+    gen = SiteGenerator(replace(preset("smoke").generator, num_sites=2, days=3))
+    pm = export_pm_folder(gen, tmp_path / "pm")
+    source = open_source(_new_state(tmp_path / "fleet", FleetSpec(3, data=pm)))
+    assert len(source.values) == 2 and source.num_sites == 3
+    np.testing.assert_allclose(source.series(2), gen.site(0).values, atol=2e-5, rtol=1e-6)
+
+
+def test_the_fleet_refuses_a_folder_without_pm_files_before_starting(tmp_path: Path) -> None:
+    from fedge.simulation._fleet import FleetError, FleetSpec, up
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FleetError, match=r"--data: .*no measCollecFile"):
+        up(tmp_path / "fleet", FleetSpec(2, data=tmp_path / "empty"))
+    assert not (tmp_path / "fleet").exists()
