@@ -78,6 +78,10 @@ class ModelConfig:
     max_model_bytes: int = 64 * 1024 * 1024
     min_history: int = 0  # samples a cell needs before forecasts; 0 = the model's lookback
     threads: int = 1
+    # Each cell's own calibration of the served model, re-fitted for every candidate
+    # (edge_agent._personal); fitted on the personal_days before the shadow days.
+    personalise: bool = False
+    personal_days: float = 7.0
 
 
 #: The longest alert persistence and cool-down, in steps: an alert later than this is no
@@ -143,6 +147,9 @@ class MetricsConfig:
     port: int = 9464
 
 
+#: The longest batching window: the live loop wants a forecast at the coordinator within
+#: about two seconds of its KPI (docs/live-loop.md); ten is already far past that.
+MAX_UPLOAD_INTERVAL_S = 10.0
 #: Most rows one upload carries (the coordinator refuses bigger batches).
 MAX_BATCH_ROWS = 2000
 
@@ -153,7 +160,9 @@ class CoordinatorConfig:
 
     url: str
     ca_file: Path | None = None
-    upload_interval_s: float = 2.0
+    #: The batching window: new forecasts are sent this long after they were stored,
+    #: with every row stored meanwhile (at most one upload per window while they come).
+    upload_interval_s: float = 0.2
     health_interval_s: float = 30.0
     batch_max: int = 1000
     model_poll_s: float = 30.0
@@ -346,6 +355,10 @@ def _ingest(s: _Section) -> IngestConfig:
     return cfg
 
 
+#: Longest history a cell's calibration is fitted on (more is slow to judge and stale).
+MAX_PERSONAL_DAYS = 28.0
+
+
 def _model(s: _Section) -> ModelConfig:
     directory = s.path("dir")
     if directory is None:
@@ -365,7 +378,11 @@ def _model(s: _Section) -> ModelConfig:
         max_model_bytes=s.positive("max_model_bytes", int, 64 * 1024 * 1024),
         min_history=s.positive("min_history", int, 0, zero=True),
         threads=s.positive("threads", int, 1),
+        personalise=s.get("personalise", bool, False),
+        personal_days=s.positive("personal_days", float, 7.0),
     )
+    if cfg.personal_days > MAX_PERSONAL_DAYS:
+        raise ConfigError(f"model.personal_days: at most {MAX_PERSONAL_DAYS:g}")
     s.done()
     return cfg
 
@@ -377,7 +394,18 @@ def _anomaly(s: _Section) -> AnomalyConfig:
         z_warning=s.positive("z_warning", float, 6.0),
         z_critical=s.positive("z_critical", float, 8.0),
         min_kpis=s.positive("min_kpis", int, 1),
+        persistence=s.positive("persistence", int, 2),
+        cooldown=s.positive("cooldown", int, 12),
+        level_floor=s.positive("level_floor", float, 0.1),
     )
+    for key in ("z_warning", "z_critical", "level_floor"):
+        if not math.isfinite(getattr(cfg, key)):
+            raise ConfigError(f"anomaly.{key}: must be finite, got {getattr(cfg, key)}")
+    for key in ("persistence", "cooldown"):
+        if getattr(cfg, key) > MAX_ALERT_STEPS:
+            raise ConfigError(
+                f"anomaly.{key}: at most {MAX_ALERT_STEPS} steps, got {getattr(cfg, key)}"
+            )
     if cfg.min_kpis > 3:
         raise ConfigError("anomaly.min_kpis: at most 3 (the forecast KPIs)")
     if cfg.z_critical < cfg.z_warning:
@@ -390,18 +418,7 @@ def _anomaly(s: _Section) -> AnomalyConfig:
 
 def _security(s: _Section) -> SecurityConfig:
     key_file = s.path("key_file")
-        persistence=s.positive("persistence", int, 2),
-        cooldown=s.positive("cooldown", int, 12),
-        level_floor=s.positive("level_floor", float, 0.1),
     coordinator = s.path("coordinator_keys")
-    for key in ("z_warning", "z_critical", "level_floor"):
-        if not math.isfinite(getattr(cfg, key)):
-            raise ConfigError(f"anomaly.{key}: must be finite, got {getattr(cfg, key)}")
-    for key in ("persistence", "cooldown"):
-        if getattr(cfg, key) > MAX_ALERT_STEPS:
-            raise ConfigError(
-                f"anomaly.{key}: at most {MAX_ALERT_STEPS} steps, got {getattr(cfg, key)}"
-            )
     if key_file is None:
         raise ConfigError("security.key_file: required")
     if coordinator is None:
@@ -573,12 +590,18 @@ def _coordinator(s: _Section, security: SecurityConfig | None, site: str) -> Coo
     if batch_max > MAX_BATCH_ROWS:
         raise ConfigError(f"coordinator.batch_max: at most {MAX_BATCH_ROWS}, got {batch_max}")
     action_wait = s.positive("action_wait_s", float, 25.0)
+    upload_interval = s.positive("upload_interval_s", float, 0.2)
+    if not upload_interval <= MAX_UPLOAD_INTERVAL_S:  # also refuses nan
+        raise ConfigError(
+            f"coordinator.upload_interval_s: at most {MAX_UPLOAD_INTERVAL_S:g} (a forecast "
+            f"waits that long before it is sent), got {upload_interval}"
+        )
     if action_wait > 30.0:
         raise ConfigError(f"coordinator.action_wait_s: at most 30, got {action_wait}")
     cfg = CoordinatorConfig(
         url=url.rstrip("/"),
         ca_file=ca_file,
-        upload_interval_s=s.positive("upload_interval_s", float, 2.0),
+        upload_interval_s=upload_interval,
         health_interval_s=s.positive("health_interval_s", float, 30.0),
         batch_max=batch_max,
         model_poll_s=s.positive("model_poll_s", float, 30.0),
