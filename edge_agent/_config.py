@@ -78,10 +78,6 @@ class ModelConfig:
     max_model_bytes: int = 64 * 1024 * 1024
     min_history: int = 0  # samples a cell needs before forecasts; 0 = the model's lookback
     threads: int = 1
-    # Each cell's own calibration of the served model, re-fitted for every candidate
-    # (edge_agent._personal); fitted on the personal_days before the shadow days.
-    personalise: bool = False
-    personal_days: float = 7.0
 
 
 #: The longest alert persistence and cool-down, in steps: an alert later than this is no
@@ -147,9 +143,6 @@ class MetricsConfig:
     port: int = 9464
 
 
-#: The longest batching window: the live loop wants a forecast at the coordinator within
-#: about two seconds of its KPI (docs/live-loop.md); ten is already far past that.
-MAX_UPLOAD_INTERVAL_S = 10.0
 #: Most rows one upload carries (the coordinator refuses bigger batches).
 MAX_BATCH_ROWS = 2000
 
@@ -160,9 +153,7 @@ class CoordinatorConfig:
 
     url: str
     ca_file: Path | None = None
-    #: The batching window: new forecasts are sent this long after they were stored,
-    #: with every row stored meanwhile (at most one upload per window while they come).
-    upload_interval_s: float = 0.2
+    upload_interval_s: float = 2.0
     health_interval_s: float = 30.0
     batch_max: int = 1000
     model_poll_s: float = 30.0
@@ -355,10 +346,6 @@ def _ingest(s: _Section) -> IngestConfig:
     return cfg
 
 
-#: Longest history a cell's calibration is fitted on (more is slow to judge and stale).
-MAX_PERSONAL_DAYS = 28.0
-
-
 def _model(s: _Section) -> ModelConfig:
     directory = s.path("dir")
     if directory is None:
@@ -378,11 +365,7 @@ def _model(s: _Section) -> ModelConfig:
         max_model_bytes=s.positive("max_model_bytes", int, 64 * 1024 * 1024),
         min_history=s.positive("min_history", int, 0, zero=True),
         threads=s.positive("threads", int, 1),
-        personalise=s.get("personalise", bool, False),
-        personal_days=s.positive("personal_days", float, 7.0),
     )
-    if cfg.personal_days > MAX_PERSONAL_DAYS:
-        raise ConfigError(f"model.personal_days: at most {MAX_PERSONAL_DAYS:g}")
     s.done()
     return cfg
 
@@ -590,18 +573,12 @@ def _coordinator(s: _Section, security: SecurityConfig | None, site: str) -> Coo
     if batch_max > MAX_BATCH_ROWS:
         raise ConfigError(f"coordinator.batch_max: at most {MAX_BATCH_ROWS}, got {batch_max}")
     action_wait = s.positive("action_wait_s", float, 25.0)
-    upload_interval = s.positive("upload_interval_s", float, 0.2)
-    if not upload_interval <= MAX_UPLOAD_INTERVAL_S:  # also refuses nan
-        raise ConfigError(
-            f"coordinator.upload_interval_s: at most {MAX_UPLOAD_INTERVAL_S:g} (a forecast "
-            f"waits that long before it is sent), got {upload_interval}"
-        )
     if action_wait > 30.0:
         raise ConfigError(f"coordinator.action_wait_s: at most 30, got {action_wait}")
     cfg = CoordinatorConfig(
         url=url.rstrip("/"),
         ca_file=ca_file,
-        upload_interval_s=upload_interval,
+        upload_interval_s=s.positive("upload_interval_s", float, 2.0),
         health_interval_s=s.positive("health_interval_s", float, 30.0),
         batch_max=batch_max,
         model_poll_s=s.positive("model_poll_s", float, 30.0),
