@@ -30,6 +30,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +240,7 @@ def _value(text: str | None, tree: _Tree, elem: ET.Element, counter: str) -> flo
     return v
 
 
+@lru_cache(maxsize=4096)
 def _base(counter: str) -> str | None:
     """The fedge counter a name is, or is a sub-counter of (None: unknown)."""
     if counter in PM_COUNTERS:
@@ -267,6 +269,7 @@ class _Folder:
     slices: dict[str, int] = field(default_factory=dict)
     suspect: int = 0
     missing: int = 0
+    keys: dict[str, dict[str, _Key]] = field(default_factory=dict)  # element -> ldn -> key
 
 
 def _read_file(folder: _Folder, index: int) -> None:
@@ -341,12 +344,13 @@ def _read_meas_info(
     if len(set(names.values())) != len(names):
         raise PmError(f"{tree.where(info)}: a counter is listed twice")
 
+    keys = folder.keys.setdefault(element, {})
     for mv in info.findall(_NS + "measValue"):
         ldn = mv.get("measObjLdn")
         if not ldn:
             raise PmError(f"{tree.where(mv)}: no measObjLdn")
         tree.enter(1, mv, f"<measValue measObjLdn={ldn!r}>")
-        key = _object_key(ldn, element, tree, mv)
+        key = keys.get(ldn) or keys.setdefault(ldn, _object_key(ldn, element, tree, mv))
         results = _results(mv, names, order, tree)
         suspect = _suspect(mv, tree)
         slot = folder.raw.setdefault(key, {}).setdefault(end, {})
