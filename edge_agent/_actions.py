@@ -27,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
-from fedge.core import ACTION_CONTEXT, ApiError, SiteClient
+from fedge.core import ACTION_CONTEXT, POWER_MODES, ApiError, SiteClient
 from fedge.edge_agent._broker import backoff_delay
 from fedge.edge_agent._errors import (
     ActionExpiredError,
@@ -56,9 +56,10 @@ __all__ = [
 
 log = logging.getLogger("fedge.agent.actions")
 
-#: The decisions' strategic modes and tactical share names. The agent cannot import
-#: ``fedge.decisions`` (a sibling layer, numpy-heavy); a test keeps these equal to it.
-MODES: Final[tuple[str, ...]] = ("active", "capacity_off", "deep_sleep")
+#: The strategic power modes (``fedge.core``'s, shared with the decisions) and the
+#: tactical share names. The agent cannot import ``fedge.decisions`` (a sibling layer,
+#: numpy-heavy); a test keeps the share names equal to it.
+MODES: Final[tuple[str, ...]] = POWER_MODES
 SHARE_NAMES: Final[tuple[str, ...]] = ("embb", "urllc", "mmtc", "unreserved")
 KINDS: Final[tuple[str, ...]] = ("strategic", "tactical")
 SOURCES: Final[tuple[str, ...]] = ("federated_forecast", "safe_default")

@@ -19,9 +19,9 @@ from fedge.decisions import (
     DEFAULT_HEADROOM,
     EARTH_MACRO,
     HOUR_STEPS,
+    CarrierPower,
     DecisionData,
     DecisionError,
-    PowerModel,
     check_headroom,
     make_clusters,
 )
@@ -47,7 +47,7 @@ def build_data(
     seed: int,
     on_epoch: Callable[[], None] | None = None,
     headroom: float = DEFAULT_HEADROOM,
-    power: PowerModel = EARTH_MACRO,
+    power: CarrierPower = EARTH_MACRO,
 ) -> DecisionData:
     """Load the clustered sites, train the hour-ahead forecaster, forecast every step."""
     check_headroom(headroom)

@@ -8,7 +8,7 @@ heuristic's thresholds are chosen on the validation days.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedge.core import MINUTES_PER_DAY
-from fedge.decisions import DecisionData, DecisionService, SliceContext, energy_obs, slice_obs
+from fedge.decisions import (
+    POWER_MODELS,
+    DecisionData,
+    DecisionService,
+    SliceContext,
+    energy_obs,
+    slice_obs,
+)
 from fedge.simulation._config import SimulationConfig
 from fedge.simulation._decision_train import DecisionProgress, Trained, config_for_run, train
 from fedge.simulation._energy_env import (
@@ -24,6 +31,7 @@ from fedge.simulation._energy_env import (
     EnergyTrace,
     always_on,
     best_threshold,
+    ceiling_ratios,
     hindsight_bound,
     random_policy,
     rollout,
@@ -68,7 +76,7 @@ def held_out(trained: Trained) -> dict[str, Any]:
         "always_on": rollout(data, starts, always_on),
         "dqn": rollout(data, starts, dqn),
         "threshold": rollout(data, starts, threshold_policy(sleep_below, off_below)),
-        "random": rollout(data, starts, random_policy(seed)),
+        "random": rollout(data, starts, random_policy(seed, len(data.power.modes))),
     }
     base = float(traces["always_on"].power_w.sum())
     energy: dict[str, Any] = {m: t.summary(base) for m, t in traces.items()}
@@ -80,6 +88,7 @@ def held_out(trained: Trained) -> dict[str, Any]:
     bound = hindsight_bound(data, starts)
     if bound is not None:
         energy["hindsight_bound"] = bound
+        ceiling_ratios(energy)
 
     ctx = context(data, traces["dqn"], seed)
     lo, hi = int(starts[0]), int(starts[-1]) + 3
@@ -104,7 +113,7 @@ def held_out(trained: Trained) -> dict[str, Any]:
             "cluster_size": int(data.clusters.shape[1]),
             "site_steps_energy": int(traces["dqn"].modes.size),
         },
-        "power_model": asdict(data.power),
+        "power_model": data.power.describe(),
         "policy_version": service.version,
         "policy_dir": str(trained.out_dir),
         "train_seconds": {k: round(v, 1) for k, v in trained.seconds.items()},
@@ -180,19 +189,41 @@ def plot_data(
     }
 
 
+def by_power_model(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per power model: its methods (ratios to its ceiling included), its ceiling, the
+    model's figures and the policy trained under it."""
+    return {
+        name: {
+            "energy": sec["energy"],
+            "power_model": sec["power_model"],
+            "policy_version": sec["policy_version"],
+            "policy_dir": sec["policy_dir"],
+        }
+        for name, sec in sections.items()
+    }
+
+
 def run_decisions(
     config: SimulationConfig,
     source: SiteSource,
     run_dir: Path,
     progress: DecisionProgress | None = None,
 ) -> dict[str, Any]:
-    """``fedge simulate --decisions``: train on the run's sites, score its held-out days."""
-    dconfig = replace(
+    """``fedge simulate --decisions``: train on the run's sites under each power model,
+    score its held-out days. The section's own figures are EARTH's (the default model,
+    policies in ``decisions/``); ``power_models`` holds every model's, TR 38.864's
+    policies in ``decisions-tr38864/``."""
+    base = replace(
         config_for_run(config.decision_preset, config.generator, config.seed),
         val_days=config.val_days,
         test_days=config.test_days,
     )
-    trained = train(dconfig, run_dir / "decisions", source=source, progress=progress)
-    section = held_out(trained)
+    sections: dict[str, dict[str, Any]] = {}
+    for name, power in POWER_MODELS.items():
+        out = run_dir / ("decisions" if name == "earth" else f"decisions-{name}")
+        trained = train(replace(base, power=power), out, source=source, progress=progress)
+        sections[name] = held_out(trained)
+    section = sections["earth"]
+    section["power_models"] = by_power_model(sections)
     section["preset"] = config.decision_preset
     return section

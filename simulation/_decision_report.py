@@ -39,16 +39,50 @@ days; policy version <code>{html.escape(str(dec.get("policy_version")))}</code>.
 validation days. Slices run under the DQN's modes.</p>
 <table><tr><th>energy method</th><th>energy saved</th><th>site-steps with QoS violation</th><th>reward</th></tr>{rows_e}</table>
 <table><tr><th>slice method</th><th>SLA met (site-steps)</th><th>PRBs reserved</th><th>reward</th></tr>{rows_s}</table>
-{_ceilings(e, s)}<p>One site's decision (mode, then shares) through the DecisionService: p50 {lat["p50"]} µs,
+{_ceilings(e, s)}{_per_model(dec.get("power_models"))}<p>One site's decision (mode, then shares) through the DecisionService: p50 {lat["p50"]} µs,
 p99 {lat["p99"]} µs.</p>"""
 
 
 def _power_line(model: dict[str, Any] | None) -> str:
     if not model:
         return "EARTH macro cell"
+    if "relative_power" in model:  # TR 38.864
+        rel, ms = model["relative_power"], model["transition_ms"]
+        return (
+            f"{model['source']}: relative power deep/light/micro sleep "
+            f"{rel['deep_sleep']}/{rel['light_sleep']}/{rel['micro_sleep']}, active DL "
+            f"{rel['active_dl']}; transitions {ms['deep_sleep']}/{ms['light_sleep']}/"
+            f"{ms['micro_sleep']} ms; {model['watts_per_unit']} W per unit"
+        )
     return (
         f"{model['source']}: P0 {model['p0_w']} W, Δp {model['delta_p']}, Pmax "
         f"{model['pmax_w']} W, asleep {model['sleep_w']} W"
+    )
+
+
+def _per_model(models: dict[str, Any] | None) -> str:
+    """Every power model's methods, its ceiling and each method's share of it."""
+    if not models:
+        return ""
+    rows = []
+    for name, m in models.items():
+        e = m["energy"]
+        ceiling = e.get("hindsight_bound", {}).get("energy_saved_pct")
+        for method in (x for x in ENERGY_ORDER if x in e):
+            r = e[method]
+            ratio = r.get("ratio_to_ceiling")
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td>{method}</td>"
+                f"<td>{r['energy_saved_pct']:.1f}%</td>"
+                f"<td>{'-' if ceiling is None else f'{ceiling:.1f}%'}</td>"
+                f"<td>{'-' if ratio is None else f'{100 * ratio:.0f}%'}</td>"
+                f"<td>{100 * r['qos_violation_rate']:.2f}%</td></tr>"
+            )
+    return (
+        "<p>Per power model (each with its own DQN, trained under it):</p><table><tr>"
+        "<th>power model</th><th>method</th><th>energy saved</th><th>hindsight ceiling</th>"
+        "<th>of ceiling</th><th>site-steps with QoS violation</th></tr>"
+        f"{''.join(rows)}</table>\n"
     )
 
 
@@ -90,7 +124,7 @@ def decision_plots(
     fig, axes = plt.subplots(
         len(clusters), 1, figsize=(10, 1.3 + 1.1 * len(clusters)), squeeze=False
     )
-    cmap = ListedColormap(["tab:green", "tab:orange", "tab:gray"])
+    cmap = ListedColormap(["tab:green", "tab:orange", "tab:gray", "tab:purple", "tab:blue"])
     for c, (ax, cl) in enumerate(zip(axes[:, 0], clusters, strict=True)):
         modes = np.array(cl["modes"])
         ax.imshow(
@@ -98,7 +132,7 @@ def decision_plots(
             aspect="auto",
             cmap=cmap,
             vmin=0,
-            vmax=2,
+            vmax=4,
             interpolation="nearest",
             extent=(0.0, 24.0, modes.shape[0] - 0.5, -0.5),
         )
@@ -108,7 +142,9 @@ def decision_plots(
         twin.plot(np.arange(len(hours)) * 0.25 + 0.125, cl["demand"], color="k", lw=1)
         twin.set_ylabel("cluster demand", fontsize=7)
         ax.set_title(
-            f"cluster {c}: green active, orange capacity carrier off, grey deep sleep", fontsize=8
+            f"cluster {c}: green active, orange capacity carrier off, grey deep sleep, "
+            "purple light sleep, blue micro sleep",
+            fontsize=8,
         )
     axes[-1, 0].set_xlabel(f"hours from {hours[0]:.2f} h on the first held-out day")
     out.append(("Strategic (DQN) modes over a held-out day, per cluster", figure_png(fig)))

@@ -37,16 +37,17 @@ from fedge.decisions import (
     ENERGY_OBS_DIM,
     ENERGY_OBS_NAMES,
     MARGIN_RANGE,
-    MODES,
     SHARE_NAMES,
     SLICE_OBS_DIM,
     SLICE_OBS_NAMES,
     SLICES,
     URLLC,
     URLLC_HEADROOM,
+    CarrierPower,
     DecisionData,
     DecisionError,
     PowerModel,
+    TR38864Model,
     check_headroom,
 )
 from fedge.simulation._decision_data import build_data
@@ -86,9 +87,11 @@ class DecisionConfig:
     ppo_timesteps: int = 300_000
     seed: int = 0
     headroom: float = DEFAULT_HEADROOM
-    power: PowerModel = EARTH_MACRO
+    power: CarrierPower = EARTH_MACRO
 
     def __post_init__(self) -> None:
+        if not isinstance(self.power, PowerModel | TR38864Model):
+            raise DecisionError(f"power must be a power model, got {type(self.power).__name__}")
         if self.cluster_size < 2:
             raise DecisionError(f"cluster_size must be >= 2, got {self.cluster_size}")
         if self.forecast_epochs < 1:
@@ -100,7 +103,9 @@ class DecisionConfig:
         check_headroom(self.headroom)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["power"] = self.power.describe()
+        return out
 
 
 DECISION_PRESETS: dict[str, DecisionConfig] = {
@@ -295,7 +300,7 @@ def _export(module: Any, dim: int, outputs: list[str], path: Path) -> None:
 
 
 def export_energy_onnx(dqn: Any, path: Path) -> Path:
-    """obs (batch, 17) -> mode (batch,) int64 and q_values (batch, 3)."""
+    """obs (batch, 17) -> mode (batch,) int64 and q_values (batch, modes of the power model)."""
     import torch
 
     class Greedy(torch.nn.Module):
@@ -362,14 +367,14 @@ def write_manifest(
     files = {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()}
     manifest = PolicyManifest(
         version=policy_version(blobs.values()),
-        energy=PolicyFile(ENERGY_ONNX, files[ENERGY_ONNX], ENERGY_OBS_NAMES, MODES),
+        energy=PolicyFile(ENERGY_ONNX, files[ENERGY_ONNX], ENERGY_OBS_NAMES, data.power.modes),
         slices=PolicyFile(SLICE_ONNX, files[SLICE_ONNX], SLICE_OBS_NAMES, SHARE_NAMES),
         details={
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "sites": list(data.site_ids),
             "cluster_size": int(data.clusters.shape[1]),
             "headroom": data.headroom,
-            "power": asdict(data.power),
+            "power": data.power.describe(),
             "config": config.to_dict(),
             "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
             "stable_baselines3": stable_baselines3.__version__,

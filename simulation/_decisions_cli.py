@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from fedge.decisions import PowerModel
+    from fedge.decisions import CarrierPower
 
 decisions_app = typer.Typer(
     help="Central decisions: DQN energy saving and PPO slice allocation.", no_args_is_help=True
@@ -62,6 +62,14 @@ def train_command(
             "keeps more room for the slices' SLA, higher saves more energy."
         ),
     ] = None,
+    power_model_name: Annotated[
+        str,
+        typer.Option(
+            "--power-model",
+            help="Carrier power model: earth (EARTH macro cell, one sleep state) or tr38864 "
+            "(3GPP TR 38.864 Cat. 1 Set 1: deep, light and micro sleep).",
+        ),
+    ] = "earth",
     idle_w: Annotated[
         float | None, typer.Option(help="Carrier power idle, P0 in W (EARTH macro: 130).")
     ] = None,
@@ -88,7 +96,7 @@ def train_command(
         "dqn_timesteps": dqn_steps,
         "ppo_timesteps": ppo_steps,
         "headroom": headroom,
-        "power": _power(idle_w, delta_p, pmax_w, sleep_w),
+        "power": _power(power_model_name, idle_w, delta_p, pmax_w, sleep_w),
     }
     config = replace(config, **{k: v for k, v in changes.items() if v is not None})
     if seed is not None:
@@ -103,14 +111,16 @@ def train_command(
     table = Table(
         title=f"held-out days ({trained.config.test_days}), policy {section['policy_version']}"
     )
-    for col in ("method", "energy saved", "QoS viol.", "reward"):
+    for col in ("method", "energy saved", "of ceiling", "QoS viol.", "reward"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for m, r in section["energy"].items():
         if "reward" not in r:  # a ceiling, printed below
             continue
+        ratio = r.get("ratio_to_ceiling")
         table.add_row(
             m,
             f"{r['energy_saved_pct']:.1f}%",
+            "-" if ratio is None else f"{100 * ratio:.0f}%",
             f"{100 * r['qos_violation_rate']:.2f}%",
             f"{r['reward']:.4f}",
         )
@@ -134,7 +144,8 @@ def train_command(
     )
     if e_ceiling:
         console.print(
-            f"ceiling: at most {e_ceiling['energy_saved_pct']:.1f}% energy saved in hindsight"
+            f"ceiling ({trained.data.power.name}): at most {e_ceiling['energy_saved_pct']:.1f}% "
+            "energy saved in hindsight"
         )
     if s_ceiling:
         console.print(
@@ -148,16 +159,27 @@ def train_command(
 
 
 def _power(
-    idle_w: float | None, delta_p: float | None, pmax_w: float | None, sleep_w: float | None
-) -> PowerModel | None:
-    """The EARTH macro cell with the operator's own figures in place of those given."""
-    from fedge.decisions import EARTH_MACRO
+    name: str,
+    idle_w: float | None,
+    delta_p: float | None,
+    pmax_w: float | None,
+    sleep_w: float | None,
+) -> CarrierPower:
+    """The named model; under EARTH, the operator's own figures in place of those given."""
+    from fedge.decisions import DecisionError, PowerModel, power_model
 
+    model = power_model(name)
     given = {"p0_w": idle_w, "delta_p": delta_p, "pmax_w": pmax_w, "sleep_w": sleep_w}
     changes = {k: v for k, v in given.items() if v is not None}
     if not changes:
-        return None
-    return replace(EARTH_MACRO, **changes, source="operator figures over EARTH macro cell")
+        return model
+    if not isinstance(model, PowerModel):
+        raise DecisionError(
+            f"--idle-w, --delta-p, --pmax-w and --sleep-w are EARTH figures; the {name} "
+            "model takes none of them"
+        )
+    fig: dict[str, Any] = {**changes, "source": "operator figures over EARTH macro cell"}
+    return replace(model, **fig)
 
 
 def register(app: typer.Typer) -> None:

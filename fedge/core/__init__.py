@@ -3,7 +3,7 @@
 Everything here is used by more than one of ``fedge.models``, ``fedge.federation``,
 ``fedge.edge_agent``, ``fedge.decisions``, ``fedge.coordinator`` and ``fedge.simulation``,
 so it lives once, below all of them: the KPI schema, the calendar, the model bundle, the
-signed site request and the HTTP headers, and the policy manifest.
+signed site request and the HTTP headers, the power modes and the policy manifest.
 """
 
 from fedge.core._agent_store import AgentStoreError, StoredCell, read_cell, stored_cells
@@ -35,6 +35,7 @@ from fedge.core._manifest import (
     PolicyManifest,
     policy_version,
 )
+from fedge.core._modes import POWER_MODES, UnknownModeError, mode_index
 from fedge.core._pm import (
     PM_COUNTERS,
     PM_NAMESPACE,
@@ -122,6 +123,10 @@ __all__ = [
     "parse_site_request",
     "request_message",
     "sign_request",
+    # power modes
+    "POWER_MODES",
+    "UnknownModeError",
+    "mode_index",
     # policy manifest
     "ENERGY_ONNX",
     "ENERGY_OUTPUTS",

@@ -2,7 +2,7 @@
 
 What training (``fedge.simulation``) and serving (``fedge.coordinator``) must agree on
 lives here once: the arrays the agents see, the energy and slice observation builders,
-how slice margins become PRB shares, the carrier power model, the policy service (ONNX
+how slice margins become PRB shares, the carrier power models (EARTH, TR 38.864), the policy service (ONNX
 Runtime) and the errors. Environments and training stay with the simulation, on top.
 """
 
@@ -15,14 +15,13 @@ from fedge.decisions._data import (
     make_clusters,
 )
 from fedge.decisions._energy import (
-    ACTIVE,
-    CAP_OFF,
+    ASLEEP,
     CAPACITY,
     ENERGY_OBS_DIM,
     ENERGY_OBS_NAMES,
     MODES,
     OFFLOAD_EFFICIENCY,
-    SLEEP,
+    PREV_GROUP,
     energy_obs,
 )
 from fedge.decisions._errors import (
@@ -31,7 +30,22 @@ from fedge.decisions._errors import (
     PolicyError,
     UnknownSiteError,
 )
-from fedge.decisions._power import EARTH_MACRO, PowerModel
+from fedge.decisions._power import (
+    ACTIVE,
+    CAP_OFF,
+    CARRIER_STATES,
+    EARTH_MACRO,
+    LIGHT,
+    MICRO,
+    POWER_MODELS,
+    SLEEP,
+    TR38864,
+    CarrierPower,
+    PowerModel,
+    TR38864Model,
+    feasible_modes,
+    power_model,
+)
 from fedge.decisions._service import DecisionService, StrategicDecision, TacticalDecision
 from fedge.decisions._slices import (
     ACTION_DIM,
@@ -62,12 +76,16 @@ __all__ = [
     "check_headroom",
     "make_clusters",
     "ACTIVE",
+    "ASLEEP",
     "CAP_OFF",
     "CAPACITY",
     "ENERGY_OBS_DIM",
     "ENERGY_OBS_NAMES",
+    "LIGHT",
+    "MICRO",
     "MODES",
     "OFFLOAD_EFFICIENCY",
+    "PREV_GROUP",
     "SLEEP",
     "energy_obs",
     "ACTION_DIM",
@@ -88,8 +106,15 @@ __all__ = [
     "shares_from_action",
     "slice_obs",
     # power
+    "CARRIER_STATES",
     "EARTH_MACRO",
+    "POWER_MODELS",
+    "TR38864",
+    "CarrierPower",
     "PowerModel",
+    "TR38864Model",
+    "feasible_modes",
+    "power_model",
     # serving
     "DecisionService",
     "StrategicDecision",

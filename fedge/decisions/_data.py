@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedge.decisions._errors import DecisionError
-from fedge.decisions._power import EARTH_MACRO, PowerModel
+from fedge.decisions._power import EARTH_MACRO, CarrierPower
 
 HOUR_STEPS = 12  # forecast horizon of the decision layer: one hour of 5-minute steps
 DECISION_STEPS = 3  # the strategic agent acts every 15 minutes
@@ -44,7 +44,7 @@ class DecisionData:
     test_start: int
     clusters: NDArray[np.int64]  # (clusters, K): site indices of each neighbourhood
     headroom: float = DEFAULT_HEADROOM  # load the strategic layer may fill per site
-    power: PowerModel = EARTH_MACRO  # per-carrier power of the sites
+    power: CarrierPower = EARTH_MACRO  # per-carrier power of the sites
 
     @property
     def num_sites(self) -> int:

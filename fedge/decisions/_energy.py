@@ -1,8 +1,9 @@
 """The strategic (energy) observation: what one site of a cluster sees before it picks a mode.
 
 Every 15 minutes each site of a cluster is ``active`` (coverage and capacity carriers),
-``capacity_off`` (capacity carrier asleep: half the radio capacity) or ``deep_sleep`` (both
-carriers asleep). Decisions inside a cluster are sequential (site 0 first): each site sees
+``capacity_off`` (capacity carrier asleep: half the radio capacity), or asleep with both
+carriers in ``deep_sleep``, ``light_sleep`` or ``micro_sleep`` (the sleep depths the power
+model in force offers; ``fedge.core.POWER_MODES``). Decisions inside a cluster are sequential (site 0 first): each site sees
 what the sites before it chose, which lets one shared per-site policy coordinate a cluster
 of any size. Training and serving build the observation with the same function, so a
 policy is served exactly the inputs it learned on.
@@ -13,12 +14,17 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.core import TIME_FEATURE_NAMES, time_features
+from fedge.core import POWER_MODES, TIME_FEATURE_NAMES, time_features
 from fedge.decisions._data import DECISION_STEPS, HOUR_STEPS, DecisionData
+from fedge.decisions._power import ACTIVE
 
-MODES: tuple[str, ...] = ("active", "capacity_off", "deep_sleep")
-ACTIVE, CAP_OFF, SLEEP = 0, 1, 2
-CAPACITY = np.array([1.0, 0.5, 0.0])  # share of the site's radio capacity per mode
+MODES: tuple[str, ...] = POWER_MODES
+# Share of the site's radio capacity per mode: a sleeping site serves nothing.
+CAPACITY = np.array([1.0, 0.5, 0.0, 0.0, 0.0])
+ASLEEP = CAPACITY == 0.0  # per mode: the site has no PRBs (no tactical split)
+# The previous mode as the observation shows it: active, capacity off, or asleep at any
+# depth (which depth matters only for a wake-up's energy, a small share of a block).
+PREV_GROUP = np.array([0, 1, 2, 2, 2], dtype=np.int64)
 # Traffic served by a neighbour comes from cell-edge users: 1/0.8 PRBs per unit of demand.
 OFFLOAD_EFFICIENCY = 0.8
 
@@ -35,7 +41,7 @@ ENERGY_OBS_NAMES: tuple[str, ...] = (
     "neighbours_undecided",
     "prev_active",
     "prev_capacity_off",
-    "prev_deep_sleep",
+    "prev_asleep",
     *TIME_FEATURE_NAMES,
 )
 ENERGY_OBS_DIM = len(ENERGY_OBS_NAMES)
@@ -66,7 +72,7 @@ def energy_obs(
     decided = others & (np.arange(k) < position)
     asleep = (assumed[:, decided] != ACTIVE).sum(axis=1) / max(1, k - 1)
     undecided = np.full(n, (k - 1 - position) / max(1, k - 1))
-    prev_onehot = np.eye(3)[prev[:, position]]
+    prev_onehot = np.eye(3)[PREV_GROUP[prev[:, position]]]
     time = np.tile(time_features(data.minute_of_week[[t]]), (n, 1))
     own = peaks[:, position]
     cols = [

@@ -18,7 +18,8 @@ from numpy.typing import NDArray
 
 from fedge.core import TIME_FEATURE_NAMES, time_features
 from fedge.decisions._data import DECISION_STEPS, DecisionData
-from fedge.decisions._energy import ACTIVE, CAP_OFF, CAPACITY, SLEEP
+from fedge.decisions._energy import ASLEEP, CAPACITY
+from fedge.decisions._power import ACTIVE, CAP_OFF
 
 SLICES: tuple[str, ...] = ("embb", "urllc", "mmtc")
 EMBB, URLLC, MMTC = 0, 1, 2
@@ -67,7 +68,7 @@ class SliceContext:
 
     def valid(self, lo: int, hi: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """(site, step) pairs in [lo, hi) where the site is awake and its last step is known."""
-        m = self.mode[:, lo:hi] != SLEEP
+        m = ~ASLEEP[self.mode[:, lo:hi]]
         prev_known = ~np.isnan(self.host[:, lo - 1 : hi - 1])
         s, t = np.nonzero(m & prev_known)
         return s.astype(np.int64), (t + lo).astype(np.int64)

@@ -22,6 +22,8 @@ runner = CliRunner()
         (["decisions", "train", "--preset", "smoke", "--headroom", "0"], "headroom must be"),
         (["decisions", "train", "--preset", "smoke", "--sleep-w", "200"], "idle power"),
         (["decisions", "train", "--preset", "smoke", "--idle-w", "-1"], "P0 > 0"),
+        (["decisions", "train", "--power-model", "nope"], "unknown power model 'nope'"),
+        (["decisions", "train", "--power-model", "tr38864", "--sleep-w", "40"], "EARTH figures"),
     ],
 )
 def test_train_rejects_bad_settings(args: list[str], message: str) -> None:
@@ -66,7 +68,8 @@ def test_train_command_writes_policies_and_prints_the_ceilings(tmp_path: Path) -
     )
     assert result.exit_code == 0, result.output
     printed = " ".join(result.output.split())  # rich wraps at the runner's width
-    assert "ceiling: at most" in printed and "without foresight" in printed
+    assert "ceiling (earth): at most" in printed and "without foresight" in printed
+    assert "of ceiling" in printed
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["headroom"] == 0.9 and manifest["config"]["headroom"] == 0.9
     assert manifest["power"]["sleep_w"] == 40 and manifest["power"]["p0_w"] == 130
