@@ -4,11 +4,12 @@ episodes an operator can trust.
 The residual is relative: (actual - one-step forecast) / (forecast + ``level_floor`` cell
 standard deviations). Traffic noise is multiplicative, so an absolute residual is small at
 night and large at the busy hour, and a window of 288 mostly quiet steps made every busy
-hour look anomalous (4.5 false alerts per site-day). The relative residual is compared
-with the median and MAD of the cell's recent residuals, so a model biased for a cell does
-not alert on every step, and a few outliers do not hide the next.
+hour look anomalous (4.5 false alerts per site-day). Besides the forecast KPIs the
+detector watches throughput per PRB (``CHANNELS``). Each channel's relative residual is
+compared with the median and MAD of the cell's recent residuals, so a model biased for a
+cell does not alert on every step, and a few outliers do not hide the next.
 
-A step *deviates* when ``min_kpis`` KPIs reach ``|z| >= z_warning``. An **episode** opens
+A step *deviates* when ``min_kpis`` channels reach ``|z| >= z_warning``. An **episode** opens
 (one alert) after ``persistence`` consecutive deviating steps, or at once on a step with
 ``|z| >= z_critical``; it stays open, without further alerts, until ``cooldown``
 consecutive steps do not deviate, and then closes with one ``resolved`` message that
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from fedge.core import KPI_NAMES, TARGET_INDEX, TARGET_KPIS
+from fedge.core import KPI_NAMES, TARGET_KPIS
 from fedge.edge_agent._config import AnomalyConfig
 from fedge.edge_agent._kpi import KpiSample
 
@@ -37,6 +38,12 @@ _MAD_FLOOR = 0.01
 # more residual barely moves a robust statistic of hundreds, and the two medians were the
 # agent's largest per-message cost after inference.
 _REFRESH_FRACTION = 1 / 24
+
+_PRB, _THR = TARGET_KPIS.index("dl_prb_util"), TARGET_KPIS.index("dl_throughput_mbps")
+#: What the detector watches: the forecast KPIs, and throughput per PRB (the spectral
+#: efficiency). A radio degradation halves throughput while PRB use rises; load noise
+#: moves both together, so their ratio is a far quieter signal than either KPI.
+CHANNELS = (*TARGET_KPIS, "dl_throughput_per_prb")
 
 #: Alert message states: an episode opens, may escalate to critical once, and resolves.
 OPEN, ESCALATED, RESOLVED = "open", "escalated", "resolved"
@@ -65,6 +72,17 @@ class Alert:
     until_ts: float | None = None  # its last deviating step (RESOLVED only)
 
 
+def with_efficiency(residual: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The relative residuals of the forecast KPIs, and of throughput per PRB after them.
+
+    With r = (a - f) / (f + e), 1 + r = (a + e) / (f + e): the ratio's residual is
+    (1 + r_thr) / (1 + r_prb) - 1, no second forecast needed."""
+    if len(residual) == len(CHANNELS):
+        return residual
+    eff = (1.0 + residual[_THR]) / max(1.0 + residual[_PRB], 1e-3) - 1.0
+    return np.append(residual, eff)
+
+
 def relative_residual(
     actual: NDArray[np.float64],
     forecast: NDArray[np.float64],
@@ -84,7 +102,7 @@ class _Ring:
     __slots__ = ("count", "data", "pos", "since", "stats")
 
     def __init__(self, size: int) -> None:
-        self.data = np.full((size, len(TARGET_INDEX)), np.nan)
+        self.data = np.full((size, len(CHANNELS)), np.nan)
         self.pos = 0
         self.count = 0
         self.since = 0  # residuals pushed since ``stats`` were computed
@@ -141,15 +159,16 @@ class ResidualDetector:
         ring = self._rings.get(cell)
         if ring is None:
             ring = self._rings[cell] = _Ring(self.config.window)
-        ring.push(residual)
+        ring.push(with_efficiency(residual))
 
     def zscores(self, cell: str, residual: NDArray[np.float64]) -> NDArray[np.float64] | None:
-        """z of ``residual`` against the cell's history (before adding it); None if too short."""
+        """z per channel of ``residual`` against the cell's history (before adding it);
+        None while the history is too short."""
         ring = self._rings.get(cell)
         if ring is None or ring.count < self.config.min_history:
             return None
         med, scale = ring.median_scale()
-        return np.asarray((residual - med) / scale, dtype=np.float64)
+        return np.asarray((with_efficiency(residual) - med) / scale, dtype=np.float64)
 
     def episode(self, cell: str) -> Episode | None:
         """The cell's open episode, if an alert for it was sent and it has not resolved."""
@@ -165,10 +184,8 @@ class ResidualDetector:
             return None
         cfg = self.config
         hits = tuple(
-            KpiDeviation(
-                name, float(sample.values[KPI_NAMES.index(name)] or 0.0), forecast[j], float(z[j])
-            )
-            for j, name in enumerate(TARGET_KPIS)
+            KpiDeviation(name, *_actual_forecast(sample, forecast, j), float(z[j]))
+            for j, name in enumerate(CHANNELS)
             if np.isfinite(z[j]) and abs(z[j]) >= cfg.z_warning
         )
         ep = self._episodes.get(sample.cell)
@@ -189,9 +206,7 @@ class ResidualDetector:
             if ep.run < cfg.persistence and severity != "critical":
                 return None
             ep.alerted = True
-            return Alert(
-                sample.cell, sample.step, sample.ts, ep.severity, hits, OPEN, ep.start_ts
-            )
+            return Alert(sample.cell, sample.step, sample.ts, ep.severity, hits, OPEN, ep.start_ts)
         if was == "warning" and severity == "critical":
             return Alert(
                 sample.cell, sample.step, sample.ts, "critical", hits, ESCALATED, ep.start_ts
@@ -218,3 +233,13 @@ class ResidualDetector:
             ep.start_ts,
             ep.last_ts,
         )
+
+
+def _actual_forecast(sample: KpiSample, forecast: tuple[float, ...], j: int) -> tuple[float, float]:
+    if j < len(TARGET_KPIS):
+        return float(sample.values[KPI_NAMES.index(TARGET_KPIS[j])] or 0.0), forecast[j]
+    thr = sample.values[KPI_NAMES.index("dl_throughput_mbps")] or 0.0
+    prb = sample.values[KPI_NAMES.index("dl_prb_util")] or 0.0
+    return float(thr / prb) if prb else 0.0, forecast[_THR] / forecast[_PRB] if forecast[
+        _PRB
+    ] else 0.0

@@ -14,9 +14,7 @@ from fedge.edge_agent import AnomalyConfig, ConfigError, KpiSample, ResidualDete
 from fedge.edge_agent._anomaly import ESCALATED, OPEN, RESOLVED, Alert, relative_residual
 
 FORECAST = (50.0, 100.0, 20.0)
-CFG = AnomalyConfig(
-    window=50, min_history=10, z_warning=4, z_critical=8, persistence=2, cooldown=3
-)
+CFG = AnomalyConfig(window=50, min_history=10, z_warning=4, z_critical=8, persistence=2, cooldown=3)
 
 
 def primed(cfg: AnomalyConfig = CFG) -> tuple[ResidualDetector, list[int]]:
@@ -30,11 +28,15 @@ def sample(step: int) -> KpiSample:
     return KpiSample("c", float(step * 300), step, (50.0, None, 100.0, 20.0, 30.0))
 
 
-def feed(det: ResidualDetector, clock: list[int], *residuals: float) -> list[Alert | None]:
-    """One step per value: that residual on throughput, the other KPIs quiet."""
+def feed(
+    det: ResidualDetector, clock: list[int], *residuals: float, kpi: int = 2
+) -> list[Alert | None]:
+    """One step per value: that residual on one KPI (active UEs), the others quiet."""
     out = []
     for r in residuals:
-        out.append(det.score(sample(clock[0]), np.array([0.0, r, 0.0]), FORECAST))
+        row = np.zeros(3)
+        row[kpi] = r
+        out.append(det.score(sample(clock[0]), row, FORECAST))
         clock[0] += 1
     return out
 
@@ -47,13 +49,14 @@ def test_one_deviating_step_is_not_an_alert_two_in_a_row_open_a_warning() -> Non
     assert first is None and second is not None
     assert (second.state, second.severity, second.step) == (OPEN, "warning", clock[0] - 1)
     assert second.since_ts == (clock[0] - 2) * 300.0  # the episode began a step earlier
-    assert [k.name for k in second.kpis] == ["dl_throughput_mbps"]
+    assert [k.name for k in second.kpis] == ["active_ues"]
+    assert second.kpis[0].actual == 20.0 and second.kpis[0].forecast == 20.0
     assert det.episode("c") is not None
 
 
 def test_a_critical_step_opens_at_once_and_one_episode_gives_one_alert() -> None:
     det, clock = primed()
-    alerts = feed(det, clock, -5.0, -5.0, 0.0, -5.0, 0.0, 0.0)  # a gap shorter than cooldown
+    alerts = feed(det, clock, 3.0, 3.0, 0.0, 3.0, 0.0, 0.0)  # a gap shorter than cooldown
     opened = [a for a in alerts if a is not None]
     assert len(opened) == 1 and opened[0].state == OPEN and opened[0].severity == "critical"
     assert det.episode("c") is not None
@@ -91,13 +94,33 @@ def test_persistence_one_and_min_kpis() -> None:
     assert feed(det, clock, 0.9)[0] is not None
     det, clock = primed(AnomalyConfig(window=50, min_history=10, z_warning=4, min_kpis=2))
     assert feed(det, clock, 0.9, 0.9, 3.0) == [None, None, None]  # one KPI is not enough
-    both = det.score(sample(clock[0]), np.array([-5.0, 0.0, -5.0]), FORECAST)
-    assert both is not None and {k.name for k in both.kpis} == {"dl_prb_util", "active_ues"}
+    both = det.score(sample(clock[0]), np.array([2.0, 0.0, 2.0]), FORECAST)
+    assert both is not None and {k.name for k in both.kpis} == {
+        "dl_prb_util",
+        "active_ues",
+        "dl_throughput_per_prb",  # PRBs tripled, throughput did not: efficiency fell
+    }
+
+
+def test_throughput_per_prb_is_watched_as_its_own_channel() -> None:
+    """A degradation: throughput -30 % while PRB use rises 15 %. Neither KPI alone is far
+    out (z about -3 and 1.5); throughput per PRB, which load noise moves much less, is."""
+    det = ResidualDetector(AnomalyConfig(window=50, min_history=10, z_warning=5, z_critical=99))
+    rng = np.random.default_rng(1)
+    for step in range(30):  # load noise moves both KPIs together; a little of their own
+        load, own = rng.normal(0, 0.1), rng.normal(0, 0.02)
+        assert det.score(sample(step), np.array([load, load + own, load]), FORECAST) is None
+    steps = [det.score(sample(30 + i), np.array([0.15, -0.3, 0.0]), FORECAST) for i in (0, 1)]
+    alert = steps[1]
+    assert steps[0] is None and alert is not None  # two steps: persistence
+    assert [k.name for k in alert.kpis] == ["dl_throughput_per_prb"]
+    eff = alert.kpis[0]
+    assert eff.actual == 100.0 / 50.0 and eff.forecast == 100.0 / 50.0 and eff.z < -3
 
 
 def test_cells_have_their_own_episodes() -> None:
     det, clock = primed()
-    feed(det, clock, -5.0)
+    feed(det, clock, 3.0)
     assert det.episode("c") is not None and det.episode("other") is None
 
 
