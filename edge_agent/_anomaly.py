@@ -79,8 +79,11 @@ def with_efficiency(residual: NDArray[np.float64]) -> NDArray[np.float64]:
     (1 + r_thr) / (1 + r_prb) - 1, no second forecast needed."""
     if len(residual) == len(CHANNELS):
         return residual
-    eff = (1.0 + residual[_THR]) / max(1.0 + residual[_PRB], 1e-3) - 1.0
-    return np.append(residual, eff)
+    out = np.empty(len(CHANNELS))
+    out[:-1] = residual
+    # max(nan, x) is nan: an unreported KPI leaves the ratio unknown
+    out[-1] = (1.0 + float(residual[_THR])) / max(1.0 + float(residual[_PRB]), 1e-3) - 1.0
+    return out
 
 
 def relative_residual(
@@ -178,20 +181,22 @@ class ResidualDetector:
     def score(
         self, sample: KpiSample, residual: NDArray[np.float64], forecast: tuple[float, ...]
     ) -> Alert | None:
-        z = self.zscores(sample.cell, residual)
-        self.residual(sample.cell, residual)
+        channels = with_efficiency(residual)
+        z = self.zscores(sample.cell, channels)
+        self.residual(sample.cell, channels)
         if z is None:
             return None
         cfg = self.config
-        hits = tuple(
-            KpiDeviation(name, *_actual_forecast(sample, forecast, j), float(z[j]))
-            for j, name in enumerate(CHANNELS)
-            if np.isfinite(z[j]) and abs(z[j]) >= cfg.z_warning
-        )
+        size = np.abs(z)
+        deviating = np.flatnonzero(size >= cfg.z_warning)  # NaN (unreported) never is
         ep = self._episodes.get(sample.cell)
-        if len(hits) < max(cfg.min_kpis, 1):
+        if len(deviating) < max(cfg.min_kpis, 1):
             return self._quiet(sample, ep)
-        top = max(abs(h.z) for h in hits)
+        hits = tuple(
+            KpiDeviation(CHANNELS[j], *_actual_forecast(sample, forecast, j), float(z[j]))
+            for j in deviating.tolist()
+        )
+        top = float(size[deviating].max())
         severity = "critical" if top >= cfg.z_critical else "warning"
         if ep is None:
             ep = self._episodes[sample.cell] = Episode(sample.step, sample.ts)
