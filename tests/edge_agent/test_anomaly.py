@@ -3,6 +3,7 @@ the relative residual; and the [anomaly] settings that are refused."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,39 @@ def test_bad_anomaly_settings_are_refused(
     with pytest.raises(ConfigError) as info:
         parse_config(config(**anomaly), tmp_path)
     assert message in str(info.value)
+
+
+def test_the_agent_publishes_episode_states_and_counts_opened_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedge.edge_agent import Agent, load_config
+    from tests.edge_agent.conftest import write_config
+
+    agent = Agent(load_config(write_config(tmp_path, "mqtt://127.0.0.1:1")))
+    sent: list[tuple[str, bytes]] = []
+    monkeypatch.setattr(
+        agent.link, "publish", lambda topic, body, *a, **k: sent.append((topic, body))
+    )
+    try:
+        det, clock = primed()
+        alerts = [a for a in feed(det, clock, 0.9, 0.9, 2.0, 0.0, 0.0, 0.0) if a is not None]
+        agent._publish([], alerts, [])
+    finally:
+        agent.store.close()
+    bodies = [json.loads(body) for topic, body in sent if topic == agent.config.topic("alert")]
+    assert [(b["state"], b["severity"]) for b in bodies] == [
+        (OPEN, "warning"),
+        (ESCALATED, "critical"),
+        (RESOLVED, "critical"),
+    ]
+    assert bodies[0]["since"] == bodies[2]["since"] and bodies[0]["until"] is None
+    assert bodies[2]["until"] == bodies[1]["ts"]
+    assert agent.alert_counts == {"warning": 1, "critical": 1}  # the resolution is no alert
+    total = {
+        s.labels["severity"]: s.value
+        for m in agent.metrics.registry.collect()
+        if m.name == "fedge_agent_alerts"
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+    assert total == {"warning": 1.0, "critical": 1.0}
