@@ -31,7 +31,9 @@ class SimulationConfig:
     learning_rate: float = 1e-3
     proximal_mu: float = 0.01
     lookback: int = 12
-    horizon: int = 3
+    # Every step from one step to this many minutes ahead, from one model; converted to
+    # steps with the series' step (models.horizon_steps), which must divide it.
+    horizon_minutes: int = 60
     val_days: int = 2
     test_days: int = 3
     seed: int = 0
@@ -63,10 +65,22 @@ class SimulationConfig:
             raise SimulationError("a method is listed twice")
         if self.workers < 1:
             raise SimulationError(f"workers must be >= 1, got {self.workers}")
+        if self.data_path is None:  # an imported file's step is known once it is read
+            self.horizon_steps(self.generator.step_minutes)
         if self.eval_sites is not None and self.eval_sites < 1:
             raise SimulationError("eval_sites must be >= 1")
         if not self.name or any(c in self.name for c in "/\\") or self.name.startswith("."):
             raise SimulationError(f"run name {self.name!r} must be a plain directory name")
+
+    def horizon_steps(self, step_minutes: int) -> int:
+        """``horizon_minutes`` in steps of ``step_minutes``; refused when it falls between
+        steps or is shorter than one."""
+        from fedge.models import ModelError, horizon_steps
+
+        try:
+            return horizon_steps(self.horizon_minutes, step_minutes)
+        except ModelError as exc:
+            raise SimulationError(f"horizon_minutes: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

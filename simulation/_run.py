@@ -20,7 +20,14 @@ from fedge.simulation._baselines import actuals, persistence, seasonal
 from fedge.simulation._comm import attacks_json, comm_plan
 from fedge.simulation._config import FEDERATED_METHODS, SimulationConfig
 from fedge.simulation._errors import SimulationError
-from fedge.simulation._metrics import SiteScore, pool_scores, score_site
+from fedge.simulation._methods import CENTRAL_MAX_EPOCHS, LocalModel
+from fedge.simulation._metrics import (
+    SiteScore,
+    pool_scores,
+    report_horizons,
+    score_site,
+    score_site_by_horizon,
+)
 from fedge.simulation._pm_import import read_site_data
 from fedge.simulation._site_task import SiteTask, site_task
 from fedge.simulation._source import GeneratedSites, SiteSource, archive_sites
@@ -38,11 +45,22 @@ class RunProgress:
 
 @dataclass
 class MethodResult:
-    scores: list[SiteScore] = field(default_factory=list)
+    scores: list[SiteScore] = field(default_factory=list)  # every horizon step pooled
+    by_step: dict[int, list[SiteScore]] = field(default_factory=dict)  # report horizons
     rounds: list[RoundRecord] = field(default_factory=list)
     seconds: float = 0.0
     site_rounds: int = 0
     comm: dict[str, Any] | None = None  # bytes and rejections of a sealed run
+    # trained methods: the round (epoch, for centralized) kept, and the losses per round
+    best_round: int | None = None
+    losses: list[dict[str, float | int | None]] = field(default_factory=list)
+    kept: dict[str, int] = field(default_factory=dict)  # local: sites per kept round
+
+    def add(self, scored: tuple[SiteScore, dict[int, SiteScore]]) -> None:
+        whole, per_step = scored
+        self.scores.append(whole)
+        for step, score in per_step.items():
+            self.by_step.setdefault(step, []).append(score)
 
 
 @dataclass
@@ -69,7 +87,15 @@ def open_source(config: SimulationConfig, run_dir: Path) -> tuple[SiteSource, di
     }
 
 
+def step_minutes(config: SimulationConfig, source: SiteSource) -> int:
+    """The sites' step: the generator's, or the imported file's (one step for all sites)."""
+    if config.data_path is None:
+        return config.generator.step_minutes
+    return source.site(0).step_minutes
+
+
 def make_plan(config: SimulationConfig, source: SiteSource, strategy: str) -> FederationPlan:
+    horizon = config.horizon_steps(step_minutes(config, source))
     return FederationPlan(
         data_spec=json.dumps(source.spec(), sort_keys=True),
         strategy=strategy,
@@ -83,7 +109,7 @@ def make_plan(config: SimulationConfig, source: SiteSource, strategy: str) -> Fe
         seed=config.seed,
         val_days=config.val_days,
         test_days=config.test_days,
-        forecast=ForecastSpec(lookback=config.lookback, horizon=config.horizon),
+        forecast=ForecastSpec(lookback=config.lookback, horizon=horizon),
         codec=config.codec,
         downlink_codec=config.downlink_codec,
         residual_decay=config.residual_decay,
@@ -105,6 +131,8 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
     run_dir.mkdir(parents=True, exist_ok=True)
     source, data_info = open_source(config, run_dir)
     plan = make_plan(config, source, "fedavg")
+    horizon = plan.forecast.horizon
+    steps = [k for _, k in report_horizons(horizon, step_minutes(config, source))]
     indices = eval_indices(source.num_sites, config.eval_sites)
     tasks = {i: _task(plan, i) for i in indices}
     results: dict[str, MethodResult] = {}
@@ -122,35 +150,39 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
             weights[method] = fed.outcome.weights
             res.comm = fed.outcome.comm
             res.rounds, res.site_rounds = fed.outcome.rounds, fed.site_rounds
-            res.scores = _score_model(fed.outcome.weights, plan, tasks)
+            res.best_round = fed.outcome.best_round
+            res.losses = [
+                {"round": r.round, "train_loss": r.train_loss, "val_loss": r.val_loss}
+                for r in fed.outcome.rounds
+            ]
+            for scored in _score_model(fed.outcome.weights, plan, tasks, steps):
+                res.add(scored)
         elif method == "local":
             from fedge.simulation._methods import train_local
 
             progress.start(method, len(indices))
-            forecasts = train_local(
-                plan, indices, config.workers, lambda: progress.advance("local")
-            )
-            res.scores = [_score(tasks[i], forecasts[i], scaled=True) for i in indices]
+            trained = train_local(plan, indices, config.workers, lambda: progress.advance("local"))
+            for i in indices:
+                res.add(_score(tasks[i], trained[i].forecast, steps, scaled=True))
+            res.best_round, res.losses, res.kept = _local_rounds([trained[i] for i in indices])
         elif method == "centralized":
             from fedge.simulation._methods import train_centralized
 
-            progress.start(method, plan.num_rounds)
-            weights[method] = train_centralized(
+            progress.start(method, CENTRAL_MAX_EPOCHS)
+            central = train_centralized(
                 plan, source.num_sites, config.workers, lambda: progress.advance("centralized")
             )
-            res.scores = _score_model(weights[method], plan, tasks)
+            weights[method] = central.weights
+            res.best_round, res.losses = central.best_epoch, central.history
+            for scored in _score_model(central.weights, plan, tasks, steps):
+                res.add(scored)
         elif method == "persistence":
-            res.scores = [
-                _score(
-                    t,
-                    persistence(
-                        t.series.values, t.prepared.test_ends, config.horizon, TARGET_INDEX
-                    ),
-                )
-                for t in tasks.values()
-            ]
+            for t in tasks.values():
+                fc = persistence(t.series.values, t.prepared.test_ends, horizon, TARGET_INDEX)
+                res.add(_score(t, fc, steps))
         else:  # seasonal_naive
-            res.scores = [_score(t, _seasonal_naive(t, config.horizon)) for t in tasks.values()]
+            for t in tasks.values():
+                res.add(_score(t, _seasonal_naive(t, horizon), steps))
         res.seconds = time.perf_counter() - t0
         results[method] = res
 
@@ -168,7 +200,8 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
 
         comm["decisions"] = run_decisions(config, source, run_dir, progress)
     wall = time.perf_counter() - started
-    report = _report(config, data_info, source, results, indices, wall, artifacts)
+    horizons = report_horizons(horizon, step_minutes(config, source))
+    report = _report(config, data_info, results, indices, wall, artifacts, plan, horizons)
     report.update(comm)
     plot_series = _plot_series(tasks, weights, plan, config)
     return RunResult(report, run_dir, plot_series)
@@ -198,7 +231,7 @@ def _comm_sections(
         run_dir,
         outcomes,
         lambda p: run_federated(p, source.num_sites, config.workers).outcome,
-        lambda o: pool_scores(_score_model(o.weights, plan, tasks)),
+        lambda o: pool_scores(s for s, _ in _score_model(o.weights, plan, tasks, [])),
         progress,
     )
 
@@ -218,22 +251,52 @@ def _task(plan: FederationPlan, index: int) -> SiteTask:
         raise
 
 
-def _score(task: SiteTask, forecast: NDArray[np.floating[Any]], scaled: bool = False) -> SiteScore:
+def _score(
+    task: SiteTask,
+    forecast: NDArray[np.floating[Any]],
+    steps: list[int],
+    scaled: bool = False,
+) -> tuple[SiteScore, dict[int, SiteScore]]:
+    """The site's test-day score over the whole horizon, and at each of ``steps`` alone."""
     p = task.prepared
     fc = p.scaler.inverse(forecast, TARGET_INDEX) if scaled else forecast
     actual = actuals(task.series.values, p.test_ends, p.y_test.shape[1], TARGET_INDEX)
-    return score_site(
-        task.series.site_id, task.series.archetype, actual, fc, p.scaler.range[list(TARGET_INDEX)]
+    sid, arch, rng = task.series.site_id, task.series.archetype, p.scaler.range[list(TARGET_INDEX)]
+    return (
+        score_site(sid, arch, actual, fc, rng),
+        score_site_by_horizon(sid, arch, actual, fc, rng, steps),
     )
 
 
 def _score_model(
-    weights: Weights, plan: FederationPlan, tasks: dict[int, SiteTask]
-) -> list[SiteScore]:
+    weights: Weights, plan: FederationPlan, tasks: dict[int, SiteTask], steps: list[int]
+) -> list[tuple[SiteScore, dict[int, SiteScore]]]:
     torch.set_num_threads(1)
     model = LoadForecaster(plan.forecast)
     set_weights(model, weights)
-    return [_score(t, predict(model, t.prepared.x_test), scaled=True) for t in tasks.values()]
+    return [
+        _score(t, predict(model, t.prepared.x_test), steps, scaled=True) for t in tasks.values()
+    ]
+
+
+def _local_rounds(
+    trained: list[LocalModel],
+) -> tuple[int | None, list[dict[str, float | int | None]], dict[str, int]]:
+    """Each local model keeps its own best round: the most common one, the sites per kept
+    round, and the sites' mean losses per round."""
+    if not trained or not trained[0].history:
+        return None, [], {}
+    kept = [t.best_round for t in trained]
+    counts = {str(r): kept.count(r) for r in sorted(set(kept))}
+    best = max(sorted(set(kept)), key=kept.count)
+    mean: list[dict[str, float | int | None]] = []
+    for r in range(len(trained[0].history)):
+        row: dict[str, float | int | None] = {"round": r + 1}
+        for key in ("train_loss", "val_loss"):
+            vals = [float(v) for t in trained if (v := t.history[r].get(key)) is not None]
+            row[key] = float(np.mean(vals)) if vals else None
+        mean.append(row)
+    return best, mean, counts
 
 
 def _seasonal_naive(task: SiteTask, horizon: int) -> NDArray[np.float64]:
@@ -252,14 +315,32 @@ def _seasonal_naive(task: SiteTask, horizon: int) -> NDArray[np.float64]:
     return seasonal(values, p.test_ends, horizon, TARGET_INDEX, best)
 
 
+BY_HORIZON_KEYS = ("rmse", "mae", "r2", "underprovision_rate", "asymmetric_cost")
+
+
+def _by_horizon(
+    results: dict[str, MethodResult], horizons: list[tuple[int, int]], step: int
+) -> dict[str, Any]:
+    """Per report lead time: the horizon step scored and every method's figures there."""
+    out: dict[str, Any] = {}
+    for minutes, k in horizons:
+        methods = {}
+        for name, res in results.items():
+            pooled = pool_scores(res.by_step[k])
+            methods[name] = {key: pooled[key] for key in BY_HORIZON_KEYS}
+        out[str(minutes)] = {"step": k, "minutes": k * step, "methods": methods}
+    return out
+
+
 def _report(
     config: SimulationConfig,
     data_info: dict[str, Any],
-    source: SiteSource,
     results: dict[str, MethodResult],
     indices: list[int],
     wall: float,
     artifacts: dict[str, str],
+    plan: FederationPlan,
+    horizons: list[tuple[int, int]],
 ) -> dict[str, Any]:
     methods: dict[str, Any] = {}
     for name, res in results.items():
@@ -271,6 +352,11 @@ def _report(
                 k: sub[k] for k in ("rmse", "mae", "r2", "underprovision_rate", "sites")
             }
         methods[name] = {**pooled, "by_archetype": by_arch, "seconds": round(res.seconds, 2)}
+        if res.losses:
+            methods[name]["best_round"] = res.best_round
+            methods[name]["loss_by_round"] = res.losses
+        if res.kept:
+            methods[name]["best_round_sites"] = res.kept
     fed_rounds = {m: [r.__dict__ for r in res.rounds] for m, res in results.items() if res.rounds}
     primary = next(iter(fed_rounds.values()), [])
     fed_seconds = sum(results[m].seconds for m in fed_rounds)
@@ -287,8 +373,13 @@ def _report(
         "config": config.to_dict(),
         "data": {**data_info, "evaluated_sites": len(indices), "archetypes": archetypes},
         "forecast": {
-            "horizon_steps": config.horizon,
-            "lookback_steps": config.lookback,
+            "horizon_steps": plan.forecast.horizon,
+            "horizon_minutes": config.horizon_minutes,
+            "step_minutes": config.horizon_minutes // plan.forecast.horizon,
+            "lookback_steps": plan.forecast.lookback,
+            "by_horizon": _by_horizon(
+                results, horizons, config.horizon_minutes // plan.forecast.horizon
+            ),
             "methods": methods,
             "rounds": primary,
             "rounds_by_method": fed_rounds,
@@ -333,7 +424,8 @@ def _plot_series(
     for arch, t in chosen.items():
         p = t.prepared
         n = min(len(p.test_ends), PLOT_DAYS * t.series.steps_per_day)
-        act = actuals(t.series.values, p.test_ends[:n], config.horizon, TARGET_INDEX)[:, -1, :]
+        act = actuals(t.series.values, p.test_ends[:n], plan.forecast.horizon, TARGET_INDEX)
+        act = act[:, -1, :]
         entry = {"actual": act}
         if model is not None and method is not None:
             fc = p.scaler.inverse(predict(model, p.x_test[:n]), TARGET_INDEX)[:, -1, :]
