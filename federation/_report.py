@@ -57,6 +57,7 @@ class RoundReporter:
         self.base = f"{url.rstrip('/')}/api/v1/runs/{run_id}"
         self.token, self.plan, self.retry_seconds = token, plan, retry_seconds
         self.last_metrics: dict[str, float] = {}
+        self.round_metrics: dict[int, dict[str, float]] = {}  # completed rounds
 
     @classmethod
     def from_config(cls, config: dict[str, Any], plan: FederationPlan) -> RoundReporter | None:
@@ -122,9 +123,12 @@ class RoundReporter:
         )
         if status == "completed":
             self.last_metrics = dict(state.metrics)
+            self.round_metrics[number] = dict(state.metrics)
 
-    def model(self, weights: list[Any]) -> dict[str, Any]:
-        """Export the final weights to ONNX and hand them over; the run completes."""
+    def model(self, weights: list[Any], best_round: int | None = None) -> dict[str, Any]:
+        """Export the run's model (the global weights of ``best_round``, the best validated
+        round) to ONNX and hand it over with that round's metrics and number; the run
+        completes."""
         from fedge.models import LoadForecaster, export_onnx, set_weights
 
         model = LoadForecaster(self.plan.forecast)
@@ -134,8 +138,18 @@ class RoundReporter:
         return self.send(
             "POST",
             "/model",
-            {"onnx_base64": base64.b64encode(blob).decode(), "metrics": self.last_metrics},
+            {
+                "onnx_base64": base64.b64encode(blob).decode(),
+                "metrics": self.kept_metrics(best_round),
+            },
         )
+
+    def kept_metrics(self, best_round: int | None) -> dict[str, float]:
+        """The metrics of the round whose model is kept, with ``best_round`` among them
+        (the last round's when the best is unknown)."""
+        if best_round is None or best_round not in self.round_metrics:
+            return dict(self.last_metrics)
+        return {**self.round_metrics[best_round], "best_round": float(best_round)}
 
     def failure(self, detail: str) -> None:
         try:

@@ -49,6 +49,7 @@ class RoundRecord:
     round: int
     train_loss: float | None
     eval_rmse: float | None
+    val_loss: float | None = None  # the training objective on the sites' validation days
     participants: int | None = None  # sealed runs: updates accepted into the aggregate
     sampled: int | None = None  # sealed runs: nodes asked to train
     rejected: int | None = None  # sealed runs: updates refused
@@ -56,9 +57,14 @@ class RoundRecord:
 
 @dataclass
 class FederationOutcome:
+    """``weights`` are the global model of ``best_round``: the round whose aggregated
+    validation loss (sites' evaluate replies, validation days only) was lowest; a run
+    whose sites reported none keeps its last round."""
+
     weights: Weights
     rounds: list[RoundRecord] = field(default_factory=list)
     comm: dict[str, Any] | None = None  # bytes and rejections of a sealed run (Ledger.summary)
+    best_round: int | None = None
 
 
 def initial_weights(plan: FederationPlan) -> Weights:
@@ -128,7 +134,7 @@ def run_rounds(
                 )
             time.sleep(0.5)
 
-    arrays, history = _loop(
+    arrays, history, best_round = _loop(
         strategy,
         view,
         ArrayRecord.from_numpy_ndarrays(initial_weights(plan)),
@@ -148,6 +154,7 @@ def run_rounds(
                 round=r,
                 train_loss=_number(train, "train_loss"),
                 eval_rmse=_eval_rmse(ev),
+                val_loss=_number(ev, "val_loss"),
                 participants=counts.get("accepted"),
                 sampled=counts.get("sampled"),
                 rejected=counts.get("rejected"),
@@ -155,7 +162,7 @@ def run_rounds(
         )
     weights = [np.asarray(a, dtype=np.float32) for a in arrays.to_numpy_ndarrays()]
     comm = ledger.summary() if ledger is not None else None
-    return FederationOutcome(weights=weights, rounds=rounds, comm=comm)
+    return FederationOutcome(weights=weights, rounds=rounds, comm=comm, best_round=best_round)
 
 
 _Metrics = tuple[MetricRecord | None, MetricRecord | None]
@@ -171,13 +178,18 @@ def _loop(
     on_round: Callable[[int], None] | None,
     timeout: float = 3600.0,
     min_replies: int = 1,
-) -> tuple[ArrayRecord, dict[int, _Metrics]]:
+) -> tuple[ArrayRecord, dict[int, _Metrics], int]:
     """Flower's ``Strategy.start`` round loop, with ``before(round, train)`` (sampling and
     node introductions) run as Grid I/O ahead of each round's train and evaluate messages,
-    and a round that gets fewer than ``min_replies`` answers within ``timeout`` failed."""
+    and a round that gets fewer than ``min_replies`` answers within ``timeout`` failed.
+
+    Returns the global model of the round with the lowest aggregated validation loss (the
+    last round when no site reported one) and that round's number: training loss keeps
+    falling while the model starts to fit the sites' training days only."""
     train_config, eval_config = configs
     strategy.summary()
     history: dict[int, _Metrics] = {}
+    best: tuple[float, int, ArrayRecord] | None = None
     for server_round in range(1, num_rounds + 1):
         flwr_log(logging.INFO, "[ROUND %s/%s]", server_round, num_rounds)
         before(server_round, True)
@@ -201,9 +213,28 @@ def _loop(
         )  # fmt: skip
         eval_metrics = strategy.aggregate_evaluate(server_round, replies)
         history[server_round] = (train_metrics, eval_metrics)
+        score = _validation_score(eval_metrics)
+        if score is not None and (best is None or score < best[0]):
+            best = (score, server_round, _copy(arrays))
         if on_round is not None:
             on_round(server_round)
-    return arrays, history
+    if best is None:
+        return arrays, history, num_rounds
+    return best[2], history, best[1]
+
+
+def _copy(arrays: ArrayRecord) -> ArrayRecord:
+    """A snapshot of the global model, safe from a strategy that updates it in place."""
+    return ArrayRecord.from_numpy_ndarrays([np.array(a) for a in arrays.to_numpy_ndarrays()])
+
+
+def _validation_score(metrics: MetricRecord | None) -> float | None:
+    """The round's aggregated validation loss, else its validation RMSE; None if neither
+    is a finite number (a round whose sites did not evaluate cannot be chosen)."""
+    for value in (_number(metrics, "val_loss"), _eval_rmse(metrics)):
+        if value is not None and np.isfinite(value):
+            return value
+    return None
 
 
 def _answered(

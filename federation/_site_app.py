@@ -23,6 +23,7 @@ from fedge.federation._site_mod import Site, SiteResolver, sealed_mod
 from fedge.models import (
     LoadForecaster,
     PreparedSite,
+    evaluate_loss,
     get_weights,
     predict,
     set_weights,
@@ -73,13 +74,21 @@ def site_app(resolve: SiteResolver) -> ClientApp:
         _, cells, model = _setup(msg, resolve(context))
         cols = list(TARGET_INDEX)
         errors = []
+        loss = 0.0
         for p in cells:
+            if len(p.x_val):
+                loss += evaluate_loss(model, p.x_val, p.y_val) * len(p.x_val)
             forecast = p.scaler.inverse(predict(model, p.x_val), TARGET_INDEX)
             actual = p.scaler.inverse(p.y_val, TARGET_INDEX)
             errors.append((forecast - actual).reshape(-1, len(cols)) / p.scaler.range[cols])
         err = np.concatenate(errors)
         count = sum(len(p.x_val) for p in cells)
-        record: dict[str, int | float | list[int] | list[float]] = {"num-examples": count}
+        record: dict[str, int | float | list[int] | list[float]] = {
+            "num-examples": count,
+            # the training objective, so the server can keep the best round (and a report
+            # can plot it against the training loss)
+            "val_loss": loss / max(count, 1),
+        }
         for j, kpi in enumerate(TARGET_KPIS):
             record[f"val_nmse_{kpi}"] = float(np.mean(err[:, j] ** 2))
         return Message(content=RecordDict({"metrics": MetricRecord(record)}), reply_to=msg)

@@ -60,7 +60,7 @@ def main(grid: Grid, context: Context) -> None:
         wrap = reporter.wrap if reporter is not None else None
         outcome = run_rounds(grid, plan, wrap=wrap, keys=keys)
         if reporter is not None:
-            reporter.model(outcome.weights)
+            reporter.model(outcome.weights, outcome.best_round)
     except Exception as exc:
         if reporter is not None:
             reporter.failure(f"{type(exc).__name__}: {exc}")
@@ -70,6 +70,10 @@ def main(grid: Grid, context: Context) -> None:
         path = Path(str(out))
         path.mkdir(parents=True, exist_ok=True)
         np.savez(path / "global_weights.npz", *outcome.weights)
-        summary = {"rounds": [asdict(r) for r in outcome.rounds], **(outcome.comm or {})}
+        summary = {
+            "rounds": [asdict(r) for r in outcome.rounds],
+            "best_round": outcome.best_round,
+            **(outcome.comm or {}),
+        }
         (path / "run.json").write_text(json.dumps(summary, indent=1))
         log.info("global weights written to %s", path)

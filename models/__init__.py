@@ -22,12 +22,19 @@ from fedge.models._features import (
 from fedge.models._onnx_runtime import OnnxForecaster, check_onnx_model
 from fedge.models._profile import SiteProfile
 from fedge.models._scaling import SiteScaler
-from fedge.models._spec import N_TARGETS, ForecastSpec
+from fedge.models._spec import N_TARGETS, ForecastSpec, horizon_steps
 
 if TYPE_CHECKING:
     from fedge.models._forecaster import LoadForecaster, asymmetric_loss
     from fedge.models._onnx_export import export_onnx
-    from fedge.models._training import Weights, get_weights, predict, set_weights, train_epochs
+    from fedge.models._training import (
+        Weights,
+        evaluate_loss,
+        get_weights,
+        predict,
+        set_weights,
+        train_epochs,
+    )
 
 _LAZY = {
     "LoadForecaster": "fedge.models._forecaster",
@@ -38,6 +45,7 @@ _LAZY = {
     "set_weights": "fedge.models._training",
     "predict": "fedge.models._training",
     "train_epochs": "fedge.models._training",
+    "evaluate_loss": "fedge.models._training",
 }
 
 __all__ = [
@@ -52,9 +60,11 @@ __all__ = [
     "Weights",
     "asymmetric_loss",
     "check_onnx_model",
+    "evaluate_loss",
     "export_onnx",
     "fit_profile",
     "get_weights",
+    "horizon_steps",
     "predict",
     "prepare_site",
     "set_weights",

@@ -74,6 +74,29 @@ class ForecastSpec:
             raise ModelError(f"forecast spec: {exc}") from exc
 
 
+def horizon_steps(horizon_minutes: int, step_minutes: int) -> int:
+    """A horizon given in minutes as a number of ``step_minutes`` steps.
+
+    Operators think in minutes (a 15-minute decision interval, an hour ahead); the model
+    counts steps, and sites' steps differ (5 min generated, 2 min on some exports). A
+    horizon that falls between steps, or is shorter than one, has no honest meaning.
+    """
+    for name, v in (("horizon_minutes", horizon_minutes), ("step_minutes", step_minutes)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ModelError(f"{name} must be a whole number of minutes, got {v!r}")
+    if step_minutes < 1:
+        raise ModelError(f"step_minutes must be >= 1, got {step_minutes}")
+    if horizon_minutes < step_minutes:
+        raise ModelError(
+            f"a horizon of {horizon_minutes} min is shorter than one {step_minutes}-min step"
+        )
+    if horizon_minutes % step_minutes:
+        raise ModelError(
+            f"a horizon of {horizon_minutes} min is not a whole number of {step_minutes}-min steps"
+        )
+    return horizon_minutes // step_minutes
+
+
 def _typed(name: str, value: object, default: object) -> object:
     """``value`` as the type of ``default``; JSON's int, float and bool are not mixed up."""
     if isinstance(default, bool):

@@ -39,7 +39,14 @@ def simulate(
     methods: Annotated[
         str | None, typer.Option(help=f"Comma-separated subset of: {', '.join(ALL_METHODS)}.")
     ] = None,
-    horizon: Annotated[int | None, typer.Option(help="Forecast horizon in steps.")] = None,
+    horizon_minutes: Annotated[
+        int | None,
+        typer.Option(
+            help="Forecast every step up to this many minutes ahead (default 60); a whole "
+            "number of the sites' steps."
+        ),
+    ] = None,
+    lookback: Annotated[int | None, typer.Option(help="Input window in steps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for data, sampling and training.")] = None,
     workers: Annotated[
         int | None, typer.Option(help="Parallel site workers (default: CPU count).")
@@ -117,7 +124,8 @@ def simulate(
         "methods": tuple(m.strip() for m in methods.split(",") if m.strip())
         if methods is not None
         else None,
-        "horizon": horizon,
+        "horizon_minutes": horizon_minutes,
+        "lookback": lookback,
         "seed": seed,
         "workers": workers,
         "codec": codec,

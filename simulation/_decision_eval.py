@@ -219,9 +219,12 @@ def run_decisions(
         test_days=config.test_days,
     )
     sections: dict[str, dict[str, Any]] = {}
-    for name, power in POWER_MODELS.items():
+    data: DecisionData | None = None
+    for name in ("earth", *(n for n in POWER_MODELS if n != "earth")):
         out = run_dir / ("decisions" if name == "earth" else f"decisions-{name}")
-        trained = train(replace(base, power=power), out, source=source, progress=progress)
+        config_m = replace(base, power=POWER_MODELS[name])
+        trained = train(config_m, out, source=source, progress=progress, forecast=data)
+        data = trained.data
         sections[name] = held_out(trained)
     section = sections["earth"]
     section["power_models"] = by_power_model(sections)

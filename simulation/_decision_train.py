@@ -150,8 +150,12 @@ def train(
     source: SiteSource | None = None,
     progress: DecisionProgress | None = None,
     threads: int = 2,
+    forecast: DecisionData | None = None,
 ) -> Trained:
-    """Forecaster, then DQN, then PPO; writes SB3 zips, ONNX policies and the manifest."""
+    """Forecaster, then DQN, then PPO; writes SB3 zips, ONNX policies and the manifest.
+
+    ``forecast``: the arrays of an earlier training on the same sites and settings, to
+    train under another power model without fitting the forecaster again."""
     import torch
     from stable_baselines3 import DQN, PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -163,18 +167,25 @@ def train(
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    progress.start("hour-ahead forecaster", config.forecast_epochs)
-    data = build_data(
-        source,
-        config.cluster_size,
-        config.val_days,
-        config.test_days,
-        config.forecast_epochs,
-        config.seed,
-        lambda: progress.advance("hour-ahead forecaster"),
-        config.headroom,
-        config.power,
-    )
+    if forecast is not None:
+        if forecast.headroom != config.headroom or forecast.clusters.shape[1] != (
+            config.cluster_size
+        ):
+            raise DecisionError("the forecast arrays were made with another headroom or cluster")
+        data = replace(forecast, power=config.power)
+    else:
+        progress.start("hour-ahead forecaster", config.forecast_epochs)
+        data = build_data(
+            source,
+            config.cluster_size,
+            config.val_days,
+            config.test_days,
+            config.forecast_epochs,
+            config.seed,
+            lambda: progress.advance("hour-ahead forecaster"),
+            config.headroom,
+            config.power,
+        )
     seconds["forecaster"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ is trained on, so methods that trade RMSE for fewer missed peaks compare fairly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedge.core import TARGET_KPIS
+from fedge.simulation._errors import SimulationError
 
 UNDERPROVISION_MARGIN = 0.05
+#: Lead times the report breaks the forecast down by, in minutes.
+REPORT_MINUTES = (5, 15, 30, 60)
 # The forecaster's own objective: a missed peak costs BETA_UNDER, an overestimate 1.
 BETA_UNDER, BETA_OVER = 5.0, 1.0
 
@@ -76,6 +79,43 @@ def score_site(
         r2=r2,
         ncost=(np.where(err < 0, BETA_UNDER, BETA_OVER) * err**2 / rng**2).sum(axis=0),
     )
+
+
+def report_horizons(horizon: int, step_minutes: int) -> list[tuple[int, int]]:
+    """``(minutes asked, horizon step)`` for each of :data:`REPORT_MINUTES` the forecast
+    reaches: the step whose lead time is nearest, a tie to the shorter (at 2-min steps
+    5 min is step 2, 4 min ahead; the report says which), at least one, none past
+    ``horizon`` or picked twice."""
+    if horizon < 1 or step_minutes < 1:
+        raise SimulationError(f"need a positive horizon and step, got {horizon} and {step_minutes}")
+    out: list[tuple[int, int]] = []
+    for minutes in REPORT_MINUTES:
+        step = max(1, int(np.ceil(minutes / step_minutes - 0.5)))  # a tie: the shorter
+        if step <= horizon and step not in {s for _, s in out}:
+            out.append((minutes, step))
+    return out
+
+
+def score_site_by_horizon(
+    site_id: str,
+    archetype: str,
+    actual: NDArray[np.floating[Any]],
+    forecast: NDArray[np.floating[Any]],
+    kpi_range: NDArray[np.floating[Any]],
+    steps: Sequence[int],
+) -> dict[int, SiteScore]:
+    """:func:`score_site` of each horizon step in ``steps`` (1-based) on its own."""
+    if actual.ndim != 3 or actual.shape != forecast.shape:
+        raise SimulationError(
+            f"need matching (windows, horizon, targets), got {actual.shape} and {forecast.shape}"
+        )
+    bad = [k for k in steps if not 1 <= k <= actual.shape[1]]
+    if bad:
+        raise SimulationError(f"horizon steps {bad} outside 1..{actual.shape[1]}")
+    return {
+        k: score_site(site_id, archetype, actual[:, k - 1 : k], forecast[:, k - 1 : k], kpi_range)
+        for k in steps
+    }
 
 
 def pool_scores(scores: Iterable[SiteScore]) -> dict[str, Any]:

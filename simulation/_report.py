@@ -56,16 +56,22 @@ def _plots(
     fc = report["forecast"]
     methods = [m for m in METHOD_ORDER if m in fc["methods"]]
 
-    if fc["rounds_by_method"]:
+    trained = [m for m in methods if fc["methods"][m].get("loss_by_round")]
+    if trained:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
-        for m, rounds in fc["rounds_by_method"].items():
-            r = [x["round"] for x in rounds]
-            a1.plot(r, [x["train_loss"] for x in rounds], marker="o", label=m)
-            a2.plot(r, [x["eval_rmse"] for x in rounds], marker="o", label=m)
-        a1.set(title="training loss (asymmetric, scaled)", xlabel="round")
-        a2.set(title="validation RMSE (fraction of KPI range)", xlabel="round")
+        for m in trained:
+            rows = fc["methods"][m]["loss_by_round"]
+            r = [x["round"] for x in rows]
+            (line,) = a1.plot(r, [x["train_loss"] for x in rows], marker="o", label=m)
+            a2.plot(r, [x["val_loss"] for x in rows], marker="o", color=line.get_color())
+            best = fc["methods"][m].get("best_round")
+            if best is not None and 1 <= best <= len(rows):
+                a2.plot([best], [rows[best - 1]["val_loss"]], marker="*", ms=14,
+                        color=line.get_color())  # fmt: skip
+        a1.set(title="training loss (asymmetric, scaled)", xlabel="round (epoch: centralized)")
+        a2.set(title="validation loss; * = the round kept", xlabel="round (epoch: centralized)")
         a1.legend()
-        out.append(("Loss per round", _figure_png(fig)))
+        out.append(("Loss per round: training and validation", _figure_png(fig)))
         plt.close(fig)
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -112,6 +118,56 @@ def _plots(
     return out
 
 
+def _horizon_table(report: dict[str, Any]) -> str:
+    """Every method at each report lead time: RMSE, R², under-provisioning, asymmetric cost."""
+    by = report["forecast"].get("by_horizon") or {}
+    if not by:
+        return ""
+    heads = "".join(
+        f"<th colspan='4'>{html.escape(k)} min (step {v['step']}, {v['minutes']} min)</th>"
+        for k, v in by.items()
+    )
+    sub = "<th>RMSE</th><th>R²</th><th>under</th><th>cost</th>" * len(by)
+    rows = []
+    methods = next(iter(by.values()))["methods"]
+    for m in (m for m in METHOD_ORDER if m in methods):
+        cells = ""
+        for v in by.values():
+            r = v["methods"][m]
+            cells += (
+                f"<td>{r['rmse']:.4f}</td><td>{r['r2']:.3f}</td>"
+                f"<td>{100 * r['underprovision_rate']:.1f}%</td>"
+                f"<td>{1000 * r['asymmetric_cost']:.2f}</td>"
+            )
+        rows.append(f"<tr><td>{m}</td>{cells}</tr>")
+    return (
+        "<h3>By lead time</h3><table><tr><th>method</th>"
+        + heads
+        + "</tr><tr><th></th>"
+        + sub
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _best_rounds(report: dict[str, Any]) -> str:
+    fc = report["forecast"]["methods"]
+    kept = [
+        f"{m}: {'epoch' if m == 'centralized' else 'round'} {fc[m]['best_round']}"
+        for m in METHOD_ORDER
+        if m in fc and fc[m].get("best_round") is not None
+    ]
+    if not kept:
+        return ""
+    return (
+        "<p>Each trained method keeps its model of the round (epoch) with the lowest "
+        "validation loss (validation days only; local: each site its own): "
+        + html.escape(", ".join(kept))
+        + ".</p>"
+    )
+
+
 def _table(report: dict[str, Any]) -> str:
     fc = report["forecast"]["methods"]
     rows = []
@@ -136,6 +192,8 @@ def _table(report: dict[str, Any]) -> str:
         + "</tr>"
         + "".join(per_kpi)
         + "</table>"
+        + _horizon_table(report)
+        + _best_rounds(report)
     )
 
 
@@ -155,7 +213,7 @@ td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}code{{backg
 <body><h1>fedge simulate: {html.escape(cfg["name"])}</h1>
 <p>{data.get("evaluated_sites")} sites evaluated ({html.escape(", ".join(f"{k}: {v}" for k, v in data["archetypes"].items()))}),
 source <code>{html.escape(str(data["source"]))}</code>; {cfg["num_rounds"]} rounds, sampling {cfg["fraction_train"]:.0%},
-forecast {report["forecast"]["horizon_steps"]} steps ahead from {report["forecast"]["lookback_steps"]} steps.
+forecast every step up to {report["forecast"]["horizon_steps"]} steps ({report["forecast"].get("horizon_minutes", "?")} min) ahead from {report["forecast"]["lookback_steps"]} steps.
 Wall time {timing["wall_s"]:.0f} s; {timing["site_rounds_per_min"]} site-rounds per minute.</p>
 <p>RMSE and MAE are fractions of each site's KPI range averaged over the three targets; R² is the
 mean per-site R²; under-provisioning counts forecasts below the actual by more than 5% of the range;

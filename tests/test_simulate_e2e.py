@@ -64,6 +64,28 @@ def test_report_schema(report: dict) -> None:  # type: ignore[type-arg]
     assert Path(report["artifacts"]["fedavg_onnx"]).is_file()
 
 
+def test_every_lead_time_and_the_kept_round_are_reported(report: dict) -> None:  # type: ignore[type-arg]
+    """60 minutes at 5-min steps: one model, 12 steps; 5/15/30/60 min scored apart."""
+    fc = report["forecast"]
+    assert fc["horizon_steps"] == 12 and fc["horizon_minutes"] == 60
+    by = fc["by_horizon"]
+    assert [(k, v["step"], v["minutes"]) for k, v in by.items()] == [
+        ("5", 1, 5), ("15", 3, 15), ("30", 6, 30), ("60", 12, 60),
+    ]  # fmt: skip
+    for v in by.values():
+        assert set(v["methods"]) == set(ALL_METHODS)
+    # persistence gets worse with lead time (the model must beat it where it counts)
+    pers = [v["methods"]["persistence"]["rmse"] for v in by.values()]
+    assert pers == sorted(pers)
+    for m in ("fedavg", "fedprox", "local", "centralized"):
+        rows = fc["methods"][m]["loss_by_round"]
+        best = fc["methods"][m]["best_round"]
+        assert 1 <= best <= len(rows)
+        assert all(r["val_loss"] > 0 and r["train_loss"] > 0 for r in rows)
+        if m != "local":  # local: the most common of the sites' own best rounds
+            assert rows[best - 1]["val_loss"] == min(r["val_loss"] for r in rows)
+
+
 def test_simulate_with_decisions_reports_methods_and_ceilings(tmp_path: Path) -> None:
     """``fedge simulate --decisions``: the hierarchy trained on the run's sites, in the report."""
     config = replace(preset("smoke"), name="dec", methods=("fedavg",), decisions=True)
@@ -78,3 +100,9 @@ def test_simulate_with_decisions_reports_methods_and_ceilings(tmp_path: Path) ->
     page = html_path.read_text()
     assert "Central decisions" in page and "Ceilings (hindsight, not methods)" in page
     assert (result.run_dir / "decisions" / "manifest.json").is_file()
+    models = dec["power_models"]
+    assert set(models) == {"earth", "tr38864"}
+    for m in models.values():
+        assert {"dqn", "threshold", "hindsight_bound"} <= set(m["energy"])
+        assert "ratio_to_ceiling" in m["energy"]["dqn"]
+    assert (result.run_dir / "decisions-tr38864" / "manifest.json").is_file()

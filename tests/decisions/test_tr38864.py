@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +256,15 @@ def test_the_env_offers_the_models_modes(data: DecisionData) -> None:
         earth.step(LIGHT)
     with pytest.raises(DecisionInputError):
         tr.step(5)
+
+
+def test_training_under_another_model_refuses_forecasts_made_for_other_settings(
+    data: DecisionData, tmp_path: Path
+) -> None:
+    from fedge.simulation._decision_train import DECISION_PRESETS, train
+
+    smoke = replace(DECISION_PRESETS["smoke"], power=TR38864)
+    with pytest.raises(DecisionError, match="another headroom or cluster"):
+        train(replace(smoke, headroom=0.9), tmp_path, forecast=data)
+    with pytest.raises(DecisionError, match="another headroom or cluster"):
+        train(replace(smoke, cluster_size=2), tmp_path, forecast=data)

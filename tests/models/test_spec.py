@@ -55,3 +55,29 @@ def test_the_flower_app_config_trains_the_default_forecaster() -> None:
 def test_bad_specs_are_refused_by_name(data: object, message: str) -> None:
     with pytest.raises(ModelError, match=message):
         ForecastSpec.from_dict(data)
+
+
+def test_horizon_minutes_become_whole_steps() -> None:
+    from fedge.models import horizon_steps
+
+    assert horizon_steps(60, 5) == 12
+    assert horizon_steps(60, 2) == 30
+    assert horizon_steps(5, 5) == 1
+
+
+@pytest.mark.parametrize(
+    ("minutes", "step", "message"),
+    [
+        (15, 2, "not a whole number of 2-min steps"),
+        (3, 5, "shorter than one 5-min step"),
+        (0, 5, "shorter than one"),
+        (60, 0, "step_minutes must be >= 1"),
+        (60.0, 5, "whole number of minutes"),
+        (True, 5, "whole number of minutes"),
+    ],
+)
+def test_a_horizon_between_steps_is_refused(minutes: object, step: int, message: str) -> None:
+    from fedge.models import horizon_steps
+
+    with pytest.raises(ModelError, match=message):
+        horizon_steps(minutes, step)  # type: ignore[arg-type]

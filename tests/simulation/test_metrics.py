@@ -63,3 +63,33 @@ def test_baselines() -> None:
     np.testing.assert_array_equal(seasonal(values, ends, 2, (0,), 4)[:, :, 0], [[14, 16], [18, 20]])
     with pytest.raises(ValueError, match="history"):
         seasonal(values, ends, 2, (0,), 12)
+
+
+def test_report_horizons_at_5_and_2_minute_steps() -> None:
+    from fedge.simulation._metrics import report_horizons
+
+    assert report_horizons(12, 5) == [(5, 1), (15, 3), (30, 6), (60, 12)]
+    assert report_horizons(3, 5) == [(5, 1), (15, 3)]
+    # 2-min steps: 5 and 15 min are ties, the shorter step taken (4 and 14 min)
+    assert report_horizons(30, 2) == [(5, 2), (15, 7), (30, 15), (60, 30)]
+    assert report_horizons(1, 60) == [(5, 1)]  # one pick per step
+
+
+def test_score_by_horizon_slices_each_step() -> None:
+    from fedge.simulation._errors import SimulationError
+    from fedge.simulation._metrics import score_site_by_horizon
+
+    actual, forecast = series(0.0)
+    forecast = forecast.copy()
+    forecast[:, 1] += 0.1 * RANGE  # only step 2 is off
+    by = score_site_by_horizon("a", "x", actual, forecast, RANGE, [1, 2])
+    assert pool_scores([by[1]])["rmse"] == 0
+    assert pool_scores([by[2]])["rmse"] == pytest.approx(0.1)
+    with pytest.raises(SimulationError, match="outside"):
+        score_site_by_horizon("a", "x", actual, forecast, RANGE, [3])
+    with pytest.raises(SimulationError, match="matching"):
+        score_site_by_horizon("a", "x", actual, forecast[:, :1], RANGE, [1])
+    with pytest.raises(SimulationError, match="positive"):
+        from fedge.simulation._metrics import report_horizons
+
+        report_horizons(0, 5)
