@@ -313,6 +313,8 @@ class Agent:
             self._model_in.inc(len(models))
         if samples or forecasts:
             self.store.commit_batch(samples, forecasts, now)
+            if forecasts and self.uplink is not None:
+                self.uplink.notify()  # sent within the uplink's batching window
         for msg in batch:
             if msg.topic != self.model_topic:
                 self.link.ack(msg)

@@ -7,6 +7,12 @@ Models arriving on the broker's ``…/model`` topic are judged here too (the sha
 takes about a second per candidate), and their acknowledgement goes back to the broker
 thread only once the verdict is recorded.
 
+Uploads follow the forecasts: the broker thread calls :meth:`Uplink.notify` after it
+stored new rows, and the uplink sends them ``upload_interval_s`` later (the batching
+window, 0.2 s by default): rows landing meanwhile travel in the same request, so a busy
+agent sends at most one batch per window, and a backlog is sent batch after batch at
+once. Rows no call announced (left by an earlier run) are swept every ``SWEEP_S``.
+
 Failures: no answer or a 5xx backs off exponentially with jitter (up to 30 s) and
 retries the same rows; a 400/409/413/422 for a batch means the batch itself is bad, so
 its rows are marked refused (kept in the store, counted, never sent again) and the queue
@@ -34,14 +40,14 @@ from typing import Any
 from fedge.core import ApiError, SiteClient
 from fedge.edge_agent._broker import Inbound, backoff_delay
 from fedge.edge_agent._config import AgentConfig, CoordinatorConfig
-from fedge.edge_agent._errors import AgentError, ModelRejected, StoreError
+from fedge.edge_agent._errors import AgentError, ConfigError, ModelRejected, StoreError
 from fedge.edge_agent._forecast import ForecastEngine
 from fedge.edge_agent._lifecycle import ModelManager, Verdict
 from fedge.edge_agent._metrics import AgentMetrics
 from fedge.edge_agent._opener import ModelOpener
 from fedge.edge_agent._store import OutboxBatch, Store
 
-__all__ = ["BACKOFF_MAX_S", "SiteStatus", "Uplink"]
+__all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S", "SWEEP_S", "SiteStatus", "Uplink", "UploadSchedule"]
 
 log = logging.getLogger("fedge.agent.uplink")
 
@@ -49,6 +55,11 @@ log = logging.getLogger("fedge.agent.uplink")
 STATE_KEY = "uplink.state"
 #: Longest pause between two tries of an unreachable coordinator.
 BACKOFF_MAX_S = 30.0
+#: The first pause after a failure; it doubles (with jitter) up to ``BACKOFF_MAX_S``.
+BACKOFF_MIN_S = 1.0
+#: How often the outbox is looked at without a :meth:`Uplink.notify`: rows an earlier run
+#: left are sent at start and after each upload; this only bounds a missed notification.
+SWEEP_S = 30.0
 #: The forecast-error summary covers the agent's last day.
 ERROR_WINDOW_S = 86_400.0
 #: Statuses that say a batch itself is malformed: refused, never sent again.
@@ -73,6 +84,33 @@ class SiteStatus:
 
 class _Outage(Exception):  # noqa: N818 - internal control flow, never leaves this module
     """The coordinator did not answer usefully: back off and retry the same work."""
+
+
+class UploadSchedule:
+    """When the next upload is due (monotonic seconds): ``window`` after rows landed,
+    at once while a backlog drains, never before a back-off ends, else at the sweep."""
+
+    def __init__(self, window: float, sweep: float, now: float) -> None:
+        if not (math.isfinite(window) and window > 0):
+            raise ConfigError(f"coordinator.upload_interval_s: must be > 0, got {window}")
+        if not (math.isfinite(sweep) and sweep >= window):
+            raise ConfigError(f"uplink sweep: at least the window ({window} s), got {sweep}")
+        self.window, self.sweep = window, sweep
+        self.due = now  # rows an earlier run left go at once
+        self.hold = now  # no upload before this (a back-off)
+
+    def landed(self, now: float) -> None:
+        """New rows in the outbox: send them within the window (with any that follow)."""
+        self.due = min(self.due, max(now + self.window, self.hold))
+
+    def sent(self, now: float, more: bool) -> None:
+        """An upload went: the next batch at once while rows wait, else at the sweep."""
+        self.due = now if more else now + self.sweep
+
+    def back_off(self, until: float) -> None:
+        """No upload before ``until``; rows landing meanwhile wait for it too."""
+        self.hold = until
+        self.due = max(self.due, until)
 
 
 #: The nice value of the uplink's thread: below the broker link's, which forecasts.
@@ -128,6 +166,8 @@ class Uplink:
             self.client = _site_client(config, self.link)
         self._jobs: queue.Queue[Inbound] = queue.Queue()
         self._halt = threading.Event()
+        self._wake = threading.Event()  # a model to judge, or rows to send
+        self._landed = threading.Event()  # rows to send: set by notify()
         self._thread = threading.Thread(target=self._run, name="fedge-uplink", daemon=True)
         self._rng = random.Random()
         self._failures = 0
@@ -139,7 +179,9 @@ class Uplink:
         self.backlog = 0
         self.refused = 0
         self._saved = b""
+        self.backoff_min_s = BACKOFF_MIN_S
         self.backoff_max_s = BACKOFF_MAX_S
+        self.sweep_s = SWEEP_S
 
     # lifecycle ------------------------------------------------------------------------
 
@@ -160,6 +202,13 @@ class Uplink:
     def submit(self, message: Inbound) -> None:
         """A sealed model from the broker (called on the broker thread; never blocks)."""
         self._jobs.put(message)
+        self._wake.set()
+
+    def notify(self) -> None:
+        """New rows in the outbox (called on the broker thread after its commit; never
+        blocks): they are sent within ``upload_interval_s``."""
+        self._landed.set()
+        self._wake.set()
 
     def state(self) -> dict[str, object]:
         """The link as ``/healthz`` and ``agent check`` show it."""
@@ -179,16 +228,21 @@ class Uplink:
     def _run(self) -> None:
         background_priority()
         now = time.monotonic()
-        due = {"upload": now, "health": now, "model": now}
+        due = {"health": now, "model": now}
+        uploads = None
+        if self.link is not None:
+            uploads = UploadSchedule(self.link.upload_interval_s, self.sweep_s, now)
         while not self._halt.is_set():
             self._reload_identity()  # a stat; the key is read only when the file changed
             self._judge_queued()
-            if self.link is not None:
+            if self.link is not None and uploads is not None:
                 now = time.monotonic()
+                if self._landed.is_set():
+                    self._landed.clear()
+                    uploads.landed(now)
                 try:
-                    if now >= due["upload"]:
-                        more = self._upload()
-                        due["upload"] = now + (0.0 if more else self.link.upload_interval_s)
+                    if now >= uploads.due:
+                        uploads.sent(now, self._upload())
                     if now >= due["model"]:
                         self._pull_model()
                         due["model"] = now + self.link.model_poll_s
@@ -202,25 +256,24 @@ class Uplink:
                     except StoreError as exc:
                         self._failed("store", exc)
                     pause = backoff_delay(
-                        self._failures, self.link.upload_interval_s, self.backoff_max_s, self._rng
+                        self._failures, self.backoff_min_s, self.backoff_max_s, self._rng
                     )
                     self._failures += 1
                     resume = time.monotonic() + pause
                     due = {key: max(at, resume) for key, at in due.items()}
+                    uploads.back_off(resume)
                 except StoreError as exc:  # the broker thread ends the run on its own
                     self._failed("store", exc)
-                    due["upload"] = time.monotonic() + BACKOFF_MAX_S
+                    uploads.back_off(time.monotonic() + BACKOFF_MAX_S)
                 except Exception as exc:  # a bug costs this round, not the link
                     self._failed("uplink", exc)
-                    due["upload"] = time.monotonic() + self.link.upload_interval_s
-                wait = max(0.0, min(due.values()) - time.monotonic())
+                    uploads.back_off(time.monotonic() + self.backoff_min_s)
+                wait = max(0.0, min(uploads.due, *due.values()) - time.monotonic())
             else:
                 wait = _IDLE_S
-            try:  # a model from the broker wakes the loop at once
-                job = self._jobs.get(timeout=min(max(wait, 0.01), _IDLE_S))
-            except queue.Empty:
-                continue
-            self._judge_message(job)
+            # new rows or a model from the broker wake the loop at once
+            if self._wake.wait(min(max(wait, 0.01), _IDLE_S)):
+                self._wake.clear()
 
     def _save_state(self) -> None:
         """The link's state in the store, for ``fedge agent check`` (another process)."""
@@ -466,7 +519,7 @@ class Uplink:
                 self.config.anomaly,
                 min_history=self.config.model.min_history,
             )
-            data = engine.recent_features(self.config.model.shadow_days)
+            data = engine.judging_data(self.config.model)  # shadow days (+ fitting days)
             # serving it is one reference swap the forecasting thread sees on its next batch
             verdict = self._serving.consider(bundle, data, self.store)
             if verdict.accepted:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,10 @@ def _counted(agent: Agent, kind: str, outcome: str) -> float:
     return 0.0
 
 
+def _sent_rows(agent: Agent, count: int) -> bool:
+    return _counted(agent, "forecast", "sent") == count
+
+
 def _sent(agent: Agent, call: str) -> float:
     """Requests of ``call`` the coordinator answered with a 2xx."""
     total = 0.0
@@ -361,3 +366,30 @@ def test_after_a_key_rotation_the_uplink_signs_with_the_new_key(
             client.kpi("a", float((last + 3) * STEP), values[-3])
             wait_until("an upload signed with it", lambda: _counted(agent, "forecast", "sent") == 3)
     assert uplink.state()["last_error"] is None
+
+
+@pytest.mark.slow
+def test_a_new_forecast_is_sent_without_waiting_for_the_sweep(
+    tmp_path: Path, broker: Mosquitto, tiny_models: Models
+) -> None:
+    """The broker thread announces the rows it stored: each forecast goes within the
+    batching window, although the outbox sweep would not come for an hour."""
+    coordinator = CoordinatorProcess(tmp_path / "coordinator")
+    coordinator.root.mkdir()
+    with coordinator.running():
+        site = make_site(tmp_path / "site", broker.url, coordinator, tiny_models, model_poll_s=60)
+        viewer = coordinator.viewer()
+        values, _ = site_values(days=3)
+        last = now_step() - 10
+        seed_history(site.store, ["a"], values[:-6], last)
+        running = RunningAgent(site.config)
+        uplink = uplink_of(running.agent)
+        assert uplink.link is not None and uplink.link.upload_interval_s == 0.2
+        uplink.sweep_s = 3600.0
+        with site_client(broker, site) as client, running as agent:
+            wait_until("the link is up", lambda: uplink.state()["last_success"] is not None)
+            for sent in (1, 2):
+                client.kpi("a", float((last + sent) * STEP), values[-6 + sent])
+                wait_until(f"forecast {sent} is sent", partial(_sent_rows, agent, sent))
+        stored = viewer.get_json(f"/api/v1/forecasts?site_id={site.site_id}")
+    assert sorted(f["made_step"] for f in stored) == [last + 1, last + 2]

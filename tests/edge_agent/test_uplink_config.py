@@ -38,7 +38,7 @@ def test_defaults_and_values(tmp_path: Path) -> None:
     cfg = parse_config(_data(tmp_path, {"url": "http://10.0.0.1:8000/"}), tmp_path).coordinator
     assert cfg is not None
     assert (cfg.url, cfg.ca_file, cfg.upload_interval_s, cfg.health_interval_s) == (
-        "http://10.0.0.1:8000", None, 2.0, 30.0,
+        "http://10.0.0.1:8000", None, 0.2, 30.0,
     )  # fmt: skip
     assert (cfg.batch_max, cfg.model_poll_s, cfg.timeout_s, cfg.action_wait_s) == (
         1000, 30.0, 10.0, 25.0,
@@ -72,6 +72,11 @@ def test_defaults_and_values(tmp_path: Path) -> None:
         ({"url": "http://host", "ca_file": "ca.pem"}, "coordinator.ca_file: a CA needs an https"),
         ({"url": "https://host", "ca_file": "absent.pem"}, "coordinator.ca_file: no such file"),
         ({"url": "http://host", "upload_interval_s": 0}, "coordinator.upload_interval_s: must be > 0"),
+        ({"url": "http://host", "upload_interval_s": -0.2}, "coordinator.upload_interval_s: must be"),
+        ({"url": "http://host", "upload_interval_s": float("nan")}, "coordinator.upload_interval_s: must"),
+        ({"url": "http://host", "upload_interval_s": 10.5}, "coordinator.upload_interval_s: at most 10"),
+        ({"url": "http://host", "upload_interval_s": float("inf")}, "coordinator.upload_interval_s: at most"),
+        ({"url": "http://host", "upload_interval_s": "2"}, "coordinator.upload_interval_s: expected float"),
         ({"url": "http://host", "health_interval_s": -1}, "coordinator.health_interval_s: must be"),
         ({"url": "http://host", "batch_max": 0}, "coordinator.batch_max: must be > 0"),
         ({"url": "http://host", "batch_max": 2001}, "coordinator.batch_max: at most 2000"),
