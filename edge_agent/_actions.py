@@ -73,6 +73,10 @@ ACK_PATH: Final = "/api/v1/site/actions/ack"
 MAX_WAIT_S: Final = 30.0
 MAX_ACTIONS_PER_ANSWER: Final = 100
 ACK_BATCH: Final = 100
+#: The ack thread looks at the log this often even when nothing woke it.
+ACK_RECHECK_S: Final = 5.0
+#: How long a stopping poll thread waits for the ack thread before closing the log.
+ACK_JOIN_S: Final = 2.0
 MAX_REASON: Final = 300
 _REFUSED: Final = frozenset({404, 409, 422})  # final answers to an ack: retrying cannot help
 _SITE_ID = re.compile(r"[0-9a-f]{32}")
@@ -570,9 +574,14 @@ class ActionPoller:
     """The agent's action thread: long-polls the coordinator, verifies and records each
     action, publishes the accepted ones (retained) on ``topic`` and acknowledges all.
 
-    A coordinator outage backs off with jitter; nothing escapes the thread. Each request
-    runs on a throw-away daemon thread, so :meth:`stop` abandons a long poll in flight
-    instead of waiting ``wait_s`` for it.
+    Acknowledgements go on a second thread (``fedge-actions-ack``): the poll is asked
+    again as soon as an answer's actions are recorded and published, not after their ack
+    came back, so an action stored just after another (a tactical one right after the
+    strategic one of the same minute) does not wait a round trip for the poll.
+
+    A coordinator outage backs off with jitter, each thread on its own; nothing escapes
+    them. Each request runs on a throw-away daemon thread, so :meth:`stop` abandons a long
+    poll in flight instead of waiting ``wait_s`` for it.
     """
 
     def __init__(
@@ -604,23 +613,35 @@ class ActionPoller:
         self.clock = clock
         self.wait_s = float(wait_s)
         self.log = ActionLog(store_path)
-        self.failures = 0  # consecutive failed exchanges (0: the last one worked)
-        self.last_error: str | None = None
+        self.poll_failures = 0  # consecutive failed polls (0: the last one worked)
+        self.ack_failures = 0  # consecutive failed ack requests
+        self.last_error: str | None = None  # None once both threads succeed again
         self.backoff_min_s = 1.0
         self.backoff_max_s = 60.0
         self._rng = random.Random()
         self._stop = threading.Event()
+        self._owed = threading.Event()  # acks to send: set after each publish
         self._thread: threading.Thread | None = None
+        self._acker: threading.Thread | None = None
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failures of the worse of the two threads (0: both work)."""
+        return max(self.poll_failures, self.ack_failures)
 
     def start(self) -> None:
         if self._thread is not None or self._stop.is_set():
             return
+        self._acker = threading.Thread(target=self._acking, name="fedge-actions-ack", daemon=True)
         self._thread = threading.Thread(target=self._run, name="fedge-actions", daemon=True)
+        self._owed.set()  # acks an earlier run still owes
+        self._acker.start()
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Stop the thread; True once it ended (it is a daemon either way)."""
+        """Stop the threads; True once they ended (they are daemons either way)."""
         self._stop.set()
+        self._owed.set()
         thread = self._thread
         if thread is None:
             self.log.close()
@@ -644,32 +665,67 @@ class ActionPoller:
                 except _Stopped:
                     break
                 except (ApiError, AgentError) as exc:
-                    self._failed(str(exc))
+                    self.poll_failures += 1
+                    self._failed(str(exc), self.poll_failures)
                     continue
                 except Exception as exc:  # the thread must outlive any one failure
                     log.exception("action poll failed")
-                    self._failed(f"{type(exc).__name__}: {exc}")
+                    self.poll_failures += 1
+                    self._failed(f"{type(exc).__name__}: {exc}", self.poll_failures)
                     continue
                 if progressed:
-                    self.failures, self.last_error = 0, None
+                    self.poll_failures = 0
+                    self._recovered()
                 else:  # answered, but nothing moved the poll on: do not spin on it
-                    self._failed("the coordinator repeats actions the agent already has")
+                    self.poll_failures += 1
+                    self._failed(
+                        "the coordinator repeats actions the agent already has", self.poll_failures
+                    )
         finally:
+            if self._acker is not None:
+                self._acker.join(ACK_JOIN_S)
             self.log.close()
 
-    def _failed(self, reason: str) -> None:
-        self.failures += 1
+    def _acking(self) -> None:
+        """The ack thread: sends what the log owes whenever the poll thread published
+        something (and every ``ACK_RECHECK_S``), backing off while the coordinator fails."""
+        while not self._stop.is_set():
+            self._owed.wait(ACK_RECHECK_S)
+            self._owed.clear()
+            if self._stop.is_set():
+                return
+            try:
+                while acks := self.log.pending_acks():
+                    self._ack(acks)
+            except _Stopped:
+                return
+            except Exception as exc:  # ApiError, StoreError, or a bug: retry, never escape
+                if not isinstance(exc, ApiError | AgentError):
+                    log.exception("action ack failed")
+                self.ack_failures += 1
+                self._failed(f"{type(exc).__name__}: {exc}", self.ack_failures)
+                self._owed.set()  # still owed: again once the pause is over
+                continue
+            self.ack_failures = 0
+            self._recovered()
+
+    def _failed(self, reason: str, failures: int) -> None:
         if reason != self.last_error:
             log.warning("actions: %s", reason)
         self.last_error = reason
         self._stop.wait(
-            backoff_delay(self.failures - 1, self.backoff_min_s, self.backoff_max_s, self._rng)
+            backoff_delay(failures - 1, self.backoff_min_s, self.backoff_max_s, self._rng)
         )
 
+    def _recovered(self) -> None:
+        if self.poll_failures == 0 and self.ack_failures == 0:
+            self.last_error = None
+
     def cycle(self) -> bool:
-        """One exchange: flush what is owed, poll once, handle and acknowledge the answer.
-        False when the answer carried actions but none moved the poll's cursor on."""
-        self._flush()
+        """One exchange: publish what is due, poll once, record and publish the answer
+        (the ack thread acknowledges it). False when the answer carried actions but none
+        moved the poll's cursor on."""
+        self._publish()
         before = self.log.cursor
         items = self._poll(before)
         for item in items:
@@ -680,7 +736,7 @@ class ActionPoller:
                 log.warning("action refused: %s", exc)
                 continue
             self._receive(body, signature)
-        self._flush()
+        self._publish()
         return not items or self.log.cursor > before
 
     def _poll(self, after: int) -> list[object]:
@@ -716,12 +772,13 @@ class ActionPoller:
             action.mode or dict(action.shares or {}),
         )
 
-    def _flush(self) -> None:
+    def _publish(self) -> None:
+        """Hand accepted actions to the broker; wake the ack thread for them (and for the
+        refusals just recorded)."""
         for action_id, payload in self.log.unpublished():
             self.publish(self.topic, payload, True)
             self.log.mark_published(action_id, self.clock())
-        while acks := self.log.pending_acks():
-            self._ack(acks)
+        self._owed.set()
 
     def _ack(self, acks: list[Ack]) -> None:
         """Send ``acks``; mark them once answered 204. A batch the coordinator refuses

@@ -344,6 +344,8 @@ class Coordinator:
         self.refused: list[dict[str, Any]] = []
         self.junk: list[object] = []  # malformed entries, sent once with the next answer
         self.raw_answers: list[bytes] = []  # whole answers sent instead of the next ones
+        self.acks_answered = threading.Event()  # cleared: acks are held, unanswered
+        self.acks_answered.set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -396,6 +398,7 @@ class Coordinator:
                 if self.path != "/api/v1/site/actions/ack" or not self._authentic(body):
                     self.send_error(404)
                     return
+                outer.acks_answered.wait(60)
                 with outer.changed:
                     if outer.ack_failures > 0:
                         outer.ack_failures -= 1
@@ -998,3 +1001,38 @@ def test_an_unsigned_id_does_not_move_the_poll_on(
     reopened = ActionLog(tmp_path / "agent.db")
     assert reopened.cursor == 3
     reopened.close()
+
+
+def test_the_poll_goes_on_while_an_ack_is_unanswered(
+    coordinator: SiteIdentity, site: SiteIdentity, tmp_path: Path
+) -> None:
+    """A tactical action stored a second after the strategic one reaches the agent while
+    the strategic one's ack is still in flight: acks do not hold the poll back."""
+    now = time.time()
+    server = Coordinator(site.public_keys())
+    server.acks_answered.clear()
+    published: list[bytes] = []
+    poller = _poller(
+        server, coordinator, site, tmp_path / "agent.db", lambda t, p, r: published.append(p)
+    )
+    server.add(1, *signed(coordinator, action(site, decided_at=now, valid_until=now + 900)))
+    poller.start()
+    try:
+        _until(lambda: len(published) == 1)
+        server.add(
+            2,
+            *signed(
+                coordinator,
+                action(site, action_id=2, mode="active", decided_at=now, valid_until=now + 900),
+            ),
+        )
+        _until(lambda: len(published) == 2)
+        assert server.acks == []  # the first ack is still unanswered
+        server.acks_answered.set()
+        acks = server.wait_acks(2)
+    finally:
+        assert poller.stop()
+        server.close()
+    assert [json.loads(p)["action_id"] for p in published] == [1, 2]
+    assert sorted((a["action_id"], a["status"]) for a in acks) == [(1, "applied"), (2, "applied")]
+    assert poller.failures == 0 and poller.last_error is None
