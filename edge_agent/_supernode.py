@@ -159,8 +159,13 @@ def supernode_command(config: FederationConfig, binary: Path) -> list[str]:
 
 #: The SuperNode's nice value, inherited by the ClientApp processes it starts to train:
 #: training takes every core it gets, and on a gNB host the agent's forecasts and the
-#: coordinator's actions must not wait behind it.
+#: coordinator's actions must not wait behind it. Its session's autogroup gets it too.
 SUPERNODE_NICE = 10
+#: The kernel takes one autogroup change per 100 ms from an unprivileged process (EAGAIN
+#: otherwise): agents starting together retry, a little apart, for up to about 3 s.
+_AUTOGROUP_TRIES = 30
+_AUTOGROUP_PAUSE_S = 0.1
+_AUTOGROUP = re.compile(r"/autogroup-\d+ nice (-?\d+)")
 
 
 def _lower_priority(pid: int) -> None:
@@ -170,6 +175,43 @@ def _lower_priority(pid: int) -> None:
         )
     except OSError as exc:  # gone already, or not permitted: it runs at the agent's
         log.warning("cannot lower the SuperNode's priority: %s", exc)
+    lower_autogroup(pid, SUPERNODE_NICE)
+
+
+def lower_autogroup(
+    pid: int, nice: int, *, proc: Path = Path("/proc"), rng: random.Random | None = None
+) -> int | None:
+    """Give ``pid``'s autogroup at least the nice value ``nice``; the group's nice value
+    after it, or None where the kernel has no autogroups (or the process is gone).
+
+    With the scheduler's autogroups (Linux ``CONFIG_SCHED_AUTOGROUP``, on by default on
+    most distributions' kernels) every session shares the CPU as one unit, whatever its
+    processes' own nice values: the SuperNode's session (its own, so that :meth:`stop`
+    ends the whole group) would weigh as much as the agent's or the coordinator's. Its
+    ClientApps stay in it (Flower does not detach them), so this covers the training."""
+    if not 0 <= nice <= 19:
+        raise SupervisorError(f"an autogroup nice value from 0 to 19, not {nice}")
+    path = proc / str(pid) / "autogroup"
+    rng = rng or random.Random()
+    for _ in range(_AUTOGROUP_TRIES):
+        try:
+            found = _AUTOGROUP.fullmatch(path.read_text().strip())
+            if found is None:
+                log.warning("cannot read the SuperNode's autogroup: %s", path)
+                return None
+            current = int(found.group(1))
+            if current >= nice:
+                return current
+            path.write_text(f"{nice}\n")
+        except (FileNotFoundError, ProcessLookupError):  # no autogroups, or it is gone
+            return None
+        except BlockingIOError:  # another agent just changed one: the kernel's pace
+            time.sleep(_AUTOGROUP_PAUSE_S * (1.0 + rng.random()))
+        except OSError as exc:  # not permitted: it weighs as the agent's session does
+            log.warning("cannot lower the SuperNode's autogroup priority: %s", exc)
+            return None
+    log.warning("cannot lower the SuperNode's autogroup priority: the kernel kept refusing")
+    return None
 
 
 class SupernodeSupervisor:
