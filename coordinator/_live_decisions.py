@@ -459,10 +459,13 @@ class LiveDecisions:
         }
 
     def _store(self, kind: ActionKind, slot: int, now: float, choices: list[_Choice]) -> list[int]:
-        """The slot's claim, its decisions and their signed actions, in one transaction."""
+        """The slot's claim, its decisions and their signed actions, in one transaction.
+
+        Rows go in batches (one insert for the decisions, one for the actions: their ids
+        are in the signed bodies), not a round trip per site: every site's action waits
+        for this commit."""
         version = self.service.version
         valid_until = now + 2 * self.intervals[kind]
-        ids: list[int] = []
         with Session(self.engine) as session:
             session.add(DecisionTick(kind=kind, slot=slot, claimed_at=now))
             try:
@@ -470,20 +473,20 @@ class LiveDecisions:
             except IntegrityError:  # another worker decided this slot
                 session.rollback()
                 return []
-            for c in choices:
-                logged: dict[str, Any] = (
-                    {"mode": c.mode} if kind == "strategic" else {"shares": c.shares}
+            decisions = [
+                Decision(
+                    site_id=c.site_id,
+                    at=now,
+                    policy_version=version,
+                    kind=kind,
+                    action=self._logged(kind, c),
                 )
-                logged["source"] = c.source
-                if c.reason:
-                    logged["reason"] = c.reason[:200]
-                decision = Decision(
-                    site_id=c.site_id, at=now, policy_version=version, kind=kind, action=logged
-                )
-                session.add(decision)
-                session.flush()
-                assert decision.id is not None
-                row = ActionRecord(
+                for c in choices
+            ]
+            session.add_all(decisions)
+            session.flush()
+            rows = [
+                ActionRecord(
                     site_id=c.site_id,
                     kind=kind,
                     body=b"",
@@ -492,11 +495,14 @@ class LiveDecisions:
                     valid_until=valid_until,
                     policy_version=version,
                     source=c.source,
-                    decision_id=decision.id,
+                    decision_id=d.id,
                 )
-                session.add(row)
-                session.flush()
-                assert row.id is not None
+                for c, d in zip(choices, decisions, strict=True)
+            ]
+            session.add_all(rows)
+            session.flush()
+            for c, d, row in zip(choices, decisions, rows, strict=True):
+                assert d.id is not None and row.id is not None
                 row.body = action_body(
                     row.id,
                     c.site_id,
@@ -507,10 +513,18 @@ class LiveDecisions:
                     valid_until=valid_until,
                     policy_version=version,
                     source=c.source,
-                    decision_id=decision.id,
+                    decision_id=d.id,
                 )
                 row.signature = sign_action(self.identity, row.body)
-                session.add(row)
-                ids.append(row.id)
+            ids = [row.id for row in rows if row.id is not None]
             session.commit()
         return ids
+
+    @staticmethod
+    def _logged(kind: ActionKind, c: _Choice) -> dict[str, Any]:
+        """What the decision log keeps of a choice."""
+        logged: dict[str, Any] = {"mode": c.mode} if kind == "strategic" else {"shares": c.shares}
+        logged["source"] = c.source
+        if c.reason:
+            logged["reason"] = c.reason[:200]
+        return logged
