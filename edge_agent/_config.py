@@ -78,6 +78,10 @@ class ModelConfig:
     max_model_bytes: int = 64 * 1024 * 1024
     min_history: int = 0  # samples a cell needs before forecasts; 0 = the model's lookback
     threads: int = 1
+    # Each cell's own calibration of the served model, re-fitted for every candidate
+    # (edge_agent._personal); fitted on the personal_days before the shadow days.
+    personalise: bool = False
+    personal_days: float = 7.0
 
 
 #: The longest alert persistence and cool-down, in steps: an alert later than this is no
@@ -352,6 +356,10 @@ def _ingest(s: _Section) -> IngestConfig:
     return cfg
 
 
+#: Longest history a cell's calibration is fitted on (more is slow to judge and stale).
+MAX_PERSONAL_DAYS = 28.0
+
+
 def _model(s: _Section) -> ModelConfig:
     directory = s.path("dir")
     if directory is None:
@@ -371,7 +379,11 @@ def _model(s: _Section) -> ModelConfig:
         max_model_bytes=s.positive("max_model_bytes", int, 64 * 1024 * 1024),
         min_history=s.positive("min_history", int, 0, zero=True),
         threads=s.positive("threads", int, 1),
+        personalise=s.get("personalise", bool, False),
+        personal_days=s.positive("personal_days", float, 7.0),
     )
+    if cfg.personal_days > MAX_PERSONAL_DAYS:
+        raise ConfigError(f"model.personal_days: at most {MAX_PERSONAL_DAYS:g}")
     s.done()
     return cfg
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,12 +25,13 @@ from fedge.core import (
     time_features,
 )
 from fedge.edge_agent._anomaly import Alert, ResidualDetector, relative_residual
-from fedge.edge_agent._config import AnomalyConfig
+from fedge.edge_agent._config import AnomalyConfig, ModelConfig
 from fedge.edge_agent._kpi import KpiSample
 from fedge.edge_agent._store import ForecastRow, Store
 from fedge.models import (
     ForecastSpec,
     ModelError,
+    OutputCalibration,
     SiteProfile,
     SiteScaler,
     fit_profile,
@@ -55,6 +56,8 @@ class Predictor(Protocol):
 class Serving:
     version: str
     model: Predictor
+    # the cells' own calibrations of this model (``[model] personalise``; edge_agent._personal)
+    personal: dict[str, OutputCalibration] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,13 +73,28 @@ class CellState:
 
 @dataclass(frozen=True)
 class Features:
-    """Model inputs for shadow evaluation: scaled features and horizon-1 targets."""
+    """One cell's recent history as model inputs: scaled features and targets.
+
+    Rows from ``shadow_from`` on are the shadow days the gate scores; the rows before
+    them are the days a personalisation is fitted on (none unless asked for)."""
 
     features: NDArray[np.float32]
     targets: NDArray[np.float32]
-    valid_ends: NDArray[np.int64]
+    valid_ends: NDArray[np.int64]  # ends whose next step is observed (horizon 1)
     minute_of_week: NDArray[np.int64]
     profile: SiteProfile | None
+    cell: str = ""
+    shadow_from: int = 0
+    observed: NDArray[np.bool_] | None = None  # per row: every target KPI reported
+
+    def inputs(self, spec: ForecastSpec) -> NDArray[np.float32] | None:
+        """Per-row inputs as ``spec`` reads them; None when it needs a profile there is not."""
+        if not spec.site_profile:
+            return self.features
+        if self.profile is None:
+            return None
+        extra = self.profile.features(self.minute_of_week, spec.horizon)
+        return np.concatenate([self.features, extra], axis=1)
 
 
 class ForecastEngine:
@@ -233,7 +251,13 @@ class ForecastEngine:
         if spec.site_profile:
             parts.append(self._profile_features(ready, steps, spec.horizon))
         x = np.concatenate(parts, axis=2)
-        pred = serving.model.predict(x).astype(np.float64)
+        pred = serving.model.predict(x)
+        if serving.personal:
+            for i, (cell, _) in enumerate(ready):
+                head = serving.personal.get(cell)
+                if head is not None:
+                    pred[i : i + 1] = head.apply(x[i : i + 1], pred[i : i + 1])
+        pred = pred.astype(np.float64)
         tgt = list(TARGET_INDEX)
         values = np.maximum(pred * std[:, :, tgt] + mean[:, :, tgt], 0.0).tolist()
         rows: list[ForecastRow] = []
@@ -262,10 +286,20 @@ class ForecastEngine:
 
     # shadow evaluation data ---------------------------------------------------------------
 
-    def recent_features(self, days: float, max_cells: int = 32) -> list[Features]:
-        """The newest ``days`` of each cell with a scaler, as features and targets."""
+    def judging_data(self, config: ModelConfig) -> list[Features]:
+        """What a candidate is judged on: the shadow days and, when the agent personalises,
+        the ``personal_days`` before them that each model's calibration is fitted on."""
+        fit_days = config.personal_days if config.personalise else 0.0
+        return self.recent_features(config.shadow_days, fit_days=fit_days)
+
+    def recent_features(
+        self, days: float, max_cells: int = 32, fit_days: float = 0.0
+    ) -> list[Features]:
+        """The newest ``days`` of each cell with a scaler, as features and targets, after
+        ``fit_days`` more for fitting (``Features.shadow_from`` marks where they end)."""
         out: list[Features] = []
-        span = max(int(days * self.steps_per_day), 2)
+        shadow = max(int(days * self.steps_per_day), 2)
+        span = shadow + max(int(fit_days * self.steps_per_day), 0)
         for cell in self.store.cells()[:max_cells]:
             state = self.cell(cell)
             if state is None:
@@ -286,30 +320,39 @@ class ForecastEngine:
             targets = feats[:, list(TARGET_INDEX)]
             observed = ~np.isnan(full[:, list(TARGET_INDEX)]).any(axis=1)
             ends = np.flatnonzero(observed[1:]).astype(np.int64)  # end e predicts e+1
-            out.append(Features(feats, targets, ends, mow, state.profile))
+            shadow_from = max(0, len(grid) - shadow)
+            out.append(
+                Features(feats, targets, ends, mow, state.profile, cell, shadow_from, observed)
+            )
         return out
 
 
 def shadow_score(
-    model: Predictor, data: list[Features], beta_under: float, beta_over: float
+    model: Predictor,
+    data: list[Features],
+    beta_under: float,
+    beta_over: float,
+    personal: Mapping[str, OutputCalibration] | None = None,
 ) -> tuple[float, int]:
-    """Mean asymmetric squared error (scaled units) of one-step forecasts; and the count."""
+    """Mean asymmetric squared error (scaled units) of one-step forecasts over the shadow
+    days; and the count. With ``personal``, a cell's forecasts are its calibration's."""
     spec = model.spec
     lb = spec.lookback
     total, count = 0.0, 0
     for d in data:
-        ends = d.valid_ends[d.valid_ends >= lb - 1]
+        ends = d.valid_ends[(d.valid_ends >= lb - 1) & (d.valid_ends + 1 >= d.shadow_from)]
         if not len(ends):
             continue
-        feats = d.features
-        if spec.site_profile:
-            if d.profile is None:
-                continue
-            extra = d.profile.features(d.minute_of_week, spec.horizon)
-            feats = np.concatenate([feats, extra], axis=1)
+        feats = d.inputs(spec)
+        if feats is None:
+            continue
         offs = np.arange(-lb + 1, 1)
         x = feats[ends[:, None] + offs[None, :]]
-        pred = model.predict(x)[:, 0, :]
+        full = model.predict(x)
+        head = None if personal is None else personal.get(d.cell)
+        if head is not None:
+            full = head.apply(x, full)
+        pred = full[:, 0, :]
         err = d.targets[ends + 1] - pred
         weight = np.where(err > 0, beta_under, beta_over)
         total += float((weight * err.astype(np.float64) ** 2).sum())

@@ -3,7 +3,9 @@
 A bundle is ``fedge.core.ModelBundle`` (the format the coordinator encodes), sealed with a
 ``security`` one-shot envelope (content type GLOBAL_MODEL) by the coordinator.
 A candidate serves only if its shadow score on recent local data is no worse than the
-serving model's by more than the configured margin.
+serving model's by more than the configured margin. With ``[model] personalise`` each
+cell's calibration is fitted again for both models on the same days before they are
+scored (edge_agent._personal), so the gate compares like with like.
 
 Bundles come off the network: a candidate that cannot be loaded, whose graph disagrees with
 its own spec, that does not fit what the agent can feed it, or that fails while it is
@@ -25,8 +27,9 @@ from fedge.core import TARGET_INDEX, ModelBundle
 from fedge.edge_agent._config import ModelConfig
 from fedge.edge_agent._errors import ModelRejected, StoreError
 from fedge.edge_agent._forecast import WINDOW_STEPS, Features, Predictor, Serving, shadow_score
+from fedge.edge_agent._personal import fit_cells, load_personal, save_personal
 from fedge.edge_agent._store import ModelRecord, Store
-from fedge.models import ModelError, OnnxForecaster
+from fedge.models import ModelError, OnnxForecaster, OutputCalibration
 
 #: Longest reason kept in the store and a verdict (a runtime's message can be long).
 REASON_CHARS = 300
@@ -142,9 +145,11 @@ class ModelManager:
         if record is None:
             self.serving = None
         elif self.serving is None or self.serving.version != record.version:
-            self.serving = Serving(
-                record.version, load_model(record.path, self.config.threads, self.max_lookback)
+            model = load_model(record.path, self.config.threads, self.max_lookback)
+            personal = (
+                load_personal(self.store, record.version, model) if self.config.personalise else {}
             )
+            self.serving = Serving(record.version, model, personal)
         return self.serving
 
     def consider(
@@ -172,23 +177,49 @@ class ModelManager:
             return self._reject(store, bundle, str(exc).removeprefix(f"{path}: "), None, None, 0)
         digest = hashlib.sha256(bundle.onnx).hexdigest()
         current = self.serving
+        personalise = self.config.personalise
         if current is None:
+            try:
+                personal = fit_cells(candidate, data) if personalise else {}
+            except ModelError:
+                personal = {}  # nothing serves: the global forecast is better than none
             store.record_model(
                 bundle.version, path, digest, serve=True, reason="no model was serving"
             )
-            self.serving = Serving(bundle.version, candidate)
+            if personalise:
+                save_personal(store, bundle.version, personal)
+            self.serving = Serving(bundle.version, candidate, personal)
             return Verdict(bundle.version, True, "no model was serving", None, None, None, 0)
         spec = current.model.spec
+        # like with like: both models' calibrations fitted on the same days, just now
+        serving_personal: dict[str, OutputCalibration] | None = None
+        if personalise:
+            try:
+                serving_personal = fit_cells(current.model, data)
+            except ModelError as exc:
+                path.unlink(missing_ok=True)
+                return self._reject(
+                    store, bundle, f"serving model failed personalisation: {exc}", None, None, 0,
+                    current.version,
+                )  # fmt: skip
         try:
-            serving_score, n = shadow_score(current.model, data, spec.beta_under, spec.beta_over)
+            serving_score, n = shadow_score(
+                current.model, data, spec.beta_under, spec.beta_over, serving_personal
+            )
         except ModelError as exc:
             path.unlink(missing_ok=True)
             return self._reject(
                 store, bundle, f"serving model failed shadow evaluation: {exc}", None, None, 0,
                 current.version,
             )  # fmt: skip
+        candidate_personal: dict[str, OutputCalibration] = {}
         try:
-            candidate_score, _ = shadow_score(candidate, data, spec.beta_under, spec.beta_over)
+            if personalise:
+                candidate_personal = fit_cells(candidate, data)
+            candidate_score, _ = shadow_score(
+                candidate, data, spec.beta_under, spec.beta_over,
+                candidate_personal if personalise else None,
+            )  # fmt: skip
         except ModelError as exc:
             path.unlink(missing_ok=True)
             return self._reject(
@@ -239,7 +270,10 @@ class ModelManager:
             candidate_score=candidate_score,
             reason="passed shadow gate",
         )
-        self.serving = Serving(bundle.version, candidate)  # one reference swap: atomic
+        if personalise:
+            save_personal(store, bundle.version, candidate_personal)
+        # one reference swap, the model with its calibrations: atomic
+        self.serving = Serving(bundle.version, candidate, candidate_personal)
         return Verdict(
             bundle.version,
             True,

@@ -20,6 +20,12 @@ from fedge.models._features import (
     windows,
 )
 from fedge.models._onnx_runtime import OnnxForecaster, check_onnx_model
+from fedge.models._personal import (
+    Correction,
+    OutputCalibration,
+    fit_correction,
+    fit_output_calibration,
+)
 from fedge.models._profile import SiteProfile
 from fedge.models._scaling import SiteScaler
 from fedge.models._spec import N_TARGETS, ForecastSpec, horizon_steps
@@ -52,8 +58,10 @@ __all__ = [
     "N_TARGETS",
     "ForecastSpec",
     "LoadForecaster",
+    "Correction",
     "ModelError",
     "OnnxForecaster",
+    "OutputCalibration",
     "PreparedSite",
     "SiteProfile",
     "SiteScaler",
@@ -62,6 +70,8 @@ __all__ = [
     "check_onnx_model",
     "evaluate_loss",
     "export_onnx",
+    "fit_correction",
+    "fit_output_calibration",
     "fit_profile",
     "get_weights",
     "horizon_steps",
