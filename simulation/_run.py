@@ -109,12 +109,22 @@ def make_plan(config: SimulationConfig, source: SiteSource, strategy: str) -> Fe
         seed=config.seed,
         val_days=config.val_days,
         test_days=config.test_days,
-        forecast=ForecastSpec(lookback=config.lookback, horizon=horizon),
+        forecast=_spec(config, horizon),
         codec=config.codec,
         downlink_codec=config.downlink_codec,
         residual_decay=config.residual_decay,
         feedback=config.feedback,
         attacks=attacks_json(config, source.num_sites),
+    )
+
+
+def _spec(config: SimulationConfig, horizon: int) -> ForecastSpec:
+    """The forecaster of the config (checked by it) for ``horizon`` steps."""
+    return ForecastSpec(
+        lookback=config.lookback,
+        horizon=horizon,
+        hidden=config.hidden,
+        beta_under=config.beta_under,
     )
 
 

@@ -33,3 +33,18 @@ def test_an_imported_files_step_is_checked_when_it_is_known() -> None:
     config = replace(preset("demo"), data_path="cells.csv", horizon_minutes=15)
     with pytest.raises(SimulationError, match="not a whole number of 2-min steps"):
         config.horizon_steps(2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lookback": 0}, "lookback must be >= 1"),
+        ({"hidden": (0, 4)}, "hidden must be two positive sizes"),
+        ({"beta_under": -1.0}, "positive and finite"),
+    ],
+)
+def test_a_forecaster_that_cannot_be_built_is_refused(
+    change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SimulationError, match=message):
+        replace(preset("demo"), **change)  # type: ignore[arg-type]
