@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -72,10 +74,50 @@ async def _exchange(
     return status
 
 
+#: CPU seconds used so far, by part ("server", "database"); the client is this process.
+CpuMeter = Callable[[], dict[str, float]]
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def _cpu_of(server: int, database: int | None) -> dict[str, float]:
+    """A :data:`CpuMeter` of the coordinator (and PostgreSQL) process trees."""
+    parts = {"server": tree_cpu(server)}
+    if database is not None:
+        parts["database"] = tree_cpu(database)
+    return parts
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def _load(
-    port: int, requests: list[bytes], connections: int, duration: float
+    port: int,
+    requests: list[bytes],
+    connections: int,
+    duration: float,
+    cpu: CpuMeter | None = None,
 ) -> dict[str, Any]:
-    """Closed loop: each connection sends the next request when its answer is in."""
+    """Closed loop: each connection sends the next request when its answer is in. With
+    ``cpu``, the CPU microseconds per request of the client and of each measured part."""
     latencies: list[float] = []
     errors: dict[int, int] = {}
     accepted = 0
@@ -106,11 +148,14 @@ async def _load(
     errors.clear()
     accepted = 0
     load_before = os.getloadavg()
+    cpu_before = {"client": _own_cpu(), **(cpu() if cpu else {})}
     started = time.perf_counter()
     deadline = started + duration
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = time.perf_counter() - started
+    cpu_after = {"client": _own_cpu(), **(cpu() if cpu else {})}
     lat = np.array(latencies) * 1000.0
+    count = max(1, len(latencies))
     return {
         "rps": round(len(latencies) / elapsed, 1),
         "accepted_rps": round(accepted / elapsed, 1),
@@ -122,10 +167,18 @@ async def _load(
         "seconds": round(elapsed, 2),
         "loadavg_1m_before": round(load_before[0], 2),
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        "cpu_us_per_request": {
+            part: round((cpu_after[part] - cpu_before[part]) / count * 1e6) for part in cpu_after
+        },
     }
 
 
 # --- services -----------------------------------------------------------------------------
+
+
+def postmaster_pid(root: Path) -> int:
+    """The pid of the PostgreSQL server that :func:`postgres` started in ``root``."""
+    return int((root / "data" / "postmaster.pid").read_text().split()[0])
 
 
 @contextmanager
@@ -145,7 +198,8 @@ def postgres(root: Path) -> Iterator[str]:
 
 
 @contextmanager
-def coordinator(root: Path, url: str, policies: Path, workers: int) -> Iterator[int]:
+def coordinator(root: Path, url: str, policies: Path, workers: int) -> Iterator[tuple[int, int]]:
+    """The port and pid of a running ``fedge coordinator serve``."""
     from tests.support.ports import free_port, service, wait_for_port
 
     port = free_port()
@@ -158,10 +212,10 @@ def coordinator(root: Path, url: str, policies: Path, workers: int) -> Iterator[
     }
     fedge = str(Path(sys.executable).with_name("fedge"))
     cmd = [fedge, "coordinator", "serve", "--port", str(port), "--workers", str(workers)]
-    with service(cmd, root / "coordinator.log", env):
+    with service(cmd, root / "coordinator.log", env) as proc:
         wait_for_port(port, timeout=120)
         time.sleep(1.0 + workers)  # every worker up
-        yield port
+        yield port, proc.pid
 
 
 def _policies(root: Path) -> tuple[Path, str]:
@@ -214,31 +268,45 @@ def _prepare(port: int, signed: int) -> dict[str, Any]:
     return {"models": models, "decisions": decisions, "forecasts": forecasts}
 
 
-def _measure(port: int, connections: int, duration: float) -> dict[str, Any]:
+LOADS = ("models", "decisions_batch", "forecast_ingest")
+
+
+def _measure(
+    port: int, connections: int, duration: float, cpu: CpuMeter, loads: tuple[str, ...] = LOADS
+) -> dict[str, Any]:
     started = time.perf_counter()
-    signed = max(200, int(duration * SIGNED_PER_SECOND)) * len(INGEST_CONNECTIONS)
+    ingest = "forecast_ingest" in loads
+    signed = max(200, int(duration * SIGNED_PER_SECOND)) * len(INGEST_CONNECTIONS) * ingest
     requests = _prepare(port, signed)
     print(f"  prepared in {time.perf_counter() - started:.0f} s", flush=True)
     n = int(duration * 5000)
     out = {}
-    out["models"] = asyncio.run(_load(port, [requests["models"]] * n, connections, duration))
-    decisions = (requests["decisions"] * (n // 64 + 1))[:n]
-    out["decisions_batch"] = asyncio.run(_load(port, decisions, connections, duration))
+    if "models" in loads:
+        models = [requests["models"]] * n
+        out["models"] = asyncio.run(_load(port, models, connections, duration, cpu))
+    if "decisions_batch" in loads:
+        decisions = (requests["decisions"] * (n // 64 + 1))[:n]
+        out["decisions_batch"] = asyncio.run(_load(port, decisions, connections, duration, cpu))
     # Throughput at the latency target: the same load at several client concurrencies
     # (closed loop, so latency ~ connections / throughput); the headline is the one with
     # the most accepted requests/s whose p99 is within the target, and the sweep is kept.
-    sweep, unused = [], list(requests["forecasts"])
-    share = len(unused) // len(INGEST_CONNECTIONS)
-    for n_conn in INGEST_CONNECTIONS:
-        batch, unused = unused[:share], unused[share:]  # every nonce is sent once only
-        sweep.append(asyncio.run(_load(port, batch, n_conn, duration)))
-    within = [f for f in sweep if f["p99_ms"] <= TARGET["forecast_ingest"]["p99_ms"]]
-    best = max(within or sweep, key=lambda f: f["accepted_rps"])
-    out["forecast_ingest"] = {**best, "within_p99_target": bool(within), "sweep": sweep}
-    for name, figures in out.items():
+    if ingest:
+        sweep, unused = [], list(requests["forecasts"])
+        share = len(unused) // len(INGEST_CONNECTIONS)
+        for n_conn in INGEST_CONNECTIONS:
+            batch, unused = unused[:share], unused[share:]  # every nonce is sent once only
+            sweep.append(asyncio.run(_load(port, batch, n_conn, duration, cpu)))
+        within = [f for f in sweep if f["p99_ms"] <= TARGET["forecast_ingest"]["p99_ms"]]
+        best = max(within or sweep, key=lambda f: f["accepted_rps"])
+        out["forecast_ingest"] = {**best, "within_p99_target": bool(within), "sweep": sweep}
+        runs = [(f"forecast_ingest@{f['connections']}", f) for f in sweep]
+    else:
+        runs = []
+    for name, figures in [*((k, v) for k, v in out.items() if k != "forecast_ingest"), *runs]:
         print(f"  {name}: {figures['rps']} req/s ({figures['accepted_rps']} accepted), "
               f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, "
-              f"errors {figures['errors']}, {figures['connections']} connections",
+              f"errors {figures['errors']}, {figures['connections']} connections, "
+              f"CPU us/request {figures['cpu_us_per_request']}",
               flush=True)  # fmt: skip
     return out
 
@@ -258,7 +326,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0, help="per load")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--loads", default=",".join(LOADS), help="a subset of " + ",".join(LOADS))
     args = parser.parse_args()
+    loads = tuple(args.loads.split(","))
+    if unknown := set(loads) - set(LOADS):
+        parser.error(f"unknown loads {sorted(unknown)}; known: {', '.join(LOADS)}")
     _try_uvloop()
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     figures: dict[str, Any] = {}
@@ -274,13 +346,19 @@ def main() -> None:
             shutil.copy(root / "key", work / "coordinator.key")
             print(f"{db}:", flush=True)
             if db == "sqlite":
-                with coordinator(work, f"sqlite:///{work / 'c.db'}", policies, args.workers) as p:
-                    figures[db] = _measure(p, args.connections, args.seconds)
+                url = f"sqlite:///{work / 'c.db'}"
+                with coordinator(work, url, policies, args.workers) as (port, pid):
+                    meter = functools.partial(_cpu_of, pid, None)
+                    figures[db] = _measure(port, args.connections, args.seconds, meter, loads)
             else:
                 # its own /tmp directory: the server may run as the postgres user
                 pg = Path(tempfile.mkdtemp(prefix="fedge-bench-pg-", dir="/tmp"))
-                with postgres(pg) as url, coordinator(work, url, policies, args.workers) as p:
-                    figures[db] = _measure(p, args.connections, args.seconds)
+                with (
+                    postgres(pg) as url,
+                    coordinator(work, url, policies, args.workers) as (port, pid),
+                ):
+                    meter = functools.partial(_cpu_of, pid, postmaster_pid(pg))
+                    figures[db] = _measure(port, args.connections, args.seconds, meter, loads)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         for leftover in Path("/tmp").glob("fedge-bench-pg-*"):
@@ -295,6 +373,7 @@ def main() -> None:
                 "workers": args.workers,
                 "connections": args.connections,
                 "seconds_per_load": args.seconds,
+                "loads": list(loads),
                 "sites_per_decision_batch": SITES,
                 "forecasts_per_request": FORECASTS_PER_REQUEST,
                 "actuals_per_request": CELLS,

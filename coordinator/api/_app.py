@@ -32,7 +32,7 @@ from fedge.coordinator.api._limits import (
     LimitBodies,
     too_many,
 )
-from fedge.coordinator.api.routes import ROUTERS, decisions, runs
+from fedge.coordinator.api.routes import ROUTERS, decisions, runs, site
 from fedge.security import (
     InvalidSignature,
     InvalidToken,
@@ -163,9 +163,12 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
     )
     # Every route is mounted: one whose feature is off (no policies, no SuperLink) answers
     # 503 naming the setting that turns it on, not a 404 that reads like a wrong URL.
-    app.include_router(decisions.router)  # first: the hottest route matches soonest
+    # First: the hottest routes match soonest (each router before costs a match per request).
+    app.include_router(site.router)
+    app.include_router(decisions.router)
     for router in ROUTERS:
-        app.include_router(router)
+        if router is not site.router:
+            app.include_router(router)
     app.include_router(runs.control)
 
     async def refuse(request: Request, exc: Exception) -> Response:
