@@ -346,6 +346,7 @@ def _read_meas_info(
 
     keys = folder.keys.setdefault(element, {})
     for mv in info.findall(_NS + "measValue"):
+        del tree.context[1:]  # the previous measValue's
         ldn = mv.get("measObjLdn")
         if not ldn:
             raise PmError(f"{tree.where(mv)}: no measObjLdn")

@@ -250,7 +250,10 @@ def test_prb_usage_needs_both_counts_or_the_percentage(tmp_path: Path) -> None:
             doc(info(values={"NRCellDU": ("50", "1000", "3")})),
             "measObjLdn is not a list of Type=value",
         ),
-        (doc(info(values={"": ("50", "1000", "3")})), "no measObjLdn"),
+        (
+            doc(info(values={CELL: ("50", "1000", "3"), "": ("50", "1000", "3")})),
+            r"A0\.xml, measInfo 1, period ending 2026-03-02T00:15:00Z, <measValue>: no measObjLdn",
+        ),
         (
             doc(info(types=("RRU.PrbTotDl", "RRU.PrbTotDl", "RRC.ConnMean"))),
             "a counter is listed twice",
