@@ -27,7 +27,9 @@ from fedge.models._errors import ModelError
 from fedge.models._spec import N_KPIS, N_TARGETS, N_TIME_FEATURES, ForecastSpec
 
 #: Ridge strengths tried (per window, on standardised features); the held-out windows pick.
-RIDGES: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
+RIDGES: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+#: A correction must beat the shared model on the held-out windows by this share.
+MIN_GAIN = 0.02
 #: Fewest windows a correction is fitted on; fewer and the shared model serves as is.
 MIN_WINDOWS = 48
 _IRLS_STEPS = 6
@@ -165,7 +167,7 @@ def fit_correction(
             raise ModelError("validation windows are shaped unlike the fitting windows")
     if len(fit_x) < MIN_WINDOWS or len(val_x) == 0:
         return None
-    best_ridge, best = 0.0, asymmetric_cost(val_r, beta_under, beta_over)
+    best_ridge, best = 0.0, (1.0 - MIN_GAIN) * asymmetric_cost(val_r, beta_under, beta_over)
     for ridge in ridges:
         c = _solve(fit_x, fit_r, ridge, beta_under, beta_over)
         cost = asymmetric_cost(val_r - c.predict(val_x), beta_under, beta_over)
