@@ -15,7 +15,8 @@ baselines, centralized and local training, and on the hard preset R² and
 under-provisioning at 15 min.
 
 ``--quick`` runs fewer sites and rounds (for iteration; the JSON says so), ``--presets``
-picks the presets.
+picks the presets, ``--runs-dir`` keeps the runs, and ``--reuse`` scores the reports
+already there instead of running again (their own wall time is recorded).
 """
 
 from __future__ import annotations
@@ -163,14 +164,18 @@ def targets(preset: str, report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def alert_scores(report: dict[str, Any], sites: int) -> dict[str, Any] | None:
+def alert_scores(report: dict[str, Any], run_dir: Path, sites: int) -> dict[str, Any] | None:
     """The exported FedAvg model in the agent's alert path, on the held-out days of
     ``sites`` sites (two earlier days prime it), scored per site at event level against
     the labelled anomalies (``score_alert_events``) and against the calendar: an alert
     that touches a match day is expected load, not an anomaly."""
     onnx = report.get("artifacts", {}).get("fedavg_onnx")
-    if not onnx or not Path(onnx).is_file():
+    if not onnx:
         return None
+    if not Path(onnx).is_file():  # a run directory moved since: its own copy
+        onnx = str(run_dir / Path(onnx).name)
+        if not Path(onnx).is_file():
+            return None
     from fedge.edge_agent import (
         AnomalyConfig,
         Serving,
@@ -224,7 +229,9 @@ def alert_scores(report: dict[str, Any], sites: int) -> dict[str, Any] | None:
     }
 
 
-def summarise(preset: str, report: dict[str, Any], wall: float, alert_sites: int) -> dict[str, Any]:
+def summarise(
+    preset: str, report: dict[str, Any], run_dir: Path, wall: float, alert_sites: int
+) -> dict[str, Any]:
     fc = report["forecast"]
     gen = report["config"]["generator"]
     return {
@@ -240,7 +247,7 @@ def summarise(preset: str, report: dict[str, Any], wall: float, alert_sites: int
             for m, v in fc["methods"].items()
         },
         "train_s": dict(report["timing"]["per_method_s"]),
-        "alerts": alert_scores(report, alert_sites),
+        "alerts": alert_scores(report, run_dir, alert_sites),
         "targets": targets(preset, report),
     }
 
@@ -249,7 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets")
     parser.add_argument("--quick", action="store_true", help="fewer sites and rounds")
+    parser.add_argument("--runs-dir", type=Path, help="keep the runs here (default: a temp dir)")
+    parser.add_argument("--reuse", action="store_true", help="score the reports in --runs-dir")
     args = parser.parse_args(argv)
+    if args.reuse and args.runs_dir is None:
+        parser.error("--reuse needs --runs-dir")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     from fedge.simulation._config import PRESETS as KNOWN
 
@@ -259,9 +270,16 @@ def main(argv: list[str] | None = None) -> None:
     alert_sites = QUICK["alert_sites"] if args.quick else FULL["alert_sites"]
     figures: dict[str, Any] = {"quick": args.quick, "presets": {}}
     with tempfile.TemporaryDirectory(prefix="fedge-bench-forecast-") as tmp:
+        runs = args.runs_dir or Path(tmp)
         for preset in presets:
-            report, wall = simulate(preset, Path(tmp), args.quick)
-            figures["presets"][preset] = summarise(preset, report, wall, alert_sites)
+            kept = runs / preset / "report.json"
+            if args.reuse and kept.is_file():
+                report = json.loads(kept.read_text())
+                wall = float(report["timing"]["wall_s"])
+            else:
+                report, wall = simulate(preset, runs, args.quick)
+            figures["presets"][preset] = summarise(preset, report, runs / preset, wall, alert_sites)
+            figures["presets"][preset]["reused"] = args.reuse and kept.is_file()
             print(preset, json.dumps(figures["presets"][preset]["targets"]), flush=True)
     figures["targets_met"] = {
         p: {k: f["targets"][k] for k in TARGETS if k in f["targets"]}
