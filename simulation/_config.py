@@ -12,8 +12,22 @@ from fedge.simulation._generator import GeneratorConfig
 OPT_IN_METHODS = ("fedtrimmedavg", "fedmedian", "krum", "fedavgm")  # not in the default set
 FEDERATED_METHODS = ("fedavg", "fedprox", *OPT_IN_METHODS)
 TRAINED_METHODS = ("fedavg", "fedprox", "local", "centralized")
-ALL_METHODS = (*TRAINED_METHODS, "seasonal_naive", "persistence")
-KNOWN_METHODS = (*ALL_METHODS, *OPT_IN_METHODS)
+# fedavg+cal, the federated model calibrated per site (PERSONALISED_METHODS below), is
+# what the agent serves with ``[model] personalise``; the other adaptations are opt-in.
+ALL_METHODS = (*TRAINED_METHODS, "fedavg+cal", "seasonal_naive", "persistence")
+# The federated model adapted on each site's own days (simulation._personalised), and the
+# federated method each adapts: that one must come earlier in the list.
+PERSONALISED_METHODS: dict[str, str] = {
+    "fedavg+cal": "fedavg",
+    "fedavg+ft": "fedavg",
+    "fedavg+head": "fedavg",
+    "fedavg+ft+cal": "fedavg",
+}
+KNOWN_METHODS = (
+    *ALL_METHODS,
+    *OPT_IN_METHODS,
+    *(m for m in PERSONALISED_METHODS if m not in ALL_METHODS),
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,10 @@ class SimulationConfig:
         check_comm_config(self)
         if len(set(self.methods)) != len(self.methods):
             raise SimulationError("a method is listed twice")
+        for i, m in enumerate(self.methods):
+            base = PERSONALISED_METHODS.get(m)
+            if base is not None and base not in self.methods[:i]:
+                raise SimulationError(f"{m} adapts {base}'s model: list {base} before it")
         if self.workers < 1:
             raise SimulationError(f"workers must be >= 1, got {self.workers}")
         from fedge.models import ForecastSpec, ModelError

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedge.core import KPI_BY_NAME, TARGET_KPIS
+from fedge.simulation._config import PERSONALISED_METHODS
 
 METHOD_ORDER = (
     "fedavg",
@@ -21,6 +22,7 @@ METHOD_ORDER = (
     "fedmedian",
     "krum",
     "fedavgm",
+    *PERSONALISED_METHODS,
     "local",
     "centralized",
     "seasonal_naive",

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from fedge.federation import FederationPlan, RoundRecord
 from fedge.models import ForecastSpec, LoadForecaster, Weights, predict, set_weights
 from fedge.simulation._baselines import actuals, persistence, seasonal
 from fedge.simulation._comm import attacks_json, comm_plan
-from fedge.simulation._config import FEDERATED_METHODS, SimulationConfig
+from fedge.simulation._config import FEDERATED_METHODS, PERSONALISED_METHODS, SimulationConfig
 from fedge.simulation._errors import SimulationError
 from fedge.simulation._methods import CENTRAL_MAX_EPOCHS, LocalModel
 from fedge.simulation._metrics import (
@@ -175,6 +176,14 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
             for i in indices:
                 res.add(_score(tasks[i], trained[i].forecast, steps, scaled=True))
             res.best_round, res.losses, res.kept = _local_rounds([trained[i] for i in indices])
+        elif method in PERSONALISED_METHODS:  # the federated model adapted per site
+            from fedge.simulation._personalised import personalise
+
+            progress.start(method, len(indices))
+            base, tick = PERSONALISED_METHODS[method], partial(progress.advance, method)
+            adapted = personalise(method, weights[base], plan, tasks, tick)
+            for i in indices:
+                res.add(_score(tasks[i], adapted[i], steps, scaled=True))
         elif method == "centralized":
             from fedge.simulation._methods import train_centralized
 
