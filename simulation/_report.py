@@ -269,5 +269,22 @@ def console_summary(report: dict[str, Any]) -> Any:
         for ref in ("centralized", "seasonal_naive", "local"):
             if ref in fc and fc[ref]["rmse"] > 0:
                 ratios.append(f"fedavg/{ref} RMSE = {fc['fedavg']['rmse'] / fc[ref]['rmse']:.3f}")
+    by = report["forecast"].get("by_horizon") or {}
+    best = _best_federated(fc)
+    if best is not None and by and all("persistence" in v["methods"] for v in by.values()):
+        ratios.append(
+            f"{best}/persistence RMSE by lead time: "
+            + ", ".join(
+                f"{k} min {v['methods'][best]['rmse'] / v['methods']['persistence']['rmse']:.3f}"
+                for k, v in by.items()
+                if v["methods"]["persistence"]["rmse"] > 0
+            )
+        )
     table.caption = "  ".join(ratios)
     return table
+
+
+def _best_federated(methods: dict[str, Any]) -> str | None:
+    """The federated method with the lowest asymmetric cost over every lead time."""
+    fed = [m for m in METHOD_ORDER[:6] if m in methods]
+    return min(fed, key=lambda m: methods[m]["asymmetric_cost"]) if fed else None
