@@ -268,3 +268,36 @@ def test_training_under_another_model_refuses_forecasts_made_for_other_settings(
         train(replace(smoke, headroom=0.9), tmp_path, forecast=data)
     with pytest.raises(DecisionError, match="another headroom or cluster"):
         train(replace(smoke, cluster_size=2), tmp_path, forecast=data)
+
+
+def test_the_report_shows_every_power_model_and_its_ceiling() -> None:
+    from fedge.simulation._decision_report import decision_html
+
+    def method(saved: float, ratio: float | None = None) -> dict[str, object]:
+        r: dict[str, object] = {"energy_saved_pct": saved, "qos_violation_rate": 0.001}
+        r["reward"] = -0.5
+        if ratio is not None:
+            r["ratio_to_ceiling"] = ratio
+        return r
+
+    energy = {
+        "dqn": method(12.0, 0.8),
+        "threshold": {**method(9.0, 0.6), "thresholds": {}},
+        "always_on": method(0.0, 0.0),
+        "hindsight_bound": {"energy_saved_pct": 15.0},
+    }
+    slices = {"ppo": {"sla_satisfaction": 0.9, "reserved_prb_pct": 80.0, "reward": 1.0}}
+    section = {
+        "energy": energy,
+        "slices": slices,
+        "latency_us": {"p50": 1.0, "p99": 2.0},
+        "power_model": TR38864.describe(),
+        "power_models": {
+            "tr38864": {"energy": energy, "power_model": TR38864.describe()},
+            "earth": {"energy": {"dqn": method(5.0)}, "power_model": EARTH_MACRO.describe()},
+        },
+    }
+    page = decision_html({"decisions": section})
+    assert "3GPP TR 38.864" in page and "deep/light/micro sleep 1.0/25.0/55.0" in page
+    assert "<td>tr38864</td><td>dqn</td><td>12.0%</td><td>15.0%</td><td>80%</td>" in page
+    assert "<td>earth</td><td>dqn</td><td>5.0%</td><td>-</td><td>-</td>" in page
