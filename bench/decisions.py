@@ -173,5 +173,79 @@ def main() -> None:
     print(f"wrote {write_result('decisions', figures)}")
 
 
+def ceilings() -> None:
+    """``python -m bench.decisions --ceilings``: without any RL training, the default
+    preset's held-out baselines and hindsight ceiling under each power model (minutes,
+    where the full benchmark takes one training per model)."""
+    from dataclasses import replace
+
+    from fedge.decisions import POWER_MODELS
+    from fedge.simulation._decision_data import build_data
+    from fedge.simulation._decision_train import decision_preset
+    from fedge.simulation._energy_env import (
+        always_on,
+        best_threshold,
+        ceiling_ratios,
+        hindsight_bound,
+        random_policy,
+        rollout,
+        threshold_policy,
+    )
+    from fedge.simulation._source import GeneratedSites
+
+    load_before = os.getloadavg()[0]
+    c = decision_preset("default")
+    t0 = time.perf_counter()
+    data = build_data(
+        GeneratedSites(c.generator),
+        c.cluster_size,
+        c.val_days,
+        c.test_days,
+        c.forecast_epochs,
+        c.seed,
+        None,
+        c.headroom,
+    )
+    starts = data.block_starts("test")
+    models: dict[str, Any] = {}
+    for name, power in POWER_MODELS.items():
+        d = replace(data, power=power)
+        sleep_below, off_below, val_reward = best_threshold(d)
+        traces = {
+            "always_on": rollout(d, starts, always_on),
+            "threshold": rollout(d, starts, threshold_policy(sleep_below, off_below)),
+            "random": rollout(d, starts, random_policy(c.seed, len(power.modes))),
+        }
+        base = float(traces["always_on"].power_w.sum())
+        energy: dict[str, Any] = {m: t.summary(base) for m, t in traces.items()}
+        energy["threshold"]["thresholds"] = {
+            "sleep_below": sleep_below,
+            "off_below": off_below,
+            "validation_reward": round(val_reward, 5),
+        }
+        bound = hindsight_bound(d, starts)
+        if bound is not None:
+            energy["hindsight_bound"] = bound
+            ceiling_ratios(energy)
+        models[name] = {"energy": energy, "power_model": power.describe()}
+        print(name, json.dumps({m: r.get("energy_saved_pct") for m, r in energy.items()}))
+    mean_load = float(data.load[:, data.test_start :].mean())
+    figures = {
+        "what": "no RL: the default preset's held-out baselines and hindsight ceiling per "
+        "power model; the DQN's figures are the full benchmark's (decisions.json)",
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "load_avg_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "preset": c.to_dict(),
+        "held_out_mean_load": round(mean_load, 4),
+        "power_models": models,
+    }
+    print(f"wrote {write_result('decisions_ceilings', figures)}")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if "--ceilings" in sys.argv[1:]:
+        ceilings()
+    else:
+        main()
