@@ -95,7 +95,8 @@ async def site_request(
     ``payload`` parses the body once the signature holds (so an unsigned request learns
     nothing about its body); when it raises, the nonce alone is stored, then the error."""
     body = await request.body()
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    query = request.scope["query_string"]  # as sent: no URL object to build
+    target = request.scope["path"] + (f"?{query.decode('latin-1')}" if query else "")
     headers = {
         h: request.headers.get(h)
         for h in (SITE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
