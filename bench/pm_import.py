@@ -1,7 +1,7 @@
 """The PM-file import against the CSV import: the same preset's generated sites exported
 both ways, read both ways, and simulated both ways; the scores should agree within 1%.
 
-``python -m bench.pm_import [--preset demo] [--methods local,fedavg,...]`` writes
+``python -m bench.pm_import [--preset demo] [--methods local,fedavg,...] [--sites N]`` writes
 ``bench/results/pm_import.json``: export and read times (CPU and wall), the folder's
 size, the largest value difference between the two imports, and per method the r2 and
 RMSE of each run with their relative difference.
@@ -40,8 +40,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--methods", default="", help="comma-separated (default: the preset's)")
+    parser.add_argument("--sites", type=int, default=0, help="sites (default: the preset's)")
     args = parser.parse_args()
     config = replace(preset(args.preset), export_onnx=False)
+    if args.sites:
+        config = replace(config, generator=replace(config.generator, num_sites=args.sites))
     if args.methods:
         config = replace(config, methods=tuple(m for m in args.methods.split(",") if m))
     gen = SiteGenerator(config.generator)
