@@ -26,6 +26,10 @@ log = logging.getLogger("fedge.agent.personal")
 
 #: Where a version's calibrations are kept (``Store.put_state``).
 STATE_PREFIX = "personal."
+#: Most windows a cell's calibration is fitted on: a longer history is sampled evenly
+#: (neighbouring windows overlap all but one step, so every few carry the information),
+#: which bounds the judging thread's work per cell whatever the step.
+MAX_FIT_WINDOWS = 700
 
 
 def fit_windows(
@@ -42,6 +46,8 @@ def fit_windows(
     if len(ends):
         hor = np.arange(1, horizon + 1)
         ends = ends[observed[ends[:, None] + hor[None, :]].all(axis=1)]
+    if len(ends) > MAX_FIT_WINDOWS:  # evenly, newest kept: the holdout is the newest share
+        ends = ends[::-1][:: -(-len(ends) // MAX_FIT_WINDOWS)][::-1]
     offs = np.arange(-lookback + 1, 1)
     x = inputs[ends[:, None] + offs[None, :]]
     y = d.targets[ends[:, None] + np.arange(1, horizon + 1)[None, :]]

@@ -89,45 +89,51 @@ def asymmetric_cost(err: NDArray[np.floating[Any]], beta_under: float, beta_over
 def _solve(
     phi: NDArray[np.float64],
     resid: NDArray[np.float64],
-    ridge: float,
+    ridges: tuple[float, ...],
     beta_under: float,
     beta_over: float,
-) -> Correction:
-    """Asymmetric ridge per output column on standardised ``phi``; the intercept is free."""
+) -> list[Correction]:
+    """Asymmetric ridge per output column on standardised ``phi`` (the intercept free),
+    one correction per strength in ``ridges``."""
     n, d = phi.shape
     mu = phi.mean(axis=0)
     sd = phi.std(axis=0)
     sd[sd < _MIN_STD] = 1.0
     z = np.concatenate([(phi - mu) / sd, np.ones((n, 1))], axis=1)
-    penalty = np.full(d + 1, ridge * n)
-    penalty[-1] = 0.0
     # einsum, not BLAS: a BLAS thread pool on a small, busy host is far slower. Weights are
-    # beta_over, or beta_under on a miss, so each step updates the Gram matrix only with
-    # the windows whose side changed.
-    base = beta_over * np.einsum("ni,nj->ij", z, z) + np.diag(penalty)
+    # beta_over, or beta_under on a miss, so the Gram matrix of a column is built once and
+    # each step (and each strength) updates it with the windows whose side changed.
+    base = beta_over * np.einsum("ni,nj->ij", z, z)
     extra = beta_under - beta_over
-    coef = np.zeros((d + 1, resid.shape[1]))
+    coefs = np.zeros((len(ridges), d + 1, resid.shape[1]))
     for j in range(resid.shape[1]):
         r = resid[:, j]
-        miss = r > 0
-        zm = z[miss]
-        gram = base + extra * np.einsum("ni,nj->ij", zm, zm)
-        zr = np.einsum("ni,n->i", z, np.where(miss, beta_under, beta_over) * r)
-        c = np.zeros(d + 1)
-        for _ in range(_IRLS_STEPS):
-            c = np.linalg.solve(gram, zr)
-            now = r - np.einsum("ni,i->n", z, c) > 0
-            flip = now != miss
-            if not flip.any():
-                break
-            sign = np.where(now[flip], extra, -extra)
-            zf = z[flip]
-            gram = gram + np.einsum("ni,n,nj->ij", zf, sign, zf)
-            zr = zr + np.einsum("ni,n->i", zf, sign * r[flip])
-            miss = now
-        coef[:, j] = c
-    raw = coef[:-1] / sd[:, None]
-    return Correction(raw, coef[-1] - mu @ raw, ridge)
+        miss0 = r > 0
+        zm = z[miss0]
+        gram0 = base + extra * np.einsum("ni,nj->ij", zm, zm)
+        zr0 = np.einsum("ni,n->i", z, np.where(miss0, beta_under, beta_over) * r)
+        for k, ridge in enumerate(ridges):
+            penalty = np.full(d + 1, ridge * n)
+            penalty[-1] = 0.0
+            gram, zr, miss = gram0 + np.diag(penalty), zr0, miss0
+            c = np.zeros(d + 1)
+            for _ in range(_IRLS_STEPS):
+                c = np.linalg.solve(gram, zr)
+                now = r - np.einsum("ni,i->n", z, c) > 0
+                flip = now != miss
+                if not flip.any():
+                    break
+                sign = np.where(now[flip], extra, -extra)
+                zf = z[flip]
+                gram = gram + np.einsum("ni,n,nj->ij", zf, sign, zf)
+                zr = zr + np.einsum("ni,n->i", zf, sign * r[flip])
+                miss = now
+            coefs[k, :, j] = c
+    out = []
+    for k, ridge in enumerate(ridges):
+        raw = coefs[k, :-1] / sd[:, None]
+        out.append(Correction(raw, coefs[k, -1] - mu @ raw, ridge))
+    return out
 
 
 def fit_correction(
@@ -168,14 +174,13 @@ def fit_correction(
     if len(fit_x) < MIN_WINDOWS or len(val_x) == 0:
         return None
     best_ridge, best = 0.0, (1.0 - MIN_GAIN) * asymmetric_cost(val_r, beta_under, beta_over)
-    for ridge in ridges:
-        c = _solve(fit_x, fit_r, ridge, beta_under, beta_over)
+    for c in _solve(fit_x, fit_r, ridges, beta_under, beta_over):
         cost = asymmetric_cost(val_r - c.predict(val_x), beta_under, beta_over)
         if cost < best:
-            best_ridge, best = ridge, cost
+            best_ridge, best = c.ridge, cost
     if best_ridge == 0.0:
         return None
-    return _solve(x, r, best_ridge, beta_under, beta_over)
+    return _solve(x, r, (best_ridge,), beta_under, beta_over)[0]
 
 
 def output_features(
