@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-ab bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-pm bench-forecast system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-ab bench-personal bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-pm bench-forecast system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -44,6 +44,12 @@ bench-simulate: $(STAMP)
 # targets met (make bench-forecast [ARGS="--quick --presets hard"]): bench/results/forecast.json.
 bench-forecast: $(STAMP)
 	$(BIN)/python -m bench.forecast $(ARGS)
+
+# The federated model adapted per site (fedavg+cal, +ft, +ft+cal, +head) against fedavg and
+# local, overall and on the sites unlike the majority (make bench-personal
+# [ARGS="--preset hard --sites 10 --step-minutes 15"]): bench/results/personal_<preset>*.json.
+bench-personal: $(STAMP)
+	$(BIN)/python -m bench.personal $(ARGS)
 
 # A preset's sites through the PM-file import and the CSV import: bench/results/pm_import.json.
 bench-pm: $(STAMP)
