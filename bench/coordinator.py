@@ -213,7 +213,7 @@ def coordinator(root: Path, url: str, policies: Path, workers: int) -> Iterator[
     fedge = str(Path(sys.executable).with_name("fedge"))
     cmd = [fedge, "coordinator", "serve", "--port", str(port), "--workers", str(workers)]
     with service(cmd, root / "coordinator.log", env) as proc:
-        wait_for_port(port, timeout=120)
+        wait_for_port(port, timeout=300)  # a loaded machine starts the workers slowly
         time.sleep(1.0 + workers)  # every worker up
         yield port, proc.pid
 
