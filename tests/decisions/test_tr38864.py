@@ -248,7 +248,8 @@ def test_ceiling_ratios() -> None:
 def test_the_env_offers_the_models_modes(data: DecisionData) -> None:
     tr = EnergySavingEnv(replace(data, power=TR38864), "train")
     earth = EnergySavingEnv(data, "train")
-    assert int(tr.action_space.n) == 5 and int(earth.action_space.n) == 3
+    assert tr.num_modes == 5 and earth.num_modes == 3
+    assert tr.action_space.contains(np.int64(4)) and not earth.action_space.contains(np.int64(3))
     tr.reset(seed=1)
     earth.reset(seed=1)
     tr.step(LIGHT)
