@@ -22,7 +22,7 @@ ended at most ``max_forecast_age_seconds`` ago. A site without fresh inputs gets
 default (``source="safe_default"``): ``active`` (always on), and the static split the
 training's baseline ships with, a third of the PRBs for each slice. A cluster is decided
 over its fresh sites only: a site on the safe default is active and offers the others no
-spare capacity the policy could count on. A site asleep (``deep_sleep`` in force) gets
+spare capacity the policy could count on. A site asleep (any sleep depth in force) gets
 no tactical action: it has no PRBs to split.
 
 The tactical observation needs each slice's demand, which no site reports: the live mix
@@ -62,12 +62,12 @@ from fedge.coordinator._topology import TopologyStore, clusters_of
 from fedge.core import TARGET_KPIS, step_minute_of_week
 from fedge.decisions import (
     ACTIVE,
+    ASLEEP,
     DECISION_STEPS,
     DEFAULT_HEADROOM,
     HOUR_STEPS,
     MODES,
     SHARE_NAMES,
-    SLEEP,
     DecisionData,
     DecisionError,
     DecisionService,
@@ -395,8 +395,8 @@ class LiveDecisions:
         valid = {s: f.mode for s, f in in_force.items() if f.valid}
         mode = {s: valid.get(s, ACTIVE) for s in cluster}
         if kind == "tactical":  # an asleep site has no PRBs to split
-            fresh = [s for s in fresh if mode[s] != SLEEP]
-            cluster = [s for s in cluster if mode[s] != SLEEP]
+            fresh = [s for s in fresh if not ASLEEP[mode[s]]]
+            cluster = [s for s in cluster if not ASLEEP[mode[s]]]
         out = {s: self._default(kind, s, str(inputs[s])) for s in cluster if s not in fresh}
         if fresh:
             try:
