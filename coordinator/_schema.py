@@ -378,7 +378,8 @@ class Forecast(ForecastBase, table=True):
     __table_args__ = (UniqueConstraint("site_id", "cell", "step", "made_step"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    site_id: str = Field(max_length=32, index=True)
+    # no index of its own: the natural key's index starts with it (see migration 0012)
+    site_id: str = Field(max_length=32)
     model_version: str = Field(max_length=64)
     received_at: float
 

@@ -71,7 +71,7 @@ def test_workers_each_listen_and_share_keep_alive_connections(tmp_path: Path) ->
     with service(cmd, tmp_path / "log", _env(tmp_path)) as proc:
         wait_for_port(port, timeout=90)
         base = f"http://127.0.0.1:{port}"
-        clients = [httpx.Client(base_url=base) for _ in range(16)]
+        clients = [httpx.Client(base_url=base, timeout=60) for _ in range(16)]
         try:
             deadline = time.monotonic() + 60
             while True:  # both workers up: each holds a LISTEN socket on the port

@@ -40,10 +40,31 @@ def service(
         try:
             yield proc
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            stop_group(proc)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM ``proc``'s whole session, and wait until every process of it is gone (a
+    service restarted on the same port must not meet a worker still shutting down);
+    SIGKILL what is left after ``timeout``."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None or _group_alive(proc.pid):
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+        while _group_alive(proc.pid) and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
