@@ -24,9 +24,11 @@ PRB and throughput counters, the CU the RRC ones).
 
 from __future__ import annotations
 
+import gzip
 import math
 import re
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -111,7 +113,7 @@ class PmImport:
     slice_counters: dict[str, int] = field(default_factory=dict)  # per-slice sub-counters
     suspect_values: int = 0  # values of measValues flagged suspect, treated as missing
     missing_values: int = 0  # empty or NIL results
-    skipped_files: tuple[str, ...] = ()  # folder entries that are not .xml files
+    skipped_files: tuple[str, ...] = ()  # folder entries that are not PM files
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -167,15 +169,33 @@ class _NoDoctype(ET.TreeBuilder):
         )
 
 
+#: The most bytes one PM file may hold once decompressed: a real file is kilobytes to a few
+#: megabytes, and a compressed one must not expand without bound (a gzip bomb).
+MAX_PM_FILE_BYTES = 512 << 20
+
+
+def is_pm_file(path: Path) -> bool:
+    """A measCollecFile as collected: ``*.xml``, or gzip-compressed as ``*.xml.gz``."""
+    name = path.name.lower()
+    return name.endswith(".xml") or name.endswith(".xml.gz")
+
+
 def _parse(path: Path) -> _Tree:
     parser = ET.XMLParser(target=_NoDoctype(path))
+    compressed = path.name.lower().endswith(".gz")
+    read = 0
     try:
-        with path.open("rb") as fh:
+        with gzip.open(path, "rb") if compressed else path.open("rb") as fh:
             while chunk := fh.read(1 << 20):
+                read += len(chunk)
+                if read > MAX_PM_FILE_BYTES:
+                    raise PmError(f"{path}: more than {MAX_PM_FILE_BYTES:,} bytes of XML; refused")
                 parser.feed(chunk)
         root = parser.close()
     except ET.ParseError as exc:
         raise PmError(f"{path}: not well-formed XML: {exc}") from exc
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise PmError(f"{path}: not a complete gzip file: {exc}") from exc
     except OSError as exc:
         raise PmError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     return _Tree(path, root)
@@ -439,14 +459,15 @@ def _suspect(mv: ET.Element, tree: _Tree) -> bool:
 
 
 def read_pm_folder(directory: Path) -> PmImport:
-    """Read every ``*.xml`` file directly in ``directory`` into one grid per cell."""
+    """Read every ``*.xml`` and ``*.xml.gz`` file directly in ``directory`` into one grid
+    per cell."""
     if not directory.is_dir():
         raise PmError(f"{directory}: not a folder")
     entries = sorted(directory.iterdir())
-    folder = _Folder(directory, [p for p in entries if p.is_file() and p.suffix.lower() == ".xml"])
+    folder = _Folder(directory, [p for p in entries if p.is_file() and is_pm_file(p)])
     skipped = tuple(p.name for p in entries if p not in folder.files)
     if not folder.files:
-        raise PmError(f"{directory}: no measCollecFile (*.xml) in the folder")
+        raise PmError(f"{directory}: no measCollecFile (*.xml, *.xml.gz) in the folder")
     for i in range(len(folder.files)):
         _read_file(folder, i)
     step = folder.step

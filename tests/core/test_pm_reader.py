@@ -3,6 +3,7 @@ with an error that names the file and the element."""
 
 from __future__ import annotations
 
+import gzip
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from fedge.core import KPI_NAMES, PM_NAMESPACE, PmError, read_pm_folder, write_pm_file
+from fedge.core import _pm as pm
 
 FIXTURE = Path(__file__).parent.parent / "data" / "pm"
 J = {name: i for i, name in enumerate(KPI_NAMES)}
@@ -123,7 +125,7 @@ def test_the_writer_refuses_cells_of_different_lengths(tmp_path: Path) -> None:
 def test_an_empty_folder_is_refused(tmp_path: Path) -> None:
     d = folder(tmp_path)
     (d / "notes.txt").write_text("no PM here")
-    with pytest.raises(PmError, match=r"no measCollecFile \(\*\.xml\)"):
+    with pytest.raises(PmError, match=r"no measCollecFile \(\*\.xml, \*\.xml\.gz\)"):
         read_pm_folder(d)
     with pytest.raises(PmError, match="not a folder"):
         read_pm_folder(d / "notes.txt")
@@ -309,4 +311,39 @@ def test_a_period_off_the_cell_grid_is_refused(tmp_path: Path) -> None:
         PmError,
         match="cell g1/NRCell=1: a period ends at 2026-03-02T00:35:00Z, off the 15-minute grid",
     ):
+        read_pm_folder(d)
+
+
+def test_gzip_compressed_files_read_like_plain_ones(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    values = np.column_stack([rng.uniform(0, 100, 4) for _ in range(5)])
+    write_pm_file(tmp_path / "plain" / "A.xml", "g7", {"1": values}, 29540100, 5)
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    text = (tmp_path / "plain" / "A.xml").read_bytes()
+    (packed / "A.XML.gz").write_bytes(gzip.compress(text))
+    (plain,) = read_pm_folder(tmp_path / "plain").cells
+    (cell,) = read_pm_folder(packed).cells
+    np.testing.assert_array_equal(cell.values, plain.values)
+    assert (cell.site, cell.cell, cell.start_minute) == (plain.site, plain.cell, plain.start_minute)
+
+
+def test_a_truncated_or_false_gzip_file_is_refused_by_name(tmp_path: Path) -> None:
+    whole = gzip.compress(doc(info()).encode())
+    for name, data in (("A1.xml.gz", whole[: len(whole) // 2]), ("A2.xml.gz", b"<xml/>")):
+        d = tmp_path / name
+        d.mkdir()
+        (d / name).write_bytes(data)
+        with pytest.raises(PmError, match=rf"{name}: not a complete gzip file"):
+            read_pm_folder(d)
+
+
+def test_a_compressed_file_that_expands_without_bound_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pm, "MAX_PM_FILE_BYTES", 4096)
+    d = folder(tmp_path)
+    bomb = doc(info()).replace("</measCollecFile>", " " * 10_000 + "</measCollecFile>")
+    (d / "A1.xml.gz").write_bytes(gzip.compress(bomb.encode()))
+    with pytest.raises(PmError, match=r"A1\.xml\.gz: more than 4,096 bytes of XML; refused"):
         read_pm_folder(d)
