@@ -160,7 +160,10 @@ def supernode_command(config: FederationConfig, binary: Path) -> list[str]:
 #: The SuperNode's nice value, inherited by the ClientApp processes it starts to train:
 #: training takes every core it gets, and on a gNB host the agent's forecasts and the
 #: coordinator's actions must not wait behind it. Its session's autogroup gets it too.
-SUPERNODE_NICE = 10
+#: The lowest priority: an idle host still gives training every core, and under load a
+#: nice 19 group weighs 15 against a default group's 1,024 (at nice 10, 110: twenty
+#: training sites on one machine outweighed the coordinator two to one).
+SUPERNODE_NICE = 19
 #: The kernel takes one autogroup change per 100 ms from an unprivileged process (EAGAIN
 #: otherwise): agents starting together retry, a little apart, for up to about 3 s.
 _AUTOGROUP_TRIES = 30
