@@ -196,12 +196,12 @@ def ceilings() -> None:
     load_before = os.getloadavg()[0]
     c = decision_preset("default")
     t0 = time.perf_counter()
-    data = build_data(
+    data, _ = build_data(
         GeneratedSites(c.generator),
         c.cluster_size,
         c.val_days,
         c.test_days,
-        c.forecast_epochs,
+        c.forecast_rounds,
         c.seed,
         None,
         c.headroom,

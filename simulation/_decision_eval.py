@@ -114,6 +114,7 @@ def held_out(trained: Trained) -> dict[str, Any]:
             "site_steps_energy": int(traces["dqn"].modes.size),
         },
         "power_model": data.power.describe(),
+        "forecaster": dict(data.forecaster),
         "policy_version": service.version,
         "policy_dir": str(trained.out_dir),
         "train_seconds": {k: round(v, 1) for k, v in trained.seconds.items()},

@@ -82,7 +82,9 @@ class DecisionConfig:
     cluster_size: int = 4
     val_days: int = 2
     test_days: int = 3
-    forecast_epochs: int = 3
+    # The hour-ahead forecaster: FedAvg rounds (one local pass over each site's training
+    # windows per round), as ``fedge simulate`` trains the model the fleet serves.
+    forecast_rounds: int = 10
     dqn_timesteps: int = 150_000
     ppo_timesteps: int = 300_000
     seed: int = 0
@@ -94,8 +96,8 @@ class DecisionConfig:
             raise DecisionError(f"power must be a power model, got {type(self.power).__name__}")
         if self.cluster_size < 2:
             raise DecisionError(f"cluster_size must be >= 2, got {self.cluster_size}")
-        if self.forecast_epochs < 1:
-            raise DecisionError("forecast_epochs must be >= 1")
+        if self.forecast_rounds < 1:
+            raise DecisionError(f"forecast_rounds must be >= 1, got {self.forecast_rounds}")
         if self.dqn_timesteps < 100 or self.ppo_timesteps < 64:
             raise DecisionError("need at least 100 DQN and 64 PPO timesteps")
         if self.val_days < 1 or self.test_days < 1:
@@ -117,7 +119,7 @@ DECISION_PRESETS: dict[str, DecisionConfig] = {
         generator=GeneratorConfig(num_sites=8, days=6),
         val_days=1,
         test_days=1,
-        forecast_epochs=1,
+        forecast_rounds=2,
         dqn_timesteps=600,
         ppo_timesteps=256,
     ),
@@ -152,7 +154,7 @@ def train(
     threads: int = 2,
     forecast: DecisionData | None = None,
 ) -> Trained:
-    """Forecaster, then DQN, then PPO; writes SB3 zips, ONNX policies and the manifest.
+    """Federated forecaster, then DQN, then PPO; writes SB3 zips, ONNX policies and the manifest.
 
     ``forecast``: the arrays of an earlier training on the same sites and settings, to
     train under another power model without fitting the forecaster again."""
@@ -174,17 +176,18 @@ def train(
             raise DecisionError("the forecast arrays were made with another headroom or cluster")
         data = replace(forecast, power=config.power)
     else:
-        progress.start("hour-ahead forecaster", config.forecast_epochs)
-        data = build_data(
+        progress.start("hour-ahead forecaster (fedavg)", config.forecast_rounds)
+        data, _ = build_data(
             source,
             config.cluster_size,
             config.val_days,
             config.test_days,
-            config.forecast_epochs,
+            config.forecast_rounds,
             config.seed,
-            lambda: progress.advance("hour-ahead forecaster"),
+            lambda: progress.advance("hour-ahead forecaster (fedavg)"),
             config.headroom,
             config.power,
+            workers=threads,
         )
     seconds["forecaster"] = time.perf_counter() - t0
 
@@ -386,6 +389,7 @@ def write_manifest(
             "cluster_size": int(data.clusters.shape[1]),
             "headroom": data.headroom,
             "power": data.power.describe(),
+            "forecaster": dict(data.forecaster),
             "config": config.to_dict(),
             "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
             "stable_baselines3": stable_baselines3.__version__,

@@ -83,7 +83,8 @@ def train_command(
         float | None, typer.Option(help="Carrier power asleep, W (EARTH macro: 75).")
     ] = None,
 ) -> None:
-    """Train the hour-ahead forecaster, the DQN and the PPO; export ONNX; score held-out days."""
+    """Federate the hour-ahead forecaster (FedAvg), train the DQN and the PPO on its
+    forecasts; export ONNX; score held-out days."""
     from rich.console import Console
     from rich.table import Table
 
@@ -152,6 +153,12 @@ def train_command(
             f"ceiling: SLA met in at most {100 * s_ceiling['sla_satisfaction']:.2f}% of "
             f"site-steps in hindsight, "
             f"{100 * s_ceiling['sla_satisfaction_without_foresight']:.2f}% without foresight"
+        )
+    fc = section["forecaster"]
+    if fc:
+        console.print(
+            f"forecaster: {fc['method']}, best round {fc['best_round']} of {fc['rounds']}, "
+            f"validation RMSE of fc_load {fc['val_rmse_fc_load']:.4f}"
         )
     lat = section["latency_us"]
     console.print(f"decision latency p50 {lat['p50']} µs, p99 {lat['p99']} µs")

@@ -100,6 +100,7 @@ def test_simulate_with_decisions_reports_methods_and_ceilings(tmp_path: Path) ->
     page = html_path.read_text()
     assert "Central decisions" in page and "Ceilings (hindsight, not methods)" in page
     assert (result.run_dir / "decisions" / "manifest.json").is_file()
+    assert dec["forecaster"]["method"] == "fedavg"  # the policies read the federated model
     models = dec["power_models"]
     assert set(models) == {"earth", "tr38864"}
     for m in models.values():

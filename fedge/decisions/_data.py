@@ -8,7 +8,9 @@ or imported fleet) hands a policy the inputs it learned on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,6 +47,9 @@ class DecisionData:
     clusters: NDArray[np.int64]  # (clusters, K): site indices of each neighbourhood
     headroom: float = DEFAULT_HEADROOM  # load the strategic layer may fill per site
     power: CarrierPower = EARTH_MACRO  # per-carrier power of the sites
+    # Which forecaster made fc_load/fc_ues (method, rounds, spec, validation error): the
+    # policies are only as good as the forecasts they learned on, so the record travels.
+    forecaster: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def num_sites(self) -> int:
@@ -61,7 +66,10 @@ class DecisionData:
             "val": (self.val_start, self.test_start),
             "test": (self.test_start, self.steps),
         }[split]
-        first = max(lo, HOUR_STEPS)
+        # The forecast a block reads is made at t-1, and a forecaster with a long lookback
+        # makes none over the series' first hours.
+        made = ~np.isnan(self.fc_load[:, :, 0]).any(axis=0)
+        first = max(lo, HOUR_STEPS, int(np.argmax(made)) + 1 if made.any() else self.steps)
         first += (-first) % DECISION_STEPS
         last = min(hi, self.steps - HOUR_STEPS + 1)  # forecast at t-1 must reach t+11
         return np.arange(first, last - DECISION_STEPS + 1, DECISION_STEPS, dtype=np.int64)

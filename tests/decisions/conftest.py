@@ -1,4 +1,5 @@
-"""Shared fixtures: small decision data without training a forecaster, and one trained policy set."""
+"""Shared fixtures: small decision data without training a forecaster, the smoke preset's
+federated arrays, and one trained policy set."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 
 from fedge.decisions import HOUR_STEPS, DecisionData, make_clusters
+from fedge.models import Weights
 from fedge.simulation import GeneratorConfig
+from fedge.simulation._decision_data import build_data
 from fedge.simulation._decision_train import DECISION_PRESETS, Trained, train
 from fedge.simulation._source import GeneratedSites
 
@@ -48,7 +51,25 @@ def data() -> DecisionData:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """The smoke preset trained once (a few seconds of forecaster, DQN and PPO)."""
+def federated() -> tuple[DecisionData, Weights]:
+    """The smoke preset's decision arrays, forecasts from its federated forecaster, once."""
+    c = DECISION_PRESETS["smoke"]
+    return build_data(
+        GeneratedSites(c.generator),
+        c.cluster_size,
+        c.val_days,
+        c.test_days,
+        c.forecast_rounds,
+        c.seed,
+        headroom=c.headroom,
+        power=c.power,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, federated: tuple[DecisionData, Weights]
+) -> Trained:
+    """The smoke preset trained once (DQN and PPO on the federated forecaster's arrays)."""
     out: Path = tmp_path_factory.mktemp("policies")
-    return train(DECISION_PRESETS["smoke"], out)
+    return train(DECISION_PRESETS["smoke"], out, forecast=federated[0])

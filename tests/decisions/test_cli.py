@@ -37,7 +37,7 @@ def test_config_validation() -> None:
     assert decision_preset("default").dqn_timesteps > decision_preset("smoke").dqn_timesteps
     for bad in (
         {"cluster_size": 1},
-        {"forecast_epochs": 0},
+        {"forecast_rounds": 0},
         {"ppo_timesteps": 1},
         {"val_days": 0},
         {"headroom": float("nan")},
