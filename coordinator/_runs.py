@@ -62,7 +62,7 @@ from fedge.coordinator._store import ModelStore, decode_model
 from fedge.core import RUN_TOKEN_HEADER
 from fedge.security import SiteIdentity
 
-__all__ = ["RUN_TOKEN_HEADER", "Federation", "run_config"]
+__all__ = ["RUN_TOKEN_HEADER", "Federation", "flwr_config", "run_config"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,21 @@ def _toml(config: dict[str, Any]) -> str:
             text = json.dumps(str(value))
         lines.append(f"{key} = {text}")
     return "\n".join(lines) + "\n"
+
+
+def flwr_config(settings: CoordinatorSettings) -> str:
+    """The coordinator's FLWR_HOME ``config.toml``: its one SuperLink connection, over TLS
+    unless the settings allow plaintext (to a loopback SuperLink only)."""
+    if settings.superlink_insecure:
+        transport = "insecure = true\n"
+    elif settings.superlink_root_certificates is not None:  # absolute, checked by the settings
+        transport = f"root-certificates = {json.dumps(str(settings.superlink_root_certificates))}\n"
+    else:  # TLS, verified with the system's trust store (flwr's default)
+        transport = "insecure = false\n"
+    return (
+        f'[superlink]\ndefault = "{FEDERATION}"\n[superlink.{FEDERATION}]\n'
+        f"address = {json.dumps(str(settings.superlink))}\n{transport}"
+    )
 
 
 class Federation:
@@ -313,10 +328,7 @@ class Federation:
         """One ``flwr`` command against the settings' SuperLink; its JSON answer."""
         home = self.settings.flwr_home.resolve()
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{FEDERATION}"\n[superlink.{FEDERATION}]\n'
-            f'address = "{self.settings.superlink}"\ninsecure = true\n'
-        )
+        (home / "config.toml").write_text(flwr_config(self.settings))
         env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0"}
         cmd = [FLWR, *args, FEDERATION, "--format", "json"]
         path = None

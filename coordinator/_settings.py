@@ -10,6 +10,7 @@ in a checkout writes nothing into it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -37,6 +38,17 @@ def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/fedge/coordinator``, else ``~/.local/state/fedge/coordinator``."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "fedge" / "coordinator"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 possibly in brackets) is this host."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Environment(EnvSettingsSource):
@@ -79,6 +91,12 @@ class CoordinatorSettings(BaseSettings):
     # HOST:PORT of the SuperLink, whose Fleet, Control and Runtime APIs share one port
     # (Flower 1.41: 8000 by default).
     superlink: str | None = None
+    # How the coordinator's `flwr` reaches the SuperLink's Control API: TLS, verified with
+    # ``superlink_root_certificates`` (the PEM CA bundle that signs the SuperLink's
+    # certificate) or, unset, with the system's trust store; plaintext only with
+    # ``superlink_insecure`` and only to a loopback SuperLink (one host, nothing on the wire).
+    superlink_root_certificates: Path | None = None
+    superlink_insecure: bool = False
     flwr_app: Path = APP_DIR  # the Flower app `flwr run` ships: fedge's pyproject.toml
     # FLWR_HOME of the coordinator's `flwr run`
     flwr_home: Path = Field(default_factory=lambda data: data["state_dir"] / "flwr")
@@ -217,6 +235,39 @@ class CoordinatorSettings(BaseSettings):
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("superlink must be HOST:PORT")
         return value
+
+    @field_validator("superlink_root_certificates")
+    @classmethod
+    def _pem_certificates(cls, value: Path | None) -> Path | None:
+        """A CA bundle ``flwr`` can read: checked now, not at the first run's start."""
+        if value is None:
+            return None
+        from cryptography import x509
+
+        try:
+            data = value.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from exc
+        try:
+            x509.load_pem_x509_certificates(data)
+        except ValueError as exc:
+            raise ValueError(f"{value} holds no PEM certificate") from exc
+        return value.resolve()
+
+    @model_validator(mode="after")
+    def _plaintext_on_loopback_only(self) -> CoordinatorSettings:
+        if not self.superlink_insecure:
+            return self
+        if self.superlink_root_certificates is not None:
+            raise ValueError(
+                "superlink_insecure and superlink_root_certificates exclude each other"
+            )
+        if self.superlink is not None and not is_loopback(self.superlink.rpartition(":")[0]):
+            raise ValueError(
+                "superlink_insecure: plaintext only to a loopback SuperLink (127.0.0.1, ::1, "
+                f"localhost), not {self.superlink}; give superlink_root_certificates instead"
+            )
+        return self
 
     @field_validator("public_url")
     @classmethod

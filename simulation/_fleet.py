@@ -581,6 +581,7 @@ def _coordinator_env(state: FleetState) -> dict[str, str]:
         "database_url": url,
         "admin_api_key": state.admin_key(),
         "superlink": f"127.0.0.1:{state.ports['superlink']}",
+        "superlink_insecure": "true",  # the fleet's SuperLink is plaintext, on loopback
         "policy_dir": str(state.root / "policies"),
         "host": "127.0.0.1",
         "port": str(state.ports["coordinator"]),

@@ -44,6 +44,7 @@ def coordinator(
         FEDGE_COORDINATOR_MODEL_STORE=str(root / "models"),
         FEDGE_COORDINATOR_IDENTITY_FILE=str(root / "coordinator.key"),
         FEDGE_COORDINATOR_SUPERLINK=flower.address,
+        FEDGE_COORDINATOR_SUPERLINK_INSECURE="true",  # the test SuperLink is plaintext, on loopback
         FEDGE_COORDINATOR_FLWR_HOME=str(root / "flwr-home"),
     )
     cmd = [FEDGE, "coordinator", "serve", "--port", str(port)]

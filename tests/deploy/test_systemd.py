@@ -17,9 +17,9 @@ pytestmark = pytest.mark.skipif(_ANALYZE is None, reason="systemd-analyze is not
 
 
 def _render(unit: Path, tmp_path: Path) -> Path:
-    """Point ExecStart at this venv's fedge so verify checks a binary that exists."""
-    fedge = Path(sys.executable).with_name("fedge")
-    text = unit.read_text().replace("/usr/local/bin/fedge", str(fedge))
+    """Point ExecStart at this venv's fedge (or flower-superlink) so verify checks a
+    binary that exists."""
+    text = unit.read_text().replace("/usr/local/bin/", f"{Path(sys.executable).parent}/")
     out = tmp_path / unit.name
     out.write_text(text)
     return out
