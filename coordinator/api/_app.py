@@ -33,6 +33,7 @@ from fedge.coordinator.api._limits import (
     too_many,
 )
 from fedge.coordinator.api.routes import ROUTERS, decisions, runs, site
+from fedge.coordinator.dashboard import mount as mount_dashboard
 from fedge.security import (
     InvalidSignature,
     InvalidToken,
@@ -170,6 +171,7 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
         if router is not site.router:
             app.include_router(router)
     app.include_router(runs.control)
+    mount_dashboard(app)  # the operator's pages at /ui, over the same service and roles
 
     async def refuse(request: Request, exc: Exception) -> Response:
         status = _status_of(exc)

@@ -1,0 +1,323 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright) against a real
+coordinator on a free loopback port, seeded through its API: sites enrolled, one with a
+health report, forecasts and actuals, two model versions, a run with its rounds. Each
+role logs in; an admin promotes and rolls back through the confirmation pages; a viewer
+gets no buttons and a forged POST is refused; late sites stand out; the fleet updates
+without a reload; logout; a bad key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from fedge.coordinator import DEV_ADMIN_KEY, CoordinatorSettings, Role, sign_request
+from fedge.coordinator._runs import RUN_TOKEN_HEADER
+from fedge.coordinator._schema import RunCreate
+from fedge.coordinator.api import create_app
+from fedge.coordinator.dashboard import _views
+from fedge.security import SiteIdentity
+from tests.coordinator.helpers import ADMIN, Fleet
+from tests.support.ports import free_port, wait_for_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Chromium is not installed (deploy/system-deps.sh)"
+)
+
+
+@dataclass
+class World:
+    url: str
+    fleet: Fleet
+    sites: dict[str, SiteIdentity]
+    models: dict[str, int]
+    run_id: str
+
+
+def _signed(fleet: Fleet, site: SiteIdentity, path: str, body: dict[str, Any]) -> int:
+    raw = json.dumps(body).encode()
+    headers = {**sign_request(site, "POST", path, raw), "Content-Type": "application/json"}
+    status: int = fleet.client.post(path, content=raw, headers=headers).status_code
+    return status
+
+
+def _seed(fleet: Fleet, app: Any) -> World:
+    now = time.time()
+    sites = {
+        "north": fleet.enroll(archetype="urban", region="north"),
+        "south": fleet.enroll(archetype="rural", region="south"),
+        "east": fleet.enroll(archetype="suburban", region="east"),
+    }
+    health = {
+        "sent_at": now, "model_version": "v1", "store_bytes": 4096,
+        "alerts": {"warning": 2, "critical": 1}, "last_kpi_at": now - 30,
+        "supernode": "running", "backlog": 0, "errors": [],
+    }  # fmt: skip
+    assert _signed(fleet, sites["north"], "/api/v1/site/health", health) == 204
+    batch = {
+        "model_version": "v1",
+        "forecasts": [
+            {"cell": "c0", "step": s, "made_step": s - 1, "values": [0.4 + 0.01 * s, 0.2, 10.0]}
+            for s in range(100, 120)
+        ],
+        "actuals": [
+            {"cell": "c0", "step": s, "values": [0.41 + 0.01 * s, 0.2, 11.0]}
+            for s in range(100, 119)
+        ],
+    }
+    assert _signed(fleet, sites["north"], "/api/v1/site/forecasts", batch) == 201
+    first = fleet.upload("first")
+    assert fleet.client.post(f"/api/v1/models/{first}/promote", headers=ADMIN).status_code == 200
+    second = fleet.upload("second", parent=first)
+    run, token, _ = app.state.coordinator.federation.create(
+        "operator:operator-key", RunCreate(num_rounds=2)
+    )
+    for number, status in ((1, "completed"), (2, "running")):
+        report = {
+            "status": status, "strategy": "fedavg", "participants": 3,
+            "bytes_up": 123_456, "bytes_down": 654_321,
+            "metrics": {"train_loss": 0.5 / number}, "started_at": now,
+            **({"finished_at": now} if status == "completed" else {}),
+        }  # fmt: skip
+        answer = fleet.client.put(
+            f"/api/v1/runs/{run.id}/rounds/{number}", json=report, headers={RUN_TOKEN_HEADER: token}
+        )
+        assert answer.status_code == 200, answer.text
+    return World("", fleet, sites, {"first": first, "second": second}, run.id)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, identity_file: Path) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("dashboard-browser")
+    shutil.copy(identity_file, root / "coordinator.key")
+    settings = CoordinatorSettings(
+        database_url=f"sqlite:///{root / 'coordinator.db'}",
+        model_store=root / "models",
+        identity_file=root / "coordinator.key",
+        denial_burst=1000,
+    )
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="dashboard-coordinator", daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port)
+        # the API in-process, on the very app the server runs
+        seeded = _seed(Fleet.with_roles(TestClient(app), list(Role)), app)
+        seeded.url = f"http://127.0.0.1:{port}"
+        yield seeded
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as driver:
+        chromium = driver.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    context.set_default_timeout(10_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _login(page: Page, world: World, key: str) -> None:
+    page.goto(f"{world.url}/ui/login")
+    page.get_by_label("Operator API key").fill(key)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{world.url}/ui")
+
+
+def _key(world: World, role: Role) -> str:
+    return world.fleet.keys[role]
+
+
+def _status(world: World, model: int) -> str:
+    answer = world.fleet.client.get(f"/api/v1/models/{model}", headers=ADMIN)
+    status: str = answer.json()["status"]
+    return status
+
+
+def test_each_role_logs_in_sees_the_fleet_and_logs_out(browser: Browser, world: World) -> None:
+    for role in Role:
+        context = browser.new_context()
+        context.set_default_timeout(10_000)
+        page = context.new_page()
+        _login(page, world, _key(world, role))
+        expect(page.locator("#who")).to_contain_text(f"({role.value})")
+        rows = page.locator("#fleet tbody tr")
+        expect(rows).to_have_count(3)
+        north = page.locator(f'tr[data-site="{world.sites["north"].site_id.hex()}"]')
+        expect(north).to_contain_text("v1")  # the version it reported serving
+        expect(north).to_contain_text("2, 1")  # warning and critical alerts
+        expect(north).to_contain_text("urban, north")
+        expect(page.get_by_role("link", name="Audit")).to_have_count(1 if role is Role.ADMIN else 0)
+        page.get_by_role("button", name="Log out").click()
+        expect(page).to_have_url(f"{world.url}/ui/login?out=1")
+        expect(page.get_by_role("status")).to_have_text("You are logged out.")
+        page.goto(f"{world.url}/ui/models")  # the session is gone: back to the login form
+        expect(page).to_have_url(f"{world.url}/ui/login?next=%2Fui%2Fmodels")
+        context.close()
+
+
+def test_the_login_works_by_keyboard_and_a_bad_key_gets_a_clear_error(
+    page: Page, world: World
+) -> None:
+    page.goto(f"{world.url}/ui/login")
+    page.keyboard.type("fedge-op.not-a-key")  # the key field has the focus
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_have_text("Unknown or revoked API key.")
+    expect(page).to_have_url(f"{world.url}/ui/login")
+    expect(page.get_by_label("Operator API key")).to_have_attribute("aria-invalid", "true")
+    page.keyboard.type(_key(world, Role.VIEWER))
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{world.url}/ui")
+    page.keyboard.press("Tab")  # the first stop is the skip link, then the pages
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Models")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{world.url}/ui/models")
+
+
+def test_an_admin_promotes_and_rolls_back_through_the_confirmation(
+    page: Page, world: World
+) -> None:
+    first, second = world.models["first"], world.models["second"]
+    _login(page, world, DEV_ADMIN_KEY)
+    page.get_by_role("link", name="Models").click()
+    expect(page.locator(f'tr[data-model="{second}"]')).to_contain_text(f"v{first}")  # lineage
+    page.get_by_role("link", name=f"Promote v{second}…").click()
+    expect(page.get_by_role("heading", name=f"Promote v{second}")).to_be_visible()
+    expect(page.locator("#question")).to_contain_text(f"retiring v{first}")
+    page.get_by_role("link", name="Cancel").click()  # backing out changes nothing
+    assert _status(world, second) == "candidate"
+    page.get_by_role("link", name=f"Promote v{second}…").click()
+    page.get_by_role("button", name=f"Promote v{second}").click()
+    expect(page.get_by_role("status")).to_have_text(f"v{second} promoted.")
+    expect(page.locator(f'tr[data-model="{second}"]')).to_contain_text("production")
+    expect(page.locator("#rollout-state")).to_contain_text(f"v{second} replacing v{first}")
+    assert _status(world, second) == "production" and _status(world, first) == "retired"
+    page.get_by_role("link", name=f"Roll back v{second} to v{first}…").click()
+    page.get_by_role("button", name=f"Roll back to v{first}").click()
+    expect(page.get_by_role("status")).to_contain_text(f"v{first} rolled back")
+    expect(page.locator(f'tr[data-model="{first}"]')).to_contain_text("production")
+    assert _status(world, first) == "production" and _status(world, second) == "retired"
+    audit = world.fleet.client.get("/api/v1/audit?limit=1000", headers=ADMIN).json()
+    done = [e["action"] for e in audit if e["actor"] == "operator:bootstrap-admin"]
+    assert "model.promote" in done and "model.rollback" in done
+
+
+def test_a_viewer_gets_no_buttons_and_a_forged_post_is_refused(page: Page, world: World) -> None:
+    candidate = world.fleet.upload("forged")
+    for role in (Role.VIEWER, Role.OPERATOR):
+        _login(page, world, _key(world, role))
+        page.goto(f"{world.url}/ui/models")
+        expect(page.locator(f'tr[data-model="{candidate}"]')).to_contain_text("candidate")
+        expect(page.get_by_role("link", name="Promote", exact=False)).to_have_count(0)
+        expect(page.get_by_text("need the admin role")).to_be_visible()
+        csrf = page.locator('input[name="csrf"]').first.input_value()
+        forged = page.request.post(
+            f"{world.url}/ui/models/{candidate}/promote", form={"csrf": csrf}
+        )
+        assert forged.status == 403 and "needs the admin role" in forged.text()
+        assert _status(world, candidate) == "candidate"
+        page.get_by_role("button", name="Log out").click()
+    _login(page, world, _key(world, Role.VIEWER))
+    page.goto(f"{world.url}/ui/runs")
+    expect(page.get_by_role("link", name="Cancel run", exact=False)).to_have_count(0)
+    page.goto(f"{world.url}/ui/audit")
+    expect(page.get_by_role("heading", name="Refused (403)")).to_be_visible()
+
+
+def test_an_operator_follows_a_run_and_cancels_it(page: Page, world: World) -> None:
+    _login(page, world, _key(world, Role.OPERATOR))
+    page.get_by_role("link", name="Runs").click()
+    short = world.run_id[:8]
+    expect(page.get_by_role("heading", name=f"Run {short}: running")).to_contain_text(
+        "round 1 of 2 completed"
+    )
+    rounds = page.locator(".rounds tbody tr")
+    expect(rounds).to_have_count(2)
+    expect(rounds.first).to_contain_text("train_loss 0.5")
+    expect(rounds.first).to_contain_text("120.6 KiB")  # 123,456 bytes up
+    expect(page.locator("#no-superlink")).to_contain_text("FEDGE_COORDINATOR_SUPERLINK")
+    page.get_by_role("link", name=f"Cancel run {short}…").click()
+    page.get_by_role("button", name="Cancel the run").click()
+    expect(page.get_by_role("status")).to_have_text(f"run {short} cancelled.")
+    expect(page.locator("#run-history")).to_contain_text("cancelled")
+    expect(page.get_by_text("No run is in progress.")).to_be_visible()
+
+
+def test_the_site_page_draws_forecasts_against_actuals(page: Page, world: World) -> None:
+    north = world.sites["north"].site_id.hex()
+    _login(page, world, _key(world, Role.VIEWER))
+    page.locator(f'tr[data-site="{north}"] th a').click()
+    expect(page).to_have_url(f"{world.url}/ui/sites/{north}")
+    expect(page.get_by_role("img", name="Cell c0, target 0")).to_be_visible()
+    forecast = page.locator("svg#chart polyline.forecast")
+    expect(forecast).to_have_count(1)
+    assert len(forecast.get_attribute("points").split()) == 20  # type: ignore[union-attr]
+    assert len(page.locator("svg#chart polyline.actual").get_attribute("points").split()) == 19  # type: ignore[union-attr]
+    expect(page.get_by_text("2 warning, 1 critical")).to_be_visible()
+    page.get_by_label("Target", exact=True).select_option("2")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("img", name="Cell c0, target 2")).to_be_visible()
+
+
+def test_late_and_offline_sites_stand_out_and_the_filters_narrow_the_fleet(
+    page: Page, world: World
+) -> None:
+    _login(page, world, _key(world, Role.VIEWER))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_views, "OFFLINE_SECONDS", -1.0)  # every site now counts as offline
+        page.reload()
+        offline = page.locator("#fleet tbody tr.row-offline")
+        expect(offline).to_have_count(3)
+        expect(offline.first.locator(".state-offline")).to_have_text("offline")
+        expect(page.locator("#fleet-counts")).to_contain_text("3 offline")
+        patch.setattr(_views, "OFFLINE_SECONDS", 1.0e9)
+        patch.setattr(_views, "LATE_SECONDS", -1.0)
+        page.get_by_label("Filter").fill("south")  # htmx swaps the table as one types
+        expect(page.locator("#fleet tbody tr")).to_have_count(1)
+        expect(page.locator("#fleet tbody tr.row-late")).to_contain_text("rural, south")
+        page.get_by_label("State").select_option("ok")
+        expect(page.get_by_text("No site matches the filter.")).to_be_visible()
+
+
+def test_the_fleet_updates_without_a_reload(page: Page, world: World) -> None:
+    _login(page, world, _key(world, Role.VIEWER))
+    rows = page.locator("#fleet tbody tr")
+    expect(rows).to_have_count(len(world.sites))
+    page.evaluate("window.notReloaded = true")
+    world.fleet.enroll(archetype="urban", region="west")
+    expect(rows).to_have_count(len(world.sites) + 1, timeout=15_000)  # polled every 5 s
+    expect(page.get_by_text("urban, west")).to_be_visible()
+    assert page.evaluate("window.notReloaded") is True
