@@ -60,14 +60,17 @@ def serve(
             settings.host,
             str(settings.port),
         )
+    tls = settings.tls
     typer.echo(
-        f"coordinator on http://{settings.host}:{settings.port} "
+        f"coordinator on {settings.scheme}://{settings.host}:{settings.port} "
         f"({settings.environment.value}, {dialect}, {workers} worker(s))"
     )
     if workers == 1:
-        serve_app(app, settings.host, settings.port)
+        serve_app(app, settings.host, settings.port, tls)
     else:
-        serve_workers("fedge.coordinator.api:worker_app", settings.host, settings.port, workers)
+        serve_workers(
+            "fedge.coordinator.api:worker_app", settings.host, settings.port, workers, tls
+        )
 
 
 def register(app: typer.Typer) -> None:

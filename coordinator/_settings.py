@@ -115,6 +115,10 @@ class CoordinatorSettings(BaseSettings):
     denial_refill_per_minute: float = Field(default=30.0, gt=0, le=1_000_000)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # HTTPS: the server's certificate (PEM, its chain after it) and private key; unset,
+    # the API is plain HTTP (loopback, or behind a proxy that terminates TLS).
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     # --- rollout ---
     # Staged model rollout (coordinator/_rollout.py): a promoted version goes to this share
     # of the active sites first (at least one); the rest follow once every canary gave its
@@ -276,10 +280,48 @@ class CoordinatorSettings(BaseSettings):
             raise ValueError("public_url must start with http:// or https://")
         return None if value is None else value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> CoordinatorSettings:
+        """A certificate and its key that load together: checked now, not at the first
+        connection."""
+        if self.tls_certfile is None and self.tls_keyfile is None:
+            return self
+        if self.tls_certfile is None or self.tls_keyfile is None:
+            raise ValueError("tls_certfile and tls_keyfile go together")
+        import ssl
+
+        for name in ("tls_certfile", "tls_keyfile"):
+            path: Path = getattr(self, name)
+            try:
+                path.open("rb").close()
+            except OSError as exc:
+                raise ValueError(f"{name}: cannot read {path}: {exc.strerror or exc}") from exc
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            # an encrypted key gets an empty password, not OpenSSL's prompt on the terminal
+            context.load_cert_chain(self.tls_certfile, self.tls_keyfile, password=lambda: "")
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"tls_certfile {self.tls_certfile} and tls_keyfile {self.tls_keyfile} are "
+                f"not a PEM certificate and its unencrypted key: {exc.reason or exc}"
+            ) from exc
+        return self
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """The HTTPS certificate and key files, or None for plain HTTP."""
+        if self.tls_certfile is None or self.tls_keyfile is None:
+            return None
+        return self.tls_certfile, self.tls_keyfile
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
+
     @property
     def url(self) -> str:
         """The base URL ServerApps report to."""
-        return self.public_url or f"http://{self.host}:{self.port}"
+        return self.public_url or f"{self.scheme}://{self.host}:{self.port}"
 
     @model_validator(mode="after")
     def _larger_bodies_where_they_belong(self) -> CoordinatorSettings:

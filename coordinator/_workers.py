@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import socket
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedge.coordinator._errors import CoordinatorError
@@ -24,7 +25,7 @@ from fedge.coordinator._errors import CoordinatorError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["PortInUseError", "bind_exclusive", "serve_app", "serve_workers"]
+__all__ = ["PortInUseError", "Tls", "bind_exclusive", "serve_app", "serve_workers"]
 
 
 class PortInUseError(CoordinatorError):
@@ -56,27 +57,44 @@ def bind_exclusive(host: str, port: int) -> socket.socket:
     return _listener(host, port, listen=True, share=False)
 
 
-def serve_app(app: FastAPI, host: str, port: int) -> None:
+#: An HTTPS API's certificate (PEM, its chain after it) and private key files.
+Tls = tuple[Path, Path]
+
+
+def serve_app(app: FastAPI, host: str, port: int, tls: Tls | None = None) -> None:
     """Run ``app`` in this process on a socket bound here, so a taken port raises
-    :class:`PortInUseError` instead of a uvicorn log line and exit 1."""
+    :class:`PortInUseError` instead of a uvicorn log line and exit 1; HTTPS with ``tls``."""
     import uvicorn
 
     sock = bind_exclusive(host, port)
     try:
-        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        cert, key = tls or (None, None)
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, ssl_certfile=cert, ssl_keyfile=key
+        )
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
 
 
-def _worker(host: str, port: int, app: str, sockets: list[socket.socket] | None = None) -> None:
+def _worker(
+    host: str,
+    port: int,
+    app: str,
+    tls: Tls | None,
+    sockets: list[socket.socket] | None = None,
+) -> None:
     import uvicorn
 
-    config = uvicorn.Config(app, factory=True, log_level="warning", access_log=False)
+    cert, key = tls or (None, None)
+    config = uvicorn.Config(
+        app, factory=True, log_level="warning", access_log=False, ssl_certfile=cert,
+        ssl_keyfile=key,
+    )  # fmt: skip
     uvicorn.Server(config).run(sockets=[_listener(host, port, listen=True)])
 
 
-def serve_workers(app: str, host: str, port: int, workers: int) -> None:
+def serve_workers(app: str, host: str, port: int, workers: int, tls: Tls | None = None) -> None:
     """Run ``app`` (an import string of an app factory) in ``workers`` processes."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
@@ -87,6 +105,7 @@ def serve_workers(app: str, host: str, port: int, workers: int) -> None:
     claim = _listener(host, port, listen=False)
     try:
         config = uvicorn.Config(app, factory=True, workers=workers, log_level="warning")
-        Multiprocess(config, target=partial(_worker, host, port, app), sockets=[]).run()
+        target = partial(_worker, host, port, app, tls)
+        Multiprocess(config, target=target, sockets=[]).run()
     finally:
         claim.close()
