@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import stat
+import tempfile
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -117,6 +119,21 @@ NODE_CONFIG_KEYS = (
 )  # fmt: skip
 
 
+def default_clientapp_slots() -> int:
+    """One ClientApp per core: beyond that they only slow each other's start-up."""
+    return max(1, os.cpu_count() or 1)
+
+
+def default_clientapp_slot_dir() -> Path:
+    """Shared by every agent of this user on the host (systemd's ``PrivateTmp`` gives
+    each unit its own: set ``clientapp_slot_dir`` to share across units)."""
+    return Path(tempfile.gettempdir()) / f"fedge-clientapp-slots-{os.getuid()}"
+
+
+#: The most ClientApp slots a host may declare.
+MAX_CLIENTAPP_SLOTS = 256
+
+
 @dataclass(frozen=True)
 class FederationConfig:
     superlink: str
@@ -134,6 +151,10 @@ class FederationConfig:
     # Flower's FAB verification: the trusted publishers' Ed25519 keys (YAML).
     trusted_entities: Path | None = None
     state_dir: Path = Path("fedge-federation")  # the ClientApp's channel and residual state
+    # How many ClientApps may start and run at once on this host, across every SuperNode
+    # that shares clientapp_slot_dir (see fedge.federation._launch_gate).
+    clientapp_slots: int = field(default_factory=default_clientapp_slots)
+    clientapp_slot_dir: Path = field(default_factory=default_clientapp_slot_dir)
     # Filled from [security] and [store]: what the SuperNode's ClientApp reads its keys
     # and data from (never from the server's messages).
     key_file: Path | None = None
@@ -474,7 +495,11 @@ def _federation(s: _Section) -> FederationConfig:
         auth_private_key=auth,
         trusted_entities=_existing(s, "trusted_entities"),
         state_dir=s.path("state_dir", s.base / "fedge-federation") or s.base,
+        clientapp_slots=s.positive("clientapp_slots", int, default_clientapp_slots()),
+        clientapp_slot_dir=s.path("clientapp_slot_dir") or default_clientapp_slot_dir(),
     )
+    if cfg.clientapp_slots > MAX_CLIENTAPP_SLOTS:
+        raise ConfigError(f"federation.clientapp_slots: at most {MAX_CLIENTAPP_SLOTS}")
     if cfg.runtime_port > 65535:
         raise ConfigError("federation.runtime_port: at most 65535")
     s.done()

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import fedge
 from fedge.edge_agent._broker import backoff_delay
 from fedge.edge_agent._config import FederationConfig
 from fedge.edge_agent._errors import SupervisorError
@@ -130,6 +131,43 @@ def node_config(config: FederationConfig) -> str:
     if config.extra_node_config:
         parts.append(config.extra_node_config)
     return " ".join(parts)
+
+
+#: fedge's SuperExec, which gates ClientApp starts on the host's slots. Run by file: the
+#: federation package's own imports (torch) would cost every SuperNode seconds and memory.
+LAUNCH_GATE = Path(fedge.__file__).resolve().parent / "federation" / "_launch_gate.py"
+
+
+def interpreter_of(binary: Path) -> str:
+    """The Python that runs ``binary`` (its ``#!`` line: the one with flwr), else ours."""
+    try:
+        with open(binary, "rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return sys.executable
+    if first.startswith(b"#!"):
+        words = first[2:].decode(errors="replace").split()
+        if len(words) == 1 and Path(words[0]).is_absolute() and Path(words[0]).exists():
+            return words[0]
+    return sys.executable
+
+
+def write_superexec(config: FederationConfig, python: str) -> Path:
+    """Write this node's ``flower-superexec`` launcher (fedge's gate, with the host's
+    slots) and return its directory, which goes first on the SuperNode's ``PATH``."""
+    bindir = config.state_dir / "bin"
+    bindir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    launcher = bindir / "flower-superexec"
+    args = ["--slots", str(config.clientapp_slots), "--slot-dir", str(config.clientapp_slot_dir)]
+    launcher.write_text(
+        f"#!{python}\n"
+        "# fedge's SuperExec for this agent's SuperNode, written by the agent at each start.\n"
+        "import runpy, sys\n"
+        f"sys.argv[1:1] = {args!r}\n"
+        f"runpy.run_path({str(LAUNCH_GATE)!r}, run_name='__main__')\n"
+    )
+    launcher.chmod(0o700)
+    return bindir
 
 
 def supernode_command(config: FederationConfig, binary: Path) -> list[str]:
@@ -248,9 +286,12 @@ class SupernodeSupervisor:
             return None if self._proc is None else self._proc.pid
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        env = child_environment(os.environ, Path(self.command[0]).parent)
+        binary = Path(self.command[0])
+        env = child_environment(os.environ, binary.parent)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        gate = write_superexec(self.config, interpreter_of(binary))
+        env["PATH"] = os.pathsep.join((str(gate), env["PATH"]))
         with open(self.log_path, "ab") as out:
             self._log_offset = out.seek(0, os.SEEK_END)
             try:

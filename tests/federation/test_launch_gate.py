@@ -1,0 +1,153 @@
+"""fedge's SuperExec gate: host-wide ClientApp slots, and the launcher the agent writes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedge.edge_agent._config import ConfigError, FederationConfig, parse_config
+from fedge.edge_agent._supernode import LAUNCH_GATE, interpreter_of, write_superexec
+from fedge.federation._launch_gate import MAX_SLOTS, HostSlots, Running, SlotError
+
+HOLD = """
+import sys, time
+sys.path.insert(0, {root!r})
+from fedge.federation._launch_gate import HostSlots
+slot = HostSlots({count}, __import__("pathlib").Path({directory!r})).try_acquire()
+print("held" if slot else "none", flush=True)
+time.sleep(30)
+"""
+
+
+def _holder(directory: Path, count: int) -> subprocess.Popen[str]:
+    code = HOLD.format(root=str(Path.cwd()), count=count, directory=str(directory))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_slots_are_shared_between_processes_and_freed_when_one_dies(tmp_path: Path) -> None:
+    slots = HostSlots(2, tmp_path / "slots")
+    first = _holder(tmp_path / "slots", 2)
+    try:
+        mine = slots.try_acquire()
+        assert mine is not None and mine.index == 1
+        assert slots.try_acquire() is None  # both held: by the other process and by us
+        first.kill()
+        first.wait()
+        again = slots.try_acquire()
+        assert again is not None and again.index == 0  # the kernel dropped its lock
+        mine.release()
+        again.release()
+        assert slots.try_acquire() is not None
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_running_releases_the_slot_of_an_exited_clientapp(tmp_path: Path) -> None:
+    slots = HostSlots(1, tmp_path)
+    slot = slots.try_acquire()
+    assert slot is not None
+    running = Running()
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    running.children.append((proc, slot))
+    proc.wait()
+    assert slots.try_acquire() is None  # exited, not yet reaped: still held
+    running.reap()
+    assert running.children == [] and slots.try_acquire() is not None
+
+
+@pytest.mark.parametrize("count", [0, -1, MAX_SLOTS + 1])
+def test_a_slot_count_out_of_range_is_refused(tmp_path: Path, count: int) -> None:
+    with pytest.raises(SlotError, match="between 1 and"):
+        HostSlots(count, tmp_path)
+
+
+def test_a_slot_directory_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SlotError, match="slot directory"):
+        HostSlots(2, blocker / "slots")
+
+
+def test_the_launcher_runs_the_gate_without_the_federation_package(tmp_path: Path) -> None:
+    """The SuperNode starts it by Flower's name; bad slot settings end it with one line,
+    and it never imports the federation package (torch) to get there."""
+    cfg = FederationConfig(
+        superlink="127.0.0.1:9092",
+        state_dir=tmp_path / "state",
+        clientapp_slots=3,
+        clientapp_slot_dir=tmp_path / "file" / "slots",
+    )
+    (tmp_path / "file").write_text("")  # the slot directory cannot be made under a file
+    bindir = write_superexec(cfg, sys.executable)
+    launcher = bindir / "flower-superexec"
+    assert launcher.stat().st_mode & 0o777 == 0o700 and LAUNCH_GATE.is_file()
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['flower-superexec', '--slots', '3', '--slot-dir', {str(cfg.clientapp_slot_dir)!r},"
+        " '--insecure', '--runtime-api-address', '127.0.0.1:1']\n"
+        f"try:\n    runpy.run_path({str(LAUNCH_GATE)!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    print('exit', e.code, 'torch' in sys.modules, 'fedge.federation' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert out.stdout.split() == ["exit", "2", "False", "False"], out.stderr
+    assert "slot directory" in out.stderr
+    ran = subprocess.run(
+        [str(launcher), "--insecure", "--runtime-api-address", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 2 and "fedge superexec: ClientApp slot directory" in ran.stderr
+
+
+def test_the_launcher_uses_the_supernodes_interpreter(tmp_path: Path) -> None:
+    script = tmp_path / "flower-supernode"
+    script.write_text(f"#!{sys.executable}\nprint()\n")
+    assert interpreter_of(script) == sys.executable
+    script.write_text("#!/usr/bin/env python3\n")  # not one absolute interpreter: ours
+    assert interpreter_of(script) == sys.executable
+    assert interpreter_of(tmp_path / "missing") == sys.executable
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "clientapp_slots: must be > 0"),
+        (1000, "clientapp_slots: at most"),
+        ("two", "clientapp_slots"),
+    ],
+)
+def test_bad_slot_settings_in_agent_toml_are_refused(
+    tmp_path: Path, value: object, message: str
+) -> None:
+    data = {
+        "agent": {"site": "s1"},
+        "store": {"path": str(tmp_path / "agent.db")},
+        "federation": {"superlink": "127.0.0.1:9092", "clientapp_slots": value},
+    }
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data, tmp_path)
+
+
+def test_slot_settings_reach_the_launcher(tmp_path: Path) -> None:
+    data = {"superlink": "127.0.0.1:9092", "clientapp_slots": 3, "clientapp_slot_dir": "slots"}
+    with pytest.raises(ConfigError, match="needs a \\[security\\] section"):
+        parse_config(
+            {"agent": {"site": "s1"}, "store": {"path": "a.db"}, "federation": data}, tmp_path
+        )
+    cfg = FederationConfig(
+        superlink="127.0.0.1:9092", state_dir=tmp_path / "state", clientapp_slots=3,
+        clientapp_slot_dir=tmp_path / "slots",
+    )  # fmt: skip
+    text = (write_superexec(cfg, "/usr/bin/python3") / "flower-superexec").read_text()
+    assert text.startswith("#!/usr/bin/python3\n")
+    assert f"['--slots', '3', '--slot-dir', '{tmp_path / 'slots'}']" in text
+    assert FederationConfig(superlink="h:1").clientapp_slots >= 1
