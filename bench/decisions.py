@@ -180,8 +180,7 @@ def ceilings() -> None:
     from dataclasses import replace
 
     from fedge.decisions import POWER_MODELS
-    from fedge.simulation._decision_data import build_data
-    from fedge.simulation._decision_train import decision_preset
+    from fedge.simulation._decision_train import config_data, decision_preset
     from fedge.simulation._energy_env import (
         always_on,
         best_threshold,
@@ -191,21 +190,11 @@ def ceilings() -> None:
         rollout,
         threshold_policy,
     )
-    from fedge.simulation._source import GeneratedSites
 
     load_before = os.getloadavg()[0]
     c = decision_preset("default")
     t0 = time.perf_counter()
-    data, _ = build_data(
-        GeneratedSites(c.generator),
-        c.cluster_size,
-        c.val_days,
-        c.test_days,
-        c.forecast_rounds,
-        c.seed,
-        None,
-        c.headroom,
-    )
+    data, _ = config_data(c)
     starts = data.block_starts("test")
     models: dict[str, Any] = {}
     for name, power in POWER_MODELS.items():

@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +51,7 @@ from fedge.decisions import (
     TR38864Model,
     check_headroom,
 )
+from fedge.models import Weights
 from fedge.simulation._decision_data import build_data
 from fedge.simulation._energy_env import EnergySavingEnv, rollout
 from fedge.simulation._generator import GeneratorConfig
@@ -146,6 +148,29 @@ class Trained:
     ppo: Any  # stable_baselines3.PPO
 
 
+def config_data(
+    config: DecisionConfig,
+    source: SiteSource | None = None,
+    on_round: Callable[[], None] | None = None,
+    *,
+    workers: int = 2,
+) -> tuple[DecisionData, Weights]:
+    """A preset's decision arrays, with its federated forecaster's hour-ahead forecasts
+    (what :func:`train` trains on; the tests and benchmarks build them the same way)."""
+    return build_data(
+        source or GeneratedSites(config.generator),
+        config.cluster_size,
+        config.val_days,
+        config.test_days,
+        config.forecast_rounds,
+        config.seed,
+        on_round,
+        config.headroom,
+        config.power,
+        workers=workers,
+    )
+
+
 def train(
     config: DecisionConfig,
     out_dir: Path,
@@ -177,16 +202,10 @@ def train(
         data = replace(forecast, power=config.power)
     else:
         progress.start("hour-ahead forecaster (fedavg)", config.forecast_rounds)
-        data, _ = build_data(
+        data, _ = config_data(
+            config,
             source,
-            config.cluster_size,
-            config.val_days,
-            config.test_days,
-            config.forecast_rounds,
-            config.seed,
             lambda: progress.advance("hour-ahead forecaster (fedavg)"),
-            config.headroom,
-            config.power,
             workers=threads,
         )
     seconds["forecaster"] = time.perf_counter() - t0

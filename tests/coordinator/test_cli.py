@@ -37,7 +37,10 @@ def test_serve_answers_and_keeps_the_key_file(tmp_path: Path) -> None:
     with service(cmd, tmp_path / "log", _env(tmp_path)):
         wait_for_port(port, timeout=90)
         base = f"http://127.0.0.1:{port}"
-        assert httpx.get(f"{base}/healthz").json() == {"status": "ok", "database": "sqlite"}
+        assert httpx.get(f"{base}/healthz", timeout=60).json() == {
+            "status": "ok",
+            "database": "sqlite",
+        }
         assert httpx.get(f"{base}/api/v1/sites").status_code == 401
         keys = httpx.get(f"{base}/api/v1/keys", headers={"X-API-Key": DEV_ADMIN_KEY})
         assert keys.status_code == 200
@@ -105,7 +108,7 @@ def test_workers_read_the_env_file_too(tmp_path: Path) -> None:
     with service(cmd, tmp_path / "log", env):
         wait_for_port(port, timeout=90)
         for _ in range(4):
-            assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60).status_code == 200
     assert (tmp_path / "from-file.db").exists()
 
 
@@ -145,7 +148,7 @@ def test_defaults_write_nothing_into_the_working_directory(tmp_path: Path) -> No
     with service([FEDGE, "coordinator", "serve", "--port", str(port)], tmp_path / "log", env,
                  cwd=work):  # fmt: skip
         wait_for_port(port, timeout=90)
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60).status_code == 200
     assert list(work.iterdir()) == []
     home = state / "fedge" / "coordinator"
     assert home.stat().st_mode & 0o777 == 0o700

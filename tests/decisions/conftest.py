@@ -11,8 +11,7 @@ import pytest
 from fedge.decisions import HOUR_STEPS, DecisionData, make_clusters
 from fedge.models import Weights
 from fedge.simulation import GeneratorConfig
-from fedge.simulation._decision_data import build_data
-from fedge.simulation._decision_train import DECISION_PRESETS, Trained, train
+from fedge.simulation._decision_train import DECISION_PRESETS, Trained, config_data, train
 from fedge.simulation._source import GeneratedSites
 
 
@@ -53,17 +52,7 @@ def data() -> DecisionData:
 @pytest.fixture(scope="session")
 def federated() -> tuple[DecisionData, Weights]:
     """The smoke preset's decision arrays, forecasts from its federated forecaster, once."""
-    c = DECISION_PRESETS["smoke"]
-    return build_data(
-        GeneratedSites(c.generator),
-        c.cluster_size,
-        c.val_days,
-        c.test_days,
-        c.forecast_rounds,
-        c.seed,
-        headroom=c.headroom,
-        power=c.power,
-    )
+    return config_data(DECISION_PRESETS["smoke"])
 
 
 @pytest.fixture(scope="session")
