@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -129,6 +130,18 @@ def mount(app: FastAPI) -> None:
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(SessionError, _to_login)
     app.add_exception_handler(CsrfError, _csrf_refused)
+    # The API's Swagger page, from the package's own copy of Swagger UI (no CDN).
+    app.add_api_route("/docs", _api_docs, methods=["GET"], include_in_schema=False)
+
+
+async def _api_docs(request: Request) -> Response:
+    return get_swagger_ui_html(
+        openapi_url=request.app.openapi_url or "/openapi.json",
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url="/ui/static/swagger-ui-bundle.js",
+        swagger_css_url="/ui/static/swagger-ui.css",
+        swagger_favicon_url="/ui/static/favicon-32x32.png",
+    )
 
 
 # --- sessions ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from fedge.coordinator import DEV_ADMIN_KEY, CoordinatorSettings, Role, sign_request
 from fedge.coordinator._runs import RUN_TOKEN_HEADER
@@ -138,13 +138,37 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def page(browser: Browser, world: World) -> Iterator[Page]:
     context = browser.new_context()
     context.set_default_timeout(10_000)
+    elsewhere: list[str] = []
+
+    def offline(route: Route) -> None:
+        """Any request off the coordinator fails, as on a network with no way out."""
+        if route.request.url.startswith(world.url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", offline)
+    page = context.new_page()
+    errors: list[str] = []  # a CSP violation or a script error shows here
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     try:
-        yield context.new_page()
+        yield page
     finally:
         context.close()
+    assert elsewhere == []  # every asset came from the coordinator
+    assert errors == []
 
 
 def _login(page: Page, world: World, key: str) -> None:
@@ -310,6 +334,13 @@ def test_late_and_offline_sites_stand_out_and_the_filters_narrow_the_fleet(
         expect(page.locator("#fleet tbody tr.row-late")).to_contain_text("rural, south")
         page.get_by_label("State").select_option("ok")
         expect(page.get_by_text("No site matches the filter.")).to_be_visible()
+
+
+def test_the_api_docs_render_offline(page: Page, world: World) -> None:
+    page.goto(f"{world.url}/docs")
+    expect(page.get_by_role("heading", name="fedge coordinator")).to_be_visible()
+    expect(page.locator(".opblock").first).to_be_visible()  # the operations, from /openapi.json
+    expect(page.get_by_text("/api/v1/sites/{site_id}/revoke")).to_be_visible()
 
 
 def test_the_fleet_updates_without_a_reload(page: Page, world: World) -> None:
