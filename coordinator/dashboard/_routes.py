@@ -594,6 +594,19 @@ async def site_page(
     return _page(request, template, context, session)
 
 
+# --- decisions ---------------------------------------------------------------------------
+
+
+@router.get("/decisions")
+async def decisions_page(
+    request: Request, coordinator: CoordinatorDep, session: SessionDep
+) -> Response:
+    view = await run_in_threadpool(views.decisions, coordinator)
+    context = {"view": view, "policies_on": coordinator.decisions is not None}
+    template = "_decisions.html" if request.headers.get("HX-Request") else "decisions.html"
+    return _page(request, template, context, session)
+
+
 # --- audit -------------------------------------------------------------------------------
 
 

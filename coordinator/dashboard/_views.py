@@ -369,6 +369,64 @@ def site(coordinator: Coordinator, site_hex: str, cell: str | None, target: int)
     )
 
 
+# --- decisions ---------------------------------------------------------------------------
+
+DECISION_WINDOW: Final = 5000
+
+
+@dataclass
+class DecisionsView:
+    """The mix of the fleet's newest actions: one strategic and one tactical per site."""
+
+    read: int  # actions read (the newest ``DECISION_WINDOW``)
+    sites: int
+    modes: dict[str, int]  # the newest strategic action's mode, per site
+    sources: dict[str, dict[str, int]]  # kind -> source -> sites
+    acks: dict[str, dict[str, int]]  # kind -> applied / rejected / not acknowledged -> sites
+    shares: dict[str, float]  # the mean of the newest tactical shares, per slice
+    policies: list[str]
+    newest: float | None
+
+
+def decision_mix(actions: Sequence[ActionPublic]) -> DecisionsView:
+    """``actions`` newest first (as the API lists them)."""
+    newest: dict[tuple[str, str], ActionPublic] = {}
+    for action in actions:
+        newest.setdefault((action.site_id, action.kind), action)
+    modes: dict[str, int] = {}
+    sources: dict[str, dict[str, int]] = {}
+    acks: dict[str, dict[str, int]] = {}
+    totals: dict[str, float] = {}
+    tactical = 0
+    for (_, kind), action in sorted(newest.items()):
+        if kind == "strategic" and action.mode:
+            modes[action.mode] = modes.get(action.mode, 0) + 1
+        if kind == "tactical" and action.shares:
+            tactical += 1
+            for slice_name, share in action.shares.items():
+                totals[slice_name] = totals.get(slice_name, 0.0) + share
+        by_source = sources.setdefault(kind, {})
+        by_source[action.source] = by_source.get(action.source, 0) + 1
+        by_ack = acks.setdefault(kind, {})
+        ack = action.ack_status or "not acknowledged"
+        by_ack[ack] = by_ack.get(ack, 0) + 1
+    return DecisionsView(
+        read=len(actions),
+        sites=len({site for site, _ in newest}),
+        modes=dict(sorted(modes.items())),
+        sources=sources,
+        acks=acks,
+        shares={k: v / tactical for k, v in totals.items()} if tactical else {},
+        policies=sorted({a.policy_version for a in newest.values()}),
+        newest=max((a.decided_at for a in actions), default=None),
+    )
+
+
+def decisions(coordinator: Coordinator) -> DecisionsView:
+    rows = coordinator.actions(None, DECISION_WINDOW)
+    return decision_mix([ActionPublic.of(r) for r in rows])
+
+
 # --- audit -------------------------------------------------------------------------------
 
 
@@ -408,6 +466,7 @@ __all__ = [
     "LATE_SECONDS",
     "OFFLINE_SECONDS",
     "Chart",
+    "DecisionsView",
     "FleetView",
     "Liveness",
     "ModelsView",
@@ -415,6 +474,8 @@ __all__ = [
     "SiteView",
     "audit",
     "chart",
+    "decision_mix",
+    "decisions",
     "describe_action",
     "fleet",
     "liveness",

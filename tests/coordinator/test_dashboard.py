@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fedge.coordinator import DEV_ADMIN_KEY, DEV_KEK, CoordinatorSettings, Role
+from fedge.coordinator._actions import ActionPublic
 from fedge.coordinator._schema import (
     Actual,
     Forecast,
@@ -36,7 +37,7 @@ from fedge.coordinator.dashboard import (
     SessionError,
     SessionSigner,
 )
-from fedge.coordinator.dashboard._views import chart, liveness
+from fedge.coordinator.dashboard._views import chart, decision_mix, liveness
 from tests.coordinator.helpers import ADMIN, Fleet
 
 #: htmx.org 2.0.11, package/dist/htmx.min.js from the npm registry (0BSD).
@@ -365,6 +366,40 @@ def test_the_chart_takes_the_shortest_lead_per_step_and_the_actuals() -> None:
     assert chart(forecasts, actuals, "c0", 5) is None  # a target no row has
 
 
+def test_the_decision_mix_counts_each_sites_newest_action() -> None:
+    def action(i: int, site: str, kind: str, **fields: object) -> ActionPublic:
+        base: dict[str, object] = {
+            "id": i, "site_id": site, "kind": kind, "mode": None, "shares": None,
+            "decided_at": float(i), "valid_until": i + 900.0, "policy_version": "p1",
+            "source": "federated_forecast", "decision_id": None, "acked_at": None,
+            "ack_status": None, "ack_reason": None,
+        }  # fmt: skip
+        return ActionPublic.model_validate({**base, **fields})
+
+    newest_first = [
+        action(6, "b", "tactical", shares={"embb": 0.6, "urllc": 0.4}, ack_status="applied"),
+        action(5, "a", "tactical", shares={"embb": 0.2, "urllc": 0.8}),
+        action(4, "b", "strategic", mode="deep_sleep", source="safe_default"),
+        action(3, "a", "strategic", mode="active"),
+        action(2, "a", "strategic", mode="capacity_off"),  # older: not counted
+    ]
+    mix = decision_mix(newest_first)
+    assert mix.read == 5 and mix.sites == 2 and mix.newest == 6.0
+    assert mix.modes == {"active": 1, "deep_sleep": 1}
+    assert mix.shares == pytest.approx({"embb": 0.4, "urllc": 0.6})
+    assert mix.sources["strategic"] == {"federated_forecast": 1, "safe_default": 1}
+    assert mix.acks["tactical"] == {"applied": 1, "not acknowledged": 1}
+    assert mix.policies == ["p1"]
+    empty = decision_mix([])
+    assert (empty.read, empty.sites, empty.modes, empty.shares, empty.newest) == (
+        0,
+        0,
+        {},
+        {},
+        None,
+    )
+
+
 def test_an_empty_coordinator_says_so_in_words(tmp_path: Path, identity_file: Path) -> None:
     shutil.copy(identity_file, tmp_path / "coordinator.key")
     settings = CoordinatorSettings(
@@ -379,6 +414,9 @@ def test_an_empty_coordinator_says_so_in_words(tmp_path: Path, identity_file: Pa
         runs = client.get("/ui/runs").text
         assert "No run is in progress" in runs and "No run has ended yet" in runs
         assert "no SuperLink is configured" in runs
+        decisions = client.get("/ui/decisions").text
+        assert "No action has been sent yet" in decisions
+        assert "FEDGE_COORDINATOR_POLICY_DIR" in decisions
         assert client.get("/ui/sites/" + "ab" * 16).status_code == 404
         assert "ui.login" in client.get("/ui/audit").text
         assert client.get("/ui/models/rollback").status_code == 409

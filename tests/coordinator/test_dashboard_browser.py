@@ -28,6 +28,7 @@ from fedge.coordinator.api import create_app
 from fedge.coordinator.dashboard import _views
 from fedge.security import SiteIdentity
 from tests.coordinator.helpers import ADMIN, Fleet
+from tests.coordinator.policies import write_policies
 from tests.support.ports import free_port, wait_for_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -80,6 +81,14 @@ def _seed(fleet: Fleet, app: Any) -> World:
     first = fleet.upload("first")
     assert fleet.client.post(f"/api/v1/models/{first}/promote", headers=ADMIN).status_code == 200
     second = fleet.upload("second", parent=first)
+    # live decisions: one strategic and one tactical slot, the north site acks both
+    assert app.state.coordinator.live is not None
+    for kind in ("strategic", "tactical"):
+        assert len(app.state.coordinator.live.tick(kind, now)) == len(sites)
+    north = sites["north"].site_id.hex()
+    sent = fleet.client.get(f"/api/v1/actions?site_id={north}", headers=ADMIN).json()
+    acks = {"acks": [{"action_id": a["id"], "status": "applied", "at": now} for a in sent]}
+    assert _signed(fleet, sites["north"], "/api/v1/site/actions/ack", acks) == 204
     run, token, _ = app.state.coordinator.federation.create(
         "operator:operator-key", RunCreate(num_rounds=2)
     )
@@ -106,7 +115,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, identity_file: Path) -> Iter
         model_store=root / "models",
         identity_file=root / "coordinator.key",
         denial_burst=1000,
+        policy_dir=root / "policies",
     )
+    write_policies(root / "policies")
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(
@@ -201,6 +212,7 @@ def test_each_role_logs_in_sees_the_fleet_and_logs_out(browser: Browser, world: 
         expect(north).to_contain_text("v1")  # the version it reported serving
         expect(north).to_contain_text("2, 1")  # warning and critical alerts
         expect(north).to_contain_text("urban, north")
+        expect(north).to_contain_text("(applied)")  # its newest action, acknowledged
         expect(page.get_by_role("link", name="Audit")).to_have_count(1 if role is Role.ADMIN else 0)
         page.get_by_role("button", name="Log out").click()
         expect(page).to_have_url(f"{world.url}/ui/login?out=1")
@@ -334,6 +346,19 @@ def test_late_and_offline_sites_stand_out_and_the_filters_narrow_the_fleet(
         expect(page.locator("#fleet tbody tr.row-late")).to_contain_text("rural, south")
         page.get_by_label("State").select_option("ok")
         expect(page.get_by_text("No site matches the filter.")).to_be_visible()
+
+
+def test_the_decisions_page_shows_the_mix_of_the_newest_actions(page: Page, world: World) -> None:
+    _login(page, world, _key(world, Role.VIEWER))
+    page.get_by_role("link", name="Decisions").click()
+    expect(page.locator("#decisions-summary")).to_contain_text("3 sites with actions")
+    # no fresh forecasts yet: every site got the safe default, always-on
+    expect(page.locator("#mode-mix tbody tr")).to_have_text(["active3"])  # th, td
+    sources = page.locator("#decision-sources tbody tr")
+    expect(sources).to_have_count(2)
+    expect(sources.first).to_contain_text("safe_default 3")
+    expect(sources.first).to_contain_text("applied 1, not acknowledged 2")
+    expect(page.locator("#slice-shares tbody tr")).to_have_count(4)  # eMBB, URLLC, mMTC, pool
 
 
 def test_the_api_docs_render_offline(page: Page, world: World) -> None:
