@@ -368,12 +368,19 @@ def test_the_api_docs_render_offline(page: Page, world: World) -> None:
     expect(page.get_by_text("/api/v1/sites/{site_id}/revoke")).to_be_visible()
 
 
-def test_the_fleet_updates_without_a_reload(page: Page, world: World) -> None:
+def test_the_fleet_updates_without_a_reload_keeping_filter_and_focus(
+    page: Page, world: World
+) -> None:
     _login(page, world, _key(world, Role.VIEWER))
     rows = page.locator("#fleet tbody tr")
     expect(rows).to_have_count(len(world.sites))
+    page.get_by_label("Filter").fill("north")
+    expect(rows).to_have_count(1)  # the north site
+    north = page.locator(f"#fleet-site-{world.sites['north'].site_id.hex()}")
+    north.focus()
     page.evaluate("window.notReloaded = true")
-    world.fleet.enroll(archetype="urban", region="west")
-    expect(rows).to_have_count(len(world.sites) + 1, timeout=15_000)  # polled every 5 s
-    expect(page.get_by_text("urban, west")).to_be_visible()
+    world.fleet.enroll(archetype="urban", region="northwest")
+    expect(rows).to_have_count(2, timeout=15_000)  # polled every 5 s, with the filter
+    expect(page.get_by_text("urban, northwest")).to_be_visible()
+    expect(north).to_be_focused()  # a keyboard user keeps their place
     assert page.evaluate("window.notReloaded") is True
