@@ -115,6 +115,14 @@ class CoordinatorSettings(BaseSettings):
     denial_refill_per_minute: float = Field(default=30.0, gt=0, le=1_000_000)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # --- dashboard ---
+    # The operator's pages at /ui (coordinator/dashboard, docs/dashboard.md): a login lasts
+    # ``dashboard_session_seconds``; a site last heard from (a signed request or a health
+    # report) over ``dashboard_late_seconds`` ago is shown late, over
+    # ``dashboard_offline_seconds`` ago offline (agents report health every 30 s by default).
+    dashboard_session_seconds: float = Field(default=8 * 3600.0, ge=60, le=7 * 86400)
+    dashboard_late_seconds: float = Field(default=120.0, gt=0, le=86400)
+    dashboard_offline_seconds: float = Field(default=600.0, gt=0, le=30 * 86400)
     # HTTPS: the server's certificate (PEM, its chain after it) and private key; unset,
     # the API is plain HTTP (loopback, or behind a proxy that terminates TLS).
     tls_certfile: Path | None = None
@@ -329,6 +337,12 @@ class CoordinatorSettings(BaseSettings):
         for name in ("max_batch_body_bytes", "max_model_body_bytes"):
             if getattr(self, name) < self.max_body_bytes:
                 raise ValueError(f"{name} must be at least max_body_bytes")
+        return self
+
+    @model_validator(mode="after")
+    def _offline_after_late(self) -> CoordinatorSettings:
+        if self.dashboard_offline_seconds <= self.dashboard_late_seconds:
+            raise ValueError("dashboard_offline_seconds must be over dashboard_late_seconds")
         return self
 
     @model_validator(mode="after")

@@ -8,23 +8,19 @@ from fedge.coordinator.dashboard._session import (
     CSRF_HEADER,
     LOGIN_COOKIE,
     SESSION_COOKIE,
-    SESSION_SECONDS,
     CsrfError,
     DashboardSession,
     SessionError,
     SessionSigner,
 )
-from fedge.coordinator.dashboard._views import LATE_SECONDS, OFFLINE_SECONDS, Liveness
+from fedge.coordinator.dashboard._views import Liveness
 
 __all__ = [
     "CSRF_FIELD",
     "CSRF_HEADER",
-    "LATE_SECONDS",
     "LOGIN_COOKIE",
     "NEEDS",
-    "OFFLINE_SECONDS",
     "SESSION_COOKIE",
-    "SESSION_SECONDS",
     "CsrfError",
     "DashboardSession",
     "Liveness",

@@ -42,7 +42,6 @@ from fedge.coordinator.dashboard._session import (
     LOGIN_COOKIE,
     LOGIN_FORM_SECONDS,
     SESSION_COOKIE,
-    SESSION_SECONDS,
     CsrfError,
     DashboardSession,
     SessionError,
@@ -125,7 +124,10 @@ templates.env.filters.update(utc=_utc, ago=_ago, bytes=_bytes)
 def mount(app: FastAPI) -> None:
     """Add the dashboard to the coordinator's app: pages, static files, session errors."""
     coordinator = app.state.coordinator
-    app.state.dashboard = SessionSigner(coordinator.settings.kek.get_secret_value().encode())
+    settings = coordinator.settings
+    app.state.dashboard = SessionSigner(
+        settings.kek.get_secret_value().encode(), settings.dashboard_session_seconds
+    )
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(SessionError, _to_login)
@@ -341,7 +343,7 @@ async def login(request: Request, coordinator: CoordinatorDep) -> Response:
     )
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(
-        SESSION_COOKIE, cookie, max_age=int(SESSION_SECONDS), httponly=True,
+        SESSION_COOKIE, cookie, max_age=int(_signer(request).session_seconds), httponly=True,
         samesite="strict", secure=_tls(request), path="/ui",
     )  # fmt: skip
     response.delete_cookie(LOGIN_COOKIE, path="/ui/login", httponly=True, samesite="strict")
@@ -366,7 +368,8 @@ _STATES: Final = [s.value for s in views.Liveness]
 def _fleet_context(coordinator: Any, q: str, state: str, page: int) -> dict[str, Any]:
     view = views.fleet(coordinator, q, state if state in _STATES else "", page)
     return {"fleet": view, "q": q, "state": state, "states": _STATES,
-            "late": views.LATE_SECONDS, "offline": views.OFFLINE_SECONDS}  # fmt: skip
+            "late": coordinator.settings.dashboard_late_seconds,
+            "offline": coordinator.settings.dashboard_offline_seconds}  # fmt: skip
 
 
 Text = Annotated[str, Query(max_length=200)]

@@ -8,7 +8,8 @@ its sessions at once, and the role is always the key's current one. The cookie i
 same on every worker process (no server-side state), HttpOnly, SameSite=Strict, and
 Secure when the dashboard is served over TLS. A logout clears it from the browser and
 makes the process that served it refuse the cookie; with ``--workers N`` another worker
-would take a copied cookie until it expires (``SESSION_SECONDS``) or its key is revoked.
+would take a copied cookie until it expires (``dashboard_session_seconds``) or its key is
+revoked.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ SESSION_COOKIE: Final = "fedge_session"
 LOGIN_COOKIE: Final = "fedge_login"
 CSRF_FIELD: Final = "csrf"
 CSRF_HEADER: Final = "X-CSRF-Token"
-#: How long a login lasts.
-SESSION_SECONDS: Final = 8 * 3600.0
 LOGIN_FORM_SECONDS: Final = 3600.0
 _HASH_DIGITS: Final = 16
 
@@ -65,7 +64,8 @@ class DashboardSession:
 class SessionSigner:
     """Signs and opens the dashboard's cookies (session and login form)."""
 
-    def __init__(self, kek: bytes) -> None:
+    def __init__(self, kek: bytes, session_seconds: float = 8 * 3600.0) -> None:
+        self.session_seconds = session_seconds
         self._key = hmac.new(kek, b"fedge dashboard session v1", hashlib.sha256).digest()
         #: Sessions logged out through this process (by CSRF token), until they expire.
         self._ended: dict[str, float] = {}
@@ -129,7 +129,7 @@ class SessionSigner:
             row = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
         if row is None or row.id is None or row.revoked:
             raise SessionError("unknown or revoked API key")
-        expires = time.time() + SESSION_SECONDS
+        expires = time.time() + self.session_seconds
         payload = {
             "t": "session",
             "k": row.id,
@@ -172,7 +172,6 @@ __all__ = [
     "CSRF_HEADER",
     "LOGIN_COOKIE",
     "SESSION_COOKIE",
-    "SESSION_SECONDS",
     "CsrfError",
     "DashboardSession",
     "SessionError",

@@ -30,10 +30,6 @@ from fedge.coordinator._schema import (
 )
 from fedge.coordinator._service import Coordinator
 
-#: A site last heard from (a signed request or a health report) longer ago than this is
-#: late; longer than ``OFFLINE_SECONDS``, offline. Agents report health every 30 s.
-LATE_SECONDS: Final = 120.0
-OFFLINE_SECONDS: Final = 600.0
 #: Sites per fleet page: each shown site costs a few indexed reads.
 FLEET_PAGE: Final = 100
 AUDIT_WINDOW: Final = 1000
@@ -49,15 +45,19 @@ class Liveness(StrEnum):
     REVOKED = "revoked"
 
 
-def liveness(site: Site, health: SiteHealthPublic | None, now: float) -> Liveness:
+def liveness(
+    site: Site, health: SiteHealthPublic | None, now: float, late: float, offline: float
+) -> Liveness:
+    """From the last contact: late after ``late`` seconds, offline after ``offline``
+    (the settings' ``dashboard_late_seconds`` and ``dashboard_offline_seconds``)."""
     if site.status is SiteState.REVOKED:
         return Liveness.REVOKED
     heard = last_heard(site, health)
     if heard is None:
         return Liveness.NEVER
-    if now - heard > OFFLINE_SECONDS:
+    if now - heard > offline:
         return Liveness.OFFLINE
-    if now - heard > LATE_SECONDS:
+    if now - heard > late:
         return Liveness.LATE
     return Liveness.OK
 
@@ -101,6 +101,11 @@ class FleetView:
     pages: int
 
 
+def _limits(coordinator: Coordinator) -> tuple[float, float]:
+    settings = coordinator.settings
+    return settings.dashboard_late_seconds, settings.dashboard_offline_seconds
+
+
 def _matches(row: FleetRow, text: str) -> bool:
     if not text:
         return True
@@ -114,12 +119,13 @@ def _matches(row: FleetRow, text: str) -> bool:
 def fleet(coordinator: Coordinator, text: str = "", state: str = "", page: int = 1) -> FleetView:
     """Every site's liveness (from its last contact), filtered by ``text`` (id, archetype,
     region, served version) and ``state``; the page shown gets versions and last times."""
-    now = time.time()
+    now, limits = time.time(), _limits(coordinator)
     health = {h.site_id: h for h in fleet_health(coordinator.reader)}
     rows = []
     for site in coordinator.sites(None):
         report = health.get(site.id)
-        rows.append(FleetRow(site, liveness(site, report, now), last_heard(site, report), report))
+        alive = liveness(site, report, now, *limits)
+        rows.append(FleetRow(site, alive, last_heard(site, report), report))
     counts = {kind: sum(r.state is kind for r in rows) for kind in Liveness}
     text = text.strip().lower()
     matched = [r for r in rows if _matches(r, text) and (not state or r.state.value == state)]
@@ -359,7 +365,7 @@ def site(coordinator: Coordinator, site_hex: str, cell: str | None, target: int)
     return SiteView(
         detail,
         health,
-        liveness(record, health, time.time()),
+        liveness(record, health, time.time(), *_limits(coordinator)),
         chart(forecasts, actuals, cell, target),
         cells,
         targets,
@@ -463,8 +469,6 @@ def audit(
 
 
 __all__ = [
-    "LATE_SECONDS",
-    "OFFLINE_SECONDS",
     "Chart",
     "DecisionsView",
     "FleetView",

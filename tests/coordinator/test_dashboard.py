@@ -17,7 +17,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fedge.coordinator import DEV_ADMIN_KEY, DEV_KEK, CoordinatorSettings, Role
+from fedge.coordinator import (
+    DEV_ADMIN_KEY,
+    DEV_KEK,
+    CoordinatorSettings,
+    Role,
+    SettingsError,
+    load_settings,
+)
 from fedge.coordinator._actions import ActionPublic
 from fedge.coordinator._schema import (
     Actual,
@@ -30,8 +37,6 @@ from fedge.coordinator._schema import (
 from fedge.coordinator.api import create_app
 from fedge.coordinator.dashboard import (
     CSRF_HEADER,
-    LATE_SECONDS,
-    OFFLINE_SECONDS,
     SESSION_COOKIE,
     Liveness,
     SessionError,
@@ -190,7 +195,7 @@ def test_the_session_cookie_is_httponly_strict_secure_over_tls_and_holds_no_key(
         morsel = SimpleCookie(header)[SESSION_COOKIE]
         assert morsel["httponly"] is True and morsel["samesite"].lower() == "strict"
         assert bool(morsel["secure"]) is secure, base
-        assert morsel["path"] == "/ui"
+        assert morsel["path"] == "/ui" and morsel["max-age"] == str(8 * 3600)
         body = morsel.value.split(".")[0]
         decoded = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
         assert key not in morsel.value and key not in decoded
@@ -333,19 +338,35 @@ def test_the_login_goes_back_only_to_a_dashboard_page(app: FastAPI) -> None:
 
 
 def test_liveness_follows_the_last_contact() -> None:
-    now = 1.0e9
+    now, late, offline = 1.0e9, 120.0, 600.0
     site = Site(id="ab" * 16, public_keys=b"", enrolled_at=now - 10_000, last_seen=now - 10)
-    assert liveness(site, None, now) is Liveness.OK
-    assert liveness(site, None, now + LATE_SECONDS) is Liveness.LATE
-    assert liveness(site, None, now + OFFLINE_SECONDS) is Liveness.OFFLINE
+    assert liveness(site, None, now, late, offline) is Liveness.OK
+    assert liveness(site, None, now + late, late, offline) is Liveness.LATE
+    assert liveness(site, None, now + offline, late, offline) is Liveness.OFFLINE
     report = SiteHealthPublic(
-        site_id=site.id, received_at=now + OFFLINE_SECONDS, sent_at=now, store_bytes=0,
+        site_id=site.id, received_at=now + offline, sent_at=now, store_bytes=0,
         alerts_warning=0, alerts_critical=0, supernode="running", backlog=0,
     )  # fmt: skip
-    assert liveness(site, report, now + OFFLINE_SECONDS) is Liveness.OK  # a health report counts
-    assert liveness(Site(id=site.id, public_keys=b"", enrolled_at=now), None, now) is Liveness.NEVER
+    assert liveness(site, report, now + offline, late, offline) is Liveness.OK  # a report counts
+    never = Site(id=site.id, public_keys=b"", enrolled_at=now)
+    assert liveness(never, None, now, late, offline) is Liveness.NEVER
     site.status = SiteState.REVOKED
-    assert liveness(site, None, now) is Liveness.REVOKED
+    assert liveness(site, None, now, late, offline) is Liveness.REVOKED
+
+
+def test_the_dashboard_settings_are_bounded() -> None:
+    defaults = load_settings()
+    assert (defaults.dashboard_late_seconds, defaults.dashboard_offline_seconds) == (120, 600)
+    assert defaults.dashboard_session_seconds == 8 * 3600
+    for bad, named in (
+        ({"dashboard_late_seconds": 600, "dashboard_offline_seconds": 600}, "must be over"),
+        ({"dashboard_late_seconds": 0}, "dashboard_late_seconds"),
+        ({"dashboard_offline_seconds": -1}, "dashboard_offline_seconds"),
+        ({"dashboard_session_seconds": 10}, "dashboard_session_seconds"),
+        ({"dashboard_session_seconds": 30 * 86400}, "dashboard_session_seconds"),
+    ):
+        with pytest.raises(SettingsError, match=named):
+            load_settings(**bad)
 
 
 def test_the_chart_takes_the_shortest_lead_per_step_and_the_actuals() -> None:

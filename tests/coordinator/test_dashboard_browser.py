@@ -25,7 +25,6 @@ from fedge.coordinator import DEV_ADMIN_KEY, CoordinatorSettings, Role, sign_req
 from fedge.coordinator._runs import RUN_TOKEN_HEADER
 from fedge.coordinator._schema import RunCreate
 from fedge.coordinator.api import create_app
-from fedge.coordinator.dashboard import _views
 from fedge.security import SiteIdentity
 from tests.coordinator.helpers import ADMIN, Fleet
 from tests.coordinator.policies import write_policies
@@ -332,15 +331,16 @@ def test_late_and_offline_sites_stand_out_and_the_filters_narrow_the_fleet(
     page: Page, world: World
 ) -> None:
     _login(page, world, _key(world, Role.VIEWER))
+    settings = world.fleet.client.app.state.coordinator.settings  # type: ignore[attr-defined]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_views, "OFFLINE_SECONDS", -1.0)  # every site now counts as offline
+        patch.setattr(settings, "dashboard_offline_seconds", -1.0)  # every site is offline
         page.reload()
         offline = page.locator("#fleet tbody tr.row-offline")
         expect(offline).to_have_count(3)
         expect(offline.first.locator(".state-offline")).to_have_text("offline")
         expect(page.locator("#fleet-counts")).to_contain_text("3 offline")
-        patch.setattr(_views, "OFFLINE_SECONDS", 1.0e9)
-        patch.setattr(_views, "LATE_SECONDS", -1.0)
+        patch.setattr(settings, "dashboard_offline_seconds", 1.0e9)
+        patch.setattr(settings, "dashboard_late_seconds", -1.0)
         page.get_by_label("Filter").fill("south")  # htmx swaps the table as one types
         expect(page.locator("#fleet tbody tr")).to_have_count(1)
         expect(page.locator("#fleet tbody tr.row-late")).to_contain_text("rural, south")
