@@ -187,7 +187,9 @@ async def _to_login(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def _refusal(request: Request, status: int, message: str) -> Response:
+async def _refusal(
+    request: Request, status: int, message: str, session: DashboardSession | None = None
+) -> Response:
     """An audited denial (401, 403), answered as the API's are: 429 past the budget."""
     actor = getattr(request.state, "actor", "anonymous")
     wait = await request.app.state.denials.refuse(
@@ -195,7 +197,7 @@ async def _refusal(request: Request, status: int, message: str) -> Response:
     )
     if wait > 0:
         return too_many(wait)
-    return _error_page(request, status, message)
+    return _error_page(request, status, message, session)
 
 
 async def _csrf_refused(request: Request, exc: Exception) -> Response:
@@ -261,7 +263,7 @@ async def _act(
     try:
         require_role(session.operator, NEEDS[action])
     except ForbiddenError as exc:
-        return await _refusal(request, 403, str(exc))
+        return await _refusal(request, 403, str(exc), session)
     try:
         return await run_in_threadpool(call)
     except CoordinatorError as exc:

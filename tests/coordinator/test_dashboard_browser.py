@@ -290,6 +290,7 @@ def test_a_viewer_gets_no_buttons_and_a_forged_post_is_refused(page: Page, world
     expect(page.get_by_role("link", name="Cancel run", exact=False)).to_have_count(0)
     page.goto(f"{world.url}/ui/audit")
     expect(page.get_by_role("heading", name="Refused (403)")).to_be_visible()
+    expect(page.locator("#who")).to_contain_text("(viewer)")  # still logged in, still the nav
 
 
 def test_an_operator_follows_a_run_and_cancels_it(page: Page, world: World) -> None:
