@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import shutil
 import time
@@ -24,6 +25,7 @@ from fedge.coordinator import (
     Role,
     SettingsError,
     load_settings,
+    sign_request,
 )
 from fedge.coordinator._actions import ActionPublic
 from fedge.coordinator._schema import (
@@ -442,3 +444,38 @@ def test_an_empty_coordinator_says_so_in_words(tmp_path: Path, identity_file: Pa
         assert "ui.login" in client.get("/ui/audit").text
         assert client.get("/ui/models/rollback").status_code == 409
         assert client.get("/ui/models/99/promote").status_code == 404
+
+
+def test_every_page_renders_on_postgresql(
+    request: pytest.FixtureRequest, tmp_path: Path, identity_file: Path
+) -> None:
+    server = request.getfixturevalue("postgres")  # skips where PostgreSQL is not installed
+    shutil.copy(identity_file, tmp_path / "coordinator.key")
+    settings = CoordinatorSettings(
+        database_url=server.new_database(), model_store=tmp_path / "models",
+        identity_file=tmp_path / "coordinator.key",
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as api:
+        fleet = Fleet.with_roles(api, list(Role))
+        site = fleet.enroll(region="pg-region")
+        batch = {
+            "model_version": "v1",
+            "forecasts": [{"cell": "c0", "step": 5, "made_step": 4, "values": [0.5]}],
+            "actuals": [{"cell": "c0", "step": 5, "values": [0.4]}],
+        }
+        raw = json.dumps(batch).encode()
+        headers = {**sign_request(site, "POST", "/api/v1/site/forecasts", raw),
+                   "Content-Type": "application/json"}  # fmt: skip
+        assert api.post("/api/v1/site/forecasts", content=raw, headers=headers).status_code == 201
+        first = fleet.upload("pg-first")
+        assert api.post(f"/api/v1/models/{first}/promote", headers=ADMIN).status_code == 200
+        fleet.upload("pg-second", parent=first)
+        admin = _login(api.app, DEV_ADMIN_KEY)  # type: ignore[arg-type]
+        site_hex = site.site_id.hex()
+        for page, shows in (
+            ("/ui", "pg-region"), ("/ui/models", "v1"), ("/ui/runs", "No run is in progress"),
+            ("/ui/decisions", "No action has been sent yet"), ("/ui/audit", "model.promote"),
+            (f"/ui/sites/{site_hex}", 'class="actual"'), ("/ui/fragments/fleet", site_hex),
+        ):  # fmt: skip
+            answer = admin.get(page)
+            assert answer.status_code == 200 and shows in answer.text, page
