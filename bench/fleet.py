@@ -137,6 +137,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import json
+    import signal
+
+    def stop(signum: int, _frame: object) -> None:  # so that `finally` takes the fleet down
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
     from fedge.simulation._fleet import FleetSpec, down, up
     from fedge.simulation._fleet_report import run_fleet

@@ -607,6 +607,19 @@ def _coordinator_env(state: FleetState) -> dict[str, str]:
     return {f"FEDGE_COORDINATOR_{k.upper()}": v for k, v in wanted.items() if k in known}
 
 
+#: The longest one batch of ClientApps (as many as the machine has cores, see the agent's
+#: ``clientapp_slots``) may take to start and answer on a loaded machine: each imports
+#: Flower and torch (about 8 s of CPU) before its work.
+CLIENTAPP_BATCH_S = 60.0
+
+
+def round_timeout(sites: int, cores: int | None = None) -> float:
+    """Every site's ClientApp of a round's step runs on this one machine, a core's worth
+    at a time: the step waits for ``ceil(sites / cores)`` batches, never less than 300 s."""
+    cores = max(1, cores or os.cpu_count() or 1)
+    return max(300.0, CLIENTAPP_BATCH_S * math.ceil(sites / cores))
+
+
 def run_request(sites: int, rounds: int) -> dict[str, Any]:
     """The run the fleet starts (and its retraining policy): every site trains, one
     held-out day each for validation and test (the back-fill holds eight days)."""
@@ -617,7 +630,7 @@ def run_request(sites: int, rounds: int) -> dict[str, Any]:
             "test-days": 1,
             "min-nodes": sites,
             "local-epochs": 1.0,
-            "round-timeout": 300.0,
+            "round-timeout": round_timeout(sites),
         },
     }
 

@@ -75,7 +75,9 @@ def _wait(client: httpx.Client, run: str, until: Any, timeout: float = 480) -> d
 def test_two_supernodes_complete_two_recorded_rounds(flower: Deployment, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     with coordinator(tmp_path, url, flower, free_port()) as (client, _):
-        started = client.post("/api/v1/runs", json={"num_rounds": 2})
+        started = client.post(
+            "/api/v1/runs", json={"num_rounds": 2, "config": {"local-epochs": 0.2}}
+        )
         assert started.status_code == 202, started.text
         run = started.json()["id"]
         body = _wait(client, run, lambda b, _: b["status"] not in ("starting", "running"))
@@ -114,7 +116,9 @@ def test_sigkill_mid_run_loses_no_completed_round(
         blob = base64.b64encode(onnx_model("before-the-run")).decode()
         upload = client.post("/api/v1/models", json={"onnx_base64": blob})
         assert upload.status_code == 201
-        run = client.post("/api/v1/runs", json={"num_rounds": 4}).json()["id"]
+        run = client.post(
+            "/api/v1/runs", json={"num_rounds": 4, "config": {"local-epochs": 0.2}}
+        ).json()["id"]
 
         def one_done_one_open(_: dict[str, Any], rounds: list[dict[str, Any]]) -> bool:
             states = [r["status"] for r in rounds]

@@ -32,7 +32,8 @@ def test_sealed_compressed_run_with_an_unenrolled_node_on_a_real_superlink(
     with deployment(tmp_path, sites=sites) as flower:
         _, directory = export_authority(tmp_path, sites[:2], flower.coordinator_keys)
         overrides = (
-            f'num-rounds=2 codec="int8" output-dir="{out}" key-directory="{directory}" '
+            f'num-rounds=2 codec="int8" local-epochs=0.2 output-dir="{out}" '
+            f'key-directory="{directory}" '
             f'data-spec=\'{{"kind": "archive", "path": "{evil}"}}\''
         )
         result = subprocess.run(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fedge.edge_agent._config import ConfigError, FederationConfig, parse_config
+from fedge.edge_agent._config import FederationConfig, parse_config
+from fedge.edge_agent._errors import ConfigError
 from fedge.edge_agent._supernode import LAUNCH_GATE, interpreter_of, write_superexec
 from fedge.federation._launch_gate import MAX_SLOTS, HostSlots, Running, SlotError
 

@@ -242,3 +242,12 @@ def test_three_sites_close_the_loop_and_leave_nothing_behind(tmp_path: Path) -> 
         line for line in leftovers.stdout.splitlines()
         if str(root) in line and " Z" not in line
     ] == []  # fmt: skip
+
+
+def test_the_round_timeout_grows_with_the_sites_each_core_must_start() -> None:
+    from fedge.simulation._fleet import CLIENTAPP_BATCH_S, round_timeout, run_request
+
+    assert round_timeout(3, cores=2) == 300.0  # a few sites: the plain timeout
+    assert round_timeout(20, cores=2) == 10 * CLIENTAPP_BATCH_S
+    assert round_timeout(20, cores=16) == 300.0
+    assert run_request(20, 1)["config"]["round-timeout"] == round_timeout(20)
