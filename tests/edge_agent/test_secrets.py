@@ -88,7 +88,11 @@ def test_the_supernode_child_gets_no_secret_from_the_agents_environment(
     for name in ("FEDGE_KEK", "AWS_SECRET_ACCESS_KEY", "MQTT_PASSWORD"):
         assert name not in env, name
     assert "the agent's key-encryption key" not in "".join(env.values())
-    assert env["PATH"].split(os.pathsep)[0] == str(exe.parent)
+    # fedge's SuperExec launcher first (the ClientApp slots), then the SuperNode's own bin/
+    assert env["PATH"].split(os.pathsep)[:2] == [
+        str(cfg.federation.state_dir / "bin"),
+        str(exe.parent),
+    ]
     assert env["FLWR_TELEMETRY_ENABLED"] == "0" and env["RAY_USAGE_STATS_ENABLED"] == "0"
     assert env["LC_TIME"] == "C" and env["PYTHONUNBUFFERED"] == "1"
     assert env["HOME"] == os.environ["HOME"]
