@@ -68,7 +68,7 @@ class HostSlots:
         if not 1 <= self.count <= MAX_SLOTS:
             raise SlotError(f"ClientApp slots: between 1 and {MAX_SLOTS}, got {self.count}")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o1777)
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise SlotError(f"ClientApp slot directory {self.directory}: {exc}") from exc
         if not os.access(self.directory, os.W_OK | os.X_OK):
@@ -78,7 +78,7 @@ class HostSlots:
         """A free slot, locked for this process, or None when all N are held."""
         for index in range(self.count):
             path = self.directory / f"slot-{index}.lock"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
