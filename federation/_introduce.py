@@ -31,6 +31,7 @@ from flwr.serverapp import Grid
 from fedge.federation._accounting import Ledger, wire_size
 from fedge.federation._channel import ServerChannel
 from fedge.federation._errors import UpdateRejectedError
+from fedge.federation._exchange import exchange
 from fedge.federation._hello import Challenge, hello_message, verify_answer
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class Introducer:
         self.hellos += len(msgs)
         self.ledger.hello_down += sum(wire_size(m) for m in msgs)
         bound: list[int] = []
-        for reply in self.grid.send_and_receive(msgs, timeout=timeout):
+        for reply in exchange(self.grid, msgs, timeout):
             self.ledger.hello_up += wire_size(reply)
             node = reply.metadata.src_node_id
             if node not in challenges:
@@ -207,4 +208,4 @@ class BoundGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        return self.inner.send_and_receive(messages, timeout=timeout)
+        return exchange(self.inner, messages, timeout)

@@ -36,6 +36,7 @@ from flwr.serverapp.strategy import (
 
 from fedge.core import TARGET_KPIS
 from fedge.federation._errors import FederationError
+from fedge.federation._exchange import exchange
 from fedge.federation._introduce import BoundGrid
 from fedge.federation._keys import ServerKeys
 from fedge.federation._plan import FederationPlan
@@ -194,9 +195,8 @@ def _loop(
         flwr_log(logging.INFO, "[ROUND %s/%s]", server_round, num_rounds)
         before(server_round, True)
         replies = _answered(
-            grid.send_and_receive(
-                strategy.configure_train(server_round, arrays, train_config, grid),
-                timeout=timeout,
+            exchange(
+                grid, strategy.configure_train(server_round, arrays, train_config, grid), timeout
             ),
             server_round, "train", min_replies, timeout,
         )  # fmt: skip
@@ -205,9 +205,8 @@ def _loop(
             arrays = new_arrays
         before(server_round, False)
         replies = _answered(
-            grid.send_and_receive(
-                strategy.configure_evaluate(server_round, arrays, eval_config, grid),
-                timeout=timeout,
+            exchange(
+                grid, strategy.configure_evaluate(server_round, arrays, eval_config, grid), timeout
             ),
             server_round, "evaluate", min_replies, timeout,
         )  # fmt: skip

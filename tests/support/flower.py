@@ -173,6 +173,8 @@ def flower_env(**extra: str) -> dict[str, str]:
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "FLWR_TELEMETRY_ENABLED": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # As the agent's own SuperExec polls (fedge.federation._launch_gate.POLL_S).
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.25",
         **extra,
     }
 

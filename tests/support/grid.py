@@ -52,7 +52,8 @@ class LocalGrid(Grid):
         self._run = _Run(run_id)
         self.nodes: dict[int, dict[str, Any]] = {}
         self.wire = Wire()
-        self.sent = 0  # send_and_receive calls
+        self.sent = 0  # pushes: one per round step
+        self.replies: dict[str, Message] = {}  # message id -> its node's answer, until pulled
         self.after_send: Callable[[LocalGrid], None] = lambda _grid: None
         self.apps: dict[int, ClientApp] = {}  # a node answered by another app (an attacker)
 
@@ -83,12 +84,19 @@ class LocalGrid(Grid):
     def get_node_ids(self) -> Iterable[int]:
         return list(self.nodes)
 
-    # The round loop uses send_and_receive only; push/pull belong to a SuperLink's queue.
+    # The round loop pushes a step's messages and pulls the replies, as on a SuperLink.
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise TypeError("LocalGrid delivers through send_and_receive only")
+        ids = []
+        for msg in messages:
+            reply = self.deliver(msg)
+            self.replies[msg.metadata.message_id] = reply
+            ids.append(msg.metadata.message_id)
+        self.sent += 1
+        self.after_send(self)
+        return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise TypeError("LocalGrid delivers through send_and_receive only")
+        return [self.replies.pop(m) for m in list(message_ids) if m in self.replies]
 
     def deliver(self, msg: Message) -> Message:
         """One message to its node and the node's answer, both through the wire."""
@@ -106,7 +114,5 @@ class LocalGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        replies = [self.deliver(m) for m in messages]
-        self.sent += 1
-        self.after_send(self)
-        return replies
+        ids = list(self.push_messages(messages))
+        return list(self.pull_messages(ids))
