@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from fedge.core import LogFormat
+
 coordinator_app = typer.Typer(
     name="coordinator",
     help="The central service: enrollment, sites, model versions, rounds.",
@@ -27,6 +29,12 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="Worker processes (uvicorn); 1: in process.")
     ] = 1,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format", help="Log lines: text (readable) or json (one object a line)."
+        ),
+    ] = LogFormat.TEXT,
 ) -> None:
     """Run the coordinator API (settings from FEDGE_COORDINATOR_* variables)."""
     import os
@@ -34,7 +42,11 @@ def serve(
     from fedge.coordinator._service import Coordinator
     from fedge.coordinator._settings import load_settings
     from fedge.coordinator._workers import bind_exclusive, serve_app, serve_workers
-    from fedge.coordinator.api import ENV_FILE_VARIABLE, create_app
+    from fedge.coordinator.api import ENV_FILE_VARIABLE, LOG_FORMAT_VARIABLE, create_app
+    from fedge.core import configure_logging
+
+    configure_logging(log_format)
+    os.environ[LOG_FORMAT_VARIABLE] = log_format.value  # the workers log the same way
 
     overrides: dict[str, object] = {}
     if env_file is not None:

@@ -58,6 +58,7 @@ from fedge.coordinator._actions import (
 )
 from fedge.coordinator._schema import Actual, Decision, Forecast, Site, SiteState
 from fedge.coordinator._settings import CoordinatorSettings
+from fedge.coordinator._telemetry import Telemetry
 from fedge.coordinator._topology import TopologyStore, clusters_of
 from fedge.core import TARGET_KPIS, step_minute_of_week
 from fedge.decisions import (
@@ -264,8 +265,10 @@ class LiveDecisions:
         topology: TopologyStore,
         notifier: ActionNotifier,
         sync_sites: Callable[[], None],
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
+        self.telemetry = telemetry
         self.engine, self.reader = engine, reader
         self.service, self.identity = service, identity
         self.topology, self.notifier = topology, notifier
@@ -302,15 +305,36 @@ class LiveDecisions:
             try:
                 self.tick(kind, time.time(), slot=due[kind])
             except Exception:  # a database outage: the next slot tries again
-                _log.exception("%s decision tick failed", kind)
+                _log.exception(
+                    "%s decision tick failed", kind,
+                    extra={"event": "decision.tick_failed", "kind": kind},
+                )  # fmt: skip
             due[kind] = max(due[kind] + 1, int(time.time() // self.intervals[kind]) + 1)
 
     # --- one tick --------------------------------------------------------------------
 
     def tick(self, kind: ActionKind, now: float, slot: int | None = None) -> list[int]:
         """Decide ``kind`` for every active site and store one signed action each; the
-        ids of the actions stored (none when another worker took the slot)."""
+        ids of the actions stored (none when another worker took the slot). Timed and
+        logged, failed or not."""
         slot = int(now // self.intervals[kind]) if slot is None else slot
+        started = time.perf_counter()
+        ids: list[int] | None = None
+        try:
+            ids = self._tick(kind, now, slot)
+            return ids
+        finally:
+            seconds = time.perf_counter() - started
+            if self.telemetry is not None:
+                self.telemetry.ticked(kind, seconds, failed=ids is None)
+            if ids is not None:
+                _log.info(
+                    "%s decision tick: %d action(s)", kind, len(ids),
+                    extra={"event": "decision.tick", "kind": kind, "slot": slot,
+                           "actions": len(ids), "seconds": round(seconds, 6)},
+                )  # fmt: skip
+
+    def _tick(self, kind: ActionKind, now: float, slot: int) -> list[int]:
         with Session(self.reader) as session:
             if session.get(DecisionTick, (kind, slot)) is not None:
                 return []

@@ -44,6 +44,7 @@ from fedge.coordinator._errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from fedge.coordinator._events import note
 from fedge.coordinator._retraining import RunStart, Trigger, production_id
 from fedge.coordinator._schema import (
     ModelVersion,
@@ -500,8 +501,12 @@ class Federation:
                 run.status = RunStatus.RUNNING
                 session.add(run)
             if report.status is RoundStatus.COMPLETED:
-                session.add(audit_entry(f"run:{run_id}", "round.completed", f"run:{run_id}",
-                                        "ok", f"round {number}"))  # fmt: skip
+                entry = audit_entry(f"run:{run_id}", "round.completed", f"run:{run_id}", "ok",
+                                    f"round {number}")  # fmt: skip
+                session.add(entry)
+                note(session, entry, run=run_id, round=number, participants=row.participants,
+                     accepted=row.metrics.get("accepted"), rejected=row.metrics.get("rejected"),
+                     bytes_up=row.bytes_up, bytes_down=row.bytes_down)  # fmt: skip
             try:
                 session.commit()
             except IntegrityError as exc:  # the same round reported twice at once
@@ -546,6 +551,11 @@ class Federation:
                                     digest + parent))  # fmt: skip
             session.commit()
             session.refresh(run)
+        log.info(
+            "run %s completed: model:%s", run_id, run.model_version_id,
+            extra={"event": "run.completed", "run": run_id, "model": run.model_version_id,
+                   "rounds": run.num_rounds},
+        )  # fmt: skip
         self.forget_keys(run_id)
         if self.on_model is not None and run.model_version_id is not None:
             try:

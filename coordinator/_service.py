@@ -58,6 +58,7 @@ from fedge.coordinator._schema import (
 )
 from fedge.coordinator._settings import CoordinatorSettings
 from fedge.coordinator._store import ModelStore, decode_model
+from fedge.coordinator._telemetry import Telemetry
 from fedge.coordinator._topology import (
     Topology,
     TopologyAnswer,
@@ -106,6 +107,7 @@ class Coordinator:
         self.store = ModelStore(settings.model_store)
         self.engine: Engine = open_database(settings.database_url)
         self.reader = read_only(self.engine)  # for transactions that only read
+        self.telemetry = Telemetry(settings, self.reader)  # GET /metrics
         self.registry = DatabaseRegistry(self.engine)
         self.directory = KeyDirectory(self.registry)
         self.authority = EnrollmentAuthority(self.identity, self.directory)
@@ -154,6 +156,7 @@ class Coordinator:
                 self.topology_store,
                 self.action_notifier,
                 self.sync_decision_sites,
+                self.telemetry,
             )
             self.live.start()
 

@@ -70,8 +70,9 @@ def serve_app(app: FastAPI, host: str, port: int, tls: Tls | None = None) -> Non
     try:
         cert, key = tls or (None, None)
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, ssl_certfile=cert, ssl_keyfile=key
-        )
+            app, log_level="warning", access_log=False, ssl_certfile=cert, ssl_keyfile=key,
+            log_config=None,  # uvicorn's lines go through the root logger's format
+        )  # fmt: skip
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
@@ -89,7 +90,7 @@ def _worker(
     cert, key = tls or (None, None)
     config = uvicorn.Config(
         app, factory=True, log_level="warning", access_log=False, ssl_certfile=cert,
-        ssl_keyfile=key,
+        ssl_keyfile=key, log_config=None,
     )  # fmt: skip
     uvicorn.Server(config).run(sockets=[_listener(host, port, listen=True)])
 
@@ -104,7 +105,9 @@ def serve_workers(app: str, host: str, port: int, workers: int, tls: Tls | None 
     bind_exclusive(host, port).close()
     claim = _listener(host, port, listen=False)
     try:
-        config = uvicorn.Config(app, factory=True, workers=workers, log_level="warning")
+        config = uvicorn.Config(
+            app, factory=True, workers=workers, log_level="warning", log_config=None
+        )
         target = partial(_worker, host, port, app, tls)
         Multiprocess(config, target=target, sockets=[]).run()
     finally:

@@ -7,21 +7,25 @@ from typing import Annotated
 
 import typer
 
+from fedge.core import LogFormat
+
 _CONFIG = Annotated[Path, typer.Option("--config", "-c", help="The agent's agent.toml.")]
+_LOG_FORMAT = Annotated[
+    LogFormat,
+    typer.Option("--log-format", help="Log lines: text (readable) or json (one object a line)."),
+]
 
 
-def run(config: _CONFIG = Path("agent.toml")) -> None:
+def run(config: _CONFIG = Path("agent.toml"), log_format: _LOG_FORMAT = LogFormat.TEXT) -> None:
     """Run the agent until SIGTERM/SIGINT."""
-    import logging
     import signal
     import threading
 
+    from fedge.core import configure_logging
     from fedge.edge_agent._agent import Agent
     from fedge.edge_agent._config import load_config
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_format)
     cfg = load_config(config)
     agent = Agent(cfg)
     stop = threading.Event()

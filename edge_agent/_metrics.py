@@ -1,6 +1,10 @@
 """Prometheus metrics and the ``/healthz`` + ``/metrics`` HTTP endpoint.
 
 Each agent owns its registry (no process-global state), so tests can run several.
+Names follow the fleet's one scheme (docs/monitoring.md): ``fedge_agent_`` first, the unit
+last (``_seconds``, ``_bytes``, ``_timestamp_seconds``; prometheus_client adds ``_total``
+to counters), labels only with a bounded set of values; the site is the scrape target's
+label, never one of these.
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ class AgentMetrics:
             "fedge_agent_uplink_refused", "Outbox rows the coordinator refused (kept)", registry=r
         )
         self.uplink_last_success = Gauge(
-            "fedge_agent_uplink_last_success_seconds",
+            "fedge_agent_uplink_last_success_timestamp_seconds",
             "Unix time of the last request the coordinator answered",
             registry=r,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,6 +43,8 @@ from fedge.security import (
     UnknownSender,
 )
 
+_log = logging.getLogger("fedge.coordinator.api")
+
 _STATUS: dict[type[Exception], int] = {
     UnauthenticatedError: 401,
     ForbiddenError: 403,
@@ -57,10 +60,12 @@ _STATUS: dict[type[Exception], int] = {
 
 
 class Metrics:
-    """Per-app Prometheus collectors (a private registry, so apps never share counters)."""
+    """Per-app Prometheus collectors (a private registry, so apps never share counters),
+    with the coordinator's own (``fedge.coordinator._telemetry``): its state and events."""
 
-    def __init__(self) -> None:
+    def __init__(self, coordinator: Coordinator) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(coordinator.telemetry)
         self.requests = Counter(
             "fedge_coordinator_requests",
             "HTTP requests by route and status.",
@@ -123,6 +128,8 @@ def _status_of(exc: Exception) -> int:
 #: How ``serve --workers N`` hands its ``--env-file`` to the workers. Not under the
 #: settings' prefix, where it would be refused as an unknown setting.
 ENV_FILE_VARIABLE = "FEDGE_SERVE_ENV_FILE"
+#: And its ``--log-format``.
+LOG_FORMAT_VARIABLE = "FEDGE_SERVE_LOG_FORMAT"
 
 
 def worker_app() -> FastAPI:
@@ -131,7 +138,9 @@ def worker_app() -> FastAPI:
     import os
 
     from fedge.coordinator._settings import load_settings
+    from fedge.core import configure_logging
 
+    configure_logging(os.environ.get(LOG_FORMAT_VARIABLE, "text"))
     env_file = os.environ.get(ENV_FILE_VARIABLE)
     settings = load_settings(**({"_env_file": env_file} if env_file else {}))
     return create_app(settings, Coordinator(settings, recover=False))
@@ -160,7 +169,7 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
         redoc_url=None,
     )
     app.state.coordinator = coordinator
-    app.state.metrics = metrics = Metrics()
+    app.state.metrics = metrics = Metrics(coordinator)
     app.state.denials = denials = Denials(
         DenialBuckets(settings.denial_burst, settings.denial_refill_per_minute),
         coordinator.audit,
@@ -191,13 +200,26 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
             )
             if wait > 0:
                 return too_many(wait)
+        if status >= 500:
+            _log.error(
+                "%s %s: %s", request.method, request.url.path, exc, exc_info=exc,
+                extra={"event": "api.error", "method": request.method,
+                       "route": getattr(request.scope.get("route"), "path", "unmatched"),
+                       "status": status},
+            )  # fmt: skip
         headers = {"WWW-Authenticate": "X-API-Key"} if status == 401 else None
         body = {"detail": str(exc)}
         if isinstance(exc, NotConfiguredError):
             body["setting"] = exc.setting
         return JSONResponse(body, status_code=status, headers=headers)
 
-    async def unavailable(_: Request, exc: Exception) -> Response:
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        _log.error(
+            "%s %s: database error", request.method, request.url.path, exc_info=exc,
+            extra={"event": "api.database_error", "method": request.method,
+                   "route": getattr(request.scope.get("route"), "path", "unmatched"),
+                   "status": 503},
+        )  # fmt: skip
         return JSONResponse({"detail": f"database error: {type(exc).__name__}"}, status_code=503)
 
     async def invalid(_: Request, exc: Exception) -> Response:

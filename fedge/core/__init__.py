@@ -23,6 +23,7 @@ from fedge.core._kpi import (
     TARGET_KPIS,
     Kpi,
 )
+from fedge.core._logs import LogFormat, configure_logging, log_fields
 from fedge.core._manifest import (
     ENERGY_ONNX,
     ENERGY_OUTPUTS,
@@ -72,6 +73,10 @@ from fedge.core._wire import (
 )
 
 __all__ = [
+    # log lines
+    "LogFormat",
+    "configure_logging",
+    "log_fields",
     # KPI schema
     "ANOMALY_DEGRADATION",
     "ANOMALY_NAMES",

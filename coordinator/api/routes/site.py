@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
+from fedge.coordinator._errors import ForbiddenError, InvalidInputError, UnauthenticatedError
 from fedge.coordinator._health import write_forecasts
 from fedge.coordinator._schema import ForecastBatch, IngestResult
 from fedge.coordinator._service import Coordinator
 from fedge.coordinator.api.deps import parse_json, site_request
 from fedge.coordinator.api.routes._common import ERRORS, PREFIX
+from fedge.security import SecurityError
 
 router = APIRouter(prefix=f"{PREFIX}/site", tags=["site"], responses=ERRORS)
 
@@ -34,6 +37,15 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
     resolved: dict[str, Any] = resolve(schema)
     return resolved
+
+
+def _refusal(exc: Exception) -> str:
+    """The bounded outcome label of a refused batch."""
+    if isinstance(exc, RequestValidationError | InvalidInputError):
+        return "invalid"
+    if isinstance(exc, UnauthenticatedError | ForbiddenError | SecurityError):
+        return "unauthenticated"
+    return "unavailable"
 
 
 def _batch(body: bytes) -> ForecastBatch:
@@ -60,6 +72,11 @@ async def ingest_forecasts(request: Request) -> Response:
     per-request work: no dependencies to solve, and its answer encoded once by pydantic
     instead of validated again and re-encoded as a response model."""
     coordinator: Coordinator = request.app.state.coordinator
-    _, batch, stored = await site_request(request, coordinator, write_forecasts, _batch)
+    try:
+        _, batch, stored = await site_request(request, coordinator, write_forecasts, _batch)
+    except Exception as exc:
+        coordinator.telemetry.ingest_refused(_refusal(exc))
+        raise
+    coordinator.telemetry.ingested(len(batch.forecasts) + len(batch.actuals), stored)
     result = IngestResult(received=len(batch.forecasts) + len(batch.actuals), stored=stored)
     return Response(result.model_dump_json(), 201, media_type="application/json")
