@@ -1,6 +1,9 @@
 """Nodes that come late take part from the next round, and the hello follows the sample: a
 round says hello only to the nodes it sampled (and to replacements for those that fail),
-never to every registered node."""
+never to every registered node; a node not enrolled is refused by name at its hello
+(fedge's apps on Flower's deployment runtime: a real SuperLink, real SuperNodes each with
+its own key file, KEK file, agent store and state directory, a key directory exported
+exactly as the coordinator exports it, and ``flwr run``)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from flwr.app import Context, Message
 from flwr.app.message_type import MessageType
@@ -78,20 +82,26 @@ def test_the_hello_goes_to_the_sampled_nodes_only_and_failures_are_replaced(
 
 
 @pytest.mark.slow
-def test_a_supernode_started_after_the_first_round_takes_part_in_a_later_one(
+def test_a_sealed_run_refuses_a_stranger_and_takes_in_a_supernode_that_starts_late(
     tmp_path: Path,
 ) -> None:
-    """A real SuperLink and two SuperNodes; a third SuperNode starts once round 1 is over.
-    It is introduced before a later round and its update is accepted from then on."""
+    """A real SuperLink, two enrolled SuperNodes and one whose (real) key is not enrolled;
+    a third enrolled SuperNode starts once round 1 is over. The stranger is refused by name
+    at its hello and never sampled; the late node is introduced before a later round and its
+    update is accepted from then on. The run config also names another data source: no
+    site reads it."""
     store = tmp_path / "store.db"
     write_store(store)
-    sites = [make_site(tmp_path / f"site{i}", store=store) for i in range(3)]
-    out = tmp_path / "out"
-    with deployment(tmp_path, sites=sites[:2]) as flower, ExitStack() as late:
-        _, directory = export_authority(tmp_path, sites, flower.coordinator_keys)
+    sites = [make_site(tmp_path / f"site{i}", store=store) for i in range(4)]
+    stranger, latecomer = sites[2], sites[3]
+    out, evil = tmp_path / "out", tmp_path / "evil"
+    with deployment(tmp_path, sites=sites[:3]) as flower, ExitStack() as late:
+        enrolled = [sites[0], sites[1], latecomer]
+        _, directory = export_authority(tmp_path, enrolled, flower.coordinator_keys)
         overrides = (
             f'num-rounds=4 codec="int8" local-epochs=0.1 output-dir="{out}" '
-            f'key-directory="{directory}"'
+            f'key-directory="{directory}" '
+            f'data-spec=\'{{"kind": "archive", "path": "{evil}"}}\''
         )
         run = subprocess.Popen(
             [str(BIN / "flwr"), "run", str(REPO), "local", "--stream", "--run-config", overrides],
@@ -114,7 +124,7 @@ def test_a_supernode_started_after_the_first_round_takes_part_in_a_later_one(
             node = [
                 str(BIN / "flower-supernode"), "--insecure", "--superlink", flower.address,
                 "--port", str(free_port()),
-                "--node-config", sites[2].node_config(flower.coordinator_keys),
+                "--node-config", latecomer.node_config(flower.coordinator_keys),
             ]  # fmt: skip
             late.enter_context(service(node, tmp_path / "late-node.log", flower.env))
             code = run.wait(timeout=420)
@@ -124,10 +134,22 @@ def test_a_supernode_started_after_the_first_round_takes_part_in_a_later_one(
         reader.join(10)
     logs = "".join(lines)
     assert code == 0, logs[-3000:]
+    assert "[ROUND 4/4]" in logs
     summary = json.loads((out / "run.json").read_text())
     assert summary["security"]["nodes_bound"] == 3
-    accepted = [r["participants"] for r in summary["rounds"]]
+    assert summary["security"]["hello_refused"] == {"unenrolled": 1}
+    assert summary["security"]["rejected"] == {}
+    rounds = [(r["sampled"], r["participants"]) for r in summary["rounds"]]
+    assert all(sampled == accepted for sampled, accepted in rounds), rounds
+    accepted = [n for _, n in rounds]
     assert accepted[0] == 2 and accepted[-1] == 3, accepted
     first = accepted.index(3)
     assert all(n == 2 for n in accepted[:first]) and all(n == 3 for n in accepted[first:])
-    assert (sites[2].state_dir / "channel.json").exists()
+    assert summary["comm"]["codec"] == "int8" and summary["comm"]["compression_ratio"] > 3.5
+    with np.load(out / "global_weights.npz") as z:
+        arrays = [z[k] for k in z.files]
+    assert len(arrays) == 10 and all(np.isfinite(a).all() for a in arrays)
+    for site in enrolled:
+        assert (site.state_dir / "channel.json").exists()
+    assert not (stranger.state_dir / "channel.json").exists()
+    assert not evil.exists()
