@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from fedge.coordinator._actions import DecisionTick
+from fedge.coordinator._actions import ActionPublic, ActionRecord, DecisionTick
 from fedge.coordinator._rollout import Rollout, RolloutState
 from fedge.coordinator._schema import (
     AuditEntry,
@@ -32,8 +32,13 @@ from fedge.coordinator._schema import (
     SiteState,
 )
 from fedge.coordinator._settings import CoordinatorSettings
+from fedge.core import POWER_MODES
 
-__all__ = ["SITE_STATES", "Telemetry"]
+__all__ = ["ACTION_WINDOW", "SITE_STATES", "Telemetry"]
+
+#: The newest actions a scrape reads for the decision mix (as the dashboard's page does):
+#: one strategic and one tactical per site, for fleets of up to half this many sites.
+ACTION_WINDOW = 5000
 
 #: ``fedge_coordinator_sites{state}``: every site is in exactly one of these.
 SITE_STATES = ("ok", "late", "offline", "never_seen", "revoked")
@@ -156,6 +161,7 @@ class Telemetry(Collector):
             for kind in sorted({"strategic", "tactical", *by_kind}):
                 ticks.add_metric([kind], float(by_kind.get(kind, 0)))
             yield ticks
+            yield from _decisions(session)
 
     def _sites(self, session: Session, now: float) -> Iterator[Metric]:
         late, offline = (
@@ -291,3 +297,58 @@ def _models(session: Session) -> Iterator[Metric]:
         family = CounterMetricFamily(f"fedge_coordinator_model_{short}", docs[short])
         family.add_metric([], float(counts.get(action, 0)))
         yield family
+
+
+def _decisions(session: Session) -> Iterator[Metric]:
+    """The mix of each site's newest strategic and tactical actions."""
+    rows = session.exec(
+        select(ActionRecord).order_by(col(ActionRecord.id).desc()).limit(ACTION_WINDOW)
+    ).all()
+    newest: dict[tuple[str, str], ActionPublic] = {}
+    for row in rows:
+        if (row.site_id, row.kind) not in newest:
+            newest[(row.site_id, row.kind)] = ActionPublic.of(row)
+    modes = dict.fromkeys(POWER_MODES, 0)
+    shares: dict[str, list[float]] = {}
+    acks = {
+        (k, a): 0 for k in ("strategic", "tactical") for a in ("applied", "rejected", "pending")
+    }
+    for (_, kind), action in newest.items():
+        if kind == "strategic" and action.mode:
+            modes[action.mode] = modes.get(action.mode, 0) + 1
+        if kind == "tactical" and action.shares:
+            for name, share in action.shares.items():
+                shares.setdefault(name, []).append(share)
+        ack = action.ack_status if action.ack_status in ("applied", "rejected") else "pending"
+        acks[(kind, ack)] = acks.get((kind, ack), 0) + 1
+    family = GaugeMetricFamily(
+        "fedge_coordinator_decision_modes",
+        "Sites whose newest energy-saving (strategic) action is each power mode.",
+        labels=["mode"],
+    )
+    for mode, n in modes.items():
+        family.add_metric([mode], float(n))
+    yield family
+    family = GaugeMetricFamily(
+        "fedge_coordinator_decision_slice_share",
+        "Mean over sites of the newest tactical action's PRB share, per slice.",
+        labels=["slice"],
+    )
+    for name, values in sorted(shares.items()):
+        family.add_metric([name], sum(values) / len(values))
+    yield family
+    family = GaugeMetricFamily(
+        "fedge_coordinator_decision_acks",
+        "Sites' newest actions by kind and acknowledgement: applied, rejected, pending.",
+        labels=["kind", "ack"],
+    )
+    for (kind, ack), n in acks.items():
+        family.add_metric([kind, ack], float(n))
+    yield family
+    family = GaugeMetricFamily(
+        "fedge_coordinator_decision_newest_timestamp_seconds",
+        "Unix time of the newest action decided (absent before the first).",
+    )
+    if rows:
+        family.add_metric([], max(r.decided_at for r in rows))
+    yield family
