@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-ab bench-personal bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-pm bench-forecast system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-ab bench-personal bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-pm bench-forecast bench-deploy agent-bundle images system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -35,7 +35,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-forecast
+bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-forecast bench-deploy
 
 bench-simulate: $(STAMP)
 	$(BIN)/python -m bench.simulate
@@ -81,6 +81,15 @@ bench-startup: $(STAMP) system-deps
 # The whole live system: 20 agents with their SuperNodes, a few minutes of the loop.
 bench-fleet: $(STAMP) system-deps
 	$(BIN)/python -m bench.fleet
+
+# The gNB inference agent as one directory with its own interpreter, no venv needed:
+# dist/fedge-agent/ (cached on its sources' hash under build/bundle/; docs/deploy.md).
+agent-bundle: $(STAMP)
+	$(BIN)/python deploy/bundle/build.py --out dist/fedge-agent
+
+# Bundle size, cold starts, PyInstaller against shiv, the image: bench/results/deploy.json.
+bench-deploy: $(STAMP)
+	$(BIN)/python -m bench.deploy
 
 clean:
 	rm -rf runs .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .grimp_cache

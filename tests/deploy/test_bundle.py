@@ -1,0 +1,202 @@
+"""The self-contained agent bundle (``make agent-bundle``) runs on a host with nothing
+else: copied into an empty directory and started with only ``PATH=/usr/bin:/bin`` and
+``HOME``, it makes its site key, passes ``agent check`` on a real config, ingests KPIs
+from a real Mosquitto, forecasts, and opens and judges a sealed model (ML-KEM/ML-DSA
+through the bundled cryptography).
+
+The build is cached under build/bundle/ on the sources' hash (deploy/bundle/build.py),
+so only the first run after a change pays for PyInstaller."""
+
+from __future__ import annotations
+
+import importlib.util
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fedge.core import ModelBundle
+from fedge.security import ContentType, OneShotSealer, SiteIdentity, load_identity
+from tests.edge_agent.conftest import (
+    MOSQUITTO,
+    STEP,
+    Client,
+    Mosquitto,
+    _train,
+    now_step,
+    seed_history,
+    site_values,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "deploy" / "bundle" / "build.py"
+
+
+def build_bundle() -> Path:
+    """The cached PyInstaller one-dir (built if its sources changed); skips without it."""
+    if importlib.util.find_spec("PyInstaller") is None:
+        pytest.skip("PyInstaller is not installed (the dev extra has it)")
+    done = subprocess.run(
+        [sys.executable, str(BUILD)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def bare_env(home: Path) -> dict[str, str]:
+    """What a bare host gives the bundle: no venv, no PYTHONPATH, no fedge settings."""
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+
+
+@dataclass(frozen=True)
+class BareHost:
+    """An empty directory holding only the copied bundle, and the site's files made there."""
+
+    root: Path
+    fedge: Path
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.fedge), *args], cwd=self.root, env=bare_env(self.root),
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SiteFiles:
+    """A site's real config and keys: its key made by the bundle, the coordinator's."""
+
+    config: Path
+    kek: bytes
+    key_file: Path
+    coordinator: SiteIdentity
+    last_step: int
+
+
+def make_site(host: BareHost, name: str, broker_url: str, model: Path) -> SiteFiles:
+    """In ``name`` under the host dir: agent.toml, an encrypted site key (``fedge keys
+    init`` of the bundle), the coordinator's public keys, a seeded store, the model."""
+    root = host.root / name
+    root.mkdir()
+    kek = secrets.token_hex(16).encode()
+    kek_file = root / "site.kek"
+    kek_file.write_bytes(kek)
+    kek_file.chmod(0o600)
+    key_file = root / "site.key"
+    made = host.run("keys", "init", "--key-file", str(key_file), "--kek-file", str(kek_file))
+    assert made.returncode == 0, made.stderr
+    coordinator = SiteIdentity.generate()
+    (root / "coordinator.pub").write_bytes(coordinator.public_keys().to_bytes())
+    shutil.copy(model, root / "initial.onnx")
+    values, _ = site_values(days=4)
+    last = now_step() - 40
+    seed_history(root / "agent.db", ["a"], values[:-30], last)
+    config = write_config(
+        root,
+        broker_url,
+        model={"initial": str(root / "initial.onnx")},
+        metrics={"enabled": True, "port": 0},
+        security={
+            "key_file": str(key_file),
+            "kek_file": str(kek_file),
+            "coordinator_keys": str(root / "coordinator.pub"),
+        },
+    )
+    return SiteFiles(config, kek, key_file, coordinator, last)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    if not MOSQUITTO.exists():
+        pytest.skip("mosquitto is not installed (deploy/system-deps.sh installs it)")
+    b = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained forecaster's ONNX (torch in the test process only): the agent serves
+    whatever its shape is; what it forecasts does not matter here."""
+    return _train(1, tmp_path_factory.mktemp("model") / "model.onnx", epochs=0)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> BareHost:
+    root = tmp_path_factory.mktemp("bare-host")
+    shutil.copytree(build_bundle(), root / "fedge", symlinks=True)
+    return BareHost(root, root / "fedge" / "fedge")
+
+
+def test_the_bundle_carries_no_training_stack(host: BareHost) -> None:
+    internal = {
+        p.name.split("-")[0].split(".")[0] for p in (host.fedge.parent / "_internal").iterdir()
+    }
+    assert {"onnxruntime", "numpy", "cryptography"} <= internal
+    assert not internal & {"torch", "flwr", "ray", "pandas", "fastapi", "sqlalchemy"}
+    helped = host.run("agent", "--help")
+    assert helped.returncode == 0 and "check" in helped.stdout, helped.stderr
+    version = host.run("--version")
+    assert version.stdout.strip().startswith("fedge "), version.stderr
+
+
+def test_check_passes_on_a_real_config_and_keys(
+    host: BareHost, broker: Mosquitto, model: Path
+) -> None:
+    site = make_site(host, "check", broker.url, model)
+    ok = host.run("agent", "check", "--config", str(site.config))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "ok    store and model" in ok.stdout and "initial-" in ok.stdout
+    assert f"127.0.0.1:{broker.port} accepted MQTT 5" in ok.stdout
+    assert "Traceback" not in ok.stderr
+    broken = host.root / "broken.toml"
+    broken.write_text(site.config.read_text().replace(str(site.key_file), "missing.key"))
+    bad = host.run("agent", "check", "--config", str(broken))
+    assert bad.returncode == 2 and "security" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_the_bundle_ingests_forecasts_and_judges_a_sealed_model(
+    host: BareHost, broker: Mosquitto, model: Path
+) -> None:
+    site = make_site(host, "run", broker.url, model)
+    client = Client(broker.port)
+    proc = subprocess.Popen(
+        [str(host.fedge), "agent", "run", "--config", str(site.config)], cwd=host.root,
+        env=bare_env(host.root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        while (status := client.get("status", timeout=60))["pid"] != proc.pid:
+            pass
+        assert status["state"] == "online", status
+        values, _ = site_values(days=4)
+        client.kpi("a", (site.last_step + 1) * STEP, values[-30])
+        forecast = client.get("forecast", timeout=60)
+        assert forecast["cell"] == "a" and forecast["model_version"].startswith("initial-")
+        identity = load_identity(site.key_file, site.kek)
+        bundle = ModelBundle("v2", model.read_bytes()).encode()
+        sealed = OneShotSealer(site.coordinator).seal(
+            identity.public_keys(), bundle, ContentType.GLOBAL_MODEL
+        )
+        client.publish("model", sealed)
+        verdict = client.get("verdict", timeout=120)
+        assert verdict["version"] == "v2" and verdict["accepted"] is True, verdict
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        client.close()
+    assert proc.returncode == 0, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
