@@ -37,6 +37,7 @@ def serve(
     ] = LogFormat.TEXT,
 ) -> None:
     """Run the coordinator API (settings from FEDGE_COORDINATOR_* variables)."""
+    import logging
     import os
 
     from fedge.coordinator._service import Coordinator
@@ -73,10 +74,16 @@ def serve(
             str(settings.port),
         )
     tls = settings.tls
-    typer.echo(
-        f"coordinator on {settings.scheme}://{settings.host}:{settings.port} "
-        f"({settings.environment.value}, {dialect}, {workers} worker(s))"
-    )
+    url = f"{settings.scheme}://{settings.host}:{settings.port}"
+    started = f"coordinator on {url} ({settings.environment.value}, {dialect}, {workers} worker(s))"
+    if log_format is LogFormat.JSON:  # nothing but log lines, one object each
+        logging.getLogger("fedge.coordinator").info(
+            "%s", started,
+            extra={"event": "coordinator.start", "url": url, "database": dialect,
+                   "environment": settings.environment.value, "workers": workers},
+        )  # fmt: skip
+    else:
+        typer.echo(started)
     if workers == 1:
         serve_app(app, settings.host, settings.port, tls)
     else:

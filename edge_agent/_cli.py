@@ -18,6 +18,7 @@ _LOG_FORMAT = Annotated[
 
 def run(config: _CONFIG = Path("agent.toml"), log_format: _LOG_FORMAT = LogFormat.TEXT) -> None:
     """Run the agent until SIGTERM/SIGINT."""
+    import logging
     import signal
     import threading
 
@@ -31,7 +32,10 @@ def run(config: _CONFIG = Path("agent.toml"), log_format: _LOG_FORMAT = LogForma
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    typer.echo(f"fedge agent {cfg.site}: serving model {agent.version or '(none yet)'}", err=True)
+    logging.getLogger("fedge.edge_agent").info(
+        "fedge agent %s: serving model %s", cfg.site, agent.version or "(none yet)",
+        extra={"event": "agent.start", "site": cfg.site, "model_version": agent.version},
+    )  # fmt: skip
     agent.run(stop)
 
 
