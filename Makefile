@@ -87,8 +87,13 @@ bench-fleet: $(STAMP) system-deps
 agent-bundle: $(STAMP)
 	$(BIN)/python deploy/bundle/build.py --out dist/fedge-agent
 
+# OCI images without a daemon (buildah, vfs storage under build/oci/): the agent FROM
+# scratch around the bundle, as localhost/fedge-agent:0.1.0 (docs/deploy.md).
+images: $(STAMP) system-deps
+	$(BIN)/python deploy/oci/build.py
+
 # Bundle size, cold starts, PyInstaller against shiv, the image: bench/results/deploy.json.
-bench-deploy: $(STAMP)
+bench-deploy: $(STAMP) system-deps
 	$(BIN)/python -m bench.deploy
 
 clean:

@@ -7,6 +7,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # the service units' checks
 [ -x /usr/bin/chromium ] || need+=(chromium)  # the dashboard's browser tests (Playwright)
+command -v buildah >/dev/null 2>&1 || need+=(buildah)  # OCI images without a daemon (make images)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool: the alert rules' checks
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

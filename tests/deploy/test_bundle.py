@@ -10,6 +10,7 @@ so only the first run after a change pays for PyInstaller."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import secrets
 import shutil
 import signal
@@ -60,21 +61,28 @@ def bare_env(home: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class BareHost:
-    """An empty directory holding only the copied bundle, and the site's files made there."""
+    """Where a bundle runs: ``command`` starts it; a path the bundle sees as ``/x`` is
+    ``view / "x"`` from the test (the same path on a bare host, under the rootfs when
+    chrooted)."""
 
     root: Path
-    fedge: Path
+    command: tuple[str, ...]
+    view: Path = Path("/")
+
+    def outside(self, inside: Path) -> Path:
+        return self.view / inside.relative_to("/")
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(self.fedge), *args], cwd=self.root, env=bare_env(self.root),
+            [*self.command, *args], cwd=self.root, env=bare_env(self.root),
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SiteFiles:
-    """A site's real config and keys: its key made by the bundle, the coordinator's."""
+    """A site's real config and keys: its key made by the bundle, the coordinator's.
+    ``config`` and ``key_file`` are the paths the bundle sees."""
 
     config: Path
     kek: bytes
@@ -83,36 +91,44 @@ class SiteFiles:
     last_step: int
 
 
-def make_site(host: BareHost, name: str, broker_url: str, model: Path) -> SiteFiles:
-    """In ``name`` under the host dir: agent.toml, an encrypted site key (``fedge keys
-    init`` of the bundle), the coordinator's public keys, a seeded store, the model."""
-    root = host.root / name
-    root.mkdir()
+def make_site(
+    host: BareHost, inside: Path, broker_url: str, model: Path, owner: int | None = None
+) -> SiteFiles:
+    """In ``inside`` (as the bundle sees it): agent.toml, an encrypted site key (``fedge
+    keys init`` of the bundle), the coordinator's public keys, a seeded store, the
+    model; owned by ``owner`` when the bundle runs as another user."""
+    root = host.outside(inside)
+    root.mkdir(parents=True)
+    if owner is not None:
+        os.chown(root, owner, owner)
     kek = secrets.token_hex(16).encode()
-    kek_file = root / "site.kek"
-    kek_file.write_bytes(kek)
-    kek_file.chmod(0o600)
-    key_file = root / "site.key"
-    made = host.run("keys", "init", "--key-file", str(key_file), "--kek-file", str(kek_file))
-    assert made.returncode == 0, made.stderr
+    (root / "site.kek").write_bytes(kek)
+    (root / "site.kek").chmod(0o600)
     coordinator = SiteIdentity.generate()
     (root / "coordinator.pub").write_bytes(coordinator.public_keys().to_bytes())
     shutil.copy(model, root / "initial.onnx")
     values, _ = site_values(days=4)
     last = now_step() - 40
     seed_history(root / "agent.db", ["a"], values[:-30], last)
-    config = write_config(
+    written = write_config(
         root,
         broker_url,
-        model={"initial": str(root / "initial.onnx")},
+        store={"path": str(inside / "agent.db")},
+        model={"dir": str(inside / "models"), "initial": str(inside / "initial.onnx")},
         metrics={"enabled": True, "port": 0},
         security={
-            "key_file": str(key_file),
-            "kek_file": str(kek_file),
-            "coordinator_keys": str(root / "coordinator.pub"),
+            "key_file": str(inside / "site.key"),
+            "kek_file": str(inside / "site.kek"),
+            "coordinator_keys": str(inside / "coordinator.pub"),
         },
     )
-    return SiteFiles(config, kek, key_file, coordinator, last)
+    if owner is not None:
+        for f in root.iterdir():
+            os.chown(f, owner, owner)
+    made = host.run("keys", "init", "--key-file", str(inside / "site.key"),
+                    "--kek-file", str(inside / "site.kek"))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return SiteFiles(inside / written.name, kek, inside / "site.key", coordinator, last)
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +154,13 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def host(tmp_path_factory: pytest.TempPathFactory) -> BareHost:
     root = tmp_path_factory.mktemp("bare-host")
     shutil.copytree(build_bundle(), root / "fedge", symlinks=True)
-    return BareHost(root, root / "fedge" / "fedge")
+    return BareHost(root, (str(root / "fedge" / "fedge"),))
 
 
 def test_the_bundle_carries_no_training_stack(host: BareHost) -> None:
     internal = {
-        p.name.split("-")[0].split(".")[0] for p in (host.fedge.parent / "_internal").iterdir()
+        p.name.split("-")[0].split(".")[0]
+        for p in (Path(host.command[0]).parent / "_internal").iterdir()
     }
     assert {"onnxruntime", "numpy", "cryptography"} <= internal
     assert not internal & {"torch", "flwr", "ray", "pandas", "fastapi", "sqlalchemy"}
@@ -156,37 +173,38 @@ def test_the_bundle_carries_no_training_stack(host: BareHost) -> None:
 def test_check_passes_on_a_real_config_and_keys(
     host: BareHost, broker: Mosquitto, model: Path
 ) -> None:
-    site = make_site(host, "check", broker.url, model)
+    site = make_site(host, host.root / "check", broker.url, model)
     ok = host.run("agent", "check", "--config", str(site.config))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ok    store and model" in ok.stdout and "initial-" in ok.stdout
     assert f"127.0.0.1:{broker.port} accepted MQTT 5" in ok.stdout
     assert "Traceback" not in ok.stderr
-    broken = host.root / "broken.toml"
-    broken.write_text(site.config.read_text().replace(str(site.key_file), "missing.key"))
+    broken = site.config.with_name("broken.toml")
+    host.outside(broken).write_text(
+        host.outside(site.config).read_text().replace(str(site.key_file), "missing.key")
+    )
     bad = host.run("agent", "check", "--config", str(broken))
     assert bad.returncode == 2 and "security" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stderr
 
 
-def test_the_bundle_ingests_forecasts_and_judges_a_sealed_model(
-    host: BareHost, broker: Mosquitto, model: Path
-) -> None:
-    site = make_site(host, "run", broker.url, model)
+def one_cycle(host: BareHost, site: SiteFiles, broker: Mosquitto, model: Path) -> None:
+    """``agent run`` of the bundle: online, one KPI in and its forecast out, a sealed
+    model opened, judged and served; SIGTERM stops it cleanly."""
     client = Client(broker.port)
     proc = subprocess.Popen(
-        [str(host.fedge), "agent", "run", "--config", str(site.config)], cwd=host.root,
+        [*host.command, "agent", "run", "--config", str(site.config)], cwd=host.root,
         env=bare_env(host.root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         while (status := client.get("status", timeout=60))["pid"] != proc.pid:
-            pass
+            pass  # a status retained from an earlier agent on this broker
         assert status["state"] == "online", status
         values, _ = site_values(days=4)
         client.kpi("a", (site.last_step + 1) * STEP, values[-30])
         forecast = client.get("forecast", timeout=60)
         assert forecast["cell"] == "a" and forecast["model_version"].startswith("initial-")
-        identity = load_identity(site.key_file, site.kek)
+        identity = load_identity(host.outside(site.key_file), site.kek)
         bundle = ModelBundle("v2", model.read_bytes()).encode()
         sealed = OneShotSealer(site.coordinator).seal(
             identity.public_keys(), bundle, ContentType.GLOBAL_MODEL
@@ -200,3 +218,9 @@ def test_the_bundle_ingests_forecasts_and_judges_a_sealed_model(
         client.close()
     assert proc.returncode == 0, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
+
+
+def test_the_bundle_ingests_forecasts_and_judges_a_sealed_model(
+    host: BareHost, broker: Mosquitto, model: Path
+) -> None:
+    one_cycle(host, make_site(host, host.root / "run", broker.url, model), broker, model)
