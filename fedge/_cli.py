@@ -42,6 +42,11 @@ COMMANDS: dict[str, _Entry] = {
     "keys": _Entry(
         "fedge.security._cli", None, "Site identity keys (post-quantum, encrypted at rest)."
     ),
+    "pki": _Entry(
+        "fedge.security._cli",
+        None,
+        "Transport TLS: a private CA and the fleet's certificates (broker, HTTPS, SuperLink).",
+    ),
     "site": _Entry(
         "fedge.edge_agent._site_cli",
         None,

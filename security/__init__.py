@@ -21,6 +21,7 @@ from fedge.security._errors import (
     InvalidSignature,
     InvalidToken,
     KeyStoreError,
+    PkiError,
     ProviderUnavailable,
     ReplayDetected,
     RevokedSender,
@@ -31,6 +32,7 @@ from fedge.security._errors import (
 from fedge.security._handshake import Initiator, Responder
 from fedge.security._identity import SiteIdentity, SitePublicKeys, fingerprint
 from fedge.security._keystore import load_identity, read_kek, save_identity
+from fedge.security._pki import Issued, init_ca, issue
 from fedge.security._provider import CryptographyProvider, OqsProvider, Provider, get_provider
 from fedge.security._registry import (
     EnrollmentOutcome,
@@ -56,6 +58,7 @@ __all__ = [
     "InvalidSignature",
     "InvalidToken",
     "KeyStoreError",
+    "PkiError",
     "ProviderUnavailable",
     "ReplayDetected",
     "RevokedSender",
@@ -78,6 +81,10 @@ __all__ = [
     "load_identity",
     "read_kek",
     "save_identity",
+    # transport TLS certificates
+    "Issued",
+    "init_ca",
+    "issue",
     # registry and enrollment
     "Registry",
     "MemoryRegistry",

@@ -1,4 +1,5 @@
-"""``fedge keys init|show|rotate``: a site's key file, encrypted at rest.
+"""``fedge keys init|show|rotate``: a site's key file, encrypted at rest; ``fedge pki
+init|issue``: the private CA and certificates of the transports' TLS.
 
 Typed errors propagate; ``fedge._cli.main`` turns them into one line and exit code 2.
 """
@@ -90,3 +91,52 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"rotation statement: {out} (send it to the coordinator)")
 
     app.add_typer(keys, name="keys")
+    register_pki(app)
+
+
+_CA_DIR = typer.Option(Path("fedge-ca"), "--dir", help="The CA's directory (ca.pem, ca.key).")
+_DAYS_CA = typer.Option(1825, "--days", help="How long the CA is valid.")
+_DAYS = typer.Option(365, "--days", help="How long the certificate is valid (at most the CA's).")
+_SERVER_NAME = typer.Option(
+    [], "--server-name", help="An address clients dial (DNS name or IP); repeat for several."
+)
+_CLIENT = typer.Option(False, "--client", help="A client certificate (the broker user name).")
+
+
+def register_pki(app: typer.Typer) -> None:
+    """Add the ``pki`` sub-command: the fleet's transport-TLS CA and certificates."""
+    pki = typer.Typer(help="Transport TLS: a private CA and the fleet's certificates.")
+
+    @pki.command("init")
+    def init(
+        directory: Path = _CA_DIR,
+        name: str = typer.Option("fedge CA", "--name", help="The CA's common name."),
+        days: int = _DAYS_CA,
+        force: bool = _FORCE,
+    ) -> None:
+        """Make a private CA (EC P-256): ca.pem for every host, ca.key kept here (0600)."""
+        from fedge.security._pki import init_ca
+
+        made = init_ca(directory, common_name=name, days=days, force=force)
+        typer.echo(f"CA certificate: {made.cert}")
+        typer.echo(f"CA key:         {made.key} (keep it off the hosts)")
+
+    @pki.command("issue")
+    def issue_cmd(
+        name: str = typer.Argument(..., help="The certificate's name and file stem."),
+        directory: Path = _CA_DIR,
+        server_name: list[str] = _SERVER_NAME,
+        client: bool = _CLIENT,
+        days: int = _DAYS,
+        force: bool = _FORCE,
+    ) -> None:
+        """Issue NAME.pem and NAME.key (0600) from the CA, for a server, a client or both."""
+        from fedge.security._pki import issue
+
+        made = issue(
+            directory, name, server_names=server_name, client=client, days=days, force=force
+        )
+        typer.echo(f"certificate: {made.cert}")
+        typer.echo(f"key:         {made.key}")
+
+    app.add_typer(pki, name="pki")

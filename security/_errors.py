@@ -61,3 +61,8 @@ class InvalidKey(SecurityError):
 
 class AlreadyUsed(SecurityError):
     """A single-use object (handshake, KDF) was used twice."""
+
+
+class PkiError(SecurityError):
+    """A transport CA or certificate cannot be made: a bad name, address or lifetime, a
+    missing or mismatched CA, or a file that exists already."""
