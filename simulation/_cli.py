@@ -104,7 +104,7 @@ def simulate(
     from rich.console import Console
 
     from fedge.simulation._progress import RichProgress
-    from fedge.simulation._report import console_summary, write_report
+    from fedge.simulation._report import console_results, console_summary, write_report
     from fedge.simulation._run import run
 
     config = preset(preset_name)
@@ -149,6 +149,8 @@ def simulate(
         result = run(config, runs_dir, progress)
     json_path, html_path = write_report(result.report, result.run_dir, result.plot_series)
     console.print(console_summary(result.report))
+    for line in console_results(result.report):
+        console.print(line, highlight=False, markup=False)
     console.print(f"report: {json_path}  {html_path}")
 
 

@@ -284,6 +284,64 @@ def console_summary(report: dict[str, Any]) -> Any:
     return table
 
 
+def console_results(report: dict[str, Any]) -> list[str]:
+    """The compression and decision results the run computed, one line each, for the
+    terminal under the table (report.html has them in full); none when it computed none."""
+    lines = []
+    for method, s in (report.get("comm_by_method") or {}).items():
+        c, sec = s["comm"], s["security"]
+        rejected = ", ".join(f"{k} {v}" for k, v in sec.get("rejected", {}).items()) or "none"
+        lines.append(
+            f"{method} updates: codec {c['codec']}, {c['bytes_per_update_mean']:,.0f} B/update "
+            f"({c['compression_ratio']}x smaller than fp32), up {c['bytes_up_total']:,} B, "
+            f"down {c['bytes_down_total']:,} B; {sec['updates_sealed']} sealed, "
+            f"{sec['accepted']} accepted, rejected: {rejected}"
+        )
+    sweep = report.get("comm_sweep") or []
+    if sweep:
+        from fedge.simulation._comm import pareto
+
+        front = set(pareto(sweep))
+        lines.append(
+            "codec sweep (RMSE at B/update): "
+            + ", ".join(
+                f"{p['codec']}{'*' if p['codec'] in front else ''} {p['rmse']:.4f} at "
+                f"{p['bytes_per_update_mean']:,.0f}"
+                for p in sweep
+            )
+            + "  (* on the Pareto front)"
+        )
+    for method, r in (report.get("adversarial") or {}).get("methods", {}).items():
+        clean = r.get("clean_rmse")
+        vs = f" (clean {clean:.4f}, x{r['rmse'] / clean:.3f})" if clean else ""
+        lines.append(f"{method} under attack: RMSE {r['rmse']:.4f}{vs}")
+    dec = report.get("decisions")
+    if dec:
+        from fedge.simulation._decision_report import ENERGY_ORDER, SLICE_ORDER
+
+        e, sl = dec["energy"], dec["slices"]
+        lines.append(
+            "energy saved (QoS violations): "
+            + ", ".join(
+                f"{m} {e[m]['energy_saved_pct']:.1f}% ({100 * e[m]['qos_violation_rate']:.2f}%)"
+                for m in ENERGY_ORDER
+                if m in e
+            )
+        )
+        lines.append(
+            "slice SLA met (PRBs reserved): "
+            + ", ".join(
+                f"{m} {100 * sl[m]['sla_satisfaction']:.2f}% ({sl[m]['reserved_prb_pct']:.1f}%)"
+                for m in SLICE_ORDER
+                if m in sl
+            )
+        )
+        lat = dec.get("latency_us") or {}
+        if lat:
+            lines.append(f"one site's decision: p50 {lat['p50']} µs, p99 {lat['p99']} µs")
+    return lines
+
+
 def _best_federated(methods: dict[str, Any]) -> str | None:
     """The federated method with the lowest asymmetric cost over every lead time."""
     fed = [m for m in METHOD_ORDER[:6] if m in methods]
