@@ -105,7 +105,9 @@ _CLIENT = typer.Option(False, "--client", help="A client certificate (the broker
 
 def register_pki(app: typer.Typer) -> None:
     """Add the ``pki`` sub-command: the fleet's transport-TLS CA and certificates."""
-    pki = typer.Typer(help="Transport TLS: a private CA and the fleet's certificates.")
+    pki = typer.Typer(
+        help="Transport TLS: a private CA and the fleet's certificates (broker, HTTPS, SuperLink)."
+    )
 
     @pki.command("init")
     def init(
