@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-ab bench-personal bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-pm bench-forecast bench-deploy agent-bundle images system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-ab bench-personal bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-pm bench-forecast bench-deploy bench-monitoring agent-bundle images system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -35,7 +35,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-forecast bench-deploy
+bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-forecast bench-deploy bench-monitoring
 
 bench-simulate: $(STAMP)
 	$(BIN)/python -m bench.simulate
@@ -95,6 +95,9 @@ images: $(STAMP) system-deps
 # Bundle size, cold starts, PyInstaller against shiv, the image: bench/results/deploy.json.
 bench-deploy: $(STAMP) system-deps
 	$(BIN)/python -m bench.deploy
+
+bench-monitoring: $(STAMP)
+	$(BIN)/python -m bench.monitoring
 
 clean:
 	rm -rf runs .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .grimp_cache
