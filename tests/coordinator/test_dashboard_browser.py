@@ -225,11 +225,15 @@ def test_the_login_works_by_keyboard_and_a_bad_key_gets_a_clear_error(
     page: Page, world: World
 ) -> None:
     page.goto(f"{world.url}/ui/login")
-    page.keyboard.type("fedge-op.not-a-key")  # the key field has the focus
+    field = page.get_by_label("Operator API key")
+    expect(field).to_be_focused()  # the key field has the focus: typing goes there
+    page.keyboard.type("fedge-op.not-a-key")
     page.keyboard.press("Enter")
     expect(page.get_by_role("alert")).to_have_text("Unknown or revoked API key.")
     expect(page).to_have_url(f"{world.url}/ui/login")
-    expect(page.get_by_label("Operator API key")).to_have_attribute("aria-invalid", "true")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(field).to_be_focused()  # again, on the page that says what was wrong
+    expect(field).to_have_value("")  # the refused key is not echoed back
     page.keyboard.type(_key(world, Role.VIEWER))
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{world.url}/ui")
