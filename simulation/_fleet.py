@@ -47,6 +47,7 @@ __all__ = [
     "load_state",
     "run_request",
     "status",
+    "tls_files",
     "up",
 ]
 
@@ -63,6 +64,12 @@ BIN = Path(sys.executable).parent
 STRATEGIC_INTERVAL_S = 60.0
 TACTICAL_INTERVAL_S = 20.0
 CLUSTER_SIZE = 3
+TLS_DIR = "tls"  # the fleet's CA and every part's certificate, under the fleet directory
+# The certificates a TLS fleet issues from its own CA: servers for the addresses the
+# parts dial, clients whose common names are the broker user names.
+TLS_SERVERS = ("superlink", "coordinator", "mosquitto")
+TLS_CLIENTS = ("agent", "replayer")
+TLS_SERVER_NAMES = ("127.0.0.1", "localhost")
 SETUP_WORKERS = 4  # sites whose keys and enrollment are made at once
 _SAVE_LOCK = threading.Lock()
 
@@ -81,6 +88,7 @@ class FleetSpec:
     postgres: bool = False
     policies: Path | None = None
     seed: int = 0
+    tls: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.sites, bool) or not isinstance(self.sites, int):
@@ -153,8 +161,18 @@ class FleetState:
         return Path(self.dir)
 
     @property
+    def tls(self) -> bool:
+        return bool(self.spec.get("tls"))
+
+    @property
     def coordinator_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['coordinator']}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.ports['coordinator']}"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The fleet CA's certificate every TLS client trusts; None for a plaintext fleet."""
+        return self.root / TLS_DIR / "ca.pem" if self.tls else None
 
     def admin_key(self) -> str:
         return (self.root / "coordinator" / "admin.key").read_text().strip()
@@ -378,14 +396,22 @@ def _reap(pid: int) -> None:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
-def http_json(url: str, *, api_key: str | None = None, timeout: float = 5.0) -> Any:
-    """GET ``url`` as JSON; errors are FleetError naming the URL."""
+def http_json(
+    url: str, *, api_key: str | None = None, timeout: float = 5.0, ca_file: Path | None = None
+) -> Any:
+    """GET ``url`` as JSON (an ``https`` one trusting ``ca_file``); errors are FleetError
+    naming the URL."""
     headers = {"Accept": "application/json"}
     if api_key:
         headers["X-API-Key"] = api_key
     req = urllib.request.Request(url, headers=headers)
+    context = None
+    if url.startswith("https:"):
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as ans:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as ans:
             return json.loads(ans.read() or b"null")
     except urllib.error.HTTPError as exc:
         detail = exc.read()[:300].decode(errors="replace") if exc.fp is not None else ""
@@ -450,16 +476,62 @@ def _mosquitto(state: FleetState) -> None:
     d.mkdir(parents=True, exist_ok=True)
     port = state.ports["mosquitto"]
     conf = d / "mosquitto.conf"
+    conf.write_text(mosquitto_conf(state, d))
+    record = spawn(state, "mosquitto", [str(MOSQUITTO), "-c", str(conf)], d / "mosquitto.log",
+                   fleet_env(), port=port)  # fmt: skip
+    wait_for("mosquitto", lambda: _listening(port), 20, record)
+
+
+def mosquitto_conf(state: FleetState, d: Path) -> str:
+    """The broker's configuration: one listener on loopback; on a TLS fleet that listener
+    wants a client certificate of the fleet's CA and takes its common name as the user."""
+    port = state.ports["mosquitto"]
     user = f"user {_username()}\n"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\n{user}allow_anonymous true\n"
+    if state.tls:
+        files = tls_files(state)
+        access = (
+            f"allow_anonymous false\ncafile {files['ca']}\n"
+            f"certfile {files['mosquitto'][0]}\nkeyfile {files['mosquitto'][1]}\n"
+            "tls_version tlsv1.2\nrequire_certificate true\nuse_identity_as_username true\n"
+        )
+    else:
+        access = "allow_anonymous true\n"
+    return (
+        f"per_listener_settings false\nlistener {port} 127.0.0.1\n{user}{access}"
         f"persistence true\npersistence_location {d}/\nautosave_interval 10\n"
         "max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\n"
         "log_type error\nlog_type warning\nlog_type notice\nlog_dest stdout\n"
     )
-    record = spawn(state, "mosquitto", [str(MOSQUITTO), "-c", str(conf)], d / "mosquitto.log",
-                   fleet_env(), port=port)  # fmt: skip
-    wait_for("mosquitto", lambda: _listening(port), 20, record)
+
+
+def tls_files(state: FleetState) -> dict[str, Any]:
+    """``ca``: the CA's certificate; per part its (certificate, key) paths."""
+    d = state.root / TLS_DIR
+    out: dict[str, Any] = {"ca": d / "ca.pem"}
+    for name in (*TLS_SERVERS, *TLS_CLIENTS):
+        out[name] = (d / f"{name}.pem", d / f"{name}.key")
+    return out
+
+
+def make_tls(state: FleetState) -> None:
+    """The fleet's own CA (``fedge pki``'s) and a certificate for every part, made once:
+    servers for 127.0.0.1 and localhost, clients named after their broker user."""
+    from fedge.security import init_ca, issue
+
+    d = state.root / TLS_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    init_ca(d, common_name="fedge fleet CA", force=True)  # a half-made one is replaced
+    for name in TLS_SERVERS:
+        issue(d, name, server_names=TLS_SERVER_NAMES, force=True)
+    for name in TLS_CLIENTS:
+        issue(d, name, client=True, force=True)
+
+
+def _tls_made(state: FleetState) -> bool:
+    files = tls_files(state)
+    return files["ca"].exists() and all(
+        p.exists() for name in (*TLS_SERVERS, *TLS_CLIENTS) for p in files[name]
+    )
 
 
 def _username() -> str:
@@ -556,10 +628,21 @@ def _superlink(state: FleetState) -> None:
     # Flower's in-memory state: its SQLite file state answered "database is locked" to
     # 20 nodes pushing updates at once and lost their messages. What a restart loses (a
     # run in flight) the coordinator records as interrupted; nodes register again.
-    cmd = [str(BIN / "flower-superlink"), "--insecure", "--port", str(port),
+    cmd = [str(BIN / "flower-superlink"), *_superlink_tls(state), "--port", str(port),
            "--disable-runtime-dependency-installation"]  # fmt: skip
-    record = spawn(state, "superlink", cmd, d / "superlink.log", fleet_env(), port=port, cwd=d)
+    # SSL_CERT_FILE: its ServerApps reach the coordinator's HTTPS trusting the fleet CA.
+    env = fleet_env(SSL_CERT_FILE=str(state.ca_file)) if state.ca_file else fleet_env()
+    record = spawn(state, "superlink", cmd, d / "superlink.log", env, port=port, cwd=d)
     wait_for("superlink", lambda: _listening(port), 60, record)
+
+
+def _superlink_tls(state: FleetState) -> list[str]:
+    if not state.tls:
+        return ["--insecure"]
+    files = tls_files(state)
+    cert, key = files["superlink"]
+    return ["--ssl-ca-certfile", str(files["ca"]), "--ssl-certfile", str(cert),
+            "--ssl-keyfile", str(key)]  # fmt: skip
 
 
 def coordinator_settings_known() -> set[str]:
@@ -581,7 +664,6 @@ def _coordinator_env(state: FleetState) -> dict[str, str]:
         "database_url": url,
         "admin_api_key": state.admin_key(),
         "superlink": f"127.0.0.1:{state.ports['superlink']}",
-        "superlink_insecure": "true",  # the fleet's SuperLink is plaintext, on loopback
         "policy_dir": str(state.root / "policies"),
         "host": "127.0.0.1",
         "port": str(state.ports["coordinator"]),
@@ -603,6 +685,16 @@ def _coordinator_env(state: FleetState) -> dict[str, str]:
         "retrain_run_config": json.dumps(run_request(len(state.sites), 1)),
         "auto_promote": "true",
     }
+    if state.tls:
+        files = tls_files(state)
+        wanted.update(
+            tls_certfile=str(files["coordinator"][0]),
+            tls_keyfile=str(files["coordinator"][1]),
+            superlink_root_certificates=str(files["ca"]),
+            public_url=state.coordinator_url,
+        )
+    else:
+        wanted["superlink_insecure"] = "true"  # a plaintext SuperLink, on loopback
     known = coordinator_settings_known()
     return {f"FEDGE_COORDINATOR_{k.upper()}": v for k, v in wanted.items() if k in known}
 
@@ -654,7 +746,8 @@ def _coordinator(state: FleetState) -> None:
                    fleet_env(**_coordinator_env(state)), port=port)  # fmt: skip
 
     def healthy() -> bool:
-        return bool(http_json(f"{state.coordinator_url}/healthz", timeout=2.0))
+        url = f"{state.coordinator_url}/healthz"
+        return bool(http_json(url, timeout=2.0, ca_file=state.ca_file))
 
     wait_for("coordinator", healthy, 180, record)
 
@@ -679,9 +772,19 @@ def agent_toml(state: FleetState, site: SiteRecord) -> str:
     """A site's agent.toml: every path inside the site's own directory."""
     from fedge.edge_agent._config import AgentConfig
 
+    broker = f"127.0.0.1:{state.ports['mosquitto']}"
+    broker_tls = roots = coordinator_ca = ""
+    if state.tls:
+        files = tls_files(state)
+        cert, key = files["agent"]
+        broker_tls = (f'[broker.tls]\nca_file = "{files["ca"]}"\ncert_file = "{cert}"\n'
+                      f'key_file = "{key}"\n')  # fmt: skip
+        roots = f'root_certificates = "{files["ca"]}"\n'
+        coordinator_ca = f'ca_file = "{files["ca"]}"\n'
     sections = [
         "[agent]\nstep_seconds = 300\n",
-        f'[broker]\nurl = "mqtt://127.0.0.1:{state.ports["mosquitto"]}"\nreconnect_max_s = 5\n',
+        f'[broker]\nurl = "{"mqtts" if state.tls else "mqtt"}://{broker}"\n'
+        f"reconnect_max_s = 5\n{broker_tls}",
         '[store]\npath = "agent.db"\n',
         # The replayed clock runs ahead of the wall clock at --speed > 1.
         "[ingest]\nmax_future_s = 31536000\n",
@@ -690,12 +793,12 @@ def agent_toml(state: FleetState, site: SiteRecord) -> str:
         'kek_file = "site.kek"\n',
         f'[federation]\nsuperlink = "127.0.0.1:{state.ports["superlink"]}"\n'
         f'supernode = "{BIN / "flower-supernode"}"\nruntime_port = {site.runtime_port}\n'
-        'state_dir = "federation"\nrestart_min_s = 1\nrestart_max_s = 10\n',
+        f'state_dir = "federation"\nrestart_min_s = 1\nrestart_max_s = 10\n{roots}',
         f'[metrics]\nhost = "127.0.0.1"\nport = {site.metrics_port}\n',
     ]
     if "coordinator" in AgentConfig.__dataclass_fields__:
         sections.append(
-            f'[coordinator]\nurl = "{state.coordinator_url}"\n'
+            f'[coordinator]\nurl = "{state.coordinator_url}"\n{coordinator_ca}'
             "health_interval_s = 5\nmodel_poll_s = 5\n"
         )
     return "\n".join(sections)
@@ -722,6 +825,8 @@ def _enroll(state: FleetState, site: SiteRecord) -> None:
     """A one-time token from the operator side, then ``fedge site enroll`` on the site."""
     d = Path(site.dir)
     env = fleet_env(FEDGE_COORDINATOR_URL=state.coordinator_url)
+    if state.ca_file:
+        env["FEDGE_CA_FILE"] = str(state.ca_file)
     key_file = state.root / "coordinator" / "admin.key"
     token = _run_cli(["site", "token", "--ttl", "600", "--api-key-file", str(key_file)],
                      f"site {site.index}: fedge site token", env).strip()  # fmt: skip
@@ -789,6 +894,7 @@ def _new_state(directory: Path, spec: FleetSpec) -> FleetState:
         "postgres": spec.postgres,
         "policies": str(spec.policies.resolve()) if spec.policies else None,
         "seed": spec.seed,
+        "tls": spec.tls,
     }
     state = FleetState(str(root), spec_json, ports, sites, created_at=time.time())
     return state
@@ -801,6 +907,12 @@ def _check_resume(state: FleetState, spec: FleetSpec) -> None:
             f"--dir: {state.dir} holds a fleet of {old['sites']} sites"
             f"{' on PostgreSQL' if old['postgres'] else ''}; `fedge fleet down` and use "
             "another directory for a different one"
+        )
+    if bool(old.get("tls")) != spec.tls:
+        was = "with TLS (--tls)" if old.get("tls") else "without TLS"
+        raise FleetError(
+            f"--tls: {state.dir} holds a fleet {was}; `fedge fleet down` and use another "
+            "directory to change it"
         )
 
 
@@ -839,6 +951,9 @@ def _running(state: FleetState, name: str) -> bool:
 
 
 def _start_all(state: FleetState, echo: Callable[[str], None]) -> None:
+    if state.tls and not _tls_made(state):
+        echo("making the fleet's CA and certificates")
+        make_tls(state)
     if not _running(state, "mosquitto"):
         echo("starting mosquitto")
         _mosquitto(state)
@@ -946,9 +1061,10 @@ def _flwr_home(state: FleetState) -> Path:
     """A FLWR_HOME of the fleet's own whose ``fleet`` connection is its SuperLink."""
     home = state.root / "flwr-home"
     home.mkdir(parents=True, exist_ok=True)
+    trust = f'root-certificates = "{state.ca_file}"' if state.ca_file else "insecure = true"
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "fleet"\n[superlink.fleet]\n'
-        f'address = "127.0.0.1:{state.ports["superlink"]}"\ninsecure = true\n'
+        f'address = "127.0.0.1:{state.ports["superlink"]}"\n{trust}\n'
     )
     return home
 
@@ -978,9 +1094,10 @@ def node_id(site: SiteRecord) -> str | None:
 
 
 def _wait_healthy(state: FleetState, timeout: float = 120.0) -> None:
+    health = f"{state.coordinator_url}/healthz"
     wait_for(
         "coordinator",
-        lambda: bool(http_json(f"{state.coordinator_url}/healthz", timeout=2.0)),
+        lambda: bool(http_json(health, timeout=2.0, ca_file=state.ca_file)),
         30,
         state.processes["coordinator"],
     )
@@ -1028,8 +1145,9 @@ def status(directory: Path) -> dict[str, Any]:
     key = state.admin_key()
     base = state.coordinator_url
     coordinator_up = parts.get("coordinator", {}).get("running", False)
-    actions = _optional(f"{base}/api/v1/actions?limit=500", key) if coordinator_up else None
-    health = _optional(f"{base}/api/v1/health/sites", key) if coordinator_up else None
+    ca = state.ca_file
+    actions = _optional(f"{base}/api/v1/actions?limit=500", key, ca) if coordinator_up else None
+    health = _optional(f"{base}/api/v1/health/sites", key, ca) if coordinator_up else None
     sites = []
     for site in state.sites:
         row: dict[str, Any] = {"index": site.index, "site_id": site.site_id}
@@ -1047,7 +1165,7 @@ def status(directory: Path) -> dict[str, Any]:
             row["serving"] = None
             row["agent"] = "unreachable"
         if coordinator_up and site.site_id:
-            last = _optional(f"{base}/api/v1/forecasts?site_id={site.site_id}&limit=1", key)
+            last = _optional(f"{base}/api/v1/forecasts?site_id={site.site_id}&limit=1", key, ca)
             row["last_forecast"] = last[0] if isinstance(last, list) and last else None
         row["last_action"] = _last_action(actions, site.site_id)
         row["coordinator_health"] = _site_health(health, site.site_id)
@@ -1055,10 +1173,10 @@ def status(directory: Path) -> dict[str, Any]:
     return {"dir": state.dir, "coordinator": base, "parts": parts, "sites": sites}
 
 
-def _optional(url: str, key: str) -> Any:
+def _optional(url: str, key: str, ca_file: Path | None = None) -> Any:
     """An API answer, or None where the coordinator has no such route (yet) or fails."""
     try:
-        return http_json(url, api_key=key)
+        return http_json(url, api_key=key, ca_file=ca_file)
     except FleetError:
         return None
 

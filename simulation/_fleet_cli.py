@@ -32,11 +32,17 @@ def up_command(
         typer.Option("--policies", help="Decision policies (`fedge decisions train` output)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="The generator's seed.")] = 0,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls", help="TLS on every hop, with certificates of the fleet's own CA (tls/)."
+        ),
+    ] = False,
 ) -> None:
     """Start (or resume) the whole live system and wait until it is healthy."""
     from fedge.simulation._fleet import FleetSpec, up
 
-    spec = FleetSpec(sites, data, speed, postgres, policies, seed)
+    spec = FleetSpec(sites, data, speed, postgres, policies, seed, tls)
     fleet = up(directory, spec, echo=lambda line: typer.echo(line, err=True))
     state = fleet.state
     typer.echo(f"fleet up: {len(state.sites)} sites, coordinator {state.coordinator_url}")

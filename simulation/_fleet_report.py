@@ -59,7 +59,7 @@ class Api:
 
     def __init__(self, state: FleetState) -> None:
         self.client = CoordinatorClient(state.coordinator_url, api_key=state.admin_key(),
-                                        timeout=30.0)  # fmt: skip
+                                        timeout=30.0, ca_file=state.ca_file)  # fmt: skip
 
     def get(self, path: str) -> Any:
         try:

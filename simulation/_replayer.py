@@ -40,6 +40,7 @@ from fedge.simulation._fleet import (
     FleetError,
     FleetState,
     load_state,
+    tls_files,
 )
 
 __all__ = [
@@ -171,6 +172,10 @@ class Replayer:
         client.max_queued_messages_set(0)
         connected = threading.Event()
         client.on_connect = lambda *_: connected.set()
+        if self.state.tls:  # the broker wants the replayer's certificate (its user name)
+            files = tls_files(self.state)
+            cert, key = files["replayer"]
+            client.tls_set(ca_certs=str(files["ca"]), certfile=str(cert), keyfile=str(key))
         client.connect("127.0.0.1", int(self.state.ports["mosquitto"]), keepalive=30)
         client.loop_start()
         if not connected.wait(20):

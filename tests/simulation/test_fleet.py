@@ -9,25 +9,39 @@ import json
 import math
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from fedge.security import init_ca, issue
 from fedge.simulation._fleet import (
     STATE_FILE,
     FleetError,
     FleetSpec,
+    FleetState,
     ProcessRecord,
+    _coordinator_env,
+    _flwr_home,
     _new_state,
+    _superlink_tls,
+    _write_private,
+    agent_toml,
     alive,
     check_running,
     down,
     fleet_processes,
+    http_json,
     load_state,
+    make_tls,
+    mosquitto_conf,
     status,
+    tls_files,
     up,
 )
 from fedge.simulation._replayer import CELL, kpi_message, wall_to_index
@@ -125,6 +139,87 @@ def test_resuming_with_other_sites_or_database_is_refused(tmp_path: Path) -> Non
     assert (root / STATE_FILE).read_text() == before
 
 
+def test_resuming_with_or_without_tls_is_refused(tmp_path: Path) -> None:
+    plain = _fleet_dir(tmp_path / "plain")
+    with pytest.raises(FleetError, match=r"--tls: .* holds a fleet without TLS"):
+        up(plain, FleetSpec(2, tls=True))
+    secure = tmp_path / "secure"
+    state = _new_state(secure, FleetSpec(2, tls=True))
+    secure.mkdir()
+    state.save()
+    assert load_state(secure).tls
+    with pytest.raises(FleetError, match=r"--tls: .* holds a fleet with TLS \(--tls\)"):
+        up(secure, FleetSpec(2))
+    assert not (secure / "tls").exists()  # refused before anything was made
+
+
+@pytest.fixture(scope="module")
+def tls_fleet(tmp_path_factory: pytest.TempPathFactory) -> FleetState:
+    """A TLS fleet's state with its CA and certificates made, nothing started."""
+    root = tmp_path_factory.mktemp("tls") / "fleet"
+    state = _new_state(root, FleetSpec(2, tls=True))
+    root.mkdir()
+    state.save()
+    make_tls(state)
+    _write_private(root / "coordinator" / "admin.key", "fedge-fleet-test\n")
+    return state
+
+
+def test_a_tls_fleets_agent_toml_dials_every_hop_with_the_fleet_ca(tls_fleet: FleetState) -> None:
+    from fedge.edge_agent import load_config
+
+    state, site = tls_fleet, tls_fleet.sites[0]
+    Path(site.dir).mkdir(parents=True, exist_ok=True)
+    path = Path(site.dir) / "agent.toml"
+    for name in ("site.key", "site.kek", "coordinator.pub"):  # enrollment's, not read here
+        _write_private(Path(site.dir) / name, "x\n")
+    enrolled = '[agent]\nsite = "' + "ab" * 16 + '"\n'
+    path.write_text(agent_toml(state, site).replace("[agent]\n", enrolled, 1))
+    config = load_config(path)
+    files = tls_files(state)
+    ca = files["ca"]
+    assert (config.broker.host, config.broker.port) == ("127.0.0.1", state.ports["mosquitto"])
+    assert config.broker.tls is not None
+    tls = config.broker.tls
+    assert (tls.ca_file, tls.cert_file, tls.key_file) == (ca, *files["agent"])
+    assert config.federation is not None and config.federation.root_certificates == ca
+    assert config.coordinator is not None
+    assert config.coordinator.url == f"https://127.0.0.1:{state.ports['coordinator']}"
+    assert config.coordinator.ca_file == ca
+    home = (_flwr_home(state) / "config.toml").read_text()
+    assert f'root-certificates = "{ca}"' in home and "insecure" not in home
+
+
+def test_a_tls_fleets_coordinator_and_broker_take_the_fleet_certificates(
+    tls_fleet: FleetState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedge.coordinator._settings import CoordinatorSettings
+
+    state = tls_fleet
+    env = _coordinator_env(state)
+    files = tls_files(state)
+    assert "FEDGE_COORDINATOR_SUPERLINK_INSECURE" not in env
+    assert env["FEDGE_COORDINATOR_SUPERLINK_ROOT_CERTIFICATES"] == str(files["ca"])
+    assert env["FEDGE_COORDINATOR_PUBLIC_URL"] == state.coordinator_url
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = CoordinatorSettings()  # the coordinator's own checks: the files load together
+    assert (settings.tls_certfile, settings.tls_keyfile) == files["coordinator"]
+    conf = mosquitto_conf(state, state.root / "mosquitto")
+    assert [line for line in conf.splitlines() if line.startswith("listener")] == [
+        f"listener {state.ports['mosquitto']} 127.0.0.1"
+    ]
+    for line in ("require_certificate true", "use_identity_as_username true",
+                 "allow_anonymous false", f"cafile {files['ca']}"):  # fmt: skip
+        assert line in conf.splitlines()
+    assert _superlink_tls(state)[:2] == ["--ssl-ca-certfile", str(files["ca"])]
+    from cryptography import x509
+
+    for name in ("agent", "replayer"):  # their common names are their broker user names
+        cert = x509.load_pem_x509_certificate(files[name][0].read_bytes())
+        assert cert.subject.rfc4514_string() == f"CN={name}"
+
+
 def test_a_state_file_of_another_place_or_version_is_refused(tmp_path: Path) -> None:
     root = _fleet_dir(tmp_path / "fleet")
     moved = tmp_path / "moved"
@@ -182,18 +277,91 @@ def test_the_cli_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
     assert minutes.returncode == 2 and "--minutes" in minutes.stderr
 
 
+def _mqtt_accepted(port: int, tls: tuple[Path, Path | None, Path | None] | None) -> bool:
+    """Whether the broker accepts an MQTT client (TLS with this CA, certificate and key)
+    within a few seconds."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    accepted = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.monotonic_ns()}")
+
+    def on_connect(_c: object, _u: object, _f: object, code: object, _p: object) -> None:
+        if code == 0:
+            accepted.set()
+
+    client.on_connect = on_connect
+    if tls is not None:
+        ca, cert, key = tls
+        client.tls_set(ca_certs=str(ca), certfile=str(cert) if cert else None,
+                       keyfile=str(key) if key else None)  # fmt: skip
+    try:
+        client.connect("127.0.0.1", port, keepalive=10)
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
+        return False
+    client.loop_start()
+    try:
+        return accepted.wait(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _assert_only_tls_gets_in(state: FleetState, other: Path) -> None:
+    """Every fleet hop wants TLS with the fleet's CA: no plaintext listener, no client
+    without a certificate of that CA, no server trusted under another CA."""
+    files = tls_files(state)
+    ca, replayer = files["ca"], files["replayer"]
+    init_ca(other)
+    issue(other, "agent", client=True)
+    conf = (state.root / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    assert [line for line in conf if line.startswith("listener")] == [
+        f"listener {state.ports['mosquitto']} 127.0.0.1"
+    ]
+    assert "require_certificate true" in conf and "allow_anonymous false" in conf
+    port = state.ports["mosquitto"]
+    assert _mqtt_accepted(port, (ca, *replayer))  # the probe itself can succeed
+    assert not _mqtt_accepted(port, None)  # plaintext
+    assert not _mqtt_accepted(port, (ca, None, None))  # no certificate
+    assert not _mqtt_accepted(port, (ca, other / "agent.pem", other / "agent.key"))
+
+    url = state.coordinator_url
+    assert http_json(f"{url}/healthz", ca_file=ca)
+    with pytest.raises(FleetError):
+        http_json(f"http://127.0.0.1:{state.ports['coordinator']}/healthz", timeout=5)
+    with pytest.raises(FleetError, match="CERTIFICATE_VERIFY_FAILED"):
+        http_json(f"{url}/healthz", ca_file=other / "ca.pem")
+
+    def handshake(cafile: Path) -> None:
+        context = ssl.create_default_context(cafile=str(cafile))
+        context.set_alpn_protocols(["h2"])
+        address = ("127.0.0.1", state.ports["superlink"])
+        with (
+            socket.create_connection(address, timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1"),
+        ):
+            pass
+
+    handshake(ca)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        handshake(other / "ca.pem")
+
+
 @pytest.mark.slow
 def test_three_sites_close_the_loop_and_leave_nothing_behind(tmp_path: Path) -> None:
-    """up (3 sites), SIGKILL of an agent (its SuperNode orphaned) and a resuming up, run
-    until the loop closed at every site, down: no process of the fleet is left."""
+    """up (3 sites, TLS on every hop: nothing gets in without it), SIGKILL of an agent (its
+    SuperNode orphaned) and a resuming up, run until the loop closed at every site, down:
+    no process of the fleet is left."""
     root = tmp_path / "fleet"
     policies = tmp_path / "policies"
     write_policies(policies)
     try:
-        started = _fedge("fleet", "up", "--sites", "3", "--dir", str(root),
+        started = _fedge("fleet", "up", "--sites", "3", "--dir", str(root), "--tls",
                          "--policies", str(policies), "--speed", "60")  # fmt: skip
         assert started.returncode == 0, started.stdout + started.stderr
         state = load_state(root)
+        assert state.tls and state.coordinator_url.startswith("https://")
+        _assert_only_tls_gets_in(state, tmp_path / "other-ca")
         assert {"mosquitto", "coordinator", "superlink", "replayer"} <= set(state.processes)
         assert all(s.site_id for s in state.sites)
         assert len({s.site_id for s in state.sites}) == 3
@@ -204,7 +372,7 @@ def test_three_sites_close_the_loop_and_leave_nothing_behind(tmp_path: Path) -> 
         deadline = time.monotonic() + 10
         while alive(victim) and time.monotonic() < deadline:
             time.sleep(0.1)
-        resumed = _fedge("fleet", "up", "--sites", "3", "--dir", str(root))
+        resumed = _fedge("fleet", "up", "--sites", "3", "--dir", str(root), "--tls")
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert "resuming" in resumed.stderr and "enrolling" not in resumed.stderr
         again = load_state(root)
