@@ -220,6 +220,24 @@ def test_a_tls_fleets_coordinator_and_broker_take_the_fleet_certificates(
         assert cert.subject.rfc4514_string() == f"CN={name}"
 
 
+def test_a_plaintext_fleet_keeps_its_loopback_settings(tmp_path: Path) -> None:
+    state = load_state(_fleet_dir(tmp_path / "fleet"))
+    _write_private(state.root / "coordinator" / "admin.key", "fedge-fleet-test\n")
+    assert not state.tls and state.ca_file is None
+    assert state.coordinator_url.startswith("http://")
+    conf = mosquitto_conf(state, state.root / "mosquitto").splitlines()
+    assert "allow_anonymous true" in conf and not any(line.startswith("cafile") for line in conf)
+    toml = agent_toml(state, state.sites[0])
+    assert 'url = "mqtt://127.0.0.1:' in toml
+    assert "[broker.tls]" not in toml and "root_certificates" not in toml
+    assert "ca_file" not in toml
+    env = _coordinator_env(state)
+    assert env["FEDGE_COORDINATOR_SUPERLINK_INSECURE"] == "true"
+    assert "FEDGE_COORDINATOR_TLS_CERTFILE" not in env
+    assert _superlink_tls(state) == ["--insecure"]
+    assert "insecure = true" in (_flwr_home(state) / "config.toml").read_text()
+
+
 def test_a_state_file_of_another_place_or_version_is_refused(tmp_path: Path) -> None:
     root = _fleet_dir(tmp_path / "fleet")
     moved = tmp_path / "moved"
