@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.test_bundle import BareHost, make_site, one_cycle
-from tests.edge_agent.conftest import MOSQUITTO, Mosquitto, _train
+from tests.deploy.bare_host import BareHost, make_site, one_cycle
+from tests.edge_agent.conftest import Mosquitto
 
 pytestmark = pytest.mark.slow
 
@@ -44,23 +44,6 @@ def rootfs(oci: dict[str, Any]) -> Iterator[Path]:
         yield Path(oci["buildah"]("mount", container).strip())
     finally:
         oci["buildah"]("rm", container)
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    if not MOSQUITTO.exists():
-        pytest.skip("mosquitto is not installed (deploy/system-deps.sh installs it)")
-    b = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train(1, tmp_path_factory.mktemp("model") / "model.onnx", epochs=0)
 
 
 def chrooted(rootfs: Path) -> BareHost:
