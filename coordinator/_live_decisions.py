@@ -283,7 +283,8 @@ class LiveDecisions:
     # --- the loop --------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
+        if self._thread is None:  # again after a stop: a replica elected once more
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="live-decisions", daemon=True)
             self._thread.start()
 
@@ -293,11 +294,39 @@ class LiveDecisions:
             self._thread.join()
             self._thread = None
 
+    #: How many slots a newly elected leader decides late: those since the last one
+    #: recorded, when it is this recent (the previous leader died or stepped down).
+    CATCH_UP_SLOTS = 12
+
+    def first_slots(self, start: float) -> dict[ActionKind, int]:
+        """The slot each kind decides first. After a failover: the one after the newest
+        recorded, so no slot is skipped (a tick already taken is never repeated: its key
+        is in ``decision_ticks``). Otherwise at least one interval after ``start``: a
+        restarted coordinator lets the sites report before it decides on what they sent."""
+        with Session(self.reader) as session:
+            newest = dict(
+                session.exec(
+                    select(DecisionTick.kind, func.max(DecisionTick.slot)).group_by(
+                        col(DecisionTick.kind)
+                    )
+                ).all()
+            )
+        due: dict[ActionKind, int] = {}
+        for kind, iv in self.intervals.items():
+            last = newest.get(kind)
+            if last is not None and last >= int(start // iv) - self.CATCH_UP_SLOTS:
+                due[kind] = last + 1
+            else:
+                due[kind] = int((start + iv) // iv) + 1
+        return due
+
     def _run(self) -> None:
-        # The first slot starts at least one interval after start: a restarted coordinator
-        # lets the sites report before it decides on what they sent.
-        start = time.time()
-        due = {k: (int((start + iv) // iv) + 1) for k, iv in self.intervals.items()}
+        try:
+            due = self.first_slots(time.time())
+        except Exception:  # the database is down: decide as after a restart
+            _log.exception("reading the newest decision slots failed")
+            start = time.time()
+            due = {k: (int((start + iv) // iv) + 1) for k, iv in self.intervals.items()}
         while True:
             kind = min(due, key=lambda k: (due[k] * self.intervals[k], k))  # strategic first
             if self._stop.wait(max(0.0, due[kind] * self.intervals[kind] - time.time())):
@@ -309,7 +338,9 @@ class LiveDecisions:
                     "%s decision tick failed", kind,
                     extra={"event": "decision.tick_failed", "kind": kind},
                 )  # fmt: skip
-            due[kind] = max(due[kind] + 1, int(time.time() // self.intervals[kind]) + 1)
+            # the next slot; after a long outage, no further back than the catch-up allows
+            oldest = int(time.time() // self.intervals[kind]) - self.CATCH_UP_SLOTS
+            due[kind] = max(due[kind] + 1, oldest)
 
     # --- one tick --------------------------------------------------------------------
 

@@ -279,6 +279,7 @@ class RetrainingPolicy:
     def start(self) -> None:
         if not self.enabled or self._thread is not None:
             return
+        self._stop.clear()  # again after a stop: a replica elected once more
         self._thread = threading.Thread(target=self._loop, name="retraining", daemon=True)
         self._thread.start()
 
@@ -286,6 +287,7 @@ class RetrainingPolicy:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            self._thread = None
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period):

@@ -286,7 +286,8 @@ class Rollouts:
     # --- background check ------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
+        if self._thread is None:  # again after a stop: a replica elected once more
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="rollout-check", daemon=True)
             self._thread.start()
 

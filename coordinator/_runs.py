@@ -175,6 +175,9 @@ class Federation:
         self._threads: list[threading.Thread] = []
         #: Called with the id of each model version a run stored (automatic promotion).
         self.on_model: Callable[[int], object] | None = None
+        #: Called with a new run's id before its row is stored: the replica driving it
+        #: marks it as its own (``_leader.Leadership.hold_run``).
+        self.holder: Callable[[str], None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -209,6 +212,8 @@ class Federation:
             created_at=time.time(),
             created_by=actor[:64],
         )
+        if self.holder is not None:
+            self.holder(run.id)
         with Session(self.engine) as session:
             start = RunStart(
                 run_id=run.id,
@@ -381,14 +386,39 @@ class Federation:
             session.add(entry)
             session.commit()
 
+    RESTARTED = "the coordinator restarted during the run; re-run it"
+    #: Why a run left by a replica that is gone ends (``interrupted``): its ServerApp's
+    #: ``flwr run`` and key export were that replica's, so it is not resumed elsewhere.
+    ORPHANED = (
+        "the coordinator replica driving the run stopped (restarted or failed over); re-run it"
+    )
+
     def recover(self) -> list[str]:
         """At start: runs left live by a previous process are interrupted, as is their open
         round; the SuperLink is asked to stop them. Completed rounds are untouched."""
+        return self.interrupt(None, self.RESTARTED)
+
+    def live_ids(self) -> list[str]:
+        with Session(self.engine) as session:
+            return list(
+                session.exec(
+                    select(Run.id).where(
+                        col(Run.status).in_([RunStatus.STARTING, RunStatus.RUNNING])
+                    )
+                ).all()
+            )
+
+    def interrupt(self, run_ids: list[str] | None, detail: str) -> list[str]:
+        """Interrupt those of ``run_ids`` (all when None) that are still live, and their
+        open round; the ids interrupted."""
         now = time.time()
         with Session(self.engine) as session:
-            live = session.exec(
-                select(Run).where(col(Run.status).in_([RunStatus.STARTING, RunStatus.RUNNING]))
-            ).all()
+            query = select(Run).where(col(Run.status).in_([RunStatus.STARTING, RunStatus.RUNNING]))
+            if run_ids is not None:
+                if not run_ids:
+                    return []
+                query = query.where(col(Run.id).in_(run_ids)).with_for_update()
+            live = session.exec(query).all()
             if not live:
                 return []
             ids = [r.id for r in live]
@@ -401,7 +431,7 @@ class Federation:
             for run in live:
                 self.forget_keys(run.id)
                 run.status, run.finished_at = RunStatus.INTERRUPTED, now
-                run.detail = "the coordinator restarted during the run; re-run it"
+                run.detail = detail
                 session.add(run)
                 session.add(audit_entry("coordinator", "run.interrupted", f"run:{run.id}", "ok",
                                         run.detail))  # fmt: skip

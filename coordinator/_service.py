@@ -35,6 +35,7 @@ from fedge.coordinator._errors import (
     SettingsError,
 )
 from fedge.coordinator._health import write_forecasts
+from fedge.coordinator._leader import Leadership
 from fedge.coordinator._live_decisions import LiveDecisions
 from fedge.coordinator._registry import DatabaseRegistry
 from fedge.coordinator._retraining import RetrainingPolicy, retrain_run_request
@@ -122,18 +123,23 @@ class Coordinator:
             WalCheckpointer(self.engine) if self.engine.dialect.name == "sqlite" else None
         )
         self.federation = Federation(settings, self.engine, self.store, self.identity)
-        if recover:
-            self.federation.recover()
+        # Only the leader runs the schedulers below (started by _lead); every replica serves.
+        self.leadership = Leadership(self.engine, self._lead, self._follow, self._sweep_runs)
+        self.federation.holder = self.leadership.hold_run
+        self.telemetry.leader = lambda: self.leadership.elected
+        if recover:  # runs a previous process (or a replica now gone) left live
+            if self.leadership.distributed:
+                self._sweep_runs()
+            else:
+                self.federation.recover()
         self._operators = OperatorCache(self.reader)
         window = settings.replay_window_seconds
         self.site_requests = SiteRequests(self.engine, self.directory, window)
         self.rollouts = Rollouts(settings, self.engine, self.reader)
-        self.rollouts.start()  # the rollout timeouts fire even when no site calls
         self.retraining = RetrainingPolicy(
             settings, self.engine, self.federation, self.promote, retrain_spec
         )
         self.federation.on_model = self.retraining.consider
-        self.retraining.start()  # only when retrain_enabled and a SuperLink is set
         # --- live decisions ---
         self.action_notifier = ActionNotifier()
         self.action_book = ActionBook(self.engine, self.reader)
@@ -158,9 +164,30 @@ class Coordinator:
                 self.sync_decision_sites,
                 self.telemetry,
             )
+        self.leadership.start()  # SQLite: the leader now; PostgreSQL: once elected
+
+    def _lead(self) -> None:
+        """This replica was elected: the rollout timeouts (which fire even when no site
+        calls), retraining (only when enabled and a SuperLink is set), decision ticks."""
+        self.rollouts.start()
+        self.retraining.start()
+        if self.live is not None:
             self.live.start()
 
+    def _follow(self) -> None:
+        """No longer the leader: the schedulers stop before another replica's start."""
+        if self.live is not None:
+            self.live.stop()
+        self.retraining.stop()
+        self.rollouts.stop()
+
+    def _sweep_runs(self) -> None:
+        """Interrupt the live runs no replica drives (its replica died or restarted)."""
+        orphaned = self.leadership.orphaned(self.federation.live_ids())
+        self.federation.interrupt(orphaned, self.federation.ORPHANED)
+
     def close(self) -> None:
+        self.leadership.stop()
         if self.live is not None:
             self.live.stop()
         self.retraining.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -54,6 +54,8 @@ class Telemetry(Collector):
 
     def __init__(self, settings: CoordinatorSettings, reader: Engine) -> None:
         self.settings, self.reader = settings, reader
+        #: Whether this process runs the schedulers (``_leader``); set by the coordinator.
+        self.leader: Callable[[], bool] | None = None
         self.ingest_batches = Counter(
             "fedge_coordinator_ingest_batches",
             "Forecast batches from sites: accepted, or rejected (unauthenticated, invalid, "
@@ -112,6 +114,13 @@ class Telemetry(Collector):
         yield from self.ingest_rows.collect()
         yield from self.tick_seconds.collect()
         yield from self.tick_failures.collect()
+        leader = GaugeMetricFamily(
+            "fedge_coordinator_leader",
+            "1 while this replica is the leader (runs the decision ticks, rollout timeouts, "
+            "retraining and the orphaned-run sweep), else 0. SQLite: always 1.",
+        )
+        leader.add_metric([], 1.0 if self.leader is None or self.leader() else 0.0)
+        yield leader
         started = time.perf_counter()
         up = GaugeMetricFamily(
             "fedge_coordinator_database_up",

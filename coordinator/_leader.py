@@ -1,0 +1,237 @@
+"""Leader election among coordinator replicas on one PostgreSQL database.
+
+Every replica serves the whole API; only the leader runs the schedulers (decision ticks,
+rollout timeouts, retraining, the sweep of orphaned runs). The leader is the replica
+whose dedicated connection holds the session advisory lock ``LEADER_LOCK``: PostgreSQL
+releases it the moment that connection ends (the process died, was killed, or its host
+stopped answering TCP keepalives), and the replica that loses the connection stops its
+schedulers at once, before it tries to connect again. A follower tries the lock every
+``poll_seconds``, so a failover takes about one poll after PostgreSQL noticed the end.
+
+The same connection holds a second kind of advisory lock, one per federation run the
+replica launched (``hold_run``), for as long as the run is live: a live run whose lock
+nobody holds was left by a replica that is gone, and the leader interrupts it.
+
+With SQLite (one host) there is nothing to elect: the process is always the leader.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from fedge.coordinator._errors import InvalidInputError, UnavailableError
+from fedge.coordinator._schema import Run, RunStatus
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["LEADER_LOCK", "RUN_LOCK_CLASS", "Leadership", "run_lock_key"]
+
+_log = logging.getLogger("fedge.coordinator.events")
+
+#: ``pg_try_advisory_lock(bigint)``: the schedulers' lock ("fedgeldr"). Advisory locks
+#: are per database, so coordinators of other databases on the same server never meet.
+LEADER_LOCK = int.from_bytes(b"fedgeldr", "big") & 0x7FFF_FFFF_FFFF_FFFF
+#: ``pg_try_advisory_lock(int, int)``: a run's lock is (this class, ``run_lock_key``).
+RUN_LOCK_CLASS = 0x6665_6467  # "fedg"
+_LIVE = [RunStatus.STARTING, RunStatus.RUNNING]
+# The server ends a session whose client stopped answering within ~11 s, which releases
+# its locks; the client gives up on the server as fast (a partitioned leader steps down).
+_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+    "connect_timeout": 5,
+    "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
+    "-c tcp_keepalives_count=3 -c statement_timeout=10000",
+}
+
+
+def run_lock_key(run_id: str) -> int:
+    """A run's 32-bit lock key: its random hex id's first 8 digits, signed."""
+    head = run_id[:8]
+    if len(head) < 8 or any(c not in "0123456789abcdef" for c in head):
+        raise InvalidInputError(f"not a run id: {run_id!r}")
+    return int(head, 16) - 0x8000_0000
+
+
+class Leadership:
+    """This replica's part in the election; ``on_elected`` and ``on_deposed`` start and
+    stop the schedulers, ``while_leading`` runs at every poll the replica leads."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        on_elected: Callable[[], None],
+        on_deposed: Callable[[], None],
+        while_leading: Callable[[], None] | None = None,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.engine, self.poll_seconds = engine, poll_seconds
+        self._elected, self._deposed, self._leading = on_elected, on_deposed, while_leading
+        self.elected = engine.dialect.name != "postgresql"  # SQLite: always the leader
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._io = threading.Lock()  # the connection is shared by the thread and hold_run
+        self._runs: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def distributed(self) -> bool:
+        """Whether leadership is elected (PostgreSQL) rather than given (SQLite)."""
+        return self.engine.dialect.name == "postgresql"
+
+    def start(self) -> None:
+        if not self.distributed:
+            self._elected()
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="leadership", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Step down (schedulers first), then release the locks with the connection."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self.elected:
+            self._step_down("the replica stops", quiet=not self.distributed)
+        with self._io:
+            self._close()
+
+    # --- runs --------------------------------------------------------------------------
+
+    def hold_run(self, run_id: str) -> None:
+        """Mark ``run_id`` as driven by this replica until it is no longer live; called
+        before the run's row is stored, so no leader ever sees it unheld."""
+        if not self.distributed:
+            return
+        with self._io:
+            conn = self._connection()
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (RUN_LOCK_CLASS, run_lock_key(run_id)))
+            self._runs.add(run_id)
+
+    def orphaned(self, run_ids: list[str]) -> list[str]:
+        """Those of ``run_ids`` no replica holds (their driver is gone)."""
+        out = []
+        with self._io:
+            conn = self._connection()
+            for run_id in run_ids:
+                if run_id in self._runs:
+                    continue
+                key = (RUN_LOCK_CLASS, run_lock_key(run_id))
+                row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+                if row is not None and row[0]:
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+                    out.append(run_id)
+        return out
+
+    def _release_ended(self) -> None:
+        """Let go of the runs of this replica that ended (reported to any replica)."""
+        if not self._runs:
+            return
+        held = list(self._runs)
+        with Session(self.engine) as session:
+            live = set(
+                session.exec(
+                    select(Run.id).where(col(Run.id).in_(held), col(Run.status).in_(_LIVE))
+                ).all()
+            )
+        with self._io:
+            conn = self._connection()
+            for run_id in held:
+                if run_id not in live:
+                    conn.execute(
+                        "SELECT pg_advisory_unlock(%s, %s)", (RUN_LOCK_CLASS, run_lock_key(run_id))
+                    )
+                    self._runs.discard(run_id)
+
+    # --- the connection ----------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The dedicated connection (opened, and this replica's run locks taken again,
+        when there is none); call with ``_io`` held."""
+        if self._conn is not None:
+            return self._conn
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql")
+        try:
+            conn = psycopg.connect(
+                url.render_as_string(hide_password=False), autocommit=True, **_KEEPALIVES
+            )
+            for run_id in self._runs:
+                conn.execute(
+                    "SELECT pg_advisory_lock(%s, %s)", (RUN_LOCK_CLASS, run_lock_key(run_id))
+                )
+        except psycopg.Error as exc:
+            raise UnavailableError(f"the leadership connection failed: {exc}") from exc
+        self._conn = conn
+        return conn
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # already broken: nothing to release any more
+                _log.debug("closing the leadership connection", exc_info=True)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        import psycopg
+
+        while True:
+            try:
+                self._poll()
+            except (psycopg.Error, UnavailableError) as exc:
+                with self._io:
+                    self._close()
+                if self.elected:
+                    self._step_down(f"lost its database connection: {exc}")
+            except Exception:  # a query of the sweep: the next poll tries again
+                _log.exception("leadership poll failed")
+            if self._stop.wait(self.poll_seconds):
+                return
+
+    def _poll(self) -> None:
+        won = False
+        with self._io:
+            conn = self._connection()
+            if self.elected:
+                conn.execute("SELECT 1")
+            else:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+                won = row is not None and bool(row[0])
+        if won:
+            self._become_leader()
+        self._release_ended()
+        if self.elected and self._leading is not None:
+            self._leading()
+
+    def _become_leader(self) -> None:
+        self.elected = True
+        _log.info(
+            "this replica is the leader: it runs the schedulers",
+            extra={"event": "coordinator.leader", "leader": True},
+        )
+        self._elected()
+
+    def _step_down(self, why: str, *, quiet: bool = False) -> None:
+        self.elected = False
+        if not quiet:
+            _log.warning(
+                "this replica steps down: %s", why,
+                extra={"event": "coordinator.step_down", "leader": False, "detail": why},
+            )  # fmt: skip
+        self._deposed()
