@@ -1142,9 +1142,10 @@ def status(directory: Path) -> dict[str, Any]:
         name: {"pid": r.pid, "port": r.port, "running": alive(r), "log": r.log}
         for name, r in sorted(state.processes.items())
     }
-    key = state.admin_key()
     base = state.coordinator_url
+    # a fleet whose coordinator never started has no admin key yet: nothing to ask it
     coordinator_up = parts.get("coordinator", {}).get("running", False)
+    key = state.admin_key() if coordinator_up else ""
     ca = state.ca_file
     actions = _optional(f"{base}/api/v1/actions?limit=500", key, ca) if coordinator_up else None
     health = _optional(f"{base}/api/v1/health/sites", key, ca) if coordinator_up else None

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group
 
 _DIR = Annotated[Path, typer.Option("--dir", help="The fleet directory (state, logs, data).")]
 
@@ -52,24 +57,75 @@ def up_command(
 def status_command(
     directory: _DIR = Path("fleet"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    watch: Annotated[
+        float | None,
+        typer.Option(
+            "--watch", help="Refresh every this many seconds (a live table until Ctrl-C)."
+        ),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", help="With --watch: stop after this many refreshes.")
+    ] = None,
 ) -> None:
     """Per site: the version served, the last forecast, the last action, alerts."""
     from rich.console import Console
-    from rich.table import Table
 
-    from fedge.simulation._fleet import status
+    from fedge.simulation._fleet import FleetError, status
 
-    info = status(directory)
+    if watch is not None and (not math.isfinite(watch) or not 0.1 <= watch <= 3600):
+        raise FleetError(f"--watch: between 0.1 and 3600 seconds, got {watch:g}")
+    if count is not None and (watch is None or count < 1):
+        raise FleetError("--count: a whole number of refreshes of at least 1, with --watch")
+    if as_json and watch is not None:
+        raise FleetError("--json and --watch: one at a time (--json prints once)")
+    info = status(directory)  # a directory that is not a fleet fails here, before any table
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
     console = Console()
-    parts = Table(title=f"fleet {info['dir']}")
+    if watch is None:
+        console.print(_status_tables(info))
+        return
+    _watch(console, directory, info, watch, count)
+
+
+def _watch(
+    console: Console, directory: Path, info: dict[str, Any], every: float, count: int | None
+) -> None:
+    """Redraw in place on a terminal; elsewhere (a pipe, a log) one table per refresh,
+    each under its time, so nothing is overwritten."""
+    from rich.live import Live
+
+    from fedge.simulation._fleet import status
+
+    shown = 1
+    if console.is_terminal:
+        with Live(_status_tables(info), console=console, auto_refresh=False) as live:
+            while count is None or shown < count:
+                time.sleep(every)
+                live.update(_status_tables(status(directory)), refresh=True)
+                shown += 1
+        return
+    console.print(_status_tables(info))
+    while count is None or shown < count:
+        time.sleep(every)
+        console.print(_status_tables(status(directory)))
+        shown += 1
+
+
+def _status_tables(info: dict[str, Any]) -> Group:
+    """The parts and the sites, under the time they were read."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    read_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    heading = Text(f"fleet {info['dir']}\nread {read_at}", style="bold")
+    parts = Table()
     for col in ("part", "pid", "port", "running"):
         parts.add_column(col)
     for name, p in info["parts"].items():
         parts.add_row(name, str(p["pid"]), str(p["port"] or ""), "yes" if p["running"] else "NO")
-    console.print(parts)
     sites = Table()
     for col in ("site", "id", "serving", "last forecast", "last action", "alerts w/c"):
         sites.add_column(col)
@@ -85,7 +141,7 @@ def status_command(
             _action_text(act),
             f"{alerts.get('warning', 0)}/{alerts.get('critical', 0)}" if alerts else "-",
         )
-    console.print(sites)
+    return Group(heading, parts, sites)
 
 
 def _action_text(action: dict[str, object] | None) -> str:
