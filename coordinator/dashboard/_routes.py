@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -132,8 +132,9 @@ def mount(app: FastAPI) -> None:
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(SessionError, _to_login)
     app.add_exception_handler(CsrfError, _csrf_refused)
-    # The API's Swagger page, from the package's own copy of Swagger UI (no CDN).
+    # The API's Swagger and ReDoc pages, from the package's own copies (no CDN).
     app.add_api_route("/docs", _api_docs, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/redoc", _api_reference, methods=["GET"], include_in_schema=False)
 
 
 async def _api_docs(request: Request) -> Response:
@@ -144,6 +145,29 @@ async def _api_docs(request: Request) -> Response:
         swagger_css_url="/ui/static/swagger-ui.css",
         swagger_favicon_url="/ui/static/favicon-32x32.png",
     )
+
+
+#: ReDoc styles itself with inline <style> and runs its search in a blob: worker; its
+#: sidebar's badge would load a logo from Redocly's CDN: refused here, before any request.
+_REFERENCE_CSP: Final = (
+    "default-src 'self'; script-src 'self' blob:; worker-src 'self' blob:; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+
+
+async def _api_reference(request: Request) -> Response:
+    # FastAPI's ReDoc page also loads Google's web fonts: off, the page falls back to system
+    # fonts rather than wait on a host it cannot reach.
+    page = get_redoc_html(
+        openapi_url=request.app.openapi_url or "/openapi.json",
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url="/ui/static/redoc.standalone.js",
+        redoc_favicon_url="/ui/static/favicon-32x32.png",
+        with_google_fonts=False,
+    )
+    page.headers["Content-Security-Policy"] = _REFERENCE_CSP
+    return page
 
 
 # --- sessions ----------------------------------------------------------------------------

@@ -49,12 +49,14 @@ from tests.coordinator.helpers import ADMIN, Fleet
 
 #: htmx.org 2.0.11, package/dist/htmx.min.js from the npm registry (0BSD).
 HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
-#: Swagger UI for /docs: swagger-ui-dist 5.35.0 from the npm registry (Apache-2.0).
+#: Swagger UI for /docs: swagger-ui-dist 5.35.0 from the npm registry (Apache-2.0); ReDoc
+#: for /redoc: redoc 2.5.4 (MIT).
 VENDORED = {
     "htmx.min.js": HTMX_SHA256,
     "swagger-ui-bundle.js": "e6a898692f2d768e807c3ba4626068a69a2c5dd960dd6c76f3e4d3a3de180af2",
     "swagger-ui.css": "5ed08757e53da3e026d6cbecc61fe5d43585c9560b302d534ad56692519a273d",
     "favicon-32x32.png": "3ed612f41e050ca5e7000cad6f1cbe7e7da39f65fca99c02e99e6591056e5837",
+    "redoc.standalone.js": "dcaf76612bc4a3fbcc923a8966dee2f6146a5f32e5ce1b6f02dd60cbbf89500b",
 }
 DASHBOARD = Path(__file__).resolve().parents[2] / "coordinator" / "dashboard"
 PAGES = ["/ui", "/ui/models", "/ui/runs", "/ui/audit", "/ui/sites/" + "ab" * 16]
@@ -133,7 +135,7 @@ def test_the_api_docs_load_swagger_ui_from_the_package(app: FastAPI) -> None:
         assert digest in (DASHBOARD / "static" / "VENDORED.md").read_text(), name
         served = client.get(f"/ui/static/{name}")
         assert served.status_code == 200 and served.content == local, name
-    for name in ("swagger-ui.LICENSE", "swagger-ui.NOTICE"):
+    for name in ("swagger-ui.LICENSE", "swagger-ui.NOTICE", "redoc.LICENSE"):
         assert (DASHBOARD / "static" / name).stat().st_size > 0
     page = client.get("/docs")
     assert page.status_code == 200
@@ -141,7 +143,9 @@ def test_the_api_docs_load_swagger_ui_from_the_package(app: FastAPI) -> None:
         "/ui/static/swagger-ui-bundle.js" in page.text and "/ui/static/swagger-ui.css" in page.text
     )
     assert not re.search(r"(src|href)=[\"'](https?:)?//", page.text)  # nothing from a CDN
-    assert client.get("/redoc").status_code == 404  # FastAPI's ReDoc page needs a CDN: gone
+    reference = client.get("/redoc")
+    assert reference.status_code == 200 and "/ui/static/redoc.standalone.js" in reference.text
+    assert not re.search(r"(src|href)=[\"'](https?:)?//", reference.text)  # no fonts either
     assert client.get("/openapi.json").json()["info"]["title"] == "fedge coordinator"
 
 

@@ -366,11 +366,40 @@ def test_the_decisions_page_shows_the_mix_of_the_newest_actions(page: Page, worl
     expect(page.locator("#slice-shares tbody tr")).to_have_count(4)  # eMBB, URLLC, mMTC, pool
 
 
-def test_the_api_docs_render_offline(page: Page, world: World) -> None:
+def test_the_api_docs_and_reference_render_offline(page: Page, world: World) -> None:
     page.goto(f"{world.url}/docs")
     expect(page.get_by_role("heading", name="fedge coordinator")).to_be_visible()
     expect(page.locator(".opblock").first).to_be_visible()  # the operations, from /openapi.json
     expect(page.get_by_text("/api/v1/sites/{site_id}/revoke")).to_be_visible()
+
+
+def test_the_api_reference_renders_offline(browser: Browser, world: World) -> None:
+    """ReDoc, bundled: its only outside reference (the badge's logo on Redocly's CDN) is
+    refused by the page's own policy before any request is made."""
+    context = browser.new_context()
+    context.set_default_timeout(10_000)
+    left: list[str] = []
+
+    def offline(route: Route) -> None:
+        if route.request.url.startswith(world.url + "/"):
+            route.continue_()
+        else:
+            left.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", offline)
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: console.append(str(exc)))
+    try:
+        page.goto(f"{world.url}/redoc")
+        expect(page.get_by_role("heading", name="fedge coordinator")).to_be_visible()
+        expect(page.get_by_text("/api/v1/sites/{site_id}/revoke").first).to_be_attached()
+    finally:
+        context.close()
+    assert left == []
+    assert all("Content Security Policy" in m and "cdn.redoc.ly" in m for m in console), console
 
 
 def test_the_fleet_updates_without_a_reload_keeping_filter_and_focus(
