@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedge-installed
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint typecheck pytest bench bench-ab bench-personal bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-pm bench-forecast bench-deploy bench-monitoring agent-bundle images system-deps clean
+.PHONY: demo test lint typecheck pytest bench bench-ab bench-personal bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-pm bench-forecast bench-deploy bench-failover bench-monitoring agent-bundle images system-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fedge needs $(PYTHON) on PATH"; exit 1; }
@@ -95,6 +95,11 @@ images: $(STAMP) system-deps
 # Bundle size, cold starts, PyInstaller against shiv, the image: bench/results/deploy.json.
 bench-deploy: $(STAMP) system-deps
 	$(BIN)/python -m bench.deploy
+	$(BIN)/python -m bench.failover
+
+# Coordinator failover (two replicas on PostgreSQL, the leader killed): deploy.json's "failover".
+bench-failover: $(STAMP)
+	$(BIN)/python -m bench.failover
 
 bench-monitoring: $(STAMP)
 	$(BIN)/python -m bench.monitoring
