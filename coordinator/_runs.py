@@ -368,10 +368,13 @@ class Federation:
             run = session.get(Run, run_id)
             if run is None or not run.status.live:  # cancelled before flwr run answered
                 if run is not None and answer.get("success") and answer.get("run-id"):
-                    run.flwr_run_id = str(answer["run-id"])  # which Flower run was stopped
+                    flwr_id = run.flwr_run_id = str(answer["run-id"])  # the one stopped
                     session.add(run)
                     session.commit()
-                    self._stop([run.flwr_run_id])
+                    # `flwr stop` takes seconds: reading the run back would begin a
+                    # transaction (on SQLite, the write lock) and hold it all that time.
+                    session.close()
+                    self._stop([flwr_id])
                 return
             if answer.get("success") and answer.get("run-id"):
                 run.flwr_run_id = str(answer["run-id"])
