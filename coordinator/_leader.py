@@ -74,8 +74,12 @@ class Leadership:
         on_deposed: Callable[[], None],
         while_leading: Callable[[], None] | None = None,
         poll_seconds: float = 0.5,
+        released: Callable[[str], None] | None = None,
     ) -> None:
+        """``released``: called with each run of this replica once it ended, wherever it
+        was reported (its key export, on this replica's disk, is removed)."""
         self.engine, self.poll_seconds = engine, poll_seconds
+        self._released = released
         self._elected, self._deposed, self._leading = on_elected, on_deposed, while_leading
         self.elected = engine.dialect.name != "postgresql"  # SQLite: always the leader
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
@@ -104,7 +108,7 @@ class Leadership:
             self._thread.join()
             self._thread = None
         if self.elected:
-            self._step_down("the replica stops", quiet=not self.distributed)
+            self._step_down("the replica stops", quiet=not self.distributed, clean=True)
         with self._io:
             self._close()
 
@@ -154,6 +158,8 @@ class Leadership:
                         "SELECT pg_advisory_unlock(%s, %s)", (RUN_LOCK_CLASS, run_lock_key(run_id))
                     )
                     self._runs.discard(run_id)
+                    if self._released is not None:
+                        self._released(run_id)
 
     # --- the connection ----------------------------------------------------------------
 
@@ -227,10 +233,12 @@ class Leadership:
         )
         self._elected()
 
-    def _step_down(self, why: str, *, quiet: bool = False) -> None:
+    def _step_down(self, why: str, *, quiet: bool = False, clean: bool = False) -> None:
+        """Stop the schedulers; logged (a warning unless the replica is shutting down)."""
         self.elected = False
         if not quiet:
-            _log.warning(
+            _log.log(
+                logging.INFO if clean else logging.WARNING,
                 "this replica steps down: %s", why,
                 extra={"event": "coordinator.step_down", "leader": False, "detail": why},
             )  # fmt: skip

@@ -124,7 +124,10 @@ class Coordinator:
         )
         self.federation = Federation(settings, self.engine, self.store, self.identity)
         # Only the leader runs the schedulers below (started by _lead); every replica serves.
-        self.leadership = Leadership(self.engine, self._lead, self._follow, self._sweep_runs)
+        self.leadership = Leadership(
+            self.engine, self._lead, self._follow, self._sweep_runs,
+            released=self.federation.forget_keys,
+        )  # fmt: skip
         self.federation.holder = self.leadership.hold_run
         self.telemetry.leader = lambda: self.leadership.elected
         if recover:  # runs a previous process (or a replica now gone) left live

@@ -1,8 +1,9 @@
-"""High availability: two ``fedge coordinator serve`` replicas on one PostgreSQL. One
-leads (the decision ticks, the sweep of orphaned runs); the leader is killed with SIGKILL
-in the middle of its loop, with a run it was driving; the other takes over within 10 s,
-decides every slot exactly once (none lost, none twice), interrupts the orphaned run, and
-answers the API throughout."""
+"""High availability on one PostgreSQL. A leader whose lock connection ends steps down
+and is elected again. Two ``fedge coordinator serve`` replicas: one leads (the decision
+ticks, the sweep of orphaned runs); it is killed with SIGKILL in the middle of its loop,
+with a run it was driving; the other takes over within 10 s, decides every slot exactly
+once (none lost, none twice), interrupts the orphaned run, and answers the API
+throughout."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fedge.coordinator import CoordinatorSettings, Role
+from fedge.coordinator._schema import RunCreate
 from fedge.coordinator.api import create_app
 from tests.coordinator.helpers import ADMIN, Fleet
 from tests.coordinator.policies import write_policies
@@ -33,17 +35,73 @@ from tests.support.replicas import (
 )
 
 
+def _steps_down_and_is_elected_again(
+    client: TestClient, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock's connection ended under the leader (``pg_terminate_backend``): its
+    schedulers stop at once, and the replica, alone, takes the lock again on a new
+    connection, with the lock of the run it drives; once the run ended (as when reported
+    to another replica) it lets go of that lock and removes the run's key export."""
+    import psycopg
+    from sqlmodel import Session
+
+    from fedge.coordinator._leader import RUN_LOCK_CLASS, run_lock_key
+    from fedge.coordinator._schema import Run, RunStatus
+
+    coordinator = client.app.state.coordinator  # type: ignore[attr-defined]
+    leadership = coordinator.leadership
+    wait_until(lambda: leadership.elected, 30, "the election")
+    assert coordinator.rollouts._thread is not None
+    run = coordinator.federation.create("operator:test", RunCreate(num_rounds=1))[0]
+    keys = coordinator.federation._keys_dir(run.id)
+    assert keys.is_dir()
+    admin = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+    def run_lock_free() -> bool:
+        lock = (RUN_LOCK_CLASS, run_lock_key(run.id))
+        row = admin.execute("SELECT pg_try_advisory_lock(%s, %s)", lock).fetchone()
+        if row is not None and row[0]:
+            admin.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
+            return True
+        return False
+
+    assert not run_lock_free()
+    pid = leadership._conn.info.backend_pid
+    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    def events(name: str) -> int:
+        return sum(getattr(r, "event", "") == name for r in caplog.records)
+
+    wait_until(lambda: events("coordinator.step_down") == 1, 30, "the step-down")
+    wait_until(lambda: events("coordinator.leader") == 2, 30, "the new election")
+    assert leadership.elected and leadership._conn.info.backend_pid != pid
+    assert coordinator.rollouts._thread is not None  # started again
+    assert "fedge_coordinator_leader 1.0" in client.get("/metrics").text
+    assert not run_lock_free()  # taken again with the new connection
+    with Session(coordinator.engine) as session:
+        row = session.get(Run, run.id)
+        assert row is not None
+        row.status = RunStatus.FAILED
+        session.add(row)
+        session.commit()
+    wait_until(lambda: not keys.exists(), 30, "the ended run's key export removed")
+    assert run_lock_free()
+    admin.close()
+
+
 def test_a_killed_leader_is_replaced_without_losing_or_repeating_a_slot(
-    postgres: Any, tmp_path: Path, identity_file: Path
+    postgres: Any, tmp_path: Path, identity_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = postgres.new_database()
     key = tmp_path / "coordinator.key"
     shutil.copy(identity_file, key)
+    caplog.set_level("INFO", logger="fedge.coordinator.events")
     with TestClient(
         create_app(CoordinatorSettings(database_url=url, model_store=tmp_path / "models",
                                        identity_file=key, state_dir=tmp_path / "setup"))
     ) as client:  # fmt: skip
         Fleet.with_roles(client, [Role.OPERATOR]).enroll()  # one site: an action per slot
+        _steps_down_and_is_elected_again(client, url, caplog)
     write_policies(tmp_path / "policies")
     # Accepts connections and never answers: a run's `flwr run` waits on it.
     superlink = socket.create_server(("127.0.0.1", free_port()))
@@ -89,14 +147,14 @@ def test_a_killed_leader_is_replaced_without_losing_or_repeating_a_slot(
                 ).json()
                 return body if body["status"] != "starting" else None
 
-            body = wait_until(ended, 10, "the orphaned run's end")
+            body = wait_until(ended, 30, "the orphaned run's end")
             assert body["status"] == "interrupted" and "failed over" in body["detail"], body
 
             # the new leader goes on past the slots it caught up
             at_kill = {k: s[-1] for k, s in decision_slots(url).items()}
             wait_until(
                 lambda: all(s[-1] >= at_kill[k] + 2 for k, s in decision_slots(url).items()),
-                15, "the new leader's own slots",
+                30, "the new leader's own slots",
             )  # fmt: skip
             assert follower.leader() is True
             log = follower.log.read_text()
