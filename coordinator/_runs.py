@@ -6,7 +6,9 @@ final model over HTTP (``federation/_report.py``), authenticated by a per-run to
 coordinator hands it in the run config and stores only hashed. The coordinator supervises
 its runs: when it starts and finds runs it had left live, it marks them and their open
 round ``interrupted`` (completed rounds stay), asks the SuperLink to stop them, and refuses
-any later report for them with 409, which ends a ServerApp still running. An operator
+any later report for them with 409, which ends a ServerApp still running; with replicas
+on PostgreSQL, a run is its launching replica's (an advisory lock, ``_leader``) and the
+leader does the same to the live runs whose replica is gone. An operator
 cancels a live run the same way (``DELETE /runs/{id}``): it is marked ``cancelled``, its
 open round ``interrupted``, and the SuperLink is asked to stop it.
 """
