@@ -22,9 +22,16 @@ from flwr.clientapp import ClientApp
 
 from fedge.federation import FederationPlan, load_run_keys, run_rounds
 from fedge.federation.client_app import app as deployed_app
-from tests.support.flower import BIN, deployment, export_authority, make_site, write_store
+from tests.support.flower import (
+    BIN,
+    deployment,
+    export_authority,
+    make_site,
+    supernode_command,
+    write_store,
+)
 from tests.support.grid import LocalGrid
-from tests.support.ports import free_port, service
+from tests.support.ports import service
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = '{"kind": "generator", "num_sites": 2, "days": 10, "seed": 0}'
@@ -86,10 +93,11 @@ def test_a_sealed_run_refuses_a_stranger_and_takes_in_a_supernode_that_starts_la
     tmp_path: Path,
 ) -> None:
     """A real SuperLink, two enrolled SuperNodes and one whose (real) key is not enrolled;
-    a third enrolled SuperNode starts once round 1 is over. The stranger is refused by name
-    at its hello and never sampled; the late node is introduced before a later round and its
-    update is accepted from then on. The run config also names another data source: no
-    site reads it."""
+    a third enrolled SuperNode starts once round 1 has begun (the round samples its nodes
+    as it logs its start, seconds before a node started then is up; the node has two
+    rounds' time to come up). The stranger is refused by name at its hello and never
+    sampled; the late node is introduced before a later round and its update is accepted
+    from then on. The run config also names another data source: no site reads it."""
     store = tmp_path / "store.db"
     write_store(store)
     sites = [make_site(tmp_path / f"site{i}", store=store) for i in range(4)]
@@ -99,7 +107,7 @@ def test_a_sealed_run_refuses_a_stranger_and_takes_in_a_supernode_that_starts_la
         enrolled = [sites[0], sites[1], latecomer]
         _, directory = export_authority(tmp_path, enrolled, flower.coordinator_keys)
         overrides = (
-            f'num-rounds=4 codec="int8" local-epochs=0.1 output-dir="{out}" '
+            f'num-rounds=3 codec="int8" local-epochs=0.1 output-dir="{out}" '
             f'key-directory="{directory}" '
             f'data-spec=\'{{"kind": "archive", "path": "{evil}"}}\''
         )
@@ -108,24 +116,20 @@ def test_a_sealed_run_refuses_a_stranger_and_takes_in_a_supernode_that_starts_la
             env=flower.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         lines: list[str] = []
-        round_two = threading.Event()
+        round_one = threading.Event()
 
         def read() -> None:
             assert run.stdout is not None
             for line in run.stdout:
                 lines.append(line)
-                if "[ROUND 2/" in line:
-                    round_two.set()
+                if "[ROUND 1/" in line:
+                    round_one.set()
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         try:
-            assert round_two.wait(300), "".join(lines)[-3000:]
-            node = [
-                str(BIN / "flower-supernode"), "--insecure", "--superlink", flower.address,
-                "--port", str(free_port()),
-                "--node-config", latecomer.node_config(flower.coordinator_keys),
-            ]  # fmt: skip
+            assert round_one.wait(300), "".join(lines)[-3000:]
+            node = supernode_command(flower.address, latecomer.node_config(flower.coordinator_keys))
             late.enter_context(service(node, tmp_path / "late-node.log", flower.env))
             code = run.wait(timeout=420)
         finally:
@@ -134,7 +138,7 @@ def test_a_sealed_run_refuses_a_stranger_and_takes_in_a_supernode_that_starts_la
         reader.join(10)
     logs = "".join(lines)
     assert code == 0, logs[-3000:]
-    assert "[ROUND 4/4]" in logs
+    assert "[ROUND 3/3]" in logs
     summary = json.loads((out / "run.json").read_text())
     assert summary["security"]["nodes_bound"] == 3
     assert summary["security"]["hello_refused"] == {"unenrolled": 1}

@@ -154,6 +154,28 @@ def enroll(client: Any, site: SiteFiles) -> None:
     assert done.status_code == 201, done.text
 
 
+#: ``flower-supernode``, except that its idle pull sleeps at most half a second: Flower's
+#: sleeps three (``start_client_internal``), so each message of a round (hello, train,
+#: evaluate) would wait on average 1.5 s, and a round for its slowest node, before the
+#: node even sees it. The node's protocol and everything it runs are Flower's own.
+_BRISK_SUPERNODE = """\
+import sys, time, types
+import flwr.supernode.start_client_internal as internal
+from flwr.supernode.cli import flower_supernode
+internal.time = types.SimpleNamespace(**{**vars(time), "sleep": lambda s: time.sleep(min(s, 0.5))})
+sys.argv[0] = "flower-supernode"
+sys.exit(flower_supernode())
+"""
+
+
+def supernode_command(address: str, node_config: str) -> list[str]:
+    """A plaintext SuperNode of ``address`` with ``node_config`` (polling briskly)."""
+    return [
+        sys.executable, "-c", _BRISK_SUPERNODE, "--insecure", "--superlink", address,
+        "--port", str(free_port()), "--node-config", node_config,
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Deployment:
     port: int  # the SuperLink's (Fleet, Control and Runtime APIs on one port in 1.41)
@@ -208,10 +230,7 @@ def deployment(
         stack.enter_context(service(superlink, root / "superlink.log", env))
         wait_for_port(port)
         for i, site in enumerate(sites):
-            node = [
-                str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
-                "--port", str(free_port()), "--node-config", site.node_config(coordinator_keys),
-            ]  # fmt: skip
+            node = supernode_command(f"127.0.0.1:{port}", site.node_config(coordinator_keys))
             stack.enter_context(service(node, root / f"node{i}.log", env))
         yield Deployment(port, env, list(sites), coordinator_keys)
 
@@ -285,3 +304,16 @@ def list_nodes(env: dict[str, str]) -> dict[int, str]:
     """The SuperLink's SuperNodes and their status (``flwr supernode ls``)."""
     nodes = flwr_json(env, "supernode", "ls")["nodes"]
     return {int(n["node-id"]): str(n["status"]) for n in nodes}
+
+
+def stop_runs(env: dict[str, str]) -> None:
+    """Stop every run still going on the SuperLink in ``env``'s FLWR_HOME (``flwr stop``),
+    so that a test leaving one behind does not train on a shared deployment's nodes."""
+    import subprocess
+
+    for run in flwr_json(env, "ls")["runs"]:
+        if not str(run["status"]).startswith("finished"):
+            subprocess.run(
+                [str(BIN / "flwr"), "stop", str(run["run-id"]), "local"],
+                env=env, capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
