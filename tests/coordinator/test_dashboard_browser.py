@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, ViewportSize, expect, sync_playwright
 
 from fedge.coordinator import DEV_ADMIN_KEY, CoordinatorSettings, Role, sign_request
 from fedge.coordinator._runs import RUN_TOKEN_HEADER
@@ -27,6 +27,7 @@ from fedge.coordinator._schema import RunCreate
 from fedge.coordinator.api import create_app
 from fedge.security import SiteIdentity
 from tests.coordinator.helpers import ADMIN, Fleet
+from tests.coordinator.layout import STORED, VIEWPORT, compare, layout, matches_stored
 from tests.coordinator.policies import write_policies
 from tests.support.ports import free_port, wait_for_port
 
@@ -198,6 +199,60 @@ def _status(world: World, model: int) -> str:
     return status
 
 
+#: Every page, as an admin sees it (the login form before logging in). First in the module,
+#: so every run compares the same seeded world, whatever the later tests change.
+LAYOUT_PAGES = {
+    "fleet": "/ui",
+    "site": "/ui/sites/{north}",
+    "models": "/ui/models",
+    "runs": "/ui/runs",
+    "decisions": "/ui/decisions",
+    "audit": "/ui/audit",
+}
+
+
+def test_every_page_is_screenshot_and_keeps_its_stored_layout(
+    page: Page, world: World, tmp_path: Path
+) -> None:
+    page.set_viewport_size(VIEWPORT)
+    page.goto(f"{world.url}/ui/login")
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    page.screenshot(path=tmp_path / "login.png", full_page=True)
+    wrong = {"login": matches_stored("login", page)}
+    _login(page, world, DEV_ADMIN_KEY)
+    north = world.sites["north"].site_id.hex()
+    for name, path in LAYOUT_PAGES.items():
+        page.goto(world.url + path.format(north=north))
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        page.screenshot(path=tmp_path / f"{name}.png", full_page=True)
+        wrong[name] = matches_stored(name, page)
+    assert {name: w for name, w in wrong.items() if w} == {}
+    shots = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert shots == sorted(f"{n}.png" for n in ["login", *LAYOUT_PAGES])
+    assert all((tmp_path / s).stat().st_size > 10_000 for s in shots)  # drawn, not blank
+
+
+def test_the_layout_comparison_fails_on_a_page_that_lost_its_main_content(
+    page: Page, world: World
+) -> None:
+    page.set_viewport_size(VIEWPORT)
+    _login(page, world, _key(world, Role.VIEWER))
+    expect(page.locator("#fleet")).to_be_visible()
+    stored = json.loads((STORED / "fleet.json").read_text())
+    assert compare(stored, layout(page)) == []  # the page as it is matches
+    # the fleet table gone, as a template error or a failed query would leave it
+    page.evaluate("document.querySelector('#fleet-live').replaceChildren()")
+    lost = compare(stored, layout(page))
+    assert "table#fleet: missing" in lost
+    page.evaluate("document.querySelector('main').replaceChildren()")  # nothing at all
+    emptied = compare(stored, layout(page))
+    assert "h1[0]: missing" in emptied and any(w.startswith("main:") for w in emptied)
+    page.set_viewport_size(ViewportSize(width=700, height=900))  # a squeezed column moves edges
+    page.reload()
+    expect(page.locator("#fleet")).to_be_visible()
+    assert any(": w " in w for w in compare(stored, layout(page)))
+
+
 def test_each_role_logs_in_sees_the_fleet_and_logs_out(browser: Browser, world: World) -> None:
     for role in Role:
         context = browser.new_context()
@@ -366,9 +421,11 @@ def test_the_decisions_page_shows_the_mix_of_the_newest_actions(page: Page, worl
     expect(page.locator("#slice-shares tbody tr")).to_have_count(4)  # eMBB, URLLC, mMTC, pool
 
 
-def test_the_api_docs_and_reference_render_offline(page: Page, world: World) -> None:
+def test_the_api_docs_render_offline(page: Page, world: World) -> None:
     page.goto(f"{world.url}/docs")
-    expect(page.get_by_role("heading", name="fedge coordinator")).to_be_visible()
+    expect(page.get_by_role("heading", name="fedge coordinator")).to_be_visible(
+        timeout=30_000
+    )  # 1.4 MB of script
     expect(page.locator(".opblock").first).to_be_visible()  # the operations, from /openapi.json
     expect(page.get_by_text("/api/v1/sites/{site_id}/revoke")).to_be_visible()
 
@@ -394,7 +451,8 @@ def test_the_api_reference_renders_offline(browser: Browser, world: World) -> No
     page.on("pageerror", lambda exc: console.append(str(exc)))
     try:
         page.goto(f"{world.url}/redoc")
-        expect(page.get_by_role("heading", name="fedge coordinator")).to_be_visible()
+        # ReDoc renders the whole reference in the page (1.1 MB of script): give it time
+        expect(page.get_by_role("heading", name="fedge coordinator")).to_be_visible(timeout=30_000)
         expect(page.get_by_text("/api/v1/sites/{site_id}/revoke").first).to_be_attached()
     finally:
         context.close()
