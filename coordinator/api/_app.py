@@ -26,6 +26,7 @@ from fedge.coordinator._errors import (
 )
 from fedge.coordinator._service import Coordinator
 from fedge.coordinator._settings import CoordinatorSettings
+from fedge.coordinator.api._hot import HotRoutes
 from fedge.coordinator.api._limits import (
     BodyLimits,
     DenialBuckets,
@@ -236,6 +237,8 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
     app.add_exception_handler(SecurityError, refuse)
     app.add_exception_handler(SQLAlchemyError, unavailable)
 
+    # Innermost: the sites' per-step calls skip the router, inside the limits and metrics.
+    app.add_middleware(HotRoutes, api=app, router=site.router, endpoints=[site.ingest_forecasts])
     # Added first, so it runs inside the metrics: a refused body is still counted.
     app.add_middleware(LimitBodies, limits=BodyLimits.of(settings), denials=denials)
     app.add_middleware(MeasureRequests, metrics=metrics)
