@@ -1,6 +1,7 @@
-"""Runs that end early on a real SuperLink with one real (enrolled) SuperNode: one an
-operator cancels, which the SuperLink then stops, and one that asks for more nodes than
-there are, which fails with the reason instead of waiting for them forever."""
+"""Runs that end early on a real SuperLink with two real (enrolled) SuperNodes (the
+package's shared deployment, one coordinator for both tests): one an operator cancels,
+which the SuperLink then stops, and one that asks for more nodes than there are, which
+fails with the reason instead of waiting for them forever."""
 
 from __future__ import annotations
 
@@ -14,16 +15,20 @@ import httpx
 import pytest
 
 from tests.coordinator.test_federation import coordinator
-from tests.support.flower import Deployment, deployment, flwr_json
+from tests.support.flower import Deployment, flwr_json
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def flower(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with deployment(tmp_path_factory.mktemp("flower"), nodes=1) as running:
-        yield running
+def served(
+    flower: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[httpx.Client, Path]]:
+    """One coordinator (and its root) for the module: a start and two enrollments each."""
+    root = tmp_path_factory.mktemp("coordinator")
+    with coordinator(root, f"sqlite:///{root / 'c.db'}", flower, free_port()) as (client, _):
+        yield client, root
 
 
 def _until(client: httpx.Client, run: str, done: Any, timeout: float = 300) -> dict[str, Any]:
@@ -37,29 +42,30 @@ def _until(client: httpx.Client, run: str, done: Any, timeout: float = 300) -> d
     raise AssertionError(f"run {run} never got there: {body}")
 
 
-def test_a_cancelled_run_is_stopped_on_the_superlink(flower: Deployment, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    with coordinator(tmp_path, url, flower, free_port()) as (client, _):
-        # Two nodes wanted, one there: the ServerApp waits (up to its round timeout).
-        spec = {"num_rounds": 1, "config": {"min-nodes": 2, "round-timeout": 600}}
-        started = client.post("/api/v1/runs", json=spec)
-        assert started.status_code == 202, started.text
-        run = started.json()["id"]
-        body = _until(client, run, lambda b: b["flwr_run_id"] is not None)
-        assert body["status"] == "running", body
-        cancelled = client.delete(f"/api/v1/runs/{run}")
-        assert cancelled.status_code == 200, cancelled.text
-        assert cancelled.json()["status"] == "cancelled"
-        assert _on_link(flower, body["flwr_run_id"]) == "finished:stopped"
-        assert client.get(f"/api/v1/runs/{run}").json()["status"] == "cancelled"
-        assert client.delete(f"/api/v1/runs/{run}").status_code == 409
-        assert not (tmp_path / "flwr-home" / "run-keys" / run).exists()
-        # Cancelled at once, most likely before `flwr run` answered: stopped all the same.
-        early = client.post("/api/v1/runs", json=spec).json()["id"]
-        assert client.delete(f"/api/v1/runs/{early}").json()["status"] == "cancelled"
-        body = _until(client, early, lambda b: b["flwr_run_id"] is not None)
-        assert body["status"] == "cancelled"
-        assert _on_link(flower, body["flwr_run_id"]) == "finished:stopped"
+def test_a_cancelled_run_is_stopped_on_the_superlink(
+    flower: Deployment, served: tuple[httpx.Client, Path]
+) -> None:
+    client, root = served
+    # Three nodes wanted, two there: the ServerApp waits (up to its round timeout).
+    spec = {"num_rounds": 1, "config": {"min-nodes": 3, "round-timeout": 600}}
+    started = client.post("/api/v1/runs", json=spec)
+    assert started.status_code == 202, started.text
+    run = started.json()["id"]
+    body = _until(client, run, lambda b: b["flwr_run_id"] is not None)
+    assert body["status"] == "running", body
+    cancelled = client.delete(f"/api/v1/runs/{run}")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert _on_link(flower, body["flwr_run_id"]) == "finished:stopped"
+    assert client.get(f"/api/v1/runs/{run}").json()["status"] == "cancelled"
+    assert client.delete(f"/api/v1/runs/{run}").status_code == 409
+    assert not (root / "flwr-home" / "run-keys" / run).exists()
+    # Cancelled at once, most likely before `flwr run` answered: stopped all the same.
+    early = client.post("/api/v1/runs", json=spec).json()["id"]
+    assert client.delete(f"/api/v1/runs/{early}").json()["status"] == "cancelled"
+    body = _until(client, early, lambda b: b["flwr_run_id"] is not None)
+    assert body["status"] == "cancelled"
+    assert _on_link(flower, body["flwr_run_id"]) == "finished:stopped"
 
 
 def _on_link(flower: Deployment, flwr_run_id: str, timeout: float = 120) -> str:
@@ -74,17 +80,16 @@ def _on_link(flower: Deployment, flwr_run_id: str, timeout: float = 120) -> str:
 
 
 def test_a_run_short_of_its_min_nodes_fails_with_the_reason(
-    flower: Deployment, tmp_path: Path
+    served: tuple[httpx.Client, Path],
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    with coordinator(tmp_path, url, flower, free_port()) as (client, _):
-        spec = {"num_rounds": 1, "config": {"min-nodes": 2, "round-timeout": 10}}
-        started = client.post("/api/v1/runs", json=spec)
-        assert started.status_code == 202, started.text
-        run = started.json()["id"]
-        body = _until(client, run, lambda b: b["status"] not in ("starting", "running"))
-        assert body["status"] == "failed", body
-        # The one node may not have proved its site yet when the round gave up.
-        reason = r"round 1: [01] of the 2 nodes it needs \(min-nodes\) .* round-timeout 10 s"
-        assert re.search(reason, body["detail"]), body["detail"]
-        assert client.get("/api/v1/rounds", params={"run_id": run}).json() == []
+    client, _ = served
+    spec = {"num_rounds": 1, "config": {"min-nodes": 3, "round-timeout": 10}}
+    started = client.post("/api/v1/runs", json=spec)
+    assert started.status_code == 202, started.text
+    run = started.json()["id"]
+    body = _until(client, run, lambda b: b["status"] not in ("starting", "running"))
+    assert body["status"] == "failed", body
+    # The two nodes may not all have proved their sites yet when the round gave up.
+    reason = r"round 1: [012] of the 3 nodes it needs \(min-nodes\) .* round-timeout 10 s"
+    assert re.search(reason, body["detail"]), body["detail"]
+    assert client.get("/api/v1/rounds", params={"run_id": run}).json() == []
