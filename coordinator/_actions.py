@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import math
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import BigInteger, Column, Engine, Index, LargeBinary
+from sqlalchemy import BigInteger, Column, Engine, Index, LargeBinary, func
 from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, col, select
 
@@ -26,6 +28,8 @@ from fedge.coordinator._errors import ConflictError, NotFoundError
 from fedge.core import ACTION_CONTEXT
 from fedge.decisions import MODES, SHARE_NAMES
 from fedge.security import SiteIdentity
+
+log = logging.getLogger("fedge.coordinator.actions")
 
 __all__ = [
     "MAX_ACKS",
@@ -208,18 +212,41 @@ class ActionPublic(BaseModel):
 
 
 class ActionNotifier:
-    """Wakes this process's waiting polls when it stores actions. Polls in other worker
-    processes find them on their next database check instead."""
+    """Wakes the waiting polls of this process when actions are stored, by this process
+    (:meth:`notify`) or by any other worker or replica on the same database.
 
-    def __init__(self) -> None:
+    For the others, one watcher thread per process reads the newest action id (``newest``,
+    one indexed query) every ``watch_s`` while any poll waits, and wakes them all when it
+    moves: the cost follows the processes, not the sites waiting, and stops when none
+    waits. A poll passes the :attr:`generation` it saw before reading its actions, so a
+    wake that lands between its read and its wait is not lost."""
+
+    def __init__(self, newest: Callable[[], int] | None = None, watch_s: float = 0.1) -> None:
         self._lock = threading.Lock()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._generation = 0
+        self._newest, self._watch_s = newest, watch_s
+        self._watcher: threading.Thread | None = None
 
-    async def wait(self, timeout: float) -> None:
-        """Return after ``timeout`` seconds, or sooner when :meth:`notify` is called."""
+    @property
+    def generation(self) -> int:
+        """How many wakes so far: read it before reading the actions, pass it to wait."""
+        with self._lock:
+            return self._generation
+
+    async def wait(self, timeout: float, seen: int | None = None) -> None:
+        """Return after ``timeout`` seconds, or sooner when actions are stored; at once if
+        a wake came after ``seen`` (a :attr:`generation`)."""
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
+            if seen is not None and self._generation != seen:
+                return
             self._waiters.add(waiter)
+            if self._newest is not None and self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch, name="fedge-action-watch", daemon=True
+                )
+                self._watcher.start()
         try:
             await asyncio.wait_for(waiter[1].wait(), timeout)
         except TimeoutError:
@@ -234,14 +261,42 @@ class ActionNotifier:
         with self._lock:
             return len(self._waiters)
 
+    @property
+    def watching(self) -> bool:
+        """Whether the watch of other processes' actions runs now (only while polls wait)."""
+        with self._lock:
+            return self._watcher is not None
+
     def notify(self) -> None:
         with self._lock:
+            self._generation += 1
             waiters = list(self._waiters)
         for loop, event in waiters:
             try:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:  # that loop has closed: its poll is gone
                 continue
+
+    def _watch(self) -> None:
+        assert self._newest is not None
+        last: int | None = None
+        while True:
+            newest: int | None
+            try:
+                newest = self._newest()
+            except Exception:  # the database away: the polls' own rechecks carry on
+                log.debug("newest action id unreadable", exc_info=True)
+                newest = None
+            # the first read wakes once too: an action stored between a poll's read and
+            # this baseline would otherwise wait for the poll's recheck
+            if newest is not None and newest != last:
+                last = newest
+                self.notify()
+            with self._lock:
+                if not self._waiters:
+                    self._watcher = None
+                    return
+            time.sleep(self._watch_s)
 
 
 # --- queries and acks --------------------------------------------------------------------
@@ -270,6 +325,13 @@ class ActionBook:
             )
             for body, signature in rows
         ]
+
+    def newest_id(self) -> int:
+        """The highest action id stored, by any process (0 with none): the notifier's
+        watch."""
+        with Session(self.reader) as session:
+            newest = session.exec(select(func.max(ActionRecord.id))).one()
+        return int(newest or 0)
 
     def latest(self, site_hex: str | None, limit: int) -> Sequence[ActionRecord]:
         with Session(self.reader) as session:

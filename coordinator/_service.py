@@ -144,8 +144,8 @@ class Coordinator:
         )
         self.federation.on_model = self.retraining.consider
         # --- live decisions ---
-        self.action_notifier = ActionNotifier()
         self.action_book = ActionBook(self.engine, self.reader)
+        self.action_notifier = ActionNotifier(self.action_book.newest_id)
         self.topology_store = TopologyStore(self.engine, self.reader)
         self.live: LiveDecisions | None = None
         if settings.topology_file is not None:  # the file is put in force at every start
