@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ LEADER_LOCK = int.from_bytes(b"fedgeldr", "big") & 0x7FFF_FFFF_FFFF_FFFF
 #: ``pg_try_advisory_lock(int, int)``: a run's lock is (this class, ``run_lock_key``).
 RUN_LOCK_CLASS = 0x6665_6467  # "fedg"
 _LIVE = [RunStatus.STARTING, RunStatus.RUNNING]
+_UNSTORED_SECONDS = 60.0  # a run's lock without its row after this long: its start failed
 # The server ends a session whose client stopped answering within ~11 s, which releases
 # its locks; the client gives up on the server as fast (a partitioned leader steps down).
 _KEEPALIVES: dict[str, Any] = {
@@ -84,7 +86,7 @@ class Leadership:
         self.elected = engine.dialect.name != "postgresql"  # SQLite: always the leader
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._io = threading.Lock()  # the connection is shared by the thread and hold_run
-        self._runs: set[str] = set()
+        self._runs: dict[str, float] = {}  # run id: when its lock was taken (monotonic)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -122,7 +124,7 @@ class Leadership:
         with self._io:
             conn = self._connection()
             conn.execute("SELECT pg_advisory_lock(%s, %s)", (RUN_LOCK_CLASS, run_lock_key(run_id)))
-            self._runs.add(run_id)
+            self._runs[run_id] = time.monotonic()
 
     def orphaned(self, run_ids: list[str]) -> list[str]:
         """Those of ``run_ids`` no replica holds (their driver is gone)."""
@@ -140,26 +142,33 @@ class Leadership:
         return out
 
     def _release_ended(self) -> None:
-        """Let go of the runs of this replica that ended (reported to any replica)."""
+        """Let go of the runs of this replica that ended (reported to any replica). A run
+        without a row yet is being stored (its lock comes first): let go of it only once
+        its start has surely failed."""
         if not self._runs:
             return
-        held = list(self._runs)
+        held = dict(self._runs)
         with Session(self.engine) as session:
-            live = set(
-                session.exec(
-                    select(Run.id).where(col(Run.id).in_(held), col(Run.status).in_(_LIVE))
-                ).all()
+            status = dict(
+                session.exec(select(Run.id, Run.status).where(col(Run.id).in_(list(held)))).all()
             )
+        now = time.monotonic()
+        ended = [
+            run_id
+            for run_id, since in held.items()
+            if (run_id in status and status[run_id] not in _LIVE)
+            or (run_id not in status and now - since > _UNSTORED_SECONDS)
+        ]
         with self._io:
             conn = self._connection()
-            for run_id in held:
-                if run_id not in live:
-                    conn.execute(
-                        "SELECT pg_advisory_unlock(%s, %s)", (RUN_LOCK_CLASS, run_lock_key(run_id))
-                    )
-                    self._runs.discard(run_id)
-                    if self._released is not None:
-                        self._released(run_id)
+            for run_id in ended:
+                conn.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", (RUN_LOCK_CLASS, run_lock_key(run_id))
+                )
+                self._runs.pop(run_id, None)
+        for run_id in ended:
+            if self._released is not None:
+                self._released(run_id)
 
     # --- the connection ----------------------------------------------------------------
 
