@@ -191,3 +191,33 @@ def test_a_run_lock_key_needs_a_hex_run_id(run_id: str) -> None:
     assert run_lock_key("ff" * 16) == 0x7FFF_FFFF and run_lock_key("00" * 16) == -0x8000_0000
     with pytest.raises(InvalidInputError, match="not a run id"):
         run_lock_key(run_id)
+
+
+def test_a_new_leader_resumes_after_the_newest_recent_slot(
+    tmp_path: Path, identity_file: Path
+) -> None:
+    """The first slot after an election: the one after the newest recorded while that is
+    at most ``CATCH_UP_SLOTS`` old; else one interval on, as after a fresh start."""
+    from sqlmodel import Session
+
+    from fedge.coordinator._actions import DecisionTick
+
+    key = tmp_path / "coordinator.key"
+    shutil.copy(identity_file, key)
+    write_policies(tmp_path / "policies")
+    settings = CoordinatorSettings(
+        database_url=f"sqlite:///{tmp_path / 'c.db'}", model_store=tmp_path / "m",
+        identity_file=key, policy_dir=tmp_path / "policies",
+        strategic_interval_seconds=60.0, tactical_interval_seconds=10.0,
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        live = client.app.state.coordinator.live  # type: ignore[attr-defined]
+        live.stop()  # its own ticks would be the newest slots
+        now = 1_000_000.0  # strategic slot 16666, tactical slot 100000
+        assert live.first_slots(now) == {"strategic": 16668, "tactical": 100002}
+        old = 100_000 - live.CATCH_UP_SLOTS - 1
+        with Session(live.engine) as session:
+            session.add(DecisionTick(kind="strategic", slot=16664, claimed_at=now - 120))
+            session.add(DecisionTick(kind="tactical", slot=old, claimed_at=now - 130))
+            session.commit()
+        assert live.first_slots(now) == {"strategic": 16665, "tactical": 100002}
