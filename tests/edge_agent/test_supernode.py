@@ -20,9 +20,9 @@ from fedge.edge_agent import (
 )
 from fedge.edge_agent._config import parse_config
 from fedge.edge_agent._supernode import SUPERNODE_NICE, exit_hint, flower_exit_code
-from tests.edge_agent.conftest import Mosquitto, RunningAgent, agent_env, write_config
+from tests.edge_agent.conftest import Mosquitto, RunningAgent, write_config
 from tests.edge_agent.test_tls import make_ca
-from tests.support.flower import SiteFiles, export_authority, make_site
+from tests.support.flower import SiteFiles, export_authority, flower_env, flwr_home, make_site
 from tests.support.ports import free_port, service, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -42,36 +42,54 @@ def node_ids(log: Path) -> list[str]:
     return re.findall(r"SuperNode ID: (\d+)", log.read_text()) if log.exists() else []
 
 
-def test_supernode_registers_is_restarted_after_kill_9_and_stops_with_the_agent(
+def test_a_sealed_round_trains_through_the_supervised_supernode_which_survives_kill_9(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
+    """One SuperLink and one agent (the deployment is the slow part, so one scenario checks
+    all of it). ``flwr run`` with the run's key directory: the agent's SuperNode proves its
+    site, trains on the agent's own store (named in its node config, not by the plan) and
+    sends a sealed update; the plan's data-spec points elsewhere and is not read. Then the
+    SuperNode (niced: it yields to the agent) is killed with kill -9, restarted and
+    registered anew, and the agent's clean stop takes it down."""
+    import json
+    import subprocess
+
+    import numpy as np
+
+    from tests.edge_agent.conftest import now_step, seed_history, site_values
+
     if not (BIN / "flower-superlink").exists():
         pytest.skip("flower-superlink is not installed in this environment")
+    values, _ = site_values(days=8)
+    seed_history(tmp_path / "agent.db", ["cell-a"], values, now_step() - 5)
+    site = make_site(tmp_path / "site", store=tmp_path / "agent.db")
+    pub = tmp_path / "coordinator.pub"
+    _, directory = export_authority(tmp_path, [site], pub)
     link = free_port()
-    env = {**agent_env(), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = flower_env(FLWR_HOME=str(flwr_home(tmp_path, link)))
     superlink = [
         str(BIN / "flower-superlink"), "--insecure", "--port", str(link),
         "--database", str(tmp_path / "state.db"), "--disable-runtime-dependency-installation",
     ]  # fmt: skip
+    out = tmp_path / "out"
+    repo = Path(__file__).resolve().parents[2]
     link_log = tmp_path / "superlink.log"
+    node_log = tmp_path / "supernode.log"
     with service(superlink, link_log, env):
         wait_for_port(link)
-        site = make_site(tmp_path / "site")
-        export_authority(tmp_path, [site], tmp_path / "coordinator.pub")
         cfg = write_config(
             tmp_path,
             broker.url,
-            security=_security(site, tmp_path / "coordinator.pub"),
+            security=_security(site, pub),
             federation={
                 "superlink": f"127.0.0.1:{link}",
                 "runtime_port": free_port(),
+                "state_dir": str(tmp_path / "fl-state"),
                 "restart_min_s": 0.5,
                 "restart_max_s": 1.0,
             },
         )
-        node_log = tmp_path / "supernode.log"
-        runner = RunningAgent(cfg)
-        with runner as agent:
+        with RunningAgent(cfg) as agent:
             sup = agent.supervisor
             assert sup is not None and sup.started.wait(30)
             wait_for(lambda: len(node_ids(node_log)) == 1, 90, "the SuperNode to register")
@@ -79,6 +97,16 @@ def test_supernode_registers_is_restarted_after_kill_9_and_stops_with_the_agent(
             wait_for(
                 lambda: f"Activated node_id={first_id}" in link_log.read_text(), 60, "activation"
             )
+            run_config = (
+                f'num-rounds=1 codec="int8" output-dir="{out}" key-directory="{directory}" '
+                f'data-spec=\'{{"kind": "archive", "path": "{tmp_path / "nope"}"}}\''
+            )
+            result = subprocess.run(
+                [str(BIN / "flwr"), "run", str(repo), "local", "--stream", "--run-config", run_config],
+                env=env, capture_output=True, text=True, timeout=400, check=False,
+            )  # fmt: skip
+            logs = result.stdout + result.stderr
+            assert result.returncode == 0, logs[-3000:]
             first_pid = sup.pid
             assert first_pid is not None
             assert (
@@ -101,6 +129,14 @@ def test_supernode_registers_is_restarted_after_kill_9_and_stops_with_the_agent(
         assert last_pid is not None
         with pytest.raises(ProcessLookupError):
             os.kill(last_pid, 0)  # the agent's clean stop took its SuperNode down
+    assert "[ROUND 1/1]" in logs
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["rounds"][0]["participants"] == 1 and summary["security"]["rejected"] == {}
+    assert (tmp_path / "fl-state" / "channel.json").exists()
+    assert not (tmp_path / "nope").exists()
+    with np.load(out / "global_weights.npz") as z:
+        arrays = [z[k] for k in z.files]
+    assert len(arrays) == 10 and all(np.isfinite(a).all() for a in arrays)
 
 
 def _security(site: SiteFiles, coordinator_keys: Path) -> dict[str, str]:
@@ -265,73 +301,3 @@ def test_federation_config_names_the_nodes_files_and_checks_its_keys(tmp_path: P
             _parse(tmp_path, federation)
     with pytest.raises(ConfigError, match=r"needs a \[security\] section"):
         _parse(tmp_path, {}, security=False)
-
-
-def test_a_sealed_flower_round_trains_from_the_agent_store_through_the_supervised_supernode(
-    tmp_path: Path, broker: Mosquitto
-) -> None:
-    """``flwr run`` with the run's key directory: the agent's SuperNode proves its site,
-    trains on the agent's own store (named in its node config, not by the plan) and sends
-    a sealed update; the plan's data-spec points elsewhere and is not read."""
-    import json
-    import subprocess
-
-    import numpy as np
-
-    from tests.edge_agent.conftest import now_step, seed_history, site_values
-
-    if not (BIN / "flower-superlink").exists():
-        pytest.skip("flower-superlink is not installed in this environment")
-    values, _ = site_values(days=8)
-    seed_history(tmp_path / "agent.db", ["cell-a"], values, now_step() - 5)
-    site = make_site(tmp_path / "site", store=tmp_path / "agent.db")
-    pub = tmp_path / "coordinator.pub"
-    _, directory = export_authority(tmp_path, [site], pub)
-    home = tmp_path / "flwr-home"
-    home.mkdir()
-    link = free_port()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n[superlink.local]\naddress = "127.0.0.1:{link}"\ninsecure = true\n'
-    )
-    env = {
-        **agent_env(),
-        "FLWR_HOME": str(home),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    superlink = [
-        str(BIN / "flower-superlink"), "--insecure", "--port", str(link),
-        "--database", str(tmp_path / "state.db"), "--disable-runtime-dependency-installation",
-    ]  # fmt: skip
-    out = tmp_path / "out"
-    repo = Path(__file__).resolve().parents[2]
-    with service(superlink, tmp_path / "superlink.log", env):
-        wait_for_port(link)
-        cfg = write_config(
-            tmp_path,
-            broker.url,
-            security=_security(site, pub),
-            federation={
-                "superlink": f"127.0.0.1:{link}",
-                "runtime_port": free_port(),
-                "state_dir": str(tmp_path / "fl-state"),
-            },
-        )
-        with RunningAgent(cfg):
-            run_config = (
-                f'num-rounds=1 codec="int8" output-dir="{out}" key-directory="{directory}" '
-                f'data-spec=\'{{"kind": "archive", "path": "{tmp_path / "nope"}"}}\''
-            )
-            result = subprocess.run(
-                [str(BIN / "flwr"), "run", str(repo), "local", "--stream", "--run-config", run_config],
-                env=env, capture_output=True, text=True, timeout=400, check=False,
-            )  # fmt: skip
-    logs = result.stdout + result.stderr
-    assert result.returncode == 0, logs[-3000:]
-    assert "[ROUND 1/1]" in logs
-    summary = json.loads((out / "run.json").read_text())
-    assert summary["rounds"][0]["participants"] == 1 and summary["security"]["rejected"] == {}
-    assert (tmp_path / "fl-state" / "channel.json").exists()
-    assert not (tmp_path / "nope").exists()
-    with np.load(out / "global_weights.npz") as z:
-        arrays = [z[k] for k in z.files]
-    assert len(arrays) == 10 and all(np.isfinite(a).all() for a in arrays)
