@@ -13,6 +13,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,6 +194,9 @@ class GroupWriter(ABC, Generic[Item]):
     """
 
     max_items = 256
+    #: How long a group may wait, from its first item, for items ``_more_coming`` says are
+    #: on their way (0: commit what is queued at once).
+    linger_s = 0.0
 
     def __init__(self, engine: Engine, name: str) -> None:
         self._name = name
@@ -243,9 +247,32 @@ class GroupWriter(ABC, Generic[Item]):
                     stop = True
                     break
                 pending.append(nxt)
+            if not stop and self.linger_s > 0:
+                stop = self._linger(pending)
             self._commit(pending)
             if stop:
                 return
+
+    def _linger(self, pending: list[Item]) -> bool:
+        """Wait (up to ``linger_s``) for the items on their way, so one commit carries
+        them too: a commit's own cost dwarfs a short wait. True when told to stop."""
+        deadline = time.monotonic() + self.linger_s
+        while len(pending) < self.max_items and self._more_coming():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                nxt = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if nxt is _STOP:
+                return True
+            pending.append(nxt)
+        return False
+
+    def _more_coming(self) -> bool:
+        """Whether items are on their way to the queue (subclasses that know say so)."""
+        return False
 
     @abstractmethod
     def _commit(self, pending: list[Item]) -> None:

@@ -103,23 +103,24 @@ async def site_request(
     }
     request.state.actor = f"site:{(headers[SITE_HEADER] or '?')[:40]}"
     requests = coordinator.site_requests
-    signed = requests.parse(method=request.method, target=target, body=body, headers=headers)
-    keys = requests.cached_keys(signed.site_id)
-    if keys is None:
-        keys = await run_in_threadpool(requests.load_keys, signed.site_id)
-    try:
-        # ~0.4 ms of ML-DSA + Ed25519 in the event loop costs less than a thread hop
-        previous = requests.verify(signed, keys)
-    except UnauthenticatedError:  # the keys may have rotated since they were cached
-        keys = await run_in_threadpool(requests.load_keys, signed.site_id)
-        previous = requests.verify(signed, keys)
-    parsed: Any = None
-    problem: Exception | None = None
-    if payload is not None:
+    with requests.arriving():  # the writer's group waits for it (see ``SiteRequests``)
+        signed = requests.parse(method=request.method, target=target, body=body, headers=headers)
+        keys = requests.cached_keys(signed.site_id)
+        if keys is None:
+            keys = await run_in_threadpool(requests.load_keys, signed.site_id)
         try:
-            parsed = payload(body)
-        except RequestValidationError as exc:
-            problem, write = exc, None
+            # ~0.4 ms of ML-DSA + Ed25519 in the event loop costs less than a thread hop
+            previous = requests.verify(signed, keys)
+        except UnauthenticatedError:  # the keys may have rotated since they were cached
+            keys = await run_in_threadpool(requests.load_keys, signed.site_id)
+            previous = requests.verify(signed, keys)
+        parsed: Any = None
+        problem: Exception | None = None
+        if payload is not None:
+            try:
+                parsed = payload(body)
+            except RequestValidationError as exc:
+                problem, write = exc, None
     try:
         result = await asyncio.wrap_future(requests.submit(signed, keys, previous, write, parsed))
     except StaleKeysError:  # rotated or revoked through another worker: read them again

@@ -81,3 +81,41 @@ def test_one_group_counts_each_request_s_new_rows(settings: CoordinatorSettings)
         assert actuals == 3 + 1 + 1 + 3
     finally:
         coordinator.close()
+
+
+def test_a_group_waits_for_the_requests_being_checked(settings: CoordinatorSettings) -> None:
+    """While a request is between its checks and its submission, the writer holds the
+    group it has open (up to ``linger_s``): both nonces go in one commit."""
+    coordinator = Coordinator(settings)
+    try:
+        with TestClient(create_app(settings, coordinator)) as client:
+            site = Fleet.with_roles(client, [Role.OPERATOR]).enroll()
+        requests = coordinator.site_requests
+        requests.linger_s = 30.0  # bounded by the second request, not by this
+        groups: list[int] = []
+        commit = requests._commit
+
+        def counted(pending: list[_Admission]) -> None:
+            groups.append(len(pending))
+            commit(pending)
+
+        requests._commit = counted  # type: ignore[method-assign]
+        keys = requests.load_keys(site.site_id)
+
+        def signed(step: int) -> Any:
+            raw = json.dumps(_batch([step])).encode()
+            headers = sign_request(site, "POST", TARGET, raw)
+            return requests.parse(method="POST", target=TARGET, body=raw, headers=headers)
+
+        with requests.arriving():
+            first = requests.submit(signed(1), keys)
+            deadline = time.monotonic() + 30
+            while not requests._queue.empty() and time.monotonic() < deadline:
+                time.sleep(0.001)  # until the writer has taken it into a group
+            assert requests._queue.empty() and not first.done()
+            second_request = signed(2)
+        second = requests.submit(second_request, keys)  # as ``site_request``: once checked
+        assert first.result(timeout=30) is None and second.result(timeout=30) is None
+        assert groups == [2]
+    finally:
+        coordinator.close()
