@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from fedge.coordinator import CoordinatorSettings, Role
 from fedge.coordinator.api import create_app
 from tests.coordinator.helpers import Fleet
-from tests.support.flower import Deployment, deployment
 from tests.support.ports import free_port
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -134,12 +133,3 @@ def client(settings: CoordinatorSettings) -> Iterator[TestClient]:
 def fleet(client: TestClient) -> Fleet:
     """The client plus one API key per role."""
     return Fleet.with_roles(client, list(Role))
-
-
-@pytest.fixture(scope="package")
-def flower(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """One SuperLink and two SuperNodes for every coordinator test that runs Flower: a
-    deployment takes tens of seconds to start, and each test's coordinator enrolls the two
-    sites anew (its own identity and database), so the tests share it."""
-    with deployment(tmp_path_factory.mktemp("flower"), nodes=2) as running:
-        yield running
