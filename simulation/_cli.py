@@ -51,6 +51,14 @@ def simulate(
     workers: Annotated[
         int | None, typer.Option(help="Parallel site workers (default: CPU count).")
     ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Run the federated methods on this running Ray cluster (its head's "
+            "host:port) instead of a local one.",
+        ),
+    ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
     codec: Annotated[
         str | None,
@@ -128,6 +136,7 @@ def simulate(
         "lookback": lookback,
         "seed": seed,
         "workers": workers,
+        "ray_address": ray_address,
         "codec": codec,
         "sweep": tuple(c.strip() for c in sweep.split(";" if ";" in sweep else ",") if c.strip())
         if sweep is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,6 +61,9 @@ class SimulationConfig:
     test_days: int = 3
     seed: int = 0
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    # The federated runs on an existing Ray cluster (its GCS "host:port") instead of one
+    # this process starts; the baselines stay here (docs/simulation.md, "On a Ray cluster").
+    ray_address: str | None = None
     eval_sites: int | None = None  # score the test days of this many sites (None: all)
     export_onnx: bool = True
     # Compressed, sealed updates (docs/compression.md).
@@ -90,6 +95,8 @@ class SimulationConfig:
                 raise SimulationError(f"{m} adapts {base}'s model: list {base} before it")
         if self.workers < 1:
             raise SimulationError(f"workers must be >= 1, got {self.workers}")
+        if self.ray_address is not None:
+            ray_endpoint(self.ray_address)
         from fedge.models import ForecastSpec, ModelError
 
         try:
@@ -202,3 +209,34 @@ def preset(name: str) -> SimulationConfig:
         raise SimulationError(
             f"unknown preset {name!r}; choose from {', '.join(PRESETS)}"
         ) from None
+
+
+_ENDPOINT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)):(?P<port>[0-9]{1,5})$"
+)
+
+
+def ray_endpoint(address: str) -> tuple[str, int]:
+    """A Ray cluster's GCS address, ``host:port`` or ``[v6]:port``, as (host, port);
+    anything else (a scheme, ``auto``, no port, port 0) is refused by name."""
+    match = _ENDPOINT.match(address)
+    port = int(match["port"]) if match else 0
+    if match is None or not 0 < port < 65536:
+        raise SimulationError(
+            f"--ray-address: the cluster's head as host:port (`ray start --head --port P` "
+            f"prints it), got {address!r}"
+        )
+    return match["v6"] or match["host"], port
+
+
+def probe_ray(address: str) -> None:
+    """Refuse a cluster address nothing answers on, before any data is read: joining one
+    that is down would otherwise retry for a minute and fail inside Ray."""
+    host, port = ray_endpoint(address)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise SimulationError(
+            f"no Ray cluster answers at {address}: {exc.strerror or exc} (start one with "
+            "`ray start --head --port PORT`)"
+        ) from exc

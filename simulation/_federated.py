@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from flwr.simulation import run_simulation
 from fedge.federation import FederationOutcome, FederationPlan, ServerKeys, run_rounds
 from fedge.simulation._client_app import HARNESS_ENV, Harness
 from fedge.simulation._client_app import app as client_app
+from fedge.simulation._config import probe_ray
 from fedge.simulation._errors import SimulationError
 from fedge.simulation._identities import simulated_directory, simulated_identity
 
@@ -40,8 +42,10 @@ def run_federated(
     workers: int,
     on_round: Callable[[int], None] | None = None,
     quiet: bool = True,
+    ray_address: str | None = None,
 ) -> FederatedRun:
-    """One federated run over ``num_sites`` virtual SuperNodes, ``workers`` at a time."""
+    """One federated run over ``num_sites`` virtual SuperNodes, ``workers`` at a time, or
+    one per CPU of the Ray cluster at ``ray_address``."""
     os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -78,15 +82,22 @@ def run_federated(
     before = os.environ.get(HARNESS_ENV)
     os.environ[HARNESS_ENV] = harness.to_json()  # the workers inherit it (never the wire)
     try:
+        if ray_address is not None:
+            _join_cluster(ray_address, harness, quiet)
+            backend_config = {"client_resources": backend_config["client_resources"]}
         run_simulation(
             server_app=server_app,
             client_app=client_app,
             num_supernodes=num_sites,
             backend_config=backend_config,  # type: ignore[arg-type]
         )
+    except SimulationError:
+        raise
     except Exception as exc:  # Flower and Ray raise untyped runtime errors
         raise SimulationError(f"federated run ({plan.strategy}) failed: {exc}") from exc
     finally:
+        if ray_address is not None:
+            _leave_cluster()
         flwr_logger.setLevel(level)
         if before is None:
             os.environ.pop(HARNESS_ENV, None)
@@ -97,3 +108,35 @@ def run_federated(
         raise SimulationError(f"federated run ({plan.strategy}) ended without a result")
     per_round = max(1, int(num_sites * plan.fraction_train))  # as Flower samples
     return FederatedRun(holder[0], wall, per_round * plan.num_rounds)
+
+
+def _join_cluster(address: str, harness: Harness, quiet: bool) -> None:
+    """Connect this driver to the running cluster before Flower would start a local one
+    (its Ray backend only initialises Ray when it is not already). The cluster's workers
+    were started by ``ray start``, not by this process, so what they need from here goes
+    in the job's runtime environment: the harness, this interpreter's import path, and
+    telemetry off."""
+    import ray
+
+    probe_ray(address)  # again: the cluster may have gone since the run began
+    env = {
+        HARNESS_ENV: harness.to_json(),
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    try:
+        ray.init(
+            address=address, runtime_env={"env_vars": env}, logging_level=logging.ERROR,
+            log_to_driver=not quiet, include_dashboard=False,
+        )  # fmt: skip
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError
+        raise SimulationError(f"cannot join the Ray cluster at {address}: {exc}") from exc
+
+
+def _leave_cluster() -> None:
+    """Disconnect the driver; the cluster and its other jobs carry on."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -19,7 +19,12 @@ from fedge.federation import FederationPlan, RoundRecord
 from fedge.models import ForecastSpec, LoadForecaster, Weights, predict, set_weights
 from fedge.simulation._baselines import actuals, persistence, seasonal
 from fedge.simulation._comm import attacks_json, comm_plan
-from fedge.simulation._config import FEDERATED_METHODS, PERSONALISED_METHODS, SimulationConfig
+from fedge.simulation._config import (
+    FEDERATED_METHODS,
+    PERSONALISED_METHODS,
+    SimulationConfig,
+    probe_ray,
+)
 from fedge.simulation._errors import SimulationError
 from fedge.simulation._methods import CENTRAL_MAX_EPOCHS, LocalModel
 from fedge.simulation._metrics import (
@@ -138,6 +143,8 @@ def eval_indices(num_sites: int, eval_sites: int | None) -> list[int]:
 def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None = None) -> RunResult:
     progress = progress or RunProgress()
     started = time.perf_counter()
+    if config.ray_address is not None:
+        probe_ray(config.ray_address)
     run_dir = runs_dir / config.name
     run_dir.mkdir(parents=True, exist_ok=True)
     source, data_info = open_source(config, run_dir)
@@ -157,7 +164,10 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
 
             fplan = comm_plan(make_plan(config, source, method), run_dir, method)
             progress.start(method, fplan.num_rounds)
-            fed = run_federated(fplan, source.num_sites, config.workers, _ticker(progress, method))
+            fed = run_federated(
+                fplan, source.num_sites, config.workers, _ticker(progress, method),
+                ray_address=config.ray_address,
+            )  # fmt: skip
             weights[method] = fed.outcome.weights
             res.comm = fed.outcome.comm
             res.rounds, res.site_rounds = fed.outcome.rounds, fed.site_rounds
@@ -249,7 +259,11 @@ def _comm_sections(
         lambda m: make_plan(config, source, m),
         run_dir,
         outcomes,
-        lambda p: run_federated(p, source.num_sites, config.workers).outcome,
+        lambda p: (
+            run_federated(
+                p, source.num_sites, config.workers, ray_address=config.ray_address
+            ).outcome
+        ),
         lambda o: pool_scores(s for s, _ in _score_model(o.weights, plan, tasks, [])),
         progress,
     )

@@ -1,0 +1,142 @@
+"""``fedge simulate --ray-address``: the federated method runs on a real two-node Ray
+cluster started here (``ray start --head`` and a second ``ray start --address``, every port
+free and on loopback), with its ClientApps spread over both nodes, and gives the figures
+of the single-machine backend on the same seed. A bad or dead address is refused before
+anything runs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fedge.simulation._config import preset, probe_ray, ray_endpoint
+from fedge.simulation._errors import SimulationError
+from fedge.simulation._run import run
+from tests.support.ports import free_port
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "FLWR_TELEMETRY_ENABLED": "0"}
+SMALL = ["--preset", "smoke", "--methods", "fedavg", "--rounds", "2", "--seed", "3"]
+
+
+@pytest.mark.parametrize(
+    "address", ["", "auto", "ray://127.0.0.1:6379", "127.0.0.1", "127.0.0.1:0", "h:70000", "a b:1"]
+)
+def test_a_bad_cluster_address_is_refused(address: str) -> None:
+    with pytest.raises(SimulationError, match="--ray-address"):
+        ray_endpoint(address)
+
+
+def test_good_cluster_addresses_parse() -> None:
+    assert ray_endpoint("10.0.0.7:6379") == ("10.0.0.7", 6379)
+    assert ray_endpoint("head.ran.example:6380") == ("head.ran.example", 6380)
+    assert ray_endpoint("[::1]:6379") == ("::1", 6379)
+
+
+def _simulate(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "fedge"), "simulate", *SMALL, "--runs-dir", str(cwd / "runs"), *args],
+        cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def test_a_dead_cluster_address_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    with pytest.raises(SimulationError, match=f"no Ray cluster answers at {dead}"):
+        probe_ray(dead)
+    config = replace(preset("smoke"), name="dead", ray_address=dead)
+    with pytest.raises(SimulationError, match="no Ray cluster answers"):
+        run(config, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()  # refused before the run directory
+
+
+def _cluster_pids(marks: tuple[str, ...]) -> list[int]:
+    """The cluster's processes (their command lines name its directory or its head) and
+    all their descendants (Ray renames its agents' command lines)."""
+    parent: dict[int, int] = {}
+    found: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if any(m in cmdline for m in marks):
+            found.add(int(proc.name))
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in found} - found
+        found |= more
+        grew = bool(more)
+    return sorted(found - {os.getpid()})
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[str, Path]]:
+    if shutil.which("ray", path=str(BIN)) is None:
+        pytest.skip("ray is not installed (the sim extra has it)")
+    root = Path(tempfile.mkdtemp(prefix="fedge-ray-", dir="/tmp"))  # short: socket paths
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    head = [
+        str(BIN / "ray"), "start", "--head", "--port", str(port), "--temp-dir", str(root),
+        "--include-dashboard", "false", "--dashboard-port", str(free_port()),
+        "--ray-client-server-port", str(free_port()), *common,
+    ]  # fmt: skip
+    second = [str(BIN / "ray"), "start", "--address", address, *common]
+    try:
+        for command in (head, second):
+            started = subprocess.run(
+                command, env=ENV, capture_output=True, text=True, timeout=180, check=False
+            )
+            assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        yield address, root
+    finally:
+        for pid in _cluster_pids((str(root), address)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _rmse(run_dir: Path) -> float:
+    report = json.loads((run_dir / "report.json").read_text())
+    return float(report["forecast"]["methods"]["fedavg"]["rmse"])
+
+
+@pytest.mark.slow
+def test_the_run_spreads_over_both_nodes_and_matches_the_local_backend(
+    cluster: tuple[str, Path], tmp_path: Path
+) -> None:
+    address, root = cluster
+    on_cluster = _simulate("--ray-address", address, "--name", "cluster", cwd=tmp_path)
+    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
+    actors = {
+        log.resolve()  # session_latest links to the session itself
+        for log in root.glob("session_*/logs/worker-*.out")
+        if ":actor_name:ClientAppActor" in log.read_text(errors="replace")
+    }
+    # one CPU per node and one CPU per ClientApp actor: two actors means both nodes
+    assert len(actors) == 2, actors
+    report = json.loads((tmp_path / "runs" / "cluster" / "report.json").read_text())
+    assert report["config"]["ray_address"] == address
+    local = _simulate("--name", "local", "--workers", "2", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr[-3000:]
+    cluster_rmse, local_rmse = (
+        _rmse(tmp_path / "runs" / "cluster"),
+        _rmse(tmp_path / "runs" / "local"),
+    )
+    assert abs(cluster_rmse - local_rmse) <= 0.02 * local_rmse, (cluster_rmse, local_rmse)
