@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 
 from fedge.coordinator._errors import InvalidInputError, UnavailableError
@@ -32,7 +32,7 @@ from fedge.coordinator._schema import Run, RunStatus
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["LEADER_LOCK", "RUN_LOCK_CLASS", "Leadership", "run_lock_key"]
+__all__ = ["LEADER_LOCK", "RUN_LOCK_CLASS", "Leadership", "leaders", "run_lock_key"]
 
 _log = logging.getLogger("fedge.coordinator.events")
 
@@ -55,6 +55,24 @@ _KEEPALIVES: dict[str, Any] = {
     "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
     "-c tcp_keepalives_count=3 -c statement_timeout=10000",
 }
+
+
+def leaders(session: Session) -> int:
+    """How many sessions hold the schedulers' lock in this database: 1 when the
+    replicas have their leader, 0 when none does (an alert). The same answer from every
+    replica and worker, unlike each one's own ``elected``. SQLite: always 1."""
+    if session.get_bind().dialect.name != "postgresql":
+        return 1
+    # a bigint advisory lock shows as (classid, objid) = its high and low 32 bits, objsubid 1
+    row = session.execute(
+        text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = :hi AND objid = :lo AND objsubid = 1"
+        ),
+        {"hi": LEADER_LOCK >> 32, "lo": LEADER_LOCK & 0xFFFF_FFFF},
+    ).one()
+    return int(row[0])
 
 
 def run_lock_key(run_id: str) -> int:

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from fedge.coordinator._actions import ActionRecord, DecisionTick
+from fedge.coordinator._leader import leaders
 from fedge.coordinator._rollout import Rollout, RolloutState
 from fedge.coordinator._schema import (
     AuditEntry,
@@ -159,6 +160,13 @@ class Telemetry(Collector):
                 session.exec(select(Rollout.state, func.count()).group_by(Rollout.state)).all(),
             )
             yield from self._sites(session, now)
+            held = GaugeMetricFamily(
+                "fedge_coordinator_leaders",
+                "Sessions holding the schedulers' lock, read from the database: 1 when the "
+                "replicas have their leader, 0 when none does. SQLite: always 1.",
+            )
+            held.add_metric([], float(leaders(session)))
+            yield held
             ticks = CounterMetricFamily(
                 "fedge_coordinator_decision_ticks",
                 "Live decision slots taken (by any worker process), by kind.",

@@ -66,6 +66,7 @@ def _steps_down_and_is_elected_again(
         return False
 
     assert not run_lock_free()
+    assert "fedge_coordinator_leaders 1.0" in client.get("/metrics").text  # from pg_locks
     pid = leadership._conn.info.backend_pid
     admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
@@ -181,6 +182,32 @@ def test_leadership_on_sqlite_is_the_process_itself(tmp_path: Path, identity_fil
         coordinator = client.app.state.coordinator  # type: ignore[attr-defined]
         assert coordinator.leadership.elected and not coordinator.leadership.distributed
         assert "fedge_coordinator_leader 1.0" in client.get("/metrics").text
+        assert "fedge_coordinator_leaders 1.0" in client.get("/metrics").text
+
+
+def test_the_leaders_gauge_counts_the_lock_holders_in_the_database(postgres: Any) -> None:
+    """Every replica reports the same count, read from ``pg_locks``: none before anyone
+    takes the schedulers' lock, one while a session holds it, none once it is gone."""
+    import psycopg
+    from sqlmodel import Session, create_engine
+
+    from fedge.coordinator._leader import LEADER_LOCK, leaders
+
+    url = postgres.new_database()
+    engine = create_engine(url)
+
+    def held() -> int:
+        with Session(engine) as session:
+            return leaders(session)
+
+    assert held() == 0
+    holder = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (LEADER_LOCK,))
+    holder.execute("SELECT pg_advisory_lock(%s)", (LEADER_LOCK + 1,))  # another lock: not counted
+    assert held() == 1
+    holder.close()
+    wait_until(lambda: held() == 0, 30, "the lock released with its session")
+    engine.dispose()
 
 
 @pytest.mark.parametrize("run_id", ["", "zz" * 16])
