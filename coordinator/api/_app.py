@@ -164,8 +164,9 @@ def create_app(settings: CoordinatorSettings, coordinator: Coordinator | None = 
         version="1",
         description="Enrollment, sites, model versions and rounds of a fedge fleet.",
         lifespan=lifespan,
-        # /docs is served from the package's own Swagger UI (the dashboard's static files);
-        # FastAPI's pages load theirs from a CDN, blank on a network with no way out.
+        # /docs and /redoc are served from the package's own Swagger UI and ReDoc (the
+        # dashboard's static files); FastAPI's pages load theirs from a CDN, blank on a
+        # network with no way out.
         docs_url=None,
         redoc_url=None,
     )
