@@ -18,7 +18,14 @@ from flwr.clientapp import ClientApp
 from fedge.federation import FederationError, FederationPlan, load_run_keys, run_rounds
 from fedge.federation.client_app import app as deployed_app
 from tests.coordinator.test_federation import coordinator
-from tests.support.flower import BIN, deployment, enroll, export_authority, make_site, write_store
+from tests.support.flower import (
+    deployment,
+    enroll,
+    export_authority,
+    make_site,
+    supernode_command,
+    write_store,
+)
 from tests.support.grid import LocalGrid
 from tests.support.ports import free_port, service
 
@@ -81,11 +88,7 @@ def test_a_supernode_killed_mid_run_fails_the_run_at_the_coordinator(tmp_path: P
     write_store(store)
     kept, doomed = (make_site(tmp_path / f"site{i}", store=store) for i in range(2))
     with deployment(tmp_path / "flower", sites=[kept]) as flower:
-        node = [
-            str(BIN / "flower-supernode"), "--insecure", "--superlink", flower.address,
-            "--port", str(free_port()),
-            "--node-config", doomed.node_config(flower.coordinator_keys),
-        ]  # fmt: skip
+        node = supernode_command(flower.address, doomed.node_config(flower.coordinator_keys))
         with (
             service(node, tmp_path / "doomed.log", flower.env) as proc,
             coordinator(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", flower, free_port()) as (
