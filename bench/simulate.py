@@ -1,11 +1,17 @@
-"""``make bench-simulate``: wall time, site-rounds per minute and peak RSS of two presets.
+"""``make bench-simulate``: wall time, site-rounds per minute and peak RSS of two presets,
+and the small preset on a real two-node Ray cluster next to the local backend.
 
 Each preset runs as its own ``fedge simulate`` process; peak RSS is the largest sum over
-that process and all its children (Ray workers included), sampled every 0.2 s.
+that process and all its children (Ray workers included), sampled every 0.2 s. On the
+cluster the ClientApp actors are children of ``ray start``, not of the driver, so the
+cluster's own processes are sampled as well and reported apart.
+``python -m bench.simulate --only ray_cluster`` runs just the named entries and merges
+them into the existing result file.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -17,9 +23,12 @@ from typing import Any
 
 import psutil
 
-from bench._common import write_result
+from bench._common import RESULTS_DIR, write_result
 
 PRESETS = {"demo": "demo", "sites_1000": "sites_1000"}
+ENTRIES = (*PRESETS, "ray_cluster")
+# The cluster test's run, a few more rounds so the federated part outweighs start-up.
+SMALL = ["--methods", "fedavg", "--rounds", "4", "--seed", "3"]
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -32,34 +41,52 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def measure(preset: str, runs_dir: Path) -> dict[str, Any]:
+def _pids_rss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def measure(
+    preset: str,
+    runs_dir: Path,
+    extra: list[str] | None = None,
+    name: str | None = None,
+    cluster: tuple[str, Path] | None = None,
+) -> dict[str, Any]:
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    name = name or preset
     cmd = [
-        sys.executable,
-        "-m",
-        "fedge",
-        "simulate",
-        "--preset",
-        preset,
-        "--runs-dir",
-        str(runs_dir),
-    ]
+        sys.executable, "-m", "fedge", "simulate", "--preset", preset,
+        "--runs-dir", str(runs_dir), "--name", name, *(extra or []),
+    ]  # fmt: skip
+    if cluster is not None:
+        from tests.support.ray_cluster import cluster_pids
+
     start = time.perf_counter()
     child = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     proc = psutil.Process(child.pid)
-    peak = 0
+    peak = peak_cluster = 0
     while child.poll() is None:
         peak = max(peak, _tree_rss(proc))
+        if cluster is not None:
+            tree = {p.pid for p in [proc, *proc.children(recursive=True)]}
+            outside = [p for p in cluster_pids(*cluster) if p not in tree]
+            peak_cluster = max(peak_cluster, _pids_rss(outside))
         time.sleep(0.2)
     wall = time.perf_counter() - start
     if child.returncode != 0:
         err = child.stderr.read() if child.stderr else ""
-        raise SystemExit(f"{preset}: fedge simulate failed ({child.returncode}):\n{err[-4000:]}")
-    report = json.loads((runs_dir / preset / "report.json").read_text())
+        raise SystemExit(f"{name}: fedge simulate failed ({child.returncode}):\n{err[-4000:]}")
+    report = json.loads((runs_dir / name / "report.json").read_text())
     timing = report["timing"]
-    return {
+    figures: dict[str, Any] = {
         "wall_s": round(wall, 1),
         "site_rounds_per_min": timing["site_rounds_per_min"],
         "peak_rss_mb": round(peak / 2**20, 1),
@@ -73,15 +100,72 @@ def measure(preset: str, runs_dir: Path) -> dict[str, Any]:
             for name, m in report["forecast"]["methods"].items()
         },
     }
+    accepted = (report.get("security") or {}).get("accepted")
+    if isinstance(accepted, int) and timing["federated_s"]:
+        figures["accepted_updates"] = accepted
+        figures["accepted_site_rounds_per_min"] = round(
+            accepted / (timing["federated_s"] / 60.0), 2
+        )
+    if cluster is not None:
+        figures["peak_rss_cluster_mb"] = round(peak_cluster / 2**20, 1)
+        figures["peak_rss_total_mb"] = round((peak + peak_cluster) / 2**20, 1)
+    return figures
 
 
-def main() -> None:
+def measure_ray_cluster(runs_dir: Path) -> dict[str, Any]:
+    """The smoke preset on a two-node cluster (one CPU each) and on the local backend with
+    two workers: the same seed, so the RMSEs should agree."""
+    from tests.support.ray_cluster import two_node_cluster
+
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    with two_node_cluster() as (address, root):
+        cluster_up_s = time.perf_counter() - t0
+        on_cluster = measure(
+            "smoke", runs_dir, [*SMALL, "--ray-address", address], "cluster", (address, root)
+        )
+    local = measure("smoke", runs_dir, [*SMALL, "--workers", "2"], "local")
+    a, b = on_cluster["fedavg_rmse"], local["fedavg_rmse"]
+    return {
+        "preset": "smoke",
+        "args": SMALL,
+        "nodes": 2,
+        "cpus_per_node": 1,
+        "cluster_start_s": round(cluster_up_s, 1),
+        "cluster": on_cluster,
+        "local": local,
+        "cluster_rmse": a,
+        "local_rmse": b,
+        "rmse_rel_diff": round(abs(a - b) / b, 6) if b else None,
+        "loadavg_1m_before": round(load_before[0], 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.simulate", description=__doc__)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=ENTRIES,
+        help="run only this entry (repeatable); the others keep their recorded figures",
+    )
+    args = parser.parse_args(argv)
+    only: list[str] = args.only or list(ENTRIES)
     figures: dict[str, Any] = {}
+    if args.only:
+        path = RESULTS_DIR / "simulate.json"
+        if path.exists():
+            old = json.loads(path.read_text())
+            figures = {k: v for k, v in old.items() if k in ENTRIES}
     with tempfile.TemporaryDirectory(prefix="fedge-bench-") as tmp:
-        for key, preset in PRESETS.items():
-            figures[key] = measure(preset, Path(tmp))
+        for key in only:
+            if key == "ray_cluster":
+                figures[key] = measure_ray_cluster(Path(tmp))
+            else:
+                figures[key] = measure(PRESETS[key], Path(tmp))
             print(key, figures[key], flush=True)
-    path = write_result("simulate", figures)
+    path = write_result("simulate", {k: figures[k] for k in ENTRIES if k in figures})
     print(f"wrote {path}")
 
 

@@ -6,14 +6,8 @@ anything runs."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,9 +18,8 @@ from fedge.simulation._config import preset, probe_ray, ray_endpoint
 from fedge.simulation._errors import SimulationError
 from fedge.simulation._run import run
 from tests.support.ports import free_port
+from tests.support.ray_cluster import BIN, ENV, ray_available, two_node_cluster
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "FLWR_TELEMETRY_ENABLED": "0"}
 SMALL = ["--preset", "smoke", "--methods", "fedavg", "--rounds", "2", "--seed", "3"]
 
 
@@ -61,55 +54,12 @@ def test_a_dead_cluster_address_is_refused_before_anything_runs(tmp_path: Path) 
     assert not (tmp_path / "runs").exists()  # refused before the run directory
 
 
-def _cluster_pids(marks: tuple[str, ...]) -> list[int]:
-    """The cluster's processes (their command lines name its directory or its head) and
-    all their descendants (Ray renames its agents' command lines)."""
-    parent: dict[int, int] = {}
-    found: set[int] = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if any(m in cmdline for m in marks):
-            found.add(int(proc.name))
-    grew = True
-    while grew:
-        more = {pid for pid, ppid in parent.items() if ppid in found} - found
-        found |= more
-        grew = bool(more)
-    return sorted(found - {os.getpid()})
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[str, Path]]:
-    if shutil.which("ray", path=str(BIN)) is None:
+    if not ray_available():
         pytest.skip("ray is not installed (the sim extra has it)")
-    root = Path(tempfile.mkdtemp(prefix="fedge-ray-", dir="/tmp"))  # short: socket paths
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-    head = [
-        str(BIN / "ray"), "start", "--head", "--port", str(port), "--temp-dir", str(root),
-        "--include-dashboard", "false", "--dashboard-port", str(free_port()),
-        "--ray-client-server-port", str(free_port()), *common,
-    ]  # fmt: skip
-    second = [str(BIN / "ray"), "start", "--address", address, *common]
-    try:
-        for command in (head, second):
-            started = subprocess.run(
-                command, env=ENV, capture_output=True, text=True, timeout=180, check=False
-            )
-            assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-        yield address, root
-    finally:
-        for pid in _cluster_pids((str(root), address)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(root, ignore_errors=True)
+    with two_node_cluster() as started:
+        yield started
 
 
 def _rmse(run_dir: Path) -> float:
