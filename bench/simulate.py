@@ -136,7 +136,7 @@ def measure_ray_cluster(runs_dir: Path) -> dict[str, Any]:
         "local": local,
         "cluster_rmse": a,
         "local_rmse": b,
-        "rmse_rel_diff": round(abs(a - b) / b, 6) if b else None,
+        "rmse_rel_diff": float(f"{abs(a - b) / b:.3g}") if b else None,
         "loadavg_1m_before": round(load_before[0], 2),
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
     }
@@ -157,7 +157,12 @@ def main(argv: list[str] | None = None) -> None:
         path = RESULTS_DIR / "simulate.json"
         if path.exists():
             old = json.loads(path.read_text())
-            figures = {k: v for k, v in old.items() if k in ENTRIES}
+            # the kept entries name the commit they were measured on, the file names this one
+            figures = {
+                k: {**v, "commit": v.get("commit", old.get("commit"))}
+                for k, v in old.items()
+                if k in ENTRIES
+            }
     with tempfile.TemporaryDirectory(prefix="fedge-bench-") as tmp:
         for key in only:
             if key == "ray_cluster":
