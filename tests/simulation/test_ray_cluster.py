@@ -18,7 +18,14 @@ from fedge.simulation._config import preset, probe_ray, ray_endpoint
 from fedge.simulation._errors import SimulationError
 from fedge.simulation._run import run
 from tests.support.ports import free_port
-from tests.support.ray_cluster import BIN, ENV, ray_available, two_node_cluster
+from tests.support.ray_cluster import (
+    BIN,
+    ENV,
+    ClusterError,
+    cluster_pids,
+    ray_available,
+    two_node_cluster,
+)
 
 SMALL = ["--preset", "smoke", "--methods", "fedavg", "--rounds", "2", "--seed", "3"]
 
@@ -60,6 +67,25 @@ def cluster() -> Iterator[tuple[str, Path]]:
         pytest.skip("ray is not installed (the sim extra has it)")
     with two_node_cluster() as started:
         yield started
+
+
+def test_a_cluster_without_cpus_is_refused_before_ray_starts() -> None:
+    with pytest.raises(ClusterError, match="at least one CPU"), two_node_cluster(cpus=0):
+        pass
+
+
+def test_the_cluster_is_found_by_its_whole_address_only() -> None:
+    """Another cluster's head on a longer port (or a longer directory name) is not ours."""
+    sleeper = subprocess.Popen(
+        [str(BIN / "python"), "-c", "import time; time.sleep(60)", "127.0.0.1:12345", "/tmp/r-x"]
+    )
+    try:
+        assert sleeper.pid not in cluster_pids("127.0.0.1:1234", Path("/tmp/r"))
+        assert sleeper.pid in cluster_pids("127.0.0.1:12345", Path("/tmp/none"))
+        assert sleeper.pid in cluster_pids("127.0.0.1:1", Path("/tmp/r-x"))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def _rmse(run_dir: Path) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,7 +34,8 @@ def ray_available() -> bool:
 def cluster_pids(address: str, root: Path) -> list[int]:
     """The cluster's processes (their command lines name its directory or its head) and
     all their descendants (Ray renames its agents' command lines)."""
-    marks = (str(root), address)
+    # whole tokens only: 127.0.0.1:1234 must not match another cluster's 127.0.0.1:12345
+    mark = re.compile(rf"(?:{re.escape(str(root))}|{re.escape(address)})(?![\w-])")
     parent: dict[int, int] = {}
     found: set[int] = set()
     for proc in Path("/proc").iterdir():
@@ -44,7 +46,7 @@ def cluster_pids(address: str, root: Path) -> list[int]:
             parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if any(m in cmdline for m in marks):
+        if mark.search(cmdline):
             found.add(int(proc.name))
     grew = True
     while grew:
@@ -55,14 +57,17 @@ def cluster_pids(address: str, root: Path) -> list[int]:
 
 
 @contextlib.contextmanager
-def two_node_cluster(timeout: float = 180) -> Iterator[tuple[str, Path]]:
-    """Yield the head's ``host:port`` and the cluster's temp dir; kill it all on exit."""
+def two_node_cluster(cpus: int = 1, timeout: float = 180) -> Iterator[tuple[str, Path]]:
+    """Yield the head's ``host:port`` and the cluster's temp dir; kill it all on exit.
+    ``cpus`` per node: one each makes two ClientApp actors land on both nodes."""
+    if cpus < 1:
+        raise ClusterError(f"each node needs at least one CPU, got {cpus}")
     if not ray_available():
         raise ClusterError("ray is not installed (the sim extra has it)")
     root = Path(tempfile.mkdtemp(prefix="fedge-ray-", dir="/tmp"))  # short: socket paths
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus), "--disable-usage-stats"]
     head = [
         str(BIN / "ray"), "start", "--head", "--port", str(port), "--temp-dir", str(root),
         "--include-dashboard", "false", "--dashboard-port", str(free_port()),
