@@ -29,7 +29,7 @@ import pytest
 
 from fedge.coordinator import DEV_ADMIN_KEY
 from tests.coordinator.helpers import onnx_model
-from tests.support.flower import Deployment, deployment, enroll, flower_env, flwr_json, stop_runs
+from tests.support.flower import Deployment, deployment, enroll, flower_env, flwr_json
 from tests.support.ports import free_port, service, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -118,51 +118,6 @@ def test_two_supernodes_complete_two_recorded_rounds(flower: Deployment, tmp_pat
     assert np.isfinite(forecast).all()
 
 
-def test_sigkill_mid_run_loses_no_completed_round(
-    flower: Deployment, tmp_path: Path, postgres: Any
-) -> None:
-    url = postgres.new_database()
-    port = free_port()
-    with coordinator(tmp_path, url, flower, port) as (client, proc):
-        blob = base64.b64encode(onnx_model("before-the-run")).decode()
-        upload = client.post("/api/v1/models", json={"onnx_base64": blob})
-        assert upload.status_code == 201
-        run = client.post(
-            "/api/v1/runs", json={"num_rounds": 4, "config": {"local-epochs": 0.2}}
-        ).json()["id"]
-
-        def one_done_one_open(_: dict[str, Any], rounds: list[dict[str, Any]]) -> bool:
-            states = [r["status"] for r in rounds]
-            return "completed" in states and "running" in states
-
-        _wait(client, run, one_done_one_open)
-        before = client.get("/api/v1/rounds", params={"run_id": run}).json()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    completed = [r for r in before if r["status"] == "completed"]
-    open_round = next(r["number"] for r in before if r["status"] == "running")
-    with coordinator(tmp_path, url, flower, port, enroll_sites=False) as (client, _):
-        body = client.get(f"/api/v1/runs/{run}").json()
-        assert body["status"] == "interrupted" and "restarted" in body["detail"]
-        after = client.get("/api/v1/rounds", params={"run_id": run}).json()
-        assert [r for r in after if r["status"] == "completed"][: len(completed)] == completed
-        assert {r["number"]: r["status"] for r in after}[open_round] == "interrupted"
-        assert client.get(f"/api/v1/models/{upload.json()['id']}").status_code == 200
-        # The ServerApp, still running on the SuperLink, is refused and ends: nothing more
-        # is recorded for this run.
-        time.sleep(5)
-        later = client.get("/api/v1/rounds", params={"run_id": run}).json()
-        assert [r["status"] for r in later] == [r["status"] for r in after]
-        assert "running" not in [r["status"] for r in later]
-        rerun = client.post(f"/api/v1/runs/{run}/rerun")
-        assert rerun.status_code == 202 and rerun.json()["rerun_of"] == run
-        # Neither the rerun nor the old ServerApp may go on training on the shared nodes.
-        again = rerun.json()["id"]
-        assert client.delete(f"/api/v1/runs/{again}").status_code == 200
-        _wait(client, again, lambda b, _: b["flwr_run_id"] is not None, timeout=120)
-        stop_runs(flower.env)
-
-
 @pytest.fixture(scope="module")
 def served(
     flower: Deployment, tmp_path_factory: pytest.TempPathFactory
@@ -236,3 +191,44 @@ def test_a_run_short_of_its_min_nodes_fails_with_the_reason(
     reason = r"round 1: [012] of the 3 nodes it needs \(min-nodes\) .* round-timeout 10 s"
     assert re.search(reason, body["detail"]), body["detail"]
     assert client.get("/api/v1/rounds", params={"run_id": run}).json() == []
+
+
+# Last in the module: the ServerApp it leaves and its re-run go down with the deployment.
+def test_sigkill_mid_run_loses_no_completed_round(
+    flower: Deployment, tmp_path: Path, postgres: Any
+) -> None:
+    url = postgres.new_database()
+    port = free_port()
+    with coordinator(tmp_path, url, flower, port) as (client, proc):
+        blob = base64.b64encode(onnx_model("before-the-run")).decode()
+        upload = client.post("/api/v1/models", json={"onnx_base64": blob})
+        assert upload.status_code == 201
+        run = client.post(
+            "/api/v1/runs", json={"num_rounds": 4, "config": {"local-epochs": 0.2}}
+        ).json()["id"]
+
+        def one_done_one_open(_: dict[str, Any], rounds: list[dict[str, Any]]) -> bool:
+            states = [r["status"] for r in rounds]
+            return "completed" in states and "running" in states
+
+        _wait(client, run, one_done_one_open)
+        before = client.get("/api/v1/rounds", params={"run_id": run}).json()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    completed = [r for r in before if r["status"] == "completed"]
+    open_round = next(r["number"] for r in before if r["status"] == "running")
+    with coordinator(tmp_path, url, flower, port, enroll_sites=False) as (client, _):
+        body = client.get(f"/api/v1/runs/{run}").json()
+        assert body["status"] == "interrupted" and "restarted" in body["detail"]
+        after = client.get("/api/v1/rounds", params={"run_id": run}).json()
+        assert [r for r in after if r["status"] == "completed"][: len(completed)] == completed
+        assert {r["number"]: r["status"] for r in after}[open_round] == "interrupted"
+        assert client.get(f"/api/v1/models/{upload.json()['id']}").status_code == 200
+        # The ServerApp, still running on the SuperLink, is refused and ends: nothing more
+        # is recorded for this run.
+        time.sleep(5)
+        later = client.get("/api/v1/rounds", params={"run_id": run}).json()
+        assert [r["status"] for r in later] == [r["status"] for r in after]
+        assert "running" not in [r["status"] for r in later]
+        rerun = client.post(f"/api/v1/runs/{run}/rerun")
+        assert rerun.status_code == 202 and rerun.json()["rerun_of"] == run

@@ -304,16 +304,3 @@ def list_nodes(env: dict[str, str]) -> dict[int, str]:
     """The SuperLink's SuperNodes and their status (``flwr supernode ls``)."""
     nodes = flwr_json(env, "supernode", "ls")["nodes"]
     return {int(n["node-id"]): str(n["status"]) for n in nodes}
-
-
-def stop_runs(env: dict[str, str]) -> None:
-    """Stop every run still going on the SuperLink in ``env``'s FLWR_HOME (``flwr stop``),
-    so that a test leaving one behind does not train on a shared deployment's nodes."""
-    import subprocess
-
-    for run in flwr_json(env, "ls")["runs"]:
-        if not str(run["status"]).startswith("finished"):
-            subprocess.run(
-                [str(BIN / "flwr"), "stop", str(run["run-id"]), "local"],
-                env=env, capture_output=True, timeout=60, check=False,
-            )  # fmt: skip
