@@ -27,6 +27,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 
 from fedge.coordinator._errors import InvalidInputError, UnavailableError
+from fedge.coordinator._loop import Loop
 from fedge.coordinator._schema import Run, RunStatus
 
 if TYPE_CHECKING:
@@ -105,8 +106,8 @@ class Leadership:
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._io = threading.Lock()  # the connection is shared by the thread and hold_run
         self._runs: dict[str, float] = {}  # run id: when its lock was taken (monotonic)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Loop("leadership", self._run)
+        self._stop = self._loop.stopping
 
     @property
     def distributed(self) -> bool:
@@ -117,16 +118,11 @@ class Leadership:
         if not self.distributed:
             self._elected()
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="leadership", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
         """Step down (schedulers first), then release the locks with the connection."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._loop.stop()
         if self.elected:
             self._step_down("the replica stops", quiet=not self.distributed, clean=True)
         with self._io:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from fedge.coordinator._actions import (
     action_body,
     sign_action,
 )
+from fedge.coordinator._loop import Loop
 from fedge.coordinator._schema import Actual, Decision, Forecast, Site, SiteState
 from fedge.coordinator._settings import CoordinatorSettings
 from fedge.coordinator._telemetry import Telemetry
@@ -277,22 +277,16 @@ class LiveDecisions:
             "strategic": settings.strategic_interval_seconds,
             "tactical": settings.tactical_interval_seconds,
         }
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Loop("live-decisions", self._run)
+        self._stop = self._loop.stopping
 
     # --- the loop --------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:  # again after a stop: a replica elected once more
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="live-decisions", daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._loop.stop()
 
     #: How many slots a newly elected leader decides late: those since the last one
     #: recorded, when it is this recent (the previous leader died or stepped down).

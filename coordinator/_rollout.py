@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import threading
 import time
 from collections.abc import Sequence
 from enum import StrEnum
@@ -35,6 +34,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from fedge.coordinator._audit import audit_entry
 from fedge.coordinator._errors import ConflictError, CoordinatorError, NotFoundError
 from fedge.coordinator._health import site_errors
+from fedge.coordinator._loop import Loop
 from fedge.coordinator._schema import (
     ModelStatus,
     ModelVersion,
@@ -280,22 +280,16 @@ class Rollouts:
         reader: Engine,
     ) -> None:
         self.settings, self.engine, self.reader = settings, engine, reader
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Loop("rollout-check", self._run)
+        self._stop = self._loop.stopping
 
     # --- background check ------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:  # again after a stop: a replica elected once more
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="rollout-check", daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._loop.stop()
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.rollout_check_seconds):

@@ -51,7 +51,7 @@ def _steps_down_and_is_elected_again(
     coordinator = client.app.state.coordinator  # type: ignore[attr-defined]
     leadership = coordinator.leadership
     wait_until(lambda: leadership.elected, 30, "the election")
-    assert coordinator.rollouts._thread is not None
+    assert coordinator.rollouts._loop.running
     run = coordinator.federation.create("operator:test", RunCreate(num_rounds=1))[0]
     keys = coordinator.federation._keys_dir(run.id)
     assert keys.is_dir()
@@ -76,7 +76,7 @@ def _steps_down_and_is_elected_again(
     wait_until(lambda: events("coordinator.step_down") == 1, 30, "the step-down")
     wait_until(lambda: events("coordinator.leader") == 2, 30, "the new election")
     assert leadership.elected and leadership._conn.info.backend_pid != pid
-    assert coordinator.rollouts._thread is not None  # started again
+    assert coordinator.rollouts._loop.running  # started again
     assert "fedge_coordinator_leader 1.0" in client.get("/metrics").text
     assert not run_lock_free()  # taken again with the new connection
     with Session(coordinator.engine) as session:

@@ -388,7 +388,7 @@ def test_the_loop_decides_on_its_own_and_stops_on_close(
         coordinator: Coordinator = client.app.state.coordinator  # type: ignore[attr-defined]
         loop = coordinator.live
         assert loop is not None
-    assert loop._thread is None  # joined by close()
+    assert not loop._loop.running  # joined by close()
 
 
 def test_live_decision_settings_are_bounded() -> None:
