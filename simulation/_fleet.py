@@ -16,6 +16,7 @@ import glob
 import json
 import math
 import os
+import random
 import re
 import secrets
 import shutil
@@ -223,10 +224,41 @@ def load_state(directory: Path) -> FleetState:
 # --- processes ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+#: Where the fleet's listening ports come from: below the kernel's ephemeral range.
+_LISTEN_LOW = 10_000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def free_port(taken: set[int] | None = None) -> int:
+    """A loopback port free now and not in ``taken`` (which it joins), chosen below the
+    ephemeral range. The fleet keeps its ports across restarts, and a port of that range
+    can meanwhile be the local end of any outgoing connection: with 20 agents a SuperNode
+    once found its runtime port taken so and never started."""
+    taken = set() if taken is None else taken
+    high = _ephemeral_low() - 1
+    rng = random.SystemRandom()
+    for _ in range(500) if high - _LISTEN_LOW > 1_000 else ():
+        port = rng.randint(_LISTEN_LOW, high)
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no room below: any port
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        port = int(s.getsockname()[1])
+    taken.add(port)
+    return port
 
 
 def _listening(port: int) -> bool:
@@ -882,9 +914,12 @@ class Fleet:
 def _new_state(directory: Path, spec: FleetSpec) -> FleetState:
     root = directory.resolve()
     names = ["mosquitto", "coordinator", "superlink"] + (["postgres"] if spec.postgres else [])
-    ports = {name: free_port() for name in names}
+    taken: set[int] = set()
+    ports = {name: free_port(taken) for name in names}
     sites = [
-        SiteRecord(i, str(root / "sites" / f"site-{i:03d}"), None, "", free_port(), free_port())
+        SiteRecord(
+            i, str(root / "sites" / f"site-{i:03d}"), None, "", free_port(taken), free_port(taken)
+        )
         for i in range(spec.sites)
     ]
     spec_json = {

@@ -445,3 +445,14 @@ def test_the_round_timeout_grows_with_the_sites_each_core_must_start() -> None:
     assert round_timeout(20, cores=2) == 10 * CLIENTAPP_BATCH_S
     assert round_timeout(20, cores=16) == 300.0
     assert run_request(20, 1)["config"]["round-timeout"] == round_timeout(20)
+
+
+def test_a_new_fleets_ports_are_distinct_and_below_the_ephemeral_range(tmp_path: Path) -> None:
+    """The fleet keeps its ports across restarts: none may be one an outgoing connection
+    can take meanwhile (the kernel's ephemeral range), and no two parts share one."""
+    state = _new_state(tmp_path / "fleet", FleetSpec(20))
+    ports = list(state.ports.values())
+    ports += [port for s in state.sites for port in (s.metrics_port, s.runtime_port)]
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert len(ports) == len(set(ports)) >= 40
+    assert all(10_000 <= p < low for p in ports), sorted(ports)
