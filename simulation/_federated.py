@@ -67,6 +67,10 @@ def run_federated(
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {
+            # A new Ray instance of this run's own, even when `ray start` left a cluster on
+            # this host: without an address Ray joins the host's latest cluster, which
+            # refuses num_cpus (and would run the sites on someone else's workers).
+            "address": "local",
             "num_cpus": workers,
             "num_gpus": 0,
             "include_dashboard": False,

@@ -88,6 +88,15 @@ def test_the_cluster_is_found_by_its_whole_address_only() -> None:
         sleeper.wait()
 
 
+def _actors(root: Path) -> set[Path]:
+    """The worker logs of the cluster's ClientApp actors."""
+    return {
+        log.resolve()  # session_latest links to the session itself
+        for log in root.glob("session_*/logs/worker-*.out")
+        if ":actor_name:ClientAppActor" in log.read_text(errors="replace")
+    }
+
+
 def _rmse(run_dir: Path) -> float:
     report = json.loads((run_dir / "report.json").read_text())
     return float(report["forecast"]["methods"]["fedavg"]["rmse"])
@@ -100,17 +109,14 @@ def test_the_run_spreads_over_both_nodes_and_matches_the_local_backend(
     address, root = cluster
     on_cluster = _simulate("--ray-address", address, "--name", "cluster", cwd=tmp_path)
     assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
-    actors = {
-        log.resolve()  # session_latest links to the session itself
-        for log in root.glob("session_*/logs/worker-*.out")
-        if ":actor_name:ClientAppActor" in log.read_text(errors="replace")
-    }
     # one CPU per node and one CPU per ClientApp actor: two actors means both nodes
+    actors = _actors(root)
     assert len(actors) == 2, actors
     report = json.loads((tmp_path / "runs" / "cluster" / "report.json").read_text())
     assert report["config"]["ray_address"] == address
     local = _simulate("--name", "local", "--workers", "2", cwd=tmp_path)
     assert local.returncode == 0, local.stderr[-3000:]
+    assert _actors(root) == actors  # without --ray-address the host's cluster is not used
     cluster_rmse, local_rmse = (
         _rmse(tmp_path / "runs" / "cluster"),
         _rmse(tmp_path / "runs" / "local"),
