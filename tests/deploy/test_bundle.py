@@ -17,7 +17,8 @@ import pytest
 from tests.deploy.bare_host import BareHost, build_bundle, make_site, one_cycle
 from tests.edge_agent.conftest import Mosquitto
 
-pytestmark = pytest.mark.slow
+# One group: both build the agent bundle into its one cache directory (build/bundle).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("agent-bundle")]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ import pytest
 from tests.deploy.bare_host import BareHost, make_site, one_cycle
 from tests.edge_agent.conftest import Mosquitto
 
-pytestmark = pytest.mark.slow
+# One group: both build the agent bundle into its one cache directory (build/bundle).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("agent-bundle")]
 
 ROOT = Path(__file__).resolve().parents[2]
 UID = 10001
