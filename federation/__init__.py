@@ -37,6 +37,7 @@ from fedge.federation._keys import (
     node_setup,
 )
 from fedge.federation._plan import STRATEGIES, FederationPlan, cosine_lr
+from fedge.federation._regional import Hierarchy, RegionalStrategy, RegionMap
 from fedge.federation._residual import FEEDBACK_MODES, ResidualStore, compress_with_feedback
 from fedge.federation._rounds import FederationOutcome, RoundRecord, initial_weights, run_rounds
 from fedge.federation._sealed_strategy import SealedStrategy
@@ -80,6 +81,9 @@ __all__ = [
     "error_bound",
     "wire_size",
     "FederationOutcome",
+    "Hierarchy",
+    "RegionMap",
+    "RegionalStrategy",
     "FederationPlan",
     "RoundRecord",
     "cosine_lr",

@@ -46,6 +46,11 @@ class FederationPlan:
     # answer); fewer than min_nodes by then and the run fails, saying how many came.
     round_timeout: float = 600.0
     min_nodes: int = 1
+    # Regional aggregators (docs/hierarchy.md): 0 is flat; K sends each site's update to
+    # its region and one sealed update per region to the coordinator, compressed with
+    # ``region_codec`` ("" = the sites' codec of the round).
+    regions: int = 0
+    region_codec: str = ""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -108,6 +113,21 @@ class FederationPlan:
             raise FederationError(
                 f"min_nodes must be in [1, {MAX_MIN_NODES}], got {self.min_nodes}"
             )
+
+        if isinstance(self.regions, bool) or not isinstance(self.regions, int):
+            raise FederationError(f"regions must be an integer, got {self.regions!r}")
+        if self.regions < 0:
+            raise FederationError(f"regions must be >= 0 (0: flat), got {self.regions}")
+        if self.regions and self.codec == "none":
+            raise FederationError(
+                "regions aggregate sealed updates: give a codec (fp32 for uncompressed)"
+            )
+        if self.region_codec:
+            if not self.regions:
+                raise FederationError("region_codec applies to a run with regions")
+            from fedge.federation._codec import CodecSchedule
+
+            CodecSchedule.parse(self.region_codec)
 
     def learning_rate_at(self, server_round: int) -> float:
         """Cosine decay to a tenth over the run: the same schedule the baselines get."""

@@ -35,11 +35,13 @@ from flwr.serverapp.strategy import (
 )
 
 from fedge.core import TARGET_KPIS
+from fedge.federation._codec import CodecSchedule, downlink_spec
 from fedge.federation._errors import FederationError
 from fedge.federation._exchange import exchange
 from fedge.federation._introduce import BoundGrid
 from fedge.federation._keys import ServerKeys
 from fedge.federation._plan import FederationPlan
+from fedge.federation._regional import Hierarchy, RegionalStrategy, tiers
 from fedge.models import LoadForecaster, Weights, get_weights
 
 log = logging.getLogger(__name__)
@@ -80,12 +82,15 @@ def run_rounds(
     wrap: Callable[[Strategy], Strategy] | None = None,
     keys: ServerKeys | None = None,
     seal: Callable[[Strategy], Strategy] | None = None,
+    hierarchy: Hierarchy | None = None,
 ) -> FederationOutcome:
     """``wrap`` (the coordinator's round reporter) sees the strategy as the Grid does.
 
     A sealed run (``plan.codec != "none"``) needs ``keys``: the server's identity and the
     enrolled sites. ``seal`` lets the simulation wrap the sealed strategy (its attackers
-    act on the wire, between the sealed strategy and the Grid).
+    act on the wire, between the sealed strategy and the Grid). A run with
+    ``plan.regions`` needs ``hierarchy``: the regions' assignment and identities
+    (docs/hierarchy.md; only the simulation builds one so far).
     """
     random.seed(plan.seed)  # Flower samples sites with the stdlib RNG
     sealed = plan.codec != "none"
@@ -99,6 +104,20 @@ def run_rounds(
         "min_available_nodes": plan.min_nodes,
     }
     strategy = build_strategy(plan, kwargs)
+    regional: RegionalStrategy | None = None
+    if plan.regions:
+        if hierarchy is None or hierarchy.regions.regions != plan.regions:
+            raise FederationError(
+                f"a run with {plan.regions} regions needs their assignment and identities "
+                "(the regional tier runs in the simulation only so far: docs/hierarchy.md)"
+            )
+        regional = RegionalStrategy(
+            strategy,
+            hierarchy,
+            CodecSchedule.parse(plan.region_codec or plan.codec),
+            downlink_spec(plan.downlink_codec),
+        )
+        strategy = regional
     ledger = None
     introducer = None
     bound: BoundGrid | None = None
@@ -109,6 +128,8 @@ def run_rounds(
         from fedge.federation._compressed import seal_strategy
 
         strategy, ledger, introducer = seal_strategy(grid, plan, strategy, keys)
+        if regional is not None:
+            regional.site_of = introducer.channel.site_id
         if seal is not None:
             strategy = seal(strategy)
         view = bound = BoundGrid(grid, introducer.channel)
@@ -163,6 +184,8 @@ def run_rounds(
         )
     weights = [np.asarray(a, dtype=np.float32) for a in arrays.to_numpy_ndarrays()]
     comm = ledger.summary() if ledger is not None else None
+    if ledger is not None and comm is not None and regional is not None:
+        comm["hierarchy"] = tiers(ledger, regional)
     return FederationOutcome(weights=weights, rounds=rounds, comm=comm, best_round=best_round)
 
 

@@ -100,6 +100,17 @@ def simulate(
             help="With --feedback residual: residual x decay^missed rounds (1 keeps it whole)."
         ),
     ] = None,
+    regions: Annotated[
+        int | None,
+        typer.Option(
+            help="Regional aggregators between the sites and the coordinator (1..sites; "
+            "needs --codec); the run is also done flat to compare (docs/hierarchy.md)."
+        ),
+    ] = None,
+    region_codec: Annotated[
+        str | None,
+        typer.Option(help="Codec of the regions' updates to the coordinator (default: --codec)."),
+    ] = None,
     decisions: Annotated[
         bool,
         typer.Option(
@@ -146,6 +157,8 @@ def simulate(
         "residual_decay": residual_decay,
         "feedback": feedback,
         "decisions": decisions or None,
+        "regions": regions,
+        "region_codec": region_codec,
     }
     try:
         config = replace(

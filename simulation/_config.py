@@ -77,6 +77,11 @@ class SimulationConfig:
     # Central decisions (docs/decisions.md): train and score the DQN/PPO hierarchy too.
     decisions: bool = False
     decision_preset: str = "default"  # training budgets: simulation._decision_train
+    # Regional aggregators (docs/hierarchy.md): K regions between the sites and the
+    # coordinator (None: flat); the first federated method also runs flat to compare.
+    regions: int | None = None
+    region_codec: str = ""  # the regional updates' codec ("": the sites')
+    hierarchy_baseline: bool = True
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in KNOWN_METHODS]
@@ -87,6 +92,9 @@ class SimulationConfig:
         from fedge.simulation._comm import check_comm_config
 
         check_comm_config(self)
+        from fedge.simulation._hierarchy import check_hierarchy_config
+
+        check_hierarchy_config(self)
         if len(set(self.methods)) != len(self.methods):
             raise SimulationError("a method is listed twice")
         for i, m in enumerate(self.methods):
@@ -189,6 +197,17 @@ PRESETS: dict[str, SimulationConfig] = {
             surge_share=0.35,
             surges_per_week=1.5,
         ),
+    ),
+    # The demo's sites behind 10 regional aggregators, against the same run flat: bytes
+    # per tier, rounds to the target validation loss, RMSE (docs/hierarchy.md).
+    "hierarchy": SimulationConfig(
+        name="hierarchy",
+        generator=GeneratorConfig(num_sites=30, days=14),
+        methods=("fedavg",),
+        codec="int8",
+        regions=10,
+        region_codec="topk+global:0.1",
+        export_onnx=False,
     ),
     # A minute-long end-to-end run for tests and first contact.
     "smoke": SimulationConfig(

@@ -16,17 +16,26 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from fedge.federation import FederationOutcome, FederationPlan, ServerKeys, run_rounds
+from fedge.federation import (
+    FederationError,
+    FederationOutcome,
+    FederationPlan,
+    Hierarchy,
+    RegionMap,
+    ServerKeys,
+    run_rounds,
+)
 from fedge.simulation._client_app import HARNESS_ENV, Harness
 from fedge.simulation._client_app import app as client_app
 from fedge.simulation._config import probe_ray
 from fedge.simulation._errors import SimulationError
-from fedge.simulation._identities import simulated_directory, simulated_identity
+from fedge.simulation._identities import simulated_directory, simulated_identity, site_name
 
 
 @dataclass
@@ -59,10 +68,11 @@ def run_federated(
         keys = ServerKeys(
             simulated_identity(key_seed, "server"), simulated_directory(key_seed, num_sites)
         )
+    tier = hierarchy(plan, key_seed, num_sites, Path(state_dir)) if plan.regions else None
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        holder.append(run_rounds(grid, plan, on_round, keys=keys))
+        holder.append(run_rounds(grid, plan, on_round, keys=keys, hierarchy=tier))
 
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -112,6 +122,23 @@ def run_federated(
         raise SimulationError(f"federated run ({plan.strategy}) ended without a result")
     per_round = max(1, int(num_sites * plan.fraction_train))  # as Flower samples
     return FederatedRun(holder[0], wall, per_round * plan.num_rounds)
+
+
+def hierarchy(plan: FederationPlan, key_seed: int, num_sites: int, state_dir: Path) -> Hierarchy:
+    """The regional tier of a simulated run: site ``i`` in region ``floor(i * K / n)``
+    (consecutive sites, so each region holds a mix of archetypes, as a metro does), every
+    region and the coordinator with an identity of its own."""
+    ids = [simulated_identity(key_seed, site_name(i)).site_id for i in range(num_sites)]
+    try:
+        regions = RegionMap.contiguous(ids, plan.regions)
+    except FederationError as exc:
+        raise SimulationError(f"--regions: {exc}") from exc
+    return Hierarchy(
+        regions,
+        [simulated_identity(key_seed, f"region-{r}") for r in range(plan.regions)],
+        simulated_identity(key_seed, "coordinator"),
+        state_dir / "regions",
+    )
 
 
 def _join_cluster(address: str, harness: Harness, quiet: bool) -> None:

@@ -121,6 +121,8 @@ def make_plan(config: SimulationConfig, source: SiteSource, strategy: str) -> Fe
         residual_decay=config.residual_decay,
         feedback=config.feedback,
         attacks=attacks_json(config, source.num_sites),
+        regions=config.regions or 0,
+        region_codec=config.region_codec,
     )
 
 
@@ -224,6 +226,8 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
         artifacts["fedavg_onnx"] = str(export_onnx(model, run_dir / "fedavg.onnx"))
 
     comm = _comm_sections(config, source, run_dir, results, plan, tasks, progress)
+    if config.regions is not None:
+        comm["hierarchy"] = _hierarchy(config, source, run_dir, results, plan, tasks, progress)
     if config.decisions:
         from fedge.simulation._decision_eval import run_decisions
 
@@ -267,6 +271,39 @@ def _comm_sections(
         lambda o: pool_scores(s for s, _ in _score_model(o.weights, plan, tasks, [])),
         progress,
     )
+
+
+def _hierarchy(
+    config: SimulationConfig,
+    source: SiteSource,
+    run_dir: Path,
+    results: dict[str, MethodResult],
+    plan: FederationPlan,
+    tasks: dict[int, SiteTask],
+    progress: RunProgress,
+) -> dict[str, Any]:
+    """The first federated method's regional run against the same run flat."""
+    from dataclasses import replace
+
+    from fedge.simulation._federated import run_federated
+    from fedge.simulation._hierarchy import Arm, hierarchy_section
+
+    method = next(m for m in results if m in FEDERATED_METHODS)
+    res = results[method]
+    hier = Arm(pool_scores(res.scores)["rmse"], res.rounds, res.comm or {}, res.seconds)
+
+    def flat() -> Arm:
+        fplan = replace(make_plan(config, source, method), regions=0, region_codec="")
+        t0 = time.perf_counter()
+        fed = run_federated(
+            comm_plan(fplan, run_dir, f"flat-{method}"), source.num_sites, config.workers,
+            ray_address=config.ray_address,
+        )  # fmt: skip
+        seconds = time.perf_counter() - t0
+        scores = pool_scores(s for s, _ in _score_model(fed.outcome.weights, plan, tasks, []))
+        return Arm(scores["rmse"], fed.outcome.rounds, fed.outcome.comm or {}, seconds)
+
+    return hierarchy_section(config, method, hier, flat, progress)
 
 
 def _ticker(progress: RunProgress, task: str) -> Callable[[int], None]:
