@@ -27,6 +27,8 @@ from bench._common import RESULTS_DIR, write_result
 
 PRESETS = {"demo": "demo", "sites_1000": "sites_1000"}
 ENTRIES = (*PRESETS, "ray_cluster")
+# FedAvg behind 10 regional aggregators against the same run flat (docs/hierarchy.md).
+ENTRIES = (*ENTRIES, "hierarchy")
 # The cluster test's run, a few more rounds so the federated part outweighs start-up.
 SMALL = ["--methods", "fedavg", "--rounds", "4", "--seed", "3"]
 
@@ -142,6 +144,34 @@ def measure_ray_cluster(runs_dir: Path) -> dict[str, Any]:
     }
 
 
+def measure_hierarchy(runs_dir: Path) -> dict[str, Any]:
+    """The hierarchy preset: one process runs FedAvg behind 10 regions, then flat on the
+    same sites, seed and codec; bytes per tier, wall time and test RMSE of each."""
+    load_before = os.getloadavg()[0]
+    run = measure("hierarchy", runs_dir)
+    h = json.loads((runs_dir / "hierarchy" / "report.json").read_text())["hierarchy"]
+    keys = ("rmse", "wall_s", "bytes", "bytes_into_coordinator", "best_val_loss", "rounds_to_target")
+    arms = {arm: {k: h[arm][k] for k in keys} for arm in ("flat", "hierarchical")}
+    return {
+        "preset": "hierarchy",
+        "regions": h["regions"],
+        "sites_per_region": h["sites_per_region"],
+        "codec": h["codec"],
+        "region_codec": h["region_codec"],
+        **arms,
+        "bytes_per_update_mean": h["flat"]["bytes_per_update_mean"],
+        "bytes_per_regional_update_mean": h["bytes_per_regional_update_mean"],
+        "coordinator_bytes_ratio": h["coordinator_bytes_ratio"],
+        "rmse_rel_diff": h["rmse_rel_diff"],
+        "target_val_loss": h["target_val_loss"],
+        "meets": h["meets"],
+        "wall_s": run["wall_s"],
+        "peak_rss_mb": run["peak_rss_mb"],
+        "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.simulate", description=__doc__)
     parser.add_argument(
@@ -167,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         for key in only:
             if key == "ray_cluster":
                 figures[key] = measure_ray_cluster(Path(tmp))
+            elif key == "hierarchy":
+                figures[key] = measure_hierarchy(Path(tmp))
             else:
                 figures[key] = measure(PRESETS[key], Path(tmp))
             print(key, figures[key], flush=True)
