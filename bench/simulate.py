@@ -150,7 +150,14 @@ def measure_hierarchy(runs_dir: Path) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     run = measure("hierarchy", runs_dir)
     h = json.loads((runs_dir / "hierarchy" / "report.json").read_text())["hierarchy"]
-    keys = ("rmse", "wall_s", "bytes", "bytes_into_coordinator", "best_val_loss", "rounds_to_target")
+    keys = (
+        "rmse",
+        "wall_s",
+        "bytes",
+        "bytes_into_coordinator",
+        "best_val_loss",
+        "rounds_to_target",
+    )
     arms = {arm: {k: h[arm][k] for k in keys} for arm in ("flat", "hierarchical")}
     return {
         "preset": "hierarchy",
