@@ -111,6 +111,14 @@ def simulate(
         str | None,
         typer.Option(help="Codec of the regions' updates to the coordinator (default: --codec)."),
     ] = None,
+    placements: Annotated[
+        bool,
+        typer.Option(
+            "--placements",
+            help="Compare central, edge and central-then-edge training: compute and bytes "
+            "(needs fedavg, centralized and centralized+ft in --methods, and --codec).",
+        ),
+    ] = False,
     decisions: Annotated[
         bool,
         typer.Option(
@@ -158,6 +166,7 @@ def simulate(
         "feedback": feedback,
         "decisions": decisions or None,
         "regions": regions,
+        "placements": placements or None,
         "region_codec": region_codec,
     }
     try:

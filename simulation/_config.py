@@ -24,6 +24,8 @@ PERSONALISED_METHODS: dict[str, str] = {
     "fedavg+ft": "fedavg",
     "fedavg+head": "fedavg",
     "fedavg+ft+cal": "fedavg",
+    # Central training, then each site fine-tunes it (simulation._placements).
+    "centralized+ft": "centralized",
 }
 KNOWN_METHODS = (
     *ALL_METHODS,
@@ -82,6 +84,8 @@ class SimulationConfig:
     regions: int | None = None
     region_codec: str = ""  # the regional updates' codec ("": the sites')
     hierarchy_baseline: bool = True
+    # Compute and bytes of central, edge and central-then-edge training side by side.
+    placements: bool = False
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in KNOWN_METHODS]
@@ -95,6 +99,9 @@ class SimulationConfig:
         from fedge.simulation._hierarchy import check_hierarchy_config
 
         check_hierarchy_config(self)
+        from fedge.simulation._placements import check_placements_config
+
+        check_placements_config(self)
         if len(set(self.methods)) != len(self.methods):
             raise SimulationError("a method is listed twice")
         for i, m in enumerate(self.methods):
@@ -207,6 +214,16 @@ PRESETS: dict[str, SimulationConfig] = {
         codec="int8",
         regions=10,
         region_codec="topk+global:0.1",
+        export_onnx=False,
+    ),
+    # The demo's sites trained centrally, at the edge, and centrally then fine-tuned at
+    # the edge: compute and bytes of each (docs/hierarchy.md, "Where training runs").
+    "placements": SimulationConfig(
+        name="placements",
+        generator=GeneratorConfig(num_sites=30, days=14),
+        methods=("fedavg", "centralized", "centralized+ft"),
+        codec="int8",
+        placements=True,
         export_onnx=False,
     ),
     # A minute-long end-to-end run for tests and first contact.

@@ -188,4 +188,5 @@ _ADAPT: dict[
     "fedavg+cal": calibrate,
     "fedavg+head": personal_head,
     "fedavg+ft+cal": fine_tune_calibrate,
+    "centralized+ft": fine_tune,  # the centralized model, fine-tuned at each site
 }

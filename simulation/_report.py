@@ -240,8 +240,9 @@ def _decision_html(report: dict[str, Any]) -> str:
 def _comm_html(report: dict[str, Any]) -> str:
     from fedge.simulation._comm import comm_html
     from fedge.simulation._hierarchy import hierarchy_html
+    from fedge.simulation._placements import placements_html
 
-    return comm_html(report) + hierarchy_html(report)
+    return comm_html(report) + hierarchy_html(report) + placements_html(report)
 
 
 def console_summary(report: dict[str, Any]) -> Any:

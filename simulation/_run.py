@@ -34,6 +34,7 @@ from fedge.simulation._metrics import (
     score_site,
     score_site_by_horizon,
 )
+from fedge.simulation._placements import CpuMeter
 from fedge.simulation._pm_import import read_site_data
 from fedge.simulation._site_task import SiteTask, site_task
 from fedge.simulation._source import GeneratedSites, SiteSource, archive_sites
@@ -57,6 +58,7 @@ class MethodResult:
     seconds: float = 0.0
     site_rounds: int = 0
     comm: dict[str, Any] | None = None  # bytes and rejections of a sealed run
+    cpu_s: float = 0.0  # CPU-seconds of the process tree (simulation._placements.CpuMeter)
     # trained methods: the round (epoch, for centralized) kept, and the losses per round
     best_round: int | None = None
     losses: list[dict[str, float | int | None]] = field(default_factory=list)
@@ -160,6 +162,7 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
 
     for method in config.methods:
         t0 = time.perf_counter()
+        meter = CpuMeter().start()
         res = MethodResult()
         if method in FEDERATED_METHODS:
             from fedge.simulation._federated import run_federated
@@ -215,6 +218,7 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
             for t in tasks.values():
                 res.add(_score(t, _seasonal_naive(t, horizon), steps))
         res.seconds = time.perf_counter() - t0
+        res.cpu_s = meter.stop()
         results[method] = res
 
     artifacts: dict[str, str] = {}
@@ -228,6 +232,16 @@ def run(config: SimulationConfig, runs_dir: Path, progress: RunProgress | None =
     comm = _comm_sections(config, source, run_dir, results, plan, tasks, progress)
     if config.regions is not None:
         comm["hierarchy"] = _hierarchy(config, source, run_dir, results, plan, tasks, progress)
+    report_methods: dict[str, dict[str, Any]] = {
+        m: {"rmse": pool_scores(r.scores)["rmse"], "cpu_s": r.cpu_s, "seconds": r.seconds}
+        for m, r in results.items()
+    }
+    if config.placements:
+        from fedge.simulation._placements import placements_section
+
+        comm["placements"] = placements_section(
+            config, source, report_methods, results["fedavg"].comm, weights["centralized"]
+        )
     if config.decisions:
         from fedge.simulation._decision_eval import run_decisions
 
@@ -422,6 +436,7 @@ def _report(
                 k: sub[k] for k in ("rmse", "mae", "r2", "underprovision_rate", "sites")
             }
         methods[name] = {**pooled, "by_archetype": by_arch, "seconds": round(res.seconds, 2)}
+        methods[name]["cpu_s"] = res.cpu_s
         if res.losses:
             methods[name]["best_round"] = res.best_round
             methods[name]["loss_by_round"] = res.losses
