@@ -32,11 +32,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Two workers: most tests wait on real services and processes, so a second worker uses the
-# time the first spends waiting. Each module runs whole on one worker (tests/conftest.py).
-PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest
 
 bench: bench-simulate bench-security bench-codecs bench-decisions bench-agent bench-coordinator bench-startup bench-fleet bench-forecast bench-deploy bench-monitoring
 

@@ -17,8 +17,7 @@ import pytest
 from tests.deploy.bare_host import BareHost, build_bundle, make_site, one_cycle
 from tests.edge_agent.conftest import Mosquitto
 
-# One group: both build the agent bundle into its one cache directory (build/bundle).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("agent-bundle")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,7 @@ import pytest
 from tests.deploy.bare_host import BareHost, make_site, one_cycle
 from tests.edge_agent.conftest import Mosquitto
 
-# One group: both build the agent bundle into its one cache directory (build/bundle).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("agent-bundle")]
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 UID = 10001
