@@ -162,7 +162,7 @@ def main() -> None:
         feedback="tracked",
     )
     for i in range(len(envelopes)):
-        tracker._estimates[i] = (1, [np.zeros_like(g) for g in global_w])
+        tracker._estimates.put(i, (1, [np.zeros_like(g) for g in global_w]))
     tracked_s = _aggregate(
         envelopes, keys, peer, global_w, lambda i, p: tracker._track(i, global_w, p, 1)
     )

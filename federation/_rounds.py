@@ -53,9 +53,10 @@ class RoundRecord:
     train_loss: float | None
     eval_rmse: float | None
     val_loss: float | None = None  # the training objective on the sites' validation days
-    participants: int | None = None  # sealed runs: updates accepted into the aggregate
-    sampled: int | None = None  # sealed runs: nodes asked to train
-    rejected: int | None = None  # sealed runs: updates refused
+    participants: int | None = None  # updates accepted into the aggregate
+    sampled: int | None = None  # nodes asked to train
+    rejected: int | None = None  # updates refused (sealed) or not answered (plain)
+    seconds: float | None = None  # the round's wall time: sampling, hellos, train, evaluate
 
 
 @dataclass
@@ -156,6 +157,8 @@ def run_rounds(
                 )
             time.sleep(0.5)
 
+    seconds: dict[int, float] = {}
+    tally: dict[int, tuple[int, int]] = {}
     arrays, history, best_round = _loop(
         strategy,
         view,
@@ -166,11 +169,17 @@ def run_rounds(
         on_round,
         timeout=plan.round_timeout,
         min_replies=plan.min_nodes,
+        seconds=seconds,
+        tally=tally,
     )
     rounds = []
     for r in range(1, plan.num_rounds + 1):
         train, ev = history.get(r, (None, None))
-        counts = ledger.round_counts(r) if ledger is not None else {}
+        if ledger is not None:
+            counts = ledger.round_counts(r)
+        else:  # plain: every reply without an error is aggregated
+            asked, answered = tally.get(r, (0, 0))
+            counts = {"sampled": asked, "accepted": answered, "rejected": asked - answered}
         rounds.append(
             RoundRecord(
                 round=r,
@@ -180,6 +189,7 @@ def run_rounds(
                 participants=counts.get("accepted"),
                 sampled=counts.get("sampled"),
                 rejected=counts.get("rejected"),
+                seconds=round(seconds[r], 2) if r in seconds else None,
             )
         )
     weights = [np.asarray(a, dtype=np.float32) for a in arrays.to_numpy_ndarrays()]
@@ -202,6 +212,8 @@ def _loop(
     on_round: Callable[[int], None] | None,
     timeout: float = 3600.0,
     min_replies: int = 1,
+    seconds: dict[int, float] | None = None,
+    tally: dict[int, tuple[int, int]] | None = None,
 ) -> tuple[ArrayRecord, dict[int, _Metrics], int]:
     """Flower's ``Strategy.start`` round loop, with ``before(round, train)`` (sampling and
     node introductions) run as Grid I/O ahead of each round's train and evaluate messages,
@@ -216,13 +228,14 @@ def _loop(
     best: tuple[float, int, ArrayRecord] | None = None
     for server_round in range(1, num_rounds + 1):
         flwr_log(logging.INFO, "[ROUND %s/%s]", server_round, num_rounds)
+        started = time.perf_counter()
         before(server_round, True)
+        asked = list(strategy.configure_train(server_round, arrays, train_config, grid))
         replies = _answered(
-            exchange(
-                grid, strategy.configure_train(server_round, arrays, train_config, grid), timeout
-            ),
-            server_round, "train", min_replies, timeout,
-        )  # fmt: skip
+            exchange(grid, asked, timeout), server_round, "train", min_replies, timeout
+        )
+        if tally is not None:  # what a plain run reports: sent, and answered without error
+            tally[server_round] = (len(asked), sum(1 for m in replies if not m.has_error()))
         new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
         if new_arrays is not None:
             arrays = new_arrays
@@ -235,6 +248,8 @@ def _loop(
         )  # fmt: skip
         eval_metrics = strategy.aggregate_evaluate(server_round, replies)
         history[server_round] = (train_metrics, eval_metrics)
+        if seconds is not None:
+            seconds[server_round] = time.perf_counter() - started
         score = _validation_score(eval_metrics)
         if score is not None and (best is None or score < best[0]):
             best = (score, server_round, _copy(arrays))

@@ -22,6 +22,7 @@ from fedge.federation._accounting import Ledger, wire_size
 from fedge.federation._channel import EVALUATE, TRAIN, ServerChannel
 from fedge.federation._codec import Arrays, CodecId, CodecSpec, encode
 from fedge.federation._errors import CodecError, UpdateRejectedError
+from fedge.federation._estimates import EstimateStore
 from fedge.federation._site_mod import FEEDBACK_BASE, SEALED, envelope_fields
 from fedge.federation._update import apply_update, checked_delta, frame, unframe
 
@@ -50,9 +51,10 @@ class SealedStrategy(Strategy):
         # it to its own fp32 global, so quantising the downlink adds no drift: a site that
         # trained nothing returns exactly the server's global.
         self.downlink = downlink or CodecSpec(CodecId.FP32)
-        # "tracked" (EF21): per node, how many of its updates the estimate holds, and it.
+        # "tracked" (EF21): per node, how many of its updates the estimate holds, and it;
+        # the least recently sampled spill to disk (memory follows the round's nodes).
         self.feedback = feedback
-        self._estimates: dict[int, tuple[int, Arrays]] = {}
+        self._estimates = EstimateStore()
         self.ledger = ledger or Ledger()
         self._global: dict[int, Arrays] = {}
         self._plain_measured: set[int] = set()
@@ -83,9 +85,8 @@ class SealedStrategy(Strategy):
             CodecSpec.parse(codec)
             control: dict[str, Any] = {"codec": codec, "decay": self.residual_decay}
             if self.feedback == "tracked":
-                held = self._estimates.get(node)
                 control["feedback"] = "tracked"
-                control["feedback-seq"] = held[0] if held is not None else 0
+                control["feedback-seq"] = self._estimates.count(node) or 0
             fields = self.channel.seal_down(node, server_round, kind, frame(control, payload))
             config = ConfigRecord(dict(m.content.config_records["config"]))
             sealed = ConfigRecord(dict(fields))
@@ -168,7 +169,7 @@ class SealedStrategy(Strategy):
                 )
                 if kind == TRAIN:
                     self.ledger.reject(server_round, node, exc.reason)
-                    self._estimates.pop(node, None)  # the site starts over next time
+                    self._estimates.pop(node)  # the site starts over next time
                 continue
             valid.append(reply)
         return valid
@@ -178,7 +179,7 @@ class SealedStrategy(Strategy):
         if isinstance(base, bool) or not isinstance(base, int) or base < 0:
             raise UpdateRejectedError("corrupt_payload", f"{FEEDBACK_BASE} {base!r}")
         delta = checked_delta(glob, payload)
-        held = self._estimates.get(node)
+        held = self._estimates.get(node) if base != 0 else None  # none read back for a restart
         if base == 0:
             estimate = delta
         elif held is not None and held[0] == base:
@@ -188,7 +189,7 @@ class SealedStrategy(Strategy):
                 "feedback_mismatch",
                 f"update against estimate {base}, server holds {held[0] if held else 0}",
             )
-        self._estimates[node] = (base + 1, estimate)
+        self._estimates.put(node, (base + 1, estimate))
         return [(g + e).astype(np.float32) for g, e in zip(glob, estimate, strict=True)]
 
     def aggregate_train(

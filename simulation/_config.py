@@ -67,6 +67,9 @@ class SimulationConfig:
     # this process starts; the baselines stay here (docs/simulation.md, "On a Ray cluster").
     ray_address: str | None = None
     eval_sites: int | None = None  # score the test days of this many sites (None: all)
+    # How long a round waits for its sample's replies (FederationPlan.round_timeout): a
+    # thousand sites on two workers train for longer than the deployment's ten minutes.
+    round_timeout: float = 600.0
     export_onnx: bool = True
     # Compressed, sealed updates (docs/compression.md).
     codec: str = "none"  # "none": plain Flower messages
@@ -156,6 +159,32 @@ PRESETS: dict[str, SimulationConfig] = {
         fraction_train=0.05,
         fraction_evaluate=0.02,
         eval_sites=50,
+        export_onnx=False,
+    ),
+    # Ten and a hundred times that, with compressed, sealed updates (int8 deltas, tracked
+    # error feedback): what the registered count costs when only the sample trains
+    # (docs/simulation.md, "Scale"). Two workers: one per core of the reference host.
+    "sites_10000": SimulationConfig(
+        name="sites_10000",
+        generator=GeneratorConfig(num_sites=10_000, days=21),
+        methods=("fedavg",),
+        num_rounds=3,
+        fraction_train=0.10,
+        fraction_evaluate=0.002,  # 20 a round, as the other scale presets
+        eval_sites=50,
+        codec="int8",
+        export_onnx=False,
+        round_timeout=7200.0,
+    ),
+    "sites_100000": SimulationConfig(
+        name="sites_100000",
+        generator=GeneratorConfig(num_sites=100_000, days=21),
+        methods=("fedavg",),
+        num_rounds=3,
+        fraction_train=0.001,
+        fraction_evaluate=0.0002,
+        eval_sites=50,
+        codec="int8",
         export_onnx=False,
     ),
     # The demo's sites, FedAvg with sealed updates per codec: the RMSE-vs-bytes plot.

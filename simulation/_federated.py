@@ -36,6 +36,7 @@ from fedge.simulation._client_app import app as client_app
 from fedge.simulation._config import probe_ray
 from fedge.simulation._errors import SimulationError
 from fedge.simulation._identities import simulated_directory, simulated_identity, site_name
+from fedge.simulation._vce import scaled_runtime
 
 
 @dataclass
@@ -72,6 +73,7 @@ def run_federated(
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
+        _all_registered(grid, num_sites)
         holder.append(run_rounds(grid, plan, on_round, keys=keys, hierarchy=tier))
 
     backend_config = {
@@ -99,12 +101,13 @@ def run_federated(
         if ray_address is not None:
             _join_cluster(ray_address, harness, quiet)
             backend_config = {"client_resources": backend_config["client_resources"]}
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=num_sites,
-            backend_config=backend_config,  # type: ignore[arg-type]
-        )
+        with scaled_runtime():  # Flower's runtime, at a cost per sampled site
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=num_sites,
+                backend_config=backend_config,  # type: ignore[arg-type]
+            )
     except SimulationError:
         raise
     except Exception as exc:  # Flower and Ray raise untyped runtime errors
@@ -122,6 +125,18 @@ def run_federated(
         raise SimulationError(f"federated run ({plan.strategy}) ended without a result")
     per_round = max(1, int(num_sites * plan.fraction_train))  # as Flower samples
     return FederatedRun(holder[0], wall, per_round * plan.num_rounds)
+
+
+def _all_registered(grid: Grid, num_sites: int, patience_s: float = 600.0) -> None:
+    """Wait for every virtual node: Flower registers them while the ServerApp starts, and a
+    round sampled before they are all there samples from fewer (another set each run)."""
+    deadline = time.monotonic() + patience_s
+    while (count := len(list(grid.get_node_ids()))) < num_sites:
+        if time.monotonic() >= deadline:
+            raise SimulationError(
+                f"{count} of the {num_sites} simulated sites registered in {patience_s:g} s"
+            )
+        time.sleep(0.2)
 
 
 def hierarchy(plan: FederationPlan, key_seed: int, num_sites: int, state_dir: Path) -> Hierarchy:

@@ -125,6 +125,7 @@ def make_plan(config: SimulationConfig, source: SiteSource, strategy: str) -> Fe
         attacks=attacks_json(config, source.num_sites),
         regions=config.regions or 0,
         region_codec=config.region_codec,
+        round_timeout=config.round_timeout,
     )
 
 
