@@ -136,7 +136,10 @@ def test_a_registered_node_key_connects_and_trains_and_unregistered_nodes_are_re
             late = register_node(env, tmp_path / "stranger" / "supernode.key.pub")
             wait_for(lambda: f"Activated node_id={late}" in text(link_log), 60, "late activation")
             stranger.stop()  # deactivates: the run below samples online nodes only
-            assert list_nodes(env) == {registered: "online", late: "offline"}
+            # The SuperLink records the deactivation when the node's request lands, which
+            # can trail the process's exit: wait for it rather than read the list once.
+            expected = {registered: "online", late: "offline"}
+            wait_for(lambda: list_nodes(env) == expected, 90, "the late node to go offline")
             run_config = f'num-rounds=1 codec="int8" output-dir="{out}" key-directory="{directory}"'
             repo = Path(__file__).resolve().parents[2]
             result = subprocess.run(
