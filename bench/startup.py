@@ -7,7 +7,9 @@ warm, as on a host that runs the agent), with the process's CPU time beside it, 
 * ``fedge --version`` and ``fedge --help`` (the command table, no sub-command imported);
 * ``fedge keys show`` on a real key file and KEK file;
 * ``fedge agent check --help`` and a real ``fedge agent check`` against a local Mosquitto
-  with an ONNX model configured (store, model, broker probe).
+  with an ONNX model configured (store, model, broker probe);
+* a ClientApp's start on a training host, cold (as Flower starts it) and warm (forked
+  from fedge's SuperExec zygote).
 
 Each command also runs once under ``python -X importtime``; the result lists which of the
 heavy packages (torch, pandas, ray, flwr, fastapi, sqlalchemy, SB3) it imported. The
@@ -87,6 +89,58 @@ def _measure(args: list[str]) -> dict[str, Any]:
     }
 
 
+#: What a ClientApp process imports before it can answer its message.
+CLIENTAPP_IMPORTS = "import flwr.supernode.cli, fedge.federation.client_app"
+
+
+def clientapp_ready() -> None:
+    """A warm child's entry: the ClientApp's imports (already in the zygote), then exit."""
+    exec(CLIENTAPP_IMPORTS)
+
+
+def _clientapp_starts() -> dict[str, Any]:
+    """A ClientApp's start as Flower makes it (a new interpreter importing Flower and the
+    site's app) against one forked from fedge's warm-start zygote (fedge's SuperExec with
+    ``clientapp_warm_start``): wall time from the launch until it could answer."""
+    from fedge.federation._launch_gate import Zygote
+
+    cold_cmd = [sys.executable, "-c", CLIENTAPP_IMPORTS]
+    _run(cold_cmd)
+    cold, cold_cpu = [], []
+    for _ in range(RUNS):
+        used = _children_cpu()
+        start = time.perf_counter()
+        _run(cold_cmd)
+        cold.append(time.perf_counter() - start)
+        cold_cpu.append(_children_cpu() - used)
+    start = time.perf_counter()
+    zygote = Zygote(["fedge.federation.client_app"], entry="bench.startup:clientapp_ready")
+    warm = []
+    try:
+        for i in range(RUNS + 1):
+            begun = time.perf_counter()
+            child = zygote.spawn(["flwr-clientapp"], quiet=True)
+            if child is None:
+                raise RuntimeError("the zygote did not start a child")
+            while child.poll() is None:
+                time.sleep(0.002)
+            if child.returncode != 0:
+                raise RuntimeError(f"a warm child exited {child.returncode}")
+            if i == 0:  # the first waits for the zygote's own imports
+                first = time.perf_counter() - start
+            else:
+                warm.append(time.perf_counter() - begun)
+    finally:
+        zygote.close()
+    return {
+        "cold_median_s": round(statistics.median(cold), 3),
+        "cold_cpu_median_s": round(statistics.median(cold_cpu), 3),
+        "warm_median_s": round(statistics.median(warm), 4),
+        "warm_max_s": round(max(warm), 4),
+        "zygote_ready_s": round(first, 3),
+    }
+
+
 def _tiny_model(path: Path) -> Path:
     """An (untrained) forecaster exported to ONNX: check loads and validates it the same."""
     import torch
@@ -127,6 +181,7 @@ def main() -> None:
         else:
             figures["skipped"] = {"fedge agent check": f"{MOSQUITTO} is not installed"}
     figures["commands"] = commands
+    figures["clientapp_start"] = _clientapp_starts()
     figures["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     figures["within_target"] = all(
         v["median_s"] <= TARGET_S
@@ -136,6 +191,11 @@ def main() -> None:
     path = write_result("startup", figures)
     for name, row in commands.items():
         print(f"{name:<28} median {row['median_s']:.3f} s  heavy imports: {row['heavy_imports']}")
+    start = figures["clientapp_start"]
+    print(
+        f"ClientApp start: cold {start['cold_median_s']:.3f} s "
+        f"(CPU {start['cold_cpu_median_s']:.3f} s), warm {start['warm_median_s']:.4f} s"
+    )
     print(f"wrote {path}")
 
 

@@ -155,6 +155,9 @@ class FederationConfig:
     # that shares clientapp_slot_dir (see fedge.federation._launch_gate).
     clientapp_slots: int = field(default_factory=default_clientapp_slots)
     clientapp_slot_dir: Path = field(default_factory=default_clientapp_slot_dir)
+    # ClientApps forked from a process that imported the site's app (torch) once, rather
+    # than each importing it anew (see fedge.federation._launch_gate).
+    clientapp_warm_start: bool = True
     # Filled from [security] and [store]: what the SuperNode's ClientApp reads its keys
     # and data from (never from the server's messages).
     key_file: Path | None = None
@@ -497,6 +500,7 @@ def _federation(s: _Section) -> FederationConfig:
         state_dir=s.path("state_dir", s.base / "fedge-federation") or s.base,
         clientapp_slots=s.positive("clientapp_slots", int, default_clientapp_slots()),
         clientapp_slot_dir=s.path("clientapp_slot_dir") or default_clientapp_slot_dir(),
+        clientapp_warm_start=s.get("clientapp_warm_start", bool, True),
     )
     if cfg.clientapp_slots > MAX_CLIENTAPP_SLOTS:
         raise ConfigError(f"federation.clientapp_slots: at most {MAX_CLIENTAPP_SLOTS}")

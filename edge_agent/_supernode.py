@@ -138,6 +138,10 @@ def node_config(config: FederationConfig) -> str:
 LAUNCH_GATE = Path(fedge.__file__).resolve().parent / "federation" / "_launch_gate.py"
 
 
+#: What a warm-start zygote imports: the site's ClientApp (and with it torch and Flower).
+WARM_MODULES = "fedge.federation.client_app"
+
+
 def interpreter_of(binary: Path) -> str:
     """The Python that runs ``binary`` (its ``#!`` line: the one with flwr), else ours."""
     try:
@@ -159,6 +163,8 @@ def write_superexec(config: FederationConfig, python: str) -> Path:
     bindir.mkdir(parents=True, exist_ok=True, mode=0o700)
     launcher = bindir / "flower-superexec"
     args = ["--slots", str(config.clientapp_slots), "--slot-dir", str(config.clientapp_slot_dir)]
+    if config.clientapp_warm_start:
+        args += ["--warm-modules", WARM_MODULES]
     launcher.write_text(
         f"#!{python}\n"
         "# fedge's SuperExec for this agent's SuperNode, written by the agent at each start.\n"

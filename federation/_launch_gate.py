@@ -16,6 +16,15 @@ most N - 1 others beside it and reaches the SuperNode in seconds; the other node
 wait, unclaimed, in their SuperNodes. A process that dies releases its slot (the kernel
 drops its locks), so a crash never leaves the host without one.
 
+With ``--warm-modules``, ClientApps start warm: at start the gate forks a zygote, a
+process that imports Flower's ClientApp runtime and the named modules (the site's app,
+torch) once, then forks one child per ClientApp, which runs Flower's own ``flwr-clientapp``
+entry point with the arguments Flower gives it. A ClientApp then starts in milliseconds
+instead of the seconds of CPU its imports cost, and its pages are shared with the zygote's
+until written. A module that does not import is named in the log and left to each child;
+a zygote that has died is named once and every later ClientApp starts cold, as Flower
+starts it.
+
 The agent's SuperNode finds this program first on its ``PATH`` under Flower's own name
 (``flower-superexec``, the name ``flower-supernode --isolation subprocess`` starts): a
 launcher the agent writes runs this file (not the package, whose imports pull in torch)
@@ -26,14 +35,20 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import importlib
+import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 #: How often an idle loop asks its SuperNode for a task: one loopback call, so a task
 #: waits a fraction of a second rather than Flower's SuperExec default of one.
@@ -89,11 +104,211 @@ class HostSlots:
         return None
 
 
+class Child(Protocol):
+    """A started ClientApp: a ``subprocess.Popen`` (cold) or a :class:`WarmChild`."""
+
+    def poll(self) -> int | None: ...
+
+
+#: Flower's ``flwr-clientapp`` console script, as a zygote's child runs it.
+CLIENTAPP_ENTRY = "flwr.supernode.cli:flwr_clientapp"
+#: How long a launch waits for the zygote's answer before the ClientApp starts cold.
+SPAWN_TIMEOUT_S = 60.0
+
+
+class Zygote:
+    """A forked process holding the ClientApp's imports; it forks one child per launch.
+
+    The gate and the zygote speak JSON lines over a socket pair: the gate sends
+    ``{"argv": [...], "quiet": bool}``, the zygote answers ``{"pid": N}`` (or
+    ``{"error": "..."}``) and later ``{"exit": N, "code": C}`` once that child has exited.
+    The zygote ends when the gate's end of the socket closes (the gate exited, however).
+    """
+
+    def __init__(self, modules: Sequence[str], entry: str = CLIENTAPP_ENTRY) -> None:
+        ours, theirs = socket.socketpair()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the zygote
+            ours.close()
+            code = 0
+            try:
+                _serve(theirs, list(modules), entry)
+            except BaseException:  # whatever it was, the zygote just ends
+                code = 1
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.pid = pid
+        self._sock = ours
+        self._buffer = b""
+        self.exits: dict[int, int] = {}
+        self.alive = True
+
+    def spawn(self, argv: Sequence[str], quiet: bool) -> WarmChild | None:
+        """A child running ``argv``; None if the zygote is gone or did not answer."""
+        if not self.alive:
+            return None
+        try:
+            self._sock.sendall(json.dumps({"argv": list(argv), "quiet": quiet}).encode() + b"\n")
+        except OSError:
+            self._lost("its socket closed")
+            return None
+        deadline = time.monotonic() + SPAWN_TIMEOUT_S
+        while self.alive and time.monotonic() < deadline:
+            for reply in self._read(min(1.0, max(deadline - time.monotonic(), 0.0))):
+                if "pid" in reply:
+                    return WarmChild(self, int(reply["pid"]))
+                if "error" in reply:
+                    _say(f"a warm ClientApp did not start ({reply['error']}): starting cold")
+                    return None
+        if self.alive:
+            self._lost(f"no answer in {SPAWN_TIMEOUT_S:.0f} s")
+            self.close()
+        return None
+
+    def pump(self) -> None:
+        """Take in the zygote's exit reports without waiting."""
+        if self.alive:
+            for _ in self._read(0.0):
+                pass
+
+    def _read(self, timeout: float) -> list[dict[str, int | str]]:
+        """Replies received within ``timeout``; exit reports are recorded, not returned."""
+        replies: list[dict[str, int | str]] = []
+        ready, _, _ = select.select([self._sock], [], [], timeout)
+        if not ready:
+            return replies
+        try:
+            data = self._sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._lost("it exited")
+            return replies
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            reply = json.loads(line)
+            if "exit" in reply:
+                self.exits[int(reply["exit"])] = int(reply["code"])
+            else:
+                replies.append(reply)
+        return replies
+
+    def _lost(self, why: str) -> None:
+        if self.alive:
+            _say(f"the ClientApp zygote is gone ({why}): ClientApps start cold from now on")
+        self.alive = False
+
+    def close(self) -> None:
+        self.alive = False
+        self._sock.close()
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+        except (ChildProcessError, ProcessLookupError):
+            pass
+
+
+@dataclass
+class WarmChild:
+    """A ClientApp forked by the zygote: its exit comes as the zygote's report."""
+
+    zygote: Zygote
+    pid: int
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.zygote.pump()
+            if self.pid in self.zygote.exits:
+                self.returncode = self.zygote.exits.pop(self.pid)
+            elif not self.zygote.alive and not Path(f"/proc/{self.pid}").exists():
+                self.returncode = -1  # gone with its zygote, and its exit code with them
+        return self.returncode
+
+
+def _say(line: str) -> None:
+    print(f"fedge superexec: {line}", file=sys.stderr, flush=True)
+
+
+def _serve(sock: socket.socket, modules: list[str], entry: str) -> None:
+    """The zygote's loop: import once, then fork a child per request and report its exit."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the SuperNode's Ctrl-C ends the gate
+    module_name, _, attribute = entry.partition(":")
+    main = getattr(importlib.import_module(module_name), attribute)
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # any failure: each child imports it
+            _say(f"warm start: {name} does not import ({exc}); each ClientApp imports it")
+    buffer = b""
+    children: set[int] = set()
+    while True:
+        ready, _, _ = select.select([sock], [], [], 0.2 if children else 5.0)
+        if ready:
+            data = sock.recv(65536)
+            if not data:
+                return  # the gate is gone
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                request = json.loads(line)
+                try:
+                    pid = _fork_child(sock, main, list(request["argv"]), bool(request["quiet"]))
+                except OSError as exc:
+                    sock.sendall(json.dumps({"error": str(exc)}).encode() + b"\n")
+                    continue
+                children.add(pid)
+                sock.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        for pid in list(children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                children.discard(pid)
+                code = os.waitstatus_to_exitcode(status)
+                sock.sendall(json.dumps({"exit": pid, "code": code}).encode() + b"\n")
+
+
+def _fork_child(sock: socket.socket, main: object, argv: list[str], quiet: bool) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:  # the child: Flower's ClientApp, as its console script would run it
+        sock.close()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if quiet:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.close(null)
+            sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - until its exit
+        sys.argv = argv
+        try:
+            main()  # type: ignore[operator]
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # reported as Python would, then exit
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 @dataclass
 class Running:
     """The ClientApps this process started, each with the slot it holds."""
 
-    children: list[tuple[subprocess.Popen[bytes], Slot]] = field(default_factory=list)
+    children: list[tuple[Child, Slot]] = field(default_factory=list)
 
     def reap(self) -> None:
         """Release the slot of every ClientApp that has exited."""
@@ -112,6 +327,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="flower-superexec", description=__doc__)
     parser.add_argument("--slots", type=int, required=True)
     parser.add_argument("--slot-dir", type=Path, required=True)
+    parser.add_argument("--warm-modules", default="", help="comma-separated; empty: cold starts")
     parser.add_argument("--runtime-api-address", required=True)
     transport = parser.add_mutually_exclusive_group()
     transport.add_argument("--insecure", action="store_true")
@@ -123,6 +339,17 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, slots: HostSlots) -> None:
     """Claim and start tasks, one per held slot, until the parent SuperNode exits."""
+    modules = [m.strip() for m in args.warm_modules.split(",") if m.strip()]
+    # Forked before this process imports Flower's client or starts a thread.
+    zygote = Zygote(modules) if modules else None
+    try:
+        _loop(args, slots, zygote)
+    finally:
+        if zygote is not None:
+            zygote.close()
+
+
+def _loop(args: argparse.Namespace, slots: HostSlots, zygote: Zygote | None) -> None:
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.app_utils import start_parent_process_monitor
     from flwr.supercore.constant import TASK_TYPE_TO_APPIO_API_ADDRESS_ARG, TASK_TYPE_TO_COMMAND
@@ -157,12 +384,16 @@ def run(args: argparse.Namespace, slots: HostSlots) -> None:
                 command += ["--parent-pid", str(spec.parent_pid)]
             if spec.runtime_dependency_install:
                 command.append("--allow-runtime-dependency-installation")
-            quiet = subprocess.DEVNULL if spec.suppress_output else None
-            try:
-                proc = subprocess.Popen(command, stdout=quiet, stderr=quiet)
-            except OSError as exc:
-                return LaunchResult.failed(f"cannot start {command[0]}: {exc}")
-            running.children.append((proc, held.pop()))
+            child: Child | None = None
+            if zygote is not None:
+                child = zygote.spawn(command, spec.suppress_output)
+            if child is None:
+                quiet = subprocess.DEVNULL if spec.suppress_output else None
+                try:
+                    child = subprocess.Popen(command, stdout=quiet, stderr=quiet)
+                except OSError as exc:
+                    return LaunchResult.failed(f"cannot start {command[0]}: {exc}")
+            running.children.append((child, held.pop()))
             return LaunchResult.accepted()
 
     if args.parent_pid is not None:

@@ -130,7 +130,7 @@ def test_a_sealed_run_refuses_a_stranger_and_takes_in_a_supernode_that_starts_la
         try:
             assert round_one.wait(300), "".join(lines)[-3000:]
             node = supernode_command(flower.address, latecomer.node_config(flower.coordinator_keys))
-            late.enter_context(service(node, tmp_path / "late-node.log", flower.env))
+            late.enter_context(service(node, tmp_path / "late-node.log", flower.node_env))
             code = run.wait(timeout=420)
         finally:
             if run.poll() is None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,16 @@ import pytest
 from fedge.edge_agent._config import FederationConfig, parse_config
 from fedge.edge_agent._errors import ConfigError
 from fedge.edge_agent._supernode import LAUNCH_GATE, interpreter_of, write_superexec
-from fedge.federation._launch_gate import MAX_SLOTS, HostSlots, Running, SlotError
+from fedge.federation._launch_gate import (
+    MAX_SLOTS,
+    HostSlots,
+    Running,
+    SlotError,
+    WarmChild,
+    Zygote,
+)
+
+PROBE = "tests.support.warm_probe:main"
 
 HOLD = """
 import sys, time
@@ -150,5 +162,120 @@ def test_slot_settings_reach_the_launcher(tmp_path: Path) -> None:
     )  # fmt: skip
     text = (write_superexec(cfg, "/usr/bin/python3") / "flower-superexec").read_text()
     assert text.startswith("#!/usr/bin/python3\n")
-    assert f"['--slots', '3', '--slot-dir', '{tmp_path / 'slots'}']" in text
+    assert f"['--slots', '3', '--slot-dir', '{tmp_path / 'slots'}', '--warm-modules'" in text
     assert FederationConfig(superlink="h:1").clientapp_slots >= 1
+
+
+def _exit_of(child: WarmChild, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while (code := child.poll()) is None:
+        assert time.monotonic() < deadline, "the warm child never exited"
+        time.sleep(0.05)
+    return code
+
+
+@pytest.fixture
+def probe_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    log = tmp_path / "probe.log"
+    monkeypatch.setenv("WARM_PROBE_LOG", str(log))
+    return log
+
+
+def test_warm_children_run_the_entry_with_their_arguments_on_imports_made_once(
+    probe_log: Path,
+) -> None:
+    zygote = Zygote(["json"], entry=PROBE)
+    try:
+        first = zygote.spawn(["probe", "3", "0", "--token", "a"], quiet=False)
+        second = zygote.spawn(["probe", "0", "0", "--token", "b"], quiet=False)
+        assert first is not None and second is not None and first.pid != second.pid
+        assert _exit_of(first) == 3 and _exit_of(second) == 0
+        assert first.poll() == 3  # asked again, the same answer
+    finally:
+        zygote.close()
+    lines = probe_log.read_text().splitlines()
+    assert lines[0] == f"imported {zygote.pid}"  # by the zygote, before any child
+    assert sorted(lines[1:]) == sorted(
+        [
+            f"ran {first.pid} {zygote.pid} probe 3 0 --token a",
+            f"ran {second.pid} {zygote.pid} probe 0 0 --token b",
+        ]
+    )
+
+
+def test_a_module_that_does_not_import_is_named_and_children_still_start(
+    probe_log: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    zygote = Zygote(["fedge.no_such_module"], entry=PROBE)
+    try:
+        child = zygote.spawn(["probe", "0"], quiet=False)
+        assert child is not None and _exit_of(child) == 0
+    finally:
+        zygote.close()
+    err = capfd.readouterr().err
+    assert "warm start: fedge.no_such_module does not import" in err
+
+
+def test_a_quiet_child_writes_nothing(probe_log: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    zygote = Zygote([], entry=PROBE)
+    try:
+        loud, quiet = zygote.spawn(["probe", "0"], False), zygote.spawn(["probe", "0"], True)
+        assert loud is not None and quiet is not None
+        assert _exit_of(loud) == 0 and _exit_of(quiet) == 0
+    finally:
+        zygote.close()
+    assert capfd.readouterr().out.count("probe says hello") == 1
+
+
+def test_after_the_zygote_dies_clientapps_start_cold_and_running_ones_are_still_seen(
+    probe_log: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    zygote = Zygote([], entry=PROBE)
+    try:
+        running = zygote.spawn(["probe", "0", "1.5"], quiet=False)
+        assert running is not None
+        os.kill(zygote.pid, signal.SIGKILL)
+        os.waitpid(zygote.pid, 0)
+        assert zygote.spawn(["probe", "0"], quiet=False) is None
+        assert "the ClientApp zygote is gone" in capfd.readouterr().err
+        assert running.poll() is None  # still training, its zygote gone
+        assert _exit_of(running) == -1  # then gone too, its exit code lost with the zygote
+    finally:
+        zygote.close()
+
+
+def test_the_zygote_ends_when_its_gate_does(probe_log: Path) -> None:
+    zygote = Zygote([], entry=PROBE)
+    zygote._sock.close()  # as when the gate exits, however it exits
+    deadline = time.monotonic() + 30
+    while os.waitpid(zygote.pid, os.WNOHANG) == (0, 0):
+        assert time.monotonic() < deadline, "the zygote outlived its gate"
+        time.sleep(0.05)
+
+
+def test_the_launcher_asks_for_warm_starts_unless_they_are_turned_off(tmp_path: Path) -> None:
+    cfg = FederationConfig(superlink="127.0.0.1:9092", state_dir=tmp_path / "state")
+    assert (
+        "'--warm-modules', 'fedge.federation.client_app'"
+        in (write_superexec(cfg, sys.executable) / "flower-superexec").read_text()
+    )
+    cold = FederationConfig(
+        superlink="127.0.0.1:9092", state_dir=tmp_path / "cold", clientapp_warm_start=False
+    )
+    assert (
+        "--warm-modules"
+        not in (write_superexec(cold, sys.executable) / "flower-superexec").read_text()
+    )
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "true"])
+def test_a_warm_start_setting_that_is_not_a_boolean_is_refused(
+    tmp_path: Path, value: object
+) -> None:
+    data = {
+        "agent": {"site": "s1"},
+        "store": {"path": str(tmp_path / "agent.db")},
+        "federation": {"superlink": "127.0.0.1:9092", "clientapp_warm_start": value},
+    }
+    with pytest.raises(ConfigError, match="clientapp_warm_start"):
+        parse_config(data, tmp_path)

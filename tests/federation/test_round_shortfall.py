@@ -90,7 +90,7 @@ def test_a_supernode_killed_mid_run_fails_the_run_at_the_coordinator(tmp_path: P
     with deployment(tmp_path / "flower", sites=[kept]) as flower:
         node = supernode_command(flower.address, doomed.node_config(flower.coordinator_keys))
         with (
-            service(node, tmp_path / "doomed.log", flower.env) as proc,
+            service(node, tmp_path / "doomed.log", flower.node_env) as proc,
             coordinator(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", flower, free_port()) as (
                 client,
                 _,

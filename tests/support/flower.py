@@ -176,12 +176,26 @@ def supernode_command(address: str, node_config: str) -> list[str]:
     ]  # fmt: skip
 
 
+def gated_env(root: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a SuperNode that starts its ClientApps as the agent's does: fedge's
+    SuperExec (host slots shared by the deployment's nodes, warm starts) first on PATH."""
+    from fedge.edge_agent._config import FederationConfig
+    from fedge.edge_agent._supernode import write_superexec
+
+    config = FederationConfig(
+        superlink="unused", state_dir=root / "superexec", clientapp_slot_dir=root / "slots"
+    )
+    bindir = write_superexec(config, sys.executable)
+    return {**env, "PATH": f"{bindir}{os.pathsep}{env['PATH']}"}
+
+
 @dataclass(frozen=True)
 class Deployment:
     port: int  # the SuperLink's (Fleet, Control and Runtime APIs on one port in 1.41)
     env: dict[str, str]  # FLWR_HOME with a "local" federation, the venv's bin on PATH
     sites: list[SiteFiles] = field(default_factory=list)
     coordinator_keys: Path = Path()  # every site reads the coordinator's keys from here
+    node_env: dict[str, str] = field(default_factory=dict)  # a SuperNode's (gated_env)
 
     @property
     def address(self) -> str:
@@ -226,13 +240,14 @@ def deployment(
         str(BIN / "flower-superlink"), "--insecure", "--port", str(port),
         "--database", str(root / "superlink.db"), "--disable-runtime-dependency-installation",
     ]  # fmt: skip
+    node_env = gated_env(root, env)
     with ExitStack() as stack:
         stack.enter_context(service(superlink, root / "superlink.log", env))
         wait_for_port(port)
         for i, site in enumerate(sites):
             node = supernode_command(f"127.0.0.1:{port}", site.node_config(coordinator_keys))
-            stack.enter_context(service(node, root / f"node{i}.log", env))
-        yield Deployment(port, env, list(sites), coordinator_keys)
+            stack.enter_context(service(node, root / f"node{i}.log", node_env))
+        yield Deployment(port, env, list(sites), coordinator_keys, node_env)
 
 
 def flwr_home(root: Path, port: int, root_certificates: Path | None = None) -> Path:
