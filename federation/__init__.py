@@ -7,6 +7,11 @@ simulation builds its own). Keys come from the coordinator's per-run export
 (:func:`export_run_keys`, :func:`load_run_keys`) and from each node's own config.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fedge.federation._accounting import Ledger, wire_size
 from fedge.federation._codec import (
     CODECS,
@@ -39,10 +44,27 @@ from fedge.federation._keys import (
 from fedge.federation._plan import STRATEGIES, FederationPlan, cosine_lr
 from fedge.federation._regional import Hierarchy, RegionalStrategy, RegionMap
 from fedge.federation._residual import FEEDBACK_MODES, ResidualStore, compress_with_feedback
-from fedge.federation._rounds import FederationOutcome, RoundRecord, initial_weights, run_rounds
 from fedge.federation._sealed_strategy import SealedStrategy
-from fedge.federation._site_app import site_app
 from fedge.federation._site_mod import Site, SiteResolver, Uplink, sealed_mod
+
+if TYPE_CHECKING:
+    from fedge.federation._rounds import (
+        FederationOutcome,
+        RoundRecord,
+        initial_weights,
+        run_rounds,
+    )
+    from fedge.federation._site_app import site_app
+
+#: The round loop and the site app train and score with torch: they load on first use, so
+#: the coordinator's API (plans, key exports) never loads torch.
+_LAZY = {
+    "FederationOutcome": "fedge.federation._rounds",
+    "RoundRecord": "fedge.federation._rounds",
+    "initial_weights": "fedge.federation._rounds",
+    "run_rounds": "fedge.federation._rounds",
+    "site_app": "fedge.federation._site_app",
+}
 
 __all__ = [
     "CODECS",
@@ -90,3 +112,9 @@ __all__ = [
     "initial_weights",
     "run_rounds",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fedge.federation' has no attribute {name!r}")

@@ -34,7 +34,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_serve_answers_and_keeps_the_key_file(tmp_path: Path) -> None:
     port = free_port()
     cmd = [FEDGE, "coordinator", "serve", "--port", str(port)]
-    with service(cmd, tmp_path / "log", _env(tmp_path)):
+    with service(cmd, tmp_path / "log", _env(tmp_path)) as proc:
         wait_for_port(port, timeout=90)
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz", timeout=60).json() == {
@@ -44,6 +44,11 @@ def test_serve_answers_and_keeps_the_key_file(tmp_path: Path) -> None:
         assert httpx.get(f"{base}/api/v1/sites").status_code == 401
         keys = httpx.get(f"{base}/api/v1/keys", headers={"X-API-Key": DEV_ADMIN_KEY})
         assert keys.status_code == 200
+        runs = httpx.get(f"{base}/api/v1/runs", headers={"X-API-Key": DEV_ADMIN_KEY})
+        assert runs.status_code == 200
+        # Runs are planned and keyed here and trained elsewhere: the API never loads torch.
+        libraries = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "/torch/" not in libraries and "/sqlalchemy/" in libraries
     assert (tmp_path / "coordinator.key").stat().st_mode & 0o077 == 0
     assert "coordinator on http://127.0.0.1" in (tmp_path / "log").read_text()
 
