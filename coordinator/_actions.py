@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -30,6 +31,9 @@ from fedge.decisions import MODES, SHARE_NAMES
 from fedge.security import SiteIdentity
 
 log = logging.getLogger("fedge.coordinator.actions")
+
+#: This process's notifiers (one per Coordinator), for stop_waiting_polls.
+_NOTIFIERS: weakref.WeakSet[ActionNotifier] = weakref.WeakSet()
 
 __all__ = [
     "MAX_ACKS",
@@ -211,6 +215,12 @@ class ActionPublic(BaseModel):
 # --- notification ------------------------------------------------------------------------
 
 
+def stop_waiting_polls() -> None:
+    """This process is stopping: every waiting poll answers now (see ActionNotifier.stop)."""
+    for notifier in list(_NOTIFIERS):
+        notifier.stop()
+
+
 class ActionNotifier:
     """Wakes the waiting polls of this process when actions are stored, by this process
     (:meth:`notify`) or by any other worker or replica on the same database.
@@ -227,6 +237,21 @@ class ActionNotifier:
         self._generation = 0
         self._newest, self._watch_s = newest, watch_s
         self._watcher: threading.Thread | None = None
+        self._stopping = False
+        _NOTIFIERS.add(self)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether this process is stopping: a poll then answers with what it has."""
+        with self._lock:
+            return self._stopping
+
+    def stop(self) -> None:
+        """Wake every waiting poll for good: the server stops, and it waits for the
+        requests in flight, which a poll would hold for up to its wait."""
+        with self._lock:
+            self._stopping = True
+        self.notify()
 
     @property
     def generation(self) -> int:
@@ -239,7 +264,7 @@ class ActionNotifier:
         a wake came after ``seen`` (a :attr:`generation`)."""
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
-            if seen is not None and self._generation != seen:
+            if self._stopping or (seen is not None and self._generation != seen):
                 return
             self._waiters.add(waiter)
             if self._newest is not None and self._watcher is None:

@@ -18,7 +18,8 @@ import errno
 import socket
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from fedge.coordinator._errors import CoordinatorError
 
@@ -61,6 +62,27 @@ def bind_exclusive(host: str, port: int) -> socket.socket:
 Tls = tuple[Path, Path]
 
 
+#: How long a stopping server waits for the requests in flight (waiting polls answer at
+#: once: see _StoppingServer); what is still running then is cancelled.
+GRACEFUL_STOP_S = 5
+
+
+def _server(config: Any) -> Any:
+    """uvicorn's server, which on SIGTERM or SIGINT also answers this process's waiting
+    action polls: uvicorn waits for the requests in flight before it stops, and a poll
+    would hold its request for up to its wait (30 s), past what a unit manager allows."""
+    import uvicorn
+
+    from fedge.coordinator._actions import stop_waiting_polls
+
+    class _StoppingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            stop_waiting_polls()
+
+    return _StoppingServer(config)
+
+
 def serve_app(app: FastAPI, host: str, port: int, tls: Tls | None = None) -> None:
     """Run ``app`` in this process on a socket bound here, so a taken port raises
     :class:`PortInUseError` instead of a uvicorn log line and exit 1; HTTPS with ``tls``."""
@@ -72,8 +94,9 @@ def serve_app(app: FastAPI, host: str, port: int, tls: Tls | None = None) -> Non
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, ssl_certfile=cert, ssl_keyfile=key,
             log_config=None,  # uvicorn's lines go through the root logger's format
+            timeout_graceful_shutdown=GRACEFUL_STOP_S,
         )  # fmt: skip
-        uvicorn.Server(config).run(sockets=[sock])
+        _server(config).run(sockets=[sock])
     finally:
         sock.close()
 
@@ -90,9 +113,9 @@ def _worker(
     cert, key = tls or (None, None)
     config = uvicorn.Config(
         app, factory=True, log_level="warning", access_log=False, ssl_certfile=cert,
-        ssl_keyfile=key, log_config=None,
+        ssl_keyfile=key, log_config=None, timeout_graceful_shutdown=GRACEFUL_STOP_S,
     )  # fmt: skip
-    uvicorn.Server(config).run(sockets=[_listener(host, port, listen=True)])
+    _server(config).run(sockets=[_listener(host, port, listen=True)])
 
 
 def serve_workers(app: str, host: str, port: int, workers: int, tls: Tls | None = None) -> None:

@@ -53,6 +53,45 @@ def test_serve_answers_and_keeps_the_key_file(tmp_path: Path) -> None:
     assert "coordinator on http://127.0.0.1" in (tmp_path / "log").read_text()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_stops_at_once_with_a_sites_poll_waiting(tmp_path: Path, workers: int) -> None:
+    """SIGTERM (a unit manager's stop) with an agent's long poll in flight: the poll is
+    answered (empty) and the process exits in seconds, not after the poll's 30 s wait."""
+    import signal
+    import threading
+
+    from fedge.core import sign_request
+    from tests.support.flower import enroll, make_site
+
+    port = free_port()
+    cmd = [FEDGE, "coordinator", "serve", "--port", str(port), "--workers", str(workers)]
+    site = make_site(tmp_path / "site", store=tmp_path / "unused.db")
+    path = "/api/v1/site/actions?after=0&wait=30"
+    answers: list[httpx.Response] = []
+    with service(cmd, tmp_path / "log", _env(tmp_path)) as proc:
+        wait_for_port(port, timeout=90)
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, headers={"X-API-Key": DEV_ADMIN_KEY}) as admin:
+            enroll(admin, site)
+
+        def poll() -> None:
+            headers = sign_request(site.identity, "GET", path)
+            answers.append(httpx.get(base + path, headers=headers, timeout=60))
+
+        waiter = threading.Thread(target=poll, daemon=True)
+        waiter.start()
+        time.sleep(1.5)  # the poll is in and waiting (nothing will wake it but the stop)
+        assert not answers
+        started = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        stopped = time.monotonic() - started
+        waiter.join(10)
+    # uvicorn shuts down, then re-raises the signal it was stopped by: -15 is a clean stop
+    assert proc.returncode in (0, -signal.SIGTERM) and stopped < 8, (proc.returncode, stopped)
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {"actions": []})]
+
+
 def test_production_without_secrets_exits_2_with_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [FEDGE, "coordinator", "serve"],

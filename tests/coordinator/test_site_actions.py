@@ -194,3 +194,27 @@ def test_a_poll_on_another_worker_finds_the_action(sites: Sites) -> None:
         waiter.join()
         ids = _ids(result["answer"])
         assert len(ids) == 1 and ids[0] in stored
+
+
+def test_a_stopping_process_answers_its_waiting_polls_at_once(sites: Sites) -> None:
+    """The server waits for requests in flight before it stops: a poll must not hold it."""
+    from fedge.coordinator._actions import stop_waiting_polls
+
+    result: dict[str, Any] = {}
+
+    def poll() -> None:
+        started = time.monotonic()
+        result["answer"] = sites.poll(sites.one, "after=0&wait=30")
+        result["seconds"] = time.monotonic() - started
+
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    while sites.coordinator.action_notifier.waiting == 0 and waiter.is_alive():
+        time.sleep(0.01)
+    stop_waiting_polls()
+    waiter.join(10)
+    assert not waiter.is_alive() and _ids(result["answer"]) == []
+    assert result["seconds"] < 5
+    started = time.monotonic()  # and a poll that comes in while it stops does not wait
+    assert _ids(sites.poll(sites.one, "after=0&wait=30")) == []
+    assert time.monotonic() - started < 5

@@ -51,7 +51,7 @@ async def poll_actions(
         seen = notifier.generation  # before the read: a wake during it is not lost
         actions = await run_in_threadpool(book.for_site, site_hex, after, MAX_POLL_ACTIONS)
         left = deadline - time.monotonic()
-        if actions or left <= 0:
+        if actions or left <= 0 or notifier.stopping:
             return SiteActions(actions=actions)
         await notifier.wait(min(left, RECHECK_SECONDS), seen)
 
