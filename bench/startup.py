@@ -114,7 +114,9 @@ def _clientapp_starts() -> dict[str, Any]:
         cold.append(time.perf_counter() - start)
         cold_cpu.append(_children_cpu() - used)
     start = time.perf_counter()
-    zygote = Zygote(["fedge.federation.client_app"], entry="bench.startup:clientapp_ready")
+    # as the gate's: Flower's entry point and the site's app
+    modules = ["flwr.supernode.cli", "fedge.federation.client_app"]
+    zygote = Zygote(modules, entry="bench.startup:clientapp_ready")
     warm = []
     try:
         for i in range(RUNS + 1):
@@ -130,9 +132,16 @@ def _clientapp_starts() -> dict[str, Any]:
                 first = time.perf_counter() - start
             else:
                 warm.append(time.perf_counter() - begun)
+        rollup = dict(
+            (line.split(":")[0], int(line.split()[1]))
+            for line in Path(f"/proc/{zygote.pid}/smaps_rollup").read_text().splitlines()[1:]
+        )
     finally:
         zygote.close()
     return {
+        # what the zygote holds while it is up (kB in /proc): all of it, and its own
+        "zygote_rss_mb": round(rollup["Rss"] / 1024, 1),
+        "zygote_private_mb": round((rollup["Private_Clean"] + rollup["Private_Dirty"]) / 1024, 1),
         "cold_median_s": round(statistics.median(cold), 3),
         "cold_cpu_median_s": round(statistics.median(cold_cpu), 3),
         "warm_median_s": round(statistics.median(warm), 4),
@@ -162,6 +171,11 @@ def main() -> None:
         work = Path(tmp)
         key, kek = work / "site.key", work / "kek"
         kek.write_bytes(os.urandom(32))
+        kek.chmod(0o600)  # the agent refuses a KEK file others can read
+        from fedge.security import SiteIdentity
+
+        # what enrollment leaves on the host: the coordinator's public keys
+        (work / "coordinator.pub").write_bytes(SiteIdentity.generate().public_keys().to_bytes())
         _run([*_fedge(), "keys", "init", "--key-file", str(key), "--kek-file", str(kek)])
         commands["fedge --version"] = _measure(["--version"])
         commands["fedge --help"] = _measure(["--help"])

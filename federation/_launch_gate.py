@@ -16,14 +16,15 @@ most N - 1 others beside it and reaches the SuperNode in seconds; the other node
 wait, unclaimed, in their SuperNodes. A process that dies releases its slot (the kernel
 drops its locks), so a crash never leaves the host without one.
 
-With ``--warm-modules``, ClientApps start warm: at start the gate forks a zygote, a
-process that imports Flower's ClientApp runtime and the named modules (the site's app,
-torch) once, then forks one child per ClientApp, which runs Flower's own ``flwr-clientapp``
-entry point with the arguments Flower gives it. A ClientApp then starts in milliseconds
-instead of the seconds of CPU its imports cost, and its pages are shared with the zygote's
-until written. A module that does not import is named in the log and left to each child;
-a zygote that has died is named once and every later ClientApp starts cold, as Flower
-starts it.
+With ``--warm-modules``, ClientApps start warm: at its first launch the gate starts a
+zygote, a process that imports Flower's ClientApp runtime and the named modules (the
+site's app, torch) once, then forks one child per ClientApp, which runs Flower's own
+``flwr-clientapp`` entry point with the arguments Flower gives it. A ClientApp then starts
+in milliseconds instead of the seconds of CPU its imports cost, and its pages are shared
+with the zygote's until written. The zygote is closed after ``WARM_IDLE_S`` without a
+launch. A module that does not import is named in the log and left to each child; a
+zygote that has died unasked is named once and every later ClientApp starts cold, as
+Flower starts it.
 
 The agent's SuperNode finds this program first on its ``PATH`` under Flower's own name
 (``flower-superexec``, the name ``flower-supernode --isolation subprocess`` starts): a
@@ -34,6 +35,7 @@ with ``--slots N --slot-dir DIR`` before Flower's own arguments.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import importlib
 import json
@@ -117,39 +119,36 @@ SPAWN_TIMEOUT_S = 60.0
 
 
 class Zygote:
-    """A forked process holding the ClientApp's imports; it forks one child per launch.
+    """A process holding the ClientApp's imports; it forks one child per launch.
 
-    The gate and the zygote speak JSON lines over a socket pair: the gate sends
-    ``{"argv": [...], "quiet": bool}``, the zygote answers ``{"pid": N}`` (or
-    ``{"error": "..."}``) and later ``{"exit": N, "code": C}`` once that child has exited.
-    The zygote ends when the gate's end of the socket closes (the gate exited, however).
+    It is a new interpreter (this file run by path, as the gate is), not a fork of the
+    gate, whose Flower client and threads a fork would copy. The gate and the zygote
+    speak JSON lines over a socket pair: the gate sends ``{"argv": [...], "quiet": bool}``,
+    the zygote answers ``{"pid": N}`` (or ``{"error": "..."}``) and later
+    ``{"exit": N, "code": C}`` once that child has exited. The zygote ends when the
+    gate's end of the socket closes (the gate exited, however it ended).
     """
 
     def __init__(self, modules: Sequence[str], entry: str = CLIENTAPP_ENTRY) -> None:
         ours, theirs = socket.socketpair()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the zygote
-            ours.close()
-            code = 0
-            try:
-                _serve(theirs, list(modules), entry)
-            except BaseException:  # whatever it was, the zygote just ends
-                code = 1
-            finally:
-                os._exit(code)
+        boot = f"import runpy, sys\nrunpy.run_path({__file__!r})['zygote_main'](sys.argv[1:])\n"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", boot, str(theirs.fileno()), entry, ",".join(modules)],
+            pass_fds=[theirs.fileno()],
+        )
         theirs.close()
-        self.pid = pid
+        self.pid = self._proc.pid
         self._sock = ours
         self._buffer = b""
         self.exits: dict[int, int] = {}
         self.alive = True
+        self.last_used = time.monotonic()
 
     def spawn(self, argv: Sequence[str], quiet: bool) -> WarmChild | None:
         """A child running ``argv``; None if the zygote is gone or did not answer."""
         if not self.alive:
             return None
+        self.last_used = time.monotonic()
         try:
             self._sock.sendall(json.dumps({"argv": list(argv), "quiet": quiet}).encode() + b"\n")
         except OSError:
@@ -203,13 +202,14 @@ class Zygote:
         self.alive = False
 
     def close(self) -> None:
+        """End the zygote (the ClientApps it forked run on, watched by their SuperNode)."""
         self.alive = False
         self._sock.close()
         try:
-            os.kill(self.pid, signal.SIGTERM)
-            os.waitpid(self.pid, 0)
-        except (ChildProcessError, ProcessLookupError):
-            pass
+            self._proc.terminate()
+            self._proc.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
 
 
 @dataclass
@@ -234,6 +234,15 @@ def _say(line: str) -> None:
     print(f"fedge superexec: {line}", file=sys.stderr, flush=True)
 
 
+def zygote_main(argv: list[str]) -> None:
+    """The zygote process: ``FD ENTRY MODULES`` (its socket, ``module:function``, and
+    the comma-separated modules to import before the first fork)."""
+    sock = socket.socket(fileno=int(argv[0]))
+    modules = [m for m in argv[2].split(",") if m]
+    with contextlib.suppress(OSError, ValueError):  # the gate went away mid-message
+        _serve(sock, modules, argv[1])
+
+
 def _serve(sock: socket.socket, modules: list[str], entry: str) -> None:
     """The zygote's loop: import once, then fork a child per request and report its exit."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -245,11 +254,18 @@ def _serve(sock: socket.socket, modules: list[str], entry: str) -> None:
             importlib.import_module(name)
         except Exception as exc:  # any failure: each child imports it
             _say(f"warm start: {name} does not import ({exc}); each ClientApp imports it")
+    # A child's exit wakes the loop at once (SIGCHLD through a wakeup pipe).
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
     buffer = b""
     children: set[int] = set()
     while True:
-        ready, _, _ = select.select([sock], [], [], 0.2 if children else 5.0)
-        if ready:
+        ready, _, _ = select.select([sock.fileno(), wake_r], [], [], 1.0 if children else 5.0)
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        if sock.fileno() in ready:
             data = sock.recv(65536)
             if not data:
                 return  # the gate is gone
@@ -281,6 +297,8 @@ def _fork_child(sock: socket.socket, main: object, argv: list[str], quiet: bool)
     code = 1
     try:  # the child: Flower's ClientApp, as its console script would run it
         sock.close()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         if quiet:
             null = os.open(os.devnull, os.O_WRONLY)
@@ -337,19 +355,56 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+#: A zygote this long without a launch, none of its ClientApps running, is closed: its
+#: memory is the node's only while the federation uses it. The next launch starts another.
+WARM_IDLE_S = 600.0
+
+
+@dataclass
+class WarmStarts:
+    """The gate's zygote, started at the first launch and closed after ``WARM_IDLE_S``
+    idle; one that dies unasked is named and not started again (ClientApps start cold)."""
+
+    modules: list[str]
+    entry: str = CLIENTAPP_ENTRY
+    zygote: Zygote | None = None
+    failed: bool = False
+
+    def spawn(self, argv: Sequence[str], quiet: bool) -> WarmChild | None:
+        if not self.modules or self.failed:
+            return None
+        if self.zygote is None:
+            self.zygote = Zygote(self.modules, self.entry)
+        child = self.zygote.spawn(argv, quiet)
+        if child is None and not self.zygote.alive:
+            self.failed = True
+        return child
+
+    def expire(self, running: Running, now: float) -> None:
+        zygote = self.zygote
+        if zygote is None or not zygote.alive or now - zygote.last_used < WARM_IDLE_S:
+            return
+        if any(isinstance(c, WarmChild) and c.zygote is zygote for c, _ in running.children):
+            return
+        zygote.close()
+        self.zygote = None
+
+    def close(self) -> None:
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
+
+
 def run(args: argparse.Namespace, slots: HostSlots) -> None:
     """Claim and start tasks, one per held slot, until the parent SuperNode exits."""
-    modules = [m.strip() for m in args.warm_modules.split(",") if m.strip()]
-    # Forked before this process imports Flower's client or starts a thread.
-    zygote = Zygote(modules) if modules else None
+    warm = WarmStarts([m.strip() for m in args.warm_modules.split(",") if m.strip()])
     try:
-        _loop(args, slots, zygote)
+        _loop(args, slots, warm)
     finally:
-        if zygote is not None:
-            zygote.close()
+        warm.close()
 
 
-def _loop(args: argparse.Namespace, slots: HostSlots, zygote: Zygote | None) -> None:
+def _loop(args: argparse.Namespace, slots: HostSlots, warm: WarmStarts) -> None:
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.app_utils import start_parent_process_monitor
     from flwr.supercore.constant import TASK_TYPE_TO_APPIO_API_ADDRESS_ARG, TASK_TYPE_TO_COMMAND
@@ -384,9 +439,7 @@ def _loop(args: argparse.Namespace, slots: HostSlots, zygote: Zygote | None) -> 
                 command += ["--parent-pid", str(spec.parent_pid)]
             if spec.runtime_dependency_install:
                 command.append("--allow-runtime-dependency-installation")
-            child: Child | None = None
-            if zygote is not None:
-                child = zygote.spawn(command, spec.suppress_output)
+            child: Child | None = warm.spawn(command, spec.suppress_output)
             if child is None:
                 quiet = subprocess.DEVNULL if spec.suppress_output else None
                 try:
@@ -419,6 +472,7 @@ def _loop(args: argparse.Namespace, slots: HostSlots, zygote: Zygote | None) -> 
     try:
         while True:
             running.reap()
+            warm.expire(running, time.monotonic())
             slot = slots.try_acquire()
             if slot is not None:
                 held.append(slot)

@@ -16,10 +16,12 @@ from fedge.edge_agent._errors import ConfigError
 from fedge.edge_agent._supernode import LAUNCH_GATE, interpreter_of, write_superexec
 from fedge.federation._launch_gate import (
     MAX_SLOTS,
+    WARM_IDLE_S,
     HostSlots,
     Running,
     SlotError,
     WarmChild,
+    WarmStarts,
     Zygote,
 )
 
@@ -235,7 +237,7 @@ def test_after_the_zygote_dies_clientapps_start_cold_and_running_ones_are_still_
         running = zygote.spawn(["probe", "0", "1.5"], quiet=False)
         assert running is not None
         os.kill(zygote.pid, signal.SIGKILL)
-        os.waitpid(zygote.pid, 0)
+        zygote._proc.wait()
         assert zygote.spawn(["probe", "0"], quiet=False) is None
         assert "the ClientApp zygote is gone" in capfd.readouterr().err
         assert running.poll() is None  # still training, its zygote gone
@@ -248,7 +250,7 @@ def test_the_zygote_ends_when_its_gate_does(probe_log: Path) -> None:
     zygote = Zygote([], entry=PROBE)
     zygote._sock.close()  # as when the gate exits, however it exits
     deadline = time.monotonic() + 30
-    while os.waitpid(zygote.pid, os.WNOHANG) == (0, 0):
+    while zygote._proc.poll() is None:
         assert time.monotonic() < deadline, "the zygote outlived its gate"
         time.sleep(0.05)
 
@@ -279,3 +281,50 @@ def test_a_warm_start_setting_that_is_not_a_boolean_is_refused(
     }
     with pytest.raises(ConfigError, match="clientapp_warm_start"):
         parse_config(data, tmp_path)
+
+
+def test_the_gates_zygote_starts_at_the_first_launch_and_closes_once_idle(
+    probe_log: Path, tmp_path: Path
+) -> None:
+    warm = WarmStarts(["json"], entry=PROBE)
+    slots = HostSlots(2, tmp_path / "slots")
+    running = Running()
+    try:
+        assert warm.zygote is None  # nothing held before the federation asks
+        child = warm.spawn(["probe", "0", "0.5"], quiet=True)
+        assert child is not None and warm.zygote is not None
+        first = warm.zygote
+        slot = slots.try_acquire()
+        assert slot is not None
+        running.children.append((child, slot))
+        warm.expire(running, first.last_used + WARM_IDLE_S + 1)
+        assert warm.zygote is first  # idle long enough, but one of its ClientApps runs
+        assert _exit_of(child) == 0
+        running.reap()
+        warm.expire(running, first.last_used + 1)
+        assert warm.zygote is first  # not idle long enough
+        warm.expire(running, first.last_used + WARM_IDLE_S + 1)
+        assert warm.zygote is None and not first.alive
+        again = warm.spawn(["probe", "0"], quiet=True)  # the next launch: another zygote
+        assert again is not None and warm.zygote is not None and warm.zygote.pid != first.pid
+        assert _exit_of(again) == 0
+    finally:
+        warm.close()
+
+
+def test_a_zygote_that_dies_unasked_is_not_started_again(
+    probe_log: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    warm = WarmStarts([], entry=PROBE)
+    assert warm.spawn(["probe", "0"], quiet=True) is None  # no modules: every start cold
+    warm = WarmStarts(["json"], entry=PROBE)
+    try:
+        child = warm.spawn(["probe", "0"], quiet=True)
+        assert child is not None and warm.zygote is not None and _exit_of(child) == 0
+        os.kill(warm.zygote.pid, signal.SIGKILL)
+        warm.zygote._proc.wait()
+        assert warm.spawn(["probe", "0"], quiet=True) is None and warm.failed
+        assert warm.spawn(["probe", "0"], quiet=True) is None  # and stays cold
+        assert capfd.readouterr().err.count("the ClientApp zygote is gone") == 1
+    finally:
+        warm.close()
