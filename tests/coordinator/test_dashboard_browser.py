@@ -187,6 +187,9 @@ def _login(page: Page, world: World, key: str) -> None:
     page.get_by_label("Operator API key").fill(key)
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(f"{world.url}/ui")
+    # htmx loads deferred: what the reader types before it has bound the page is no
+    # request (the server-rendered rows are there sooner)
+    page.wait_for_function("() => window.htmx !== undefined && document.readyState === 'complete'")
 
 
 def _key(world: World, role: Role) -> str:
