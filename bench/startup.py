@@ -69,9 +69,10 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _measure(args: list[str]) -> dict[str, Any]:
-    cmd = [*_fedge(), *args]
-    _run(cmd)  # warm-up: page cache and .pyc files
+def _timed(cmd: list[str]) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of ``RUNS`` runs of ``cmd``, after one warm-up run (page
+    cache and .pyc files)."""
+    _run(cmd)
     samples, cpu = [], []
     for _ in range(RUNS):
         used = _children_cpu()
@@ -79,6 +80,11 @@ def _measure(args: list[str]) -> dict[str, Any]:
         _run(cmd)
         samples.append(time.perf_counter() - start)
         cpu.append(_children_cpu() - used)
+    return samples, cpu
+
+
+def _measure(args: list[str]) -> dict[str, Any]:
+    samples, cpu = _timed([*_fedge(), *args])
     return {
         "median_s": round(statistics.median(samples), 3),
         "min_s": round(min(samples), 3),
@@ -104,15 +110,7 @@ def _clientapp_starts() -> dict[str, Any]:
     ``clientapp_warm_start``): wall time from the launch until it could answer."""
     from fedge.federation._launch_gate import Zygote
 
-    cold_cmd = [sys.executable, "-c", CLIENTAPP_IMPORTS]
-    _run(cold_cmd)
-    cold, cold_cpu = [], []
-    for _ in range(RUNS):
-        used = _children_cpu()
-        start = time.perf_counter()
-        _run(cold_cmd)
-        cold.append(time.perf_counter() - start)
-        cold_cpu.append(_children_cpu() - used)
+    cold, cold_cpu = _timed([sys.executable, "-c", CLIENTAPP_IMPORTS])
     start = time.perf_counter()
     # as the gate's: Flower's entry point and the site's app
     modules = ["flwr.supernode.cli", "fedge.federation.client_app"]

@@ -89,11 +89,9 @@ def test_a_poll_without_actions_answers_empty_when_its_wait_runs_out(sites: Site
     assert answer.status_code == 200 and answer.json() == {"actions": []}
 
 
-def test_a_waiting_poll_answers_once_an_action_is_stored(
-    sites: Sites, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Only the notification can wake it: its database re-check comes after its wait."""
-    monkeypatch.setattr(site_actions, "RECHECK_SECONDS", 3600.0)
+def _waiting_poll(sites: Sites) -> tuple[threading.Thread, dict[str, Any]]:
+    """Site one's poll (after=0, wait=30) in a thread, returned once it waits; its answer
+    and seconds land in the dict."""
     result: dict[str, Any] = {}
 
     def poll() -> None:
@@ -105,6 +103,15 @@ def test_a_waiting_poll_answers_once_an_action_is_stored(
     waiter.start()
     while sites.coordinator.action_notifier.waiting == 0 and waiter.is_alive():
         time.sleep(0.01)  # until the poll is waiting
+    return waiter, result
+
+
+def test_a_waiting_poll_answers_once_an_action_is_stored(
+    sites: Sites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the notification can wake it: its database re-check comes after its wait."""
+    monkeypatch.setattr(site_actions, "RECHECK_SECONDS", 3600.0)
+    waiter, result = _waiting_poll(sites)
     stored = sites.decide()
     waiter.join()
     ids = _ids(result["answer"])
@@ -200,17 +207,7 @@ def test_a_stopping_process_answers_its_waiting_polls_at_once(sites: Sites) -> N
     """The server waits for requests in flight before it stops: a poll must not hold it."""
     from fedge.coordinator._actions import stop_waiting_polls
 
-    result: dict[str, Any] = {}
-
-    def poll() -> None:
-        started = time.monotonic()
-        result["answer"] = sites.poll(sites.one, "after=0&wait=30")
-        result["seconds"] = time.monotonic() - started
-
-    waiter = threading.Thread(target=poll)
-    waiter.start()
-    while sites.coordinator.action_notifier.waiting == 0 and waiter.is_alive():
-        time.sleep(0.01)
+    waiter, result = _waiting_poll(sites)
     stop_waiting_polls()
     waiter.join(10)
     assert not waiter.is_alive() and _ids(result["answer"]) == []
